@@ -124,7 +124,8 @@ class Stamp:
 
     ``now_ms`` is exchange-corrected wall time; ``nonce`` is a strictly increasing per-key
     integer for exchanges that need one (else equal to the time in the exchange's unit);
-    ``unique`` is a random token for exchanges that want single-use nonce strings.
+    ``unique`` is a fresh random UUID4 string (36 characters, with hyphens) for exchanges that
+    want single-use nonce strings (Bitstamp, Deribit, Coinbase's JWT nonce).
     """
 
     now_ms: int

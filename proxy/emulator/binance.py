@@ -16,7 +16,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -130,6 +130,23 @@ def _market(symbol: str) -> dict[str, Any]:
         "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
         "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
     }
+
+
+def create(keys: Mapping[str, Mapping[str, str]]) -> tuple[BinanceState, Starlette]:
+    """An emulator knowing ``keys``: api_key -> Vault-style fields (``api_secret`` as issued:
+    an HMAC secret, or a PEM private key whose public half the emulator keeps)."""
+    state = BinanceState()
+    for api_key, fields in keys.items():
+        secret = fields["api_secret"]
+        if "PRIVATE KEY-----" in secret:
+            private = serialization.load_pem_private_key(secret.encode(), password=None)
+            public_pem = private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode()
+            state.add_key(BinanceKey(api_key, public_key_pem=public_pem))
+        else:
+            state.add_key(BinanceKey(api_key, hmac_secret=secret))
+    return state, create_app(state)
 
 
 def create_app(state: BinanceState) -> Starlette:
