@@ -1,0 +1,323 @@
+"""Bybit v5 (spot, linear, inverse and option through the unified ``/v5`` API).
+
+Signing (SPECS.md §2): ``timestamp + api_key + recv_window + payload`` where the payload is the
+query string exactly as sent (GET) or the JSON body exactly as sent (POST); HMAC keys sign
+lower-case hex HMAC-SHA256, RSA keys base64 RSASSA-PKCS1-v1_5/SHA-256. Authentication lives
+only in the ``X-BAPI-*`` headers, which sign() builds from scratch; the proxy sets its own
+``X-BAPI-RECV-WINDOW``.
+
+Quantity semantics (SPECS.md §2, BYB-ORDER): a spot Market order's ``qty`` is quote currency
+when ``marketUnit`` is ``quoteCoin``, or by default for a Buy; otherwise ``qty`` is the
+exchange's own quantity (base coin spot/linear, contracts inverse/option).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from proxy.decimal_text import parse_decimal
+from proxy.errors import BadRequest
+from proxy.exchanges.base import (
+    Catalogue,
+    Credentials,
+    Environment,
+    NonceUnit,
+    drop_keys,
+    dump_json,
+    encode_pairs,
+    endpoint,
+    parse_json_object,
+    parse_pairs,
+    require_content_type,
+)
+from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.sensitive import Secret
+from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
+
+P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
+W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN
+
+CATALOGUE = Catalogue([
+    # public market data
+    *(endpoint("GET", f"/v5/market/{p}", P) for p in (
+        "time", "instruments-info", "tickers", "orderbook", "kline", "mark-price-kline",
+        "index-price-kline", "premium-index-price-kline", "recent-trade", "funding/history",
+        "open-interest", "historical-volatility", "insurance", "risk-limit", "delivery-price",
+    )),
+    # reads (query-api reads the key's own permissions: ccxt needs it for balances and orders)
+    *(endpoint("GET", f"/v5/{p}", R) for p in (
+        "account/wallet-balance", "account/info", "account/fee-rate", "account/transaction-log",
+        "user/query-api", "asset/coin/query-info", "order/realtime", "order/history",
+        "execution/list", "position/list", "order/spot-borrow-check",
+    )),
+    # trading
+    endpoint("POST", "/v5/order/create", T, name="order"),
+    endpoint("POST", "/v5/order/create-batch", T, name="order", batch=True),
+    endpoint("POST", "/v5/order/amend", T, Action.AMEND, name="order"),
+    endpoint("POST", "/v5/order/amend-batch", T, Action.AMEND, name="order", batch=True),
+    endpoint("POST", "/v5/order/cancel", C),
+    endpoint("POST", "/v5/order/cancel-batch", C, batch=True),
+    endpoint("POST", "/v5/order/cancel-all", C),
+    # never: catalogued so that the refusal names the category (unlisted paths are refused too)
+    endpoint("POST", "/v5/asset/withdraw/create", W),
+    endpoint("POST", "/v5/asset/withdraw/cancel", W),
+    endpoint("POST", "/v5/asset/transfer/inter-transfer", X),
+    endpoint("POST", "/v5/asset/transfer/universal-transfer", X),
+    *(endpoint("POST", f"/v5/user/{p}", A) for p in (
+        "create-sub-api", "update-api", "update-sub-api", "delete-api", "delete-sub-api",
+        "create-sub-member", "frozen-sub-member",
+    )),
+    endpoint("GET", "/v5/asset/withdraw/query-address", A),
+])
+
+#: Authentication a bot (or ccxt's pre-v5 code) may put in a query string or body.
+AUTH_PARAMS = ("api_key", "sign", "sign_type", "timestamp", "recv_window")
+
+_SYMBOL = re.compile(r"[A-Z0-9\-]{1,40}")
+_ORDER_LINK_ID = re.compile(r"[A-Za-z0-9\-_]{1,36}")
+_CATEGORIES = frozenset({"spot", "linear", "inverse", "option"})
+_SIDES = {"Buy": "buy", "Sell": "sell"}
+_TYPES = {"Market": "market", "Limit": "limit"}
+_TIFS = frozenset({"GTC", "IOC", "FOK", "PostOnly", "RPI"})
+_MONEY = (
+    "qty", "price", "triggerPrice", "orderIv", "takeProfit", "stopLoss", "tpLimitPrice",
+    "slLimitPrice", "slippageTolerance",
+)
+_ORDER_FIELDS = frozenset({
+    "category", "symbol", "isLeverage", "side", "orderType", "qty", "marketUnit",
+    "slippageToleranceType", "slippageTolerance", "price", "triggerDirection", "orderFilter",
+    "triggerPrice", "triggerBy", "orderIv", "timeInForce", "positionIdx", "orderLinkId",
+    "takeProfit", "stopLoss", "tpTriggerBy", "slTriggerBy", "reduceOnly", "closeOnTrigger",
+    "smpType", "mmp", "tpslMode", "tpLimitPrice", "slLimitPrice", "tpOrderType", "slOrderType",
+})
+_AMEND_FIELDS = frozenset({
+    "category", "symbol", "orderId", "orderLinkId", "orderIv", "triggerPrice", "qty", "price",
+    "tpslMode", "takeProfit", "stopLoss", "tpTriggerBy", "slTriggerBy", "triggerBy",
+    "tpLimitPrice", "slLimitPrice",
+})
+_CANCEL_FIELDS = frozenset({
+    "category", "symbol", "orderId", "orderLinkId", "orderFilter", "baseCoin", "settleCoin",
+    "stopOrderType",
+})
+MAX_BATCH = 20
+
+
+@dataclass(frozen=True)
+class Bybit:
+    """The Bybit v5 exchange. ``recv_window`` (ms) is what the proxy sends and signs."""
+
+    name: str = "bybit"
+    nonce_unit: NonceUnit | None = None
+    recv_window: int = 5000
+
+    def base_url(self, environment: Environment) -> str:
+        return {"live": "https://api.bybit.com", "testnet": "https://api-testnet.bybit.com"}[
+            environment
+        ]
+
+    def load_credentials(self, fields: Mapping[str, Secret], version: int) -> Credentials:
+        api_key, secret = _require(fields, "api_key"), _require(fields, "api_secret")
+        key: HmacKey | RsaKey
+        if looks_like_pem(secret):
+            loaded = load_pem_private_key(secret)
+            if not isinstance(loaded, RsaKey):
+                raise ValueError("api_secret: Bybit takes HMAC secrets or RSA private keys")
+            key = loaded
+        else:
+            key = HmacKey(secret)
+        return Credentials(api_key=api_key.reveal(), key=key, version=version)
+
+    def prepare(self, inbound: Inbound) -> Prepared:
+        ep = CATALOGUE.lookup(inbound.method, inbound.raw_path)
+        if inbound.method == "GET":
+            if inbound.body:
+                raise BadRequest("body: send GET parameters in the query string")
+            query = drop_keys(parse_pairs(inbound.raw_query, "query"), AUTH_PARAMS)
+            params: dict[str, Any] = dict(query)
+            intents = _read_intents(ep.category, params)
+            return Prepared(
+                method="GET", path=ep.path, query=encode_pairs(query), body=b"",
+                content_type=None, endpoint=ep, intents=intents,
+            )
+        if inbound.raw_query:
+            raise BadRequest("query: Bybit signs only the JSON body of a POST; put every "
+                             "parameter in the body")
+        require_content_type(inbound, "application/json")
+        obj = parse_json_object(inbound.body) if inbound.body else {}
+        obj = {k: v for k, v in obj.items() if k not in AUTH_PARAMS}
+        intents = _post_intents(ep.action, ep.batch, obj)
+        return Prepared(
+            method="POST", path=ep.path, query="", body=dump_json(obj).encode(),
+            content_type="application/json", endpoint=ep, intents=intents,
+        )
+
+    def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
+        target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
+        if prepared.category is Category.PUBLIC:
+            return Outbound(prepared.method, target, (), prepared.body, stamp)
+        timestamp, window = str(stamp.now_ms), str(self.recv_window)
+        payload = prepared.query.encode() if prepared.method == "GET" else prepared.body
+        signed = (timestamp + creds.api_key + window).encode() + payload
+        headers = (
+            ("Content-Type", "application/json"),
+            ("X-BAPI-API-KEY", creds.api_key),
+            ("X-BAPI-TIMESTAMP", timestamp),
+            ("X-BAPI-RECV-WINDOW", window),
+            ("X-BAPI-SIGN", signature_for(creds, signed)),
+        )
+        return Outbound(prepared.method, target, headers, prepared.body, stamp)
+
+
+def signature_for(creds: Credentials, message: bytes) -> str:
+    """``X-BAPI-SIGN``: lower-case hex HMAC-SHA256, or base64 RSA PKCS#1 v1.5 SHA-256."""
+    key = creds.key
+    if isinstance(key, HmacKey):
+        return key.hexdigest(message)
+    if isinstance(key, RsaKey):
+        return base64.b64encode(key.sign_pkcs1_sha256(message)).decode()
+    raise TypeError("Bybit signs with HMAC or RSA keys")
+
+
+def _require(fields: Mapping[str, Secret], name: str) -> Secret:
+    value = fields.get(name)
+    if value is None or not value.reveal():
+        raise ValueError(f"{name}: missing from the Vault secret")
+    return value
+
+
+# ---------------------------------------------------------------- intents
+
+def _text(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key}: must be a JSON string")
+    return value
+
+
+def _symbol(obj: Mapping[str, Any], required: bool) -> str | None:
+    symbol = _text(obj, "symbol")
+    if symbol is None:
+        if required:
+            raise BadRequest("symbol: required, e.g. BTCUSDT")
+        return None
+    if not _SYMBOL.fullmatch(symbol):
+        raise BadRequest("symbol: use Bybit's upper-case symbol, e.g. BTCUSDT")
+    return symbol
+
+
+def _category(obj: Mapping[str, Any]) -> str:
+    category = _text(obj, "category")
+    if category not in _CATEGORIES:
+        raise BadRequest("category: required; use spot, linear, inverse or option")
+    return category
+
+
+def _link_id(obj: Mapping[str, Any]) -> str | None:
+    coid = _text(obj, "orderLinkId")
+    if coid is not None and not _ORDER_LINK_ID.fullmatch(coid):
+        raise BadRequest("orderLinkId: 1-36 characters from a-z, A-Z, 0-9, '-' and '_'")
+    return coid
+
+
+def _money(obj: Mapping[str, Any]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for name in _MONEY:
+        if name in obj:
+            text = obj[name]
+            if not isinstance(text, str):
+                raise BadRequest(f"{name}: send decimals as JSON strings, e.g. \"0.01\"")
+            out[name] = parse_decimal(text, name)
+    return out
+
+
+def _check_fields(obj: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise BadRequest(f"{unknown[0]!r} is not a {what} parameter this proxy understands")
+    for key, value in obj.items():
+        if isinstance(value, dict | list):
+            raise BadRequest(f"{key}: nested values are not allowed here")
+
+
+def _read_intents(category: Category, params: Mapping[str, Any]) -> tuple[Intent, ...]:
+    if category is not Category.READ:
+        return ()
+    return (Intent(symbol=_symbol(params, False), client_order_id=_link_id(params)),)
+
+
+def _post_intents(action: Action, batch: bool, obj: dict[str, Any]) -> tuple[Intent, ...]:
+    if action is Action.PUBLIC or action is Action.QUERY:
+        return ()
+    if not batch:
+        return (_one(action, obj, _category(obj)),)
+    unknown = sorted(set(obj) - {"category", "request"})
+    if unknown:
+        raise BadRequest(f"{unknown[0]!r}: a batch body has only 'category' and 'request'")
+    category = _category(obj)
+    items = obj.get("request")
+    if not isinstance(items, list) or not items or len(items) > MAX_BATCH:
+        raise BadRequest(f"request: a list of 1-{MAX_BATCH} orders")
+    if not all(isinstance(item, dict) for item in items):
+        raise BadRequest("request: every entry must be a JSON object")
+    if any("category" in item for item in items):
+        raise BadRequest("request: give 'category' once, at the top level")
+    return tuple(_one(action, {"category": category, **item}, category) for item in items)
+
+
+def _one(action: Action, obj: Mapping[str, Any], category: str) -> Intent:
+    if action is Action.CANCEL:
+        _check_fields(obj, _CANCEL_FIELDS, "cancel")
+        return Intent(symbol=_symbol(obj, False), client_order_id=_link_id(obj))
+    if action is Action.AMEND:
+        _check_fields(obj, _AMEND_FIELDS, "amend")
+        if "orderId" not in obj and "orderLinkId" not in obj:
+            raise BadRequest("amend: send orderId or orderLinkId")
+        values = _money(obj)
+        return Intent(
+            symbol=_symbol(obj, True), quantity=values.get("qty"), price=values.get("price"),
+            client_order_id=_link_id(obj),
+        )
+    _check_fields(obj, _ORDER_FIELDS, "order")
+    symbol = _symbol(obj, True)
+    side = _text(obj, "side")
+    if side not in _SIDES:
+        raise BadRequest("side: use Buy or Sell")
+    otype = _text(obj, "orderType")
+    if otype not in _TYPES:
+        raise BadRequest("orderType: use Market or Limit")
+    tif = _text(obj, "timeInForce")
+    if tif is not None and tif not in _TIFS:
+        raise BadRequest(f"timeInForce: use one of {', '.join(sorted(_TIFS))}")
+    values = _money(obj)
+    qty = values.get("qty")
+    if qty is None:
+        raise BadRequest("qty: required")
+    price = values.get("price")
+    if otype == "Limit" and price is None:
+        raise BadRequest("price: required for a Limit order")
+    if otype == "Market" and price is not None:
+        raise BadRequest("price: not allowed on a Market order")
+    unit = _text(obj, "marketUnit")
+    if unit is not None and (category != "spot" or otype != "Market"):
+        raise BadRequest("marketUnit: only for spot Market orders")
+    if unit not in (None, "baseCoin", "quoteCoin"):
+        raise BadRequest("marketUnit: use baseCoin or quoteCoin")
+    # BYB-ORDER: "Spot: Market Buy order by value by default".
+    by_value = category == "spot" and otype == "Market" and (
+        unit == "quoteCoin" or (unit is None and side == "Buy")
+    )
+    return Intent(
+        symbol=symbol, side=_SIDES[side], order_type=_TYPES[otype], time_in_force=tif,
+        quantity=None if by_value else qty, quote_quantity=qty if by_value else None,
+        price=price, client_order_id=_link_id(obj),
+    )
+
+
+EXCHANGE = Bybit()
