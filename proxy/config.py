@@ -1,0 +1,283 @@
+"""The configuration file (CONTRACT.md §2): TOML, strict, relative paths against its folder.
+
+Every unknown key and bad value is a :class:`~proxy.errors.ConfigError` whose message names the
+file, where in it, the problem and what to use instead.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from proxy import exchanges
+from proxy.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: Listen
+    admin_listen: Listen
+    max_body_bytes: int = 64 * 1024
+    upstream_timeout_s: float = 10.0
+    allow_non_loopback: bool = False
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    addr: str
+    auth: Literal["token", "approle"]
+    mount: str
+    token_file: Path | None = None
+    role_id_file: Path | None = None
+    secret_id_file: Path | None = None
+    proxy_path: str = "proxy"
+    timeout_s: float = 5.0
+    ca_file: Path | None = None
+
+    def own(self, name: str) -> str:
+        """The KV path of one of the proxy's own secrets (token-signing, audit-chain, ...)."""
+        return f"{self.proxy_path}/{name}"
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    backend: Literal["sqlite", "redis"]
+    path: Path | None
+    url: str | None
+    idempotency_ttl_s: int = 24 * 3600
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    exchange: str
+    environment: Literal["live", "testnet"]
+    secret: str
+    base_url: str
+    custom_base_url: bool
+    recv_window_ms: int | None = None
+    nonce_unit: Literal["ms", "us"] | None = None
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    issuer: str = "signing-proxy"
+    audience: str = "signing-proxy"
+    default_ttl_s: int = 30 * 86400
+    max_ttl_s: int = 366 * 86400
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    server: ServerConfig
+    vault: VaultConfig
+    state: StateConfig
+    audit_dir: Path
+    policies_dir: Path
+    accounts: tuple[AccountConfig, ...]
+    tokens: TokenConfig
+
+    def account(self, name: str) -> AccountConfig | None:
+        for acct in self.accounts:
+            if acct.name == name:
+                return acct
+        return None
+
+
+_ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_KV_PATH = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*")
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used so leftovers are errors."""
+
+    def __init__(self, file: Path, where: str, table: object) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(str(file), f"{where}: must be a table")
+        self.file, self.where, self.table = file, where, table
+        self.used: set[str] = set()
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(str(self.file), f"{self.where}.{key}: {problem}")
+
+    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if required:
+                raise self.fail(key, "is required")
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, f"must be a {kind.__name__}")
+        return value
+
+    def path(self, key: str, *, required: bool = False) -> Path | None:
+        text = self.get(key, str, required=required)
+        if text is None:
+            return None
+        p = Path(text)
+        return p if p.is_absolute() else (self.file.parent / p)
+
+    def finish(self) -> None:
+        extra = sorted(set(self.table) - self.used)
+        if extra:
+            raise self.fail(extra[0], "unknown key; check the spelling against the README")
+
+
+def _listen(section: _Section, key: str, default: str) -> Listen:
+    text = section.get(key, str, default)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise section.fail(key, f"{text!r} is not host:port; use e.g. \"127.0.0.1:8700\"")
+    return Listen(host.strip("[]"), int(port))
+
+
+def load(path: str | Path) -> Config:
+    """Load and validate the configuration file at ``path``."""
+    file = Path(path).resolve()
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(file), "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), f"cannot be read ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), f"not valid TOML: {exc}") from None
+    return parse(file, raw)
+
+
+def parse(file: Path, raw: Mapping[str, Any]) -> Config:
+    top = _Section(file, "config", dict(raw))
+    top.used.update({"server", "vault", "state", "audit", "policies", "accounts", "tokens"})
+    top.finish()
+
+    s = _Section(file, "server", raw.get("server", {}))
+    server = ServerConfig(
+        listen=_listen(s, "listen", "127.0.0.1:8700"),
+        admin_listen=_listen(s, "admin_listen", "127.0.0.1:8701"),
+        max_body_bytes=s.get("max_body_bytes", int, 64 * 1024),
+        upstream_timeout_s=s.get("upstream_timeout_s", float, 10.0),
+        allow_non_loopback=s.get("allow_non_loopback", bool, False),
+    )
+    if not 0 < server.max_body_bytes <= 16 * 1024 * 1024:
+        raise s.fail("max_body_bytes", "must be between 1 and 16777216")
+    if not 0 < server.upstream_timeout_s <= 120:
+        raise s.fail("upstream_timeout_s", "must be between 0 and 120 seconds")
+    s.finish()
+
+    v = _Section(file, "vault", raw.get("vault", {}))
+    auth = v.get("auth", str, "token")
+    if auth not in ("token", "approle"):
+        raise v.fail("auth", f"{auth!r} is not supported; use \"token\" or \"approle\"")
+    addr = v.get("addr", str, "http://127.0.0.1:8200")
+    if urlsplit(addr).scheme not in ("http", "https") or not urlsplit(addr).netloc:
+        raise v.fail("addr", f"{addr!r} is not a URL; use e.g. \"https://vault.internal:8200\"")
+    vault = VaultConfig(
+        addr=addr, auth=auth, mount=v.get("mount", str, "secret"),
+        token_file=v.path("token_file"), role_id_file=v.path("role_id_file"),
+        secret_id_file=v.path("secret_id_file"), proxy_path=v.get("proxy_path", str, "proxy"),
+        timeout_s=v.get("timeout_s", float, 5.0), ca_file=v.path("ca_file"),
+    )
+    if auth == "approle" and (vault.role_id_file is None or vault.secret_id_file is None):
+        raise v.fail("auth", "approle needs role_id_file and secret_id_file")
+    if not _KV_PATH.fullmatch(vault.mount) or not _KV_PATH.fullmatch(vault.proxy_path):
+        raise v.fail("mount", "mount and proxy_path must be plain KV paths")
+    v.finish()
+
+    st = _Section(file, "state", raw.get("state", {}))
+    backend = st.get("backend", str, "sqlite")
+    if backend not in ("sqlite", "redis"):
+        raise st.fail("backend", f"{backend!r} is not supported; use \"sqlite\" or \"redis\"")
+    state = StateConfig(
+        backend=backend, path=st.path("path") or (file.parent / "state.db"),
+        url=st.get("url", str), idempotency_ttl_s=st.get("idempotency_ttl_s", int, 24 * 3600),
+    )
+    if backend == "redis" and not state.url:
+        raise st.fail("url", "is required with backend = \"redis\"; use e.g. \"redis://127.0.0.1:6379/0\"")
+    if state.idempotency_ttl_s < 24 * 3600:
+        raise st.fail("idempotency_ttl_s", "must be at least 86400 (24 h)")
+    st.finish()
+
+    a = _Section(file, "audit", raw.get("audit", {}))
+    audit_dir = a.path("dir") or file.parent / "audit"
+    a.finish()
+    p = _Section(file, "policies", raw.get("policies", {}))
+    policies_dir = p.path("dir") or file.parent / "policies"
+    p.finish()
+
+    t = _Section(file, "tokens", raw.get("tokens", {}))
+    tokens = TokenConfig(
+        issuer=t.get("issuer", str, "signing-proxy"), audience=t.get("audience", str, "signing-proxy"),
+        default_ttl_s=t.get("default_ttl_s", int, 30 * 86400),
+        max_ttl_s=t.get("max_ttl_s", int, 366 * 86400),
+    )
+    t.finish()
+
+    accounts_raw = raw.get("accounts", [])
+    if not isinstance(accounts_raw, list):
+        raise ConfigError(str(file), "accounts: use [[accounts]] tables")
+    accounts = tuple(_account(file, i, item) for i, item in enumerate(accounts_raw))
+    names = [acct.name for acct in accounts]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(str(file), f"accounts: name {sorted(dupes)[0]!r} is used twice; names must be unique")
+    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens)
+
+
+def _account(file: Path, index: int, item: object) -> AccountConfig:
+    s = _Section(file, f"accounts[{index}]", item)
+    name = s.get("name", str, required=True)
+    if not _ACCOUNT_NAME.fullmatch(name):
+        raise s.fail("name", f"{name!r}: use lower-case letters, digits, '-' and '_'")
+    s.where = f"accounts[{name}]"
+    exchange = s.get("exchange", str, required=True)
+    try:
+        module = exchanges.get(exchange)
+    except ValueError as exc:
+        raise s.fail("exchange", str(exc)) from None
+    environment = s.get("environment", str, "live")
+    if environment not in ("live", "testnet"):
+        raise s.fail("environment", f"{environment!r}: use \"live\" or \"testnet\"")
+    secret = s.get("secret", str, required=True)
+    if not _KV_PATH.fullmatch(secret):
+        raise s.fail("secret", "must be a KV path such as \"exchanges/binance-main\"")
+    official = module.base_url(environment)
+    base_url = s.get("base_url", str, official).rstrip("/")
+    unsafe = s.get("unsafe_custom_base_url", bool, False)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise s.fail("base_url", f"{base_url!r} is not a plain http(s) URL")
+    if base_url != official and not unsafe:
+        raise s.fail(
+            "base_url",
+            f"{base_url!r} is not {exchange}'s official {environment} URL ({official}); "
+            "set unsafe_custom_base_url = true if you really mean it",
+        )
+    recv_window = s.get("recv_window_ms", int)
+    if recv_window is not None and not 0 < recv_window <= 60000:
+        raise s.fail("recv_window_ms", "must be between 1 and 60000")
+    nonce_unit = s.get("nonce_unit", str)
+    if nonce_unit is not None and nonce_unit not in ("ms", "us"):
+        raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
+    s.finish()
+    return AccountConfig(
+        name=name, exchange=exchange, environment=environment, secret=secret, base_url=base_url,
+        custom_base_url=base_url != official, recv_window_ms=recv_window, nonce_unit=nonce_unit,
+    )
