@@ -1,0 +1,327 @@
+"""Bitget v2 classic spot (``/api/v2/spot/...``) and the public reads ccxt's load_markets needs.
+
+Signing (SPECS.md §4): ``timestamp + METHOD + path + ["?" + query] + body``, where ``query`` is
+the parameters sorted by key and written *without* percent-encoding (Bitget's own sample and
+ccxt both sign the decoded form; the URL carries the encoded form). HMAC keys sign
+base64(HMAC-SHA256); RSA keys sign base64(SHA256withRSA, PKCS#1 v1.5). Auth is headers only
+(``ACCESS-KEY``, ``ACCESS-SIGN``, ``ACCESS-TIMESTAMP`` in ms, ``ACCESS-PASSPHRASE``), so what a
+bot or ccxt put in headers is simply never copied. POST bodies are compact JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from proxy.decimal_text import parse_decimal, parse_integer
+from proxy.errors import BadRequest
+from proxy.exchanges.base import (
+    Catalogue,
+    Credentials,
+    Environment,
+    NonceUnit,
+    Pairs,
+    dump_json,
+    endpoint,
+    parse_json_object,
+    parse_pairs,
+    require_content_type,
+)
+from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.sensitive import Secret
+from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
+
+P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
+W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN
+
+CATALOGUE = Catalogue([
+    # public market data (ccxt load_markets: spot symbols, margin currencies, mix contracts)
+    endpoint("GET", "/api/v2/public/time", P),
+    *(endpoint("GET", f"/api/v2/spot/{p}", P) for p in (
+        "public/coins", "public/symbols", "market/vip-fee-rate", "market/tickers",
+        "market/merge-depth", "market/orderbook", "market/candles", "market/history-candles",
+        "market/fills", "market/fills-history",
+    )),
+    endpoint("GET", "/api/v2/mix/market/contracts", P),
+    endpoint("GET", "/api/v2/margin/currencies", P),
+    # reads
+    *(endpoint("GET", f"/api/v2/spot/{p}", R) for p in (
+        "account/info", "account/assets", "account/bills", "trade/orderInfo",
+        "trade/unfilled-orders", "trade/history-orders", "trade/fills",
+    )),
+    endpoint("GET", "/api/v2/common/trade-rate", R),
+    # trading
+    endpoint("POST", "/api/v2/spot/trade/place-order", T, name="order"),
+    endpoint("POST", "/api/v2/spot/trade/batch-orders", T, name="order", batch=True),
+    endpoint("POST", "/api/v2/spot/trade/cancel-order", C),
+    endpoint("POST", "/api/v2/spot/trade/batch-cancel-order", C, batch=True),
+    endpoint("POST", "/api/v2/spot/trade/cancel-symbol-order", C),
+    # never (SPECS.md §4); any unlisted path is refused as well
+    endpoint("POST", "/api/v2/spot/wallet/withdrawal", W),
+    endpoint("POST", "/api/v2/spot/wallet/cancel-withdrawal", W),
+    endpoint("POST", "/api/v3/account/withdrawal", W),
+    endpoint("POST", "/api/v2/spot/wallet/transfer", X),
+    endpoint("POST", "/api/v3/account/transfer", X),
+    endpoint("POST", "/api/v2/spot/wallet/subaccount-transfer", X),
+    endpoint("POST", "/api/v2/user/create-virtual-subaccount-apikey", A),
+    endpoint("POST", "/api/v2/user/modify-virtual-subaccount-apikey", A),
+    endpoint("POST", "/api/v2/user/batch-create-subaccount-and-apikey", A),
+    endpoint("POST", "/api/v2/broker/manage/create-subaccount-apikey", A),
+    endpoint("POST", "/api/v2/broker/manage/modify-subaccount-apikey", A),
+    endpoint("POST", "/api/v2/broker/manage/delete-subaccount-apikey", A),
+    endpoint("POST", "/api/v3/broker/create-sub-apikey", A),
+    endpoint("POST", "/api/v3/broker/delete-sub-apikey", A),
+    endpoint("GET", "/api/v3/account/withdraw-address", A),
+])
+
+JSON = "application/json"
+_SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+# FAQ Q12: [0-9a-zA-Z] and - + _ # , "length less than 50".
+_CLIENT_OID = re.compile(r"[0-9a-zA-Z\-+_#]{1,49}")
+_ORDER_ID = re.compile(r"[0-9]{1,30}")
+_SIDES = {"buy", "sell"}
+_TYPES = {"limit", "market"}
+_FORCES = {"gtc", "post_only", "fok", "ioc"}
+_STP = {"none", "cancel_taker", "cancel_maker", "cancel_both"}
+_ORDER_FIELDS = frozenset({
+    "symbol", "side", "orderType", "force", "price", "size", "clientOid", "stpMode",
+    "requestTime", "receiveWindow",
+})
+_MAX_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Bitget:
+    """The Bitget v2 spot exchange. ``paper_trading`` adds Bitget's demo header (PAPTRADING: 1)."""
+
+    name: str = "bitget"
+    nonce_unit: NonceUnit | None = None
+    paper_trading: bool = False
+
+    def base_url(self, environment: Environment) -> str:
+        # Demo trading uses the live host with the PAPTRADING header (see ``paper_trading``).
+        return {"live": "https://api.bitget.com", "testnet": "https://api.bitget.com"}[environment]
+
+    def load_credentials(self, fields: Mapping[str, Secret], version: int) -> Credentials:
+        api_key, secret = _require(fields, "api_key"), _require(fields, "api_secret")
+        passphrase = _require(fields, "passphrase")
+        key: HmacKey | RsaKey
+        if looks_like_pem(secret):
+            loaded = load_pem_private_key(secret)
+            if not isinstance(loaded, RsaKey):
+                raise ValueError("api_secret: Bitget takes HMAC secrets or RSA private keys")
+            key = loaded
+        else:
+            key = HmacKey(secret)
+        return Credentials(
+            api_key=api_key.reveal(), key=key, passphrase=passphrase, version=version
+        )
+
+    def prepare(self, inbound: Inbound) -> Prepared:
+        ep = CATALOGUE.lookup(inbound.method, inbound.raw_path)
+        if inbound.method == "GET":
+            if inbound.body:
+                raise BadRequest("body: GET requests take their parameters in the query string")
+            pairs = tuple(sorted(parse_pairs(inbound.raw_query, "query")))
+            for k, v in pairs:
+                if any(c in v or c in k for c in "&="):
+                    raise BadRequest(f"query: {k[:40]!r} contains '&' or '=', which Bitget "
+                                     "signs undecoded and cannot be told apart; remove them")
+            reads: tuple[Intent, ...] = (_read_intent(dict(pairs)),) if ep.category is R else ()
+            return Prepared(
+                method="GET", path=ep.path, query=_encode_query(pairs), body=b"",
+                content_type=None, endpoint=ep, intents=reads,
+            )
+        if inbound.raw_query:
+            raise BadRequest("query: send POST parameters in the JSON body, not the query string")
+        require_content_type(inbound, JSON)
+        obj = parse_json_object(inbound.body) if inbound.body else {}
+        intents = _intents(ep.category, ep.batch, obj)
+        return Prepared(
+            method="POST", path=ep.path, query="", body=dump_json(obj).encode(),
+            content_type=JSON, endpoint=ep, intents=intents,
+        )
+
+    def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
+        headers: tuple[tuple[str, str], ...] = ()
+        if prepared.category is not Category.PUBLIC:
+            if creds.passphrase is None:
+                raise ValueError("Bitget credentials need a passphrase")
+            timestamp = str(stamp.now_ms)
+            payload = prehash(timestamp, prepared.method, prepared.path, prepared.query,
+                              prepared.body)
+            headers = (
+                ("ACCESS-KEY", creds.api_key),
+                ("ACCESS-SIGN", signature_for(creds, payload)),
+                ("ACCESS-TIMESTAMP", timestamp),
+                ("ACCESS-PASSPHRASE", creds.passphrase.reveal()),
+            )
+        if prepared.method == "POST":
+            headers = (*headers, ("Content-Type", JSON))
+        if self.paper_trading:
+            headers = (*headers, ("PAPTRADING", "1"))
+        target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
+        return Outbound(prepared.method, target, headers, prepared.body, stamp)
+
+
+def prehash(timestamp: str, method: str, path: str, query: str, body: bytes) -> bytes:
+    """The string Bitget signs; ``query`` is the wire (encoded) query, signed decoded."""
+    signed_query = "?" + _decoded(query) if query else ""
+    return f"{timestamp}{method.upper()}{path}{signed_query}".encode() + body
+
+
+def signature_for(creds: Credentials, payload: bytes) -> str:
+    key = creds.key
+    if isinstance(key, HmacKey):
+        return key.b64digest(payload)
+    if isinstance(key, RsaKey):
+        return base64.b64encode(key.sign_pkcs1_sha256(payload)).decode()
+    raise TypeError("Bitget signs with HMAC or RSA keys")
+
+
+def _encode_query(pairs: Pairs) -> str:
+    # As ccxt sends it: form-encoded, with '$' left readable (ccxt #21169).
+    return urlencode(pairs).replace("%24", "$")
+
+
+def _decoded(query: str) -> str:
+    return "&".join(f"{k}={v}" for k, v in parse_pairs(query, "query"))
+
+
+def _require(fields: Mapping[str, Secret], name: str) -> Secret:
+    value = fields.get(name)
+    if value is None or not value.reveal():
+        raise ValueError(f"{name}: missing from the Vault secret")
+    return value
+
+
+def _text(obj: Mapping[str, Any], key: str) -> str | None:
+    """A field that must be a JSON string: numbers in JSON are left to float parsers upstream."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"body: {key!r} must be a JSON string, e.g. \"0.01\"")
+    return value
+
+
+def _symbol(value: str | None, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise BadRequest("symbol: required, e.g. BTCUSDT")
+        return None
+    if not _SYMBOL.fullmatch(value):
+        raise BadRequest("symbol: use Bitget's upper-case symbol, e.g. BTCUSDT")
+    return value
+
+
+def _client_oid(value: str | None) -> str | None:
+    if value is not None and not _CLIENT_OID.fullmatch(value):
+        raise BadRequest("clientOid: 1-49 characters from 0-9, a-z, A-Z and - + _ #")
+    return value
+
+
+def _read_intent(params: Mapping[str, str]) -> Intent:
+    symbol = _symbol(params.get("symbol"), required=False)
+    return Intent(symbol=symbol, client_order_id=_client_oid(params.get("clientOid")))
+
+
+def _intents(category: Category, batch: bool, obj: Mapping[str, Any]) -> tuple[Intent, ...]:
+    if category is Category.TRADE:
+        if not batch:
+            return (_order_intent(obj, None),)
+        return tuple(_order_intent(o, top) for o, top in _batch_items(obj, "orderList"))
+    if category is Category.CANCEL:
+        if not batch:
+            return (_cancel_intent(obj, None),)
+        return tuple(_cancel_intent(o, top) for o, top in _batch_items(obj, "orderList"))
+    return ()
+
+
+def _batch_items(obj: Mapping[str, Any], key: str) -> list[tuple[Mapping[str, Any], str | None]]:
+    unknown = sorted(set(obj) - {"symbol", "batchMode", key})
+    if unknown:
+        raise BadRequest(f"body: {unknown[0]!r} is not a batch field this proxy understands")
+    mode = _text(obj, "batchMode")
+    if mode not in (None, "single", "multiple"):
+        raise BadRequest("batchMode: use single or multiple")
+    top = _symbol(_text(obj, "symbol"), required=mode != "multiple")
+    items = obj.get(key)
+    if not isinstance(items, list) or not items:
+        raise BadRequest(f"{key}: send a non-empty JSON list")
+    if len(items) > _MAX_BATCH:
+        raise BadRequest(f"{key}: at most {_MAX_BATCH} entries")
+    if not all(isinstance(i, dict) for i in items):
+        raise BadRequest(f"{key}: every entry must be a JSON object")
+    return [(i, top) for i in items]
+
+
+def _item_symbol(obj: Mapping[str, Any], top: str | None) -> str:
+    own = _symbol(_text(obj, "symbol"), required=top is None)
+    if own is not None and top is not None and own != top:
+        raise BadRequest("symbol: a batch entry names a different symbol from the batch; "
+                         "send one symbol (or batchMode multiple without a top-level symbol)")
+    symbol = own or top
+    assert symbol is not None
+    return symbol
+
+
+def _order_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
+    unknown = sorted(set(obj) - _ORDER_FIELDS)
+    if unknown:
+        raise BadRequest(f"{unknown[0]!r} is not an order field this proxy understands")
+    symbol = _item_symbol(obj, top)
+    side, otype = _text(obj, "side"), _text(obj, "orderType")
+    if side not in _SIDES:
+        raise BadRequest("side: use buy or sell")
+    if otype not in _TYPES:
+        raise BadRequest("orderType: use limit or market")
+    force = _text(obj, "force")
+    if force is not None and force.lower() not in _FORCES:
+        raise BadRequest("force: use gtc, post_only, fok or ioc")
+    stp = _text(obj, "stpMode")
+    if stp is not None and stp not in _STP:
+        raise BadRequest("stpMode: use none, cancel_taker, cancel_maker or cancel_both")
+    for f in ("requestTime", "receiveWindow"):
+        if (v := _text(obj, f)) is not None:
+            parse_integer(v, f)
+    size_text = _text(obj, "size")
+    if size_text is None:
+        raise BadRequest("size: required")
+    size = parse_decimal(size_text, "size")
+    price_text = _text(obj, "price")
+    price = parse_decimal(price_text, "price") if price_text is not None else None
+    if otype == "limit" and price is None:
+        raise BadRequest("price: required for a limit order")
+    if otype == "market" and price is not None:
+        raise BadRequest("price: not allowed on a market order (a market buy's size is the "
+                         "quote amount to spend)")
+    # Place-order docs: size is base coins for limit and market sells, quote coins for market buys.
+    quote_sized = otype == "market" and side == "buy"
+    return Intent(
+        symbol=symbol, side=side, order_type=otype,
+        time_in_force=force.lower() if force else None,
+        quantity=None if quote_sized else size, quote_quantity=size if quote_sized else None,
+        price=price, client_order_id=_client_oid(_text(obj, "clientOid")),
+    )
+
+
+def _cancel_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
+    unknown = sorted(set(obj) - {"symbol", "orderId", "clientOid", "tpslType"})
+    if unknown:
+        raise BadRequest(f"{unknown[0]!r} is not a cancel field this proxy understands")
+    symbol = _item_symbol(obj, top)
+    order_id, coid = _text(obj, "orderId"), _client_oid(_text(obj, "clientOid"))
+    if order_id is not None and not _ORDER_ID.fullmatch(order_id):
+        raise BadRequest("orderId: digits only")
+    if order_id is not None and coid is not None:
+        raise BadRequest("send orderId or clientOid, not both (Bitget silently prefers orderId)")
+    return Intent(symbol=symbol, client_order_id=coid)
+
+
+EXCHANGE = Bitget()
+PAPER_TRADING = Bitget(paper_trading=True)
