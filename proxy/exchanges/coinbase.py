@@ -66,6 +66,9 @@ CATALOGUE = Catalogue([
         "portfolios/{portfolio_uuid}", "cfm/balance_summary", "cfm/positions",
         "cfm/positions/{product_id}", "key_permissions",
     )),
+    # ccxt's default fetch_balance reads the Coinbase App v2 accounts with the same JWT
+    endpoint("GET", "/v2/accounts", R),
+    endpoint("GET", "/v2/accounts/{account_id}", R),
     # trading
     endpoint("POST", f"{B}/orders", T, name="order"),
     endpoint("POST", f"{B}/orders/batch_cancel", C, batch=True),
