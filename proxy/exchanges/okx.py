@@ -281,10 +281,14 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
     spot = inst.count("-") == 1
     target = _text(obj, "tgtCcy")
     spot_market = spot and otype == "market"
-    if target is not None and not (spot_market and td_mode == "cash"):
-        raise BadRequest("tgtCcy: only for spot (tdMode cash) market orders")
     if target not in (None, "base_ccy", "quote_ccy"):
         raise BadRequest("tgtCcy: use base_ccy or quote_ccy")
+    # base_ccy is what sz already means on any spot order (ccxt sends it on limit orders);
+    # quote_ccy changes the unit, which OKX documents only for spot (cash) market orders.
+    if target is not None and not spot:
+        raise BadRequest("tgtCcy: only for spot instruments")
+    if target == "quote_ccy" and not (spot_market and td_mode == "cash"):
+        raise BadRequest("tgtCcy quote_ccy: only for spot (tdMode cash) market orders")
     if spot_market and td_mode != "cash":
         raise BadRequest("a margin market order's sz unit is not documented unambiguously; "
                          "use tdMode cash or a priced ioc order")

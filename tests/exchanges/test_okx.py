@@ -60,6 +60,10 @@ CASES: list[tuple[str, str, Any]] = [
         {"instId": "BTC-USDT-SWAP", "tdMode": "cross", "side": "sell", "ordType": "market",
          "sz": "3", "clOrdId": "b2", "posSide": "net"},
     ]),
+    # exactly what ccxt's create_order sends (via batch-orders), tgtCcy on a limit order included
+    ("POST", "trade/batch-orders", [
+        {"instId": "BTC-USDT", "side": "buy", "ordType": "limit", "sz": "0.01", "tdMode": "cash",
+         "tgtCcy": "base_ccy", "px": "40000", "clOrdId": "bot1"}]),
     ("POST", "trade/cancel-order", {"instId": "BTC-USDT", "clOrdId": "bot1"}),
     ("POST", "trade/cancel-batch-orders", [{"instId": "BTC-USDT", "ordId": "123"},
                                            {"instId": "BTC-USDT", "clOrdId": "bot1"}]),
@@ -173,7 +177,7 @@ def test_okx_batch_every_order_is_an_intent() -> None:
 
 
 def test_okx_cancel_and_query_intents_carry_cl_ord_id() -> None:
-    cancel = EXCHANGE.prepare(post("/api/v5/trade/cancel-order", CASES[3][2]))
+    cancel = EXCHANGE.prepare(post("/api/v5/trade/cancel-order", CASES[4][2]))
     assert cancel.category is Category.CANCEL and cancel.client_order_id == "bot1"
     query = EXCHANGE.prepare(inbound("GET", "/api/v5/trade/order", "instId=BTC-USDT&clOrdId=q1"))
     assert query.category is Category.READ and query.client_order_id == "q1"
@@ -222,6 +226,9 @@ OK = ',"sz":"1","px":"1"'
         ("trade/order", "", "{" + BASE + OK + ',"clOrdId":"has-dash"}'),
         ("trade/order", "", "{" + BASE + OK + ',"clOrdId":"' + "a" * 33 + '"}'),
         ("trade/order", "", "{" + BASE + OK + ',"tgtCcy":"quote_ccy"}'),
+        ("trade/order", "", "{" + BASE + OK + ',"tgtCcy":"usd"}'),
+        ("trade/order", "", "{" + BASE.replace("BTC-USDT", "BTC-USDT-SWAP") + OK
+         + ',"tgtCcy":"base_ccy"}'),
         ("trade/order", "", "{" + BASE + OK + ',"attachAlgoOrds":[{"tpTriggerPx":"1"}]}'),
         ("trade/order", "", "{" + BASE.replace('"buy"', '"BUY"') + OK + "}"),
         ("trade/order", "", "{" + BASE.replace("BTC-USDT", "btc-usdt") + OK + "}"),
