@@ -1,0 +1,47 @@
+# Vault / OpenBao policy for OPERATORS of the signing proxy ("signing-proxy-operator").
+#
+# Operators put exchange keys in, rotate them, issue and revoke bot tokens, and run
+# `python -m proxy init`. They do NOT read exchange secrets back: the data paths of
+# exchanges/* are create/update only, so an operator's Vault token cannot be used to copy
+# API keys out. (An operator can still replace a key; that is visible in KV metadata and in
+# Vault's own audit log, which you should enable.)
+#
+# Give this policy to people (OIDC, userpass, LDAP...), not to the proxy. The KV v2 mount is
+# "secret" here; bootstrap.sh rewrites the prefix for another mount.
+
+# Write new exchange keys and new versions of them (`python -m proxy keys rotate`).
+path "secret/data/exchanges/*" {
+  capabilities = ["create", "update"]
+}
+
+# See which accounts exist, which version is current, when it was written.
+path "secret/metadata/exchanges/*" {
+  capabilities = ["read", "list"]
+}
+
+path "secret/metadata/exchanges" {
+  capabilities = ["list"]
+}
+
+# Mint bot tokens (`python -m proxy token issue`) and create the keys (`python -m proxy init`).
+path "secret/data/proxy/token-signing" {
+  capabilities = ["create", "read", "update"]
+}
+
+path "secret/data/proxy/token-verify" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Created once by `init`; read by `audit verify`.
+path "secret/data/proxy/audit-chain" {
+  capabilities = ["create", "read"]
+}
+
+# Revoke bot tokens.
+path "secret/data/proxy/revocations" {
+  capabilities = ["create", "read", "update"]
+}
+
+path "secret/metadata/proxy/*" {
+  capabilities = ["read", "list"]
+}
