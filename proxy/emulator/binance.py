@@ -243,6 +243,24 @@ def _private(state: BinanceState, key: BinanceKey, method: str, path: str, p: di
     if (method, path) == ("GET", "/sapi/v1/account/apiRestrictions"):
         return {"ipRestrict": True, "enableWithdrawals": key.can_withdraw, "enableReading": True,
                 "enableSpotAndMarginTrading": True, "createTime": state.now_ms()}
+    if (method, path) == ("GET", "/sapi/v1/margin/allPairs"):
+        return [{"id": i, "symbol": s, "base": b, "quote": q, "isMarginTrade": True, "isBuyAllowed": True,
+                 "isSellAllowed": True} for i, (s, (b, q, _)) in enumerate(SYMBOLS.items())]
+    if (method, path) == ("GET", "/sapi/v1/capital/config/getall"):
+        return [{
+            "coin": a, "name": a, "depositAllEnable": True, "withdrawAllEnable": True,
+            "free": f"{v:.8f}", "locked": "0", "freeze": "0", "withdrawing": "0", "ipoing": "0",
+            "ipoable": "0", "storage": "0", "isLegalMoney": False, "trading": True,
+            "networkList": [{
+                "network": a, "coin": a, "withdrawIntegerMultiple": "0.00000001", "isDefault": True,
+                "depositEnable": True, "withdrawEnable": True, "depositDesc": "", "withdrawDesc": "",
+                "name": a, "resetAddressStatus": False, "withdrawFee": "0.0001", "withdrawMin": "0.001",
+                "withdrawMax": "9999999", "minConfirm": 1, "unLockConfirm": 2, "sameAddress": False,
+                "estimatedArrivalTime": 5, "busy": False, "contractAddressUrl": "", "contractAddress": "",
+            }],
+        } for a, v in sorted(state.balances.items())]
+    if (method, path) == ("GET", "/sapi/v1/margin/isolated/allPairs"):
+        return []
     if (method, path) == ("POST", "/api/v3/order"):
         return _new_order(state, p)
     if path == "/api/v3/order" and method in ("GET", "DELETE"):

@@ -50,6 +50,9 @@ CATALOGUE = Catalogue([
     endpoint("GET", "/sapi/v1/account/apiRestrictions", R),
     endpoint("GET", "/sapi/v1/capital/config/getall", R),
     endpoint("GET", "/sapi/v1/asset/tradeFee", R),
+    # ccxt's load_markets reads these by default (options.fetchMargins)
+    endpoint("GET", "/sapi/v1/margin/allPairs", R),
+    endpoint("GET", "/sapi/v1/margin/isolated/allPairs", R),
     # trading
     endpoint("POST", "/api/v3/order", T, name="order"),
     endpoint("POST", "/api/v3/order/test", T, name="order"),

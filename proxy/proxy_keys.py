@@ -1,0 +1,54 @@
+"""The proxy's own keys in Vault: where they live and how ``init`` creates them.
+
+    {mount}/{proxy_path}/token-signing   private_key  Ed25519 PEM; read only by `token issue`
+    {mount}/{proxy_path}/token-verify    public_key   Ed25519 PEM; read by serving proxies
+    {mount}/{proxy_path}/audit-chain     key          64 hex chars; serving proxies and auditors
+    {mount}/{proxy_path}/revocations     clients      JSON {client: unix time}; tokens issued
+                                                      earlier are refused
+
+Splitting signing from verifying lets a serving proxy's Vault policy omit token-signing: a
+compromised proxy host can use the keys it holds but cannot mint bot tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from proxy.client_auth import new_signing_key
+from proxy.config import VaultConfig
+from proxy.secret_source import VaultSecretSource
+
+TOKEN_SIGNING = "token-signing"
+TOKEN_VERIFY = "token-verify"
+AUDIT_CHAIN = "audit-chain"
+REVOCATIONS = "revocations"
+
+
+def init_keys(source: VaultSecretSource, cfg: VaultConfig) -> list[str]:
+    """Create whichever of the proxy's keys are missing; returns the paths it wrote."""
+    written: list[str] = []
+    if not source.exists(cfg.own(TOKEN_SIGNING)) or not source.exists(cfg.own(TOKEN_VERIFY)):
+        private, public = new_signing_key()
+        source.write(cfg.own(TOKEN_SIGNING), {"private_key": private})
+        source.write(cfg.own(TOKEN_VERIFY), {"public_key": public})
+        written += [cfg.own(TOKEN_SIGNING), cfg.own(TOKEN_VERIFY)]
+    if not source.exists(cfg.own(AUDIT_CHAIN)):
+        source.write(cfg.own(AUDIT_CHAIN), {"key": secrets.token_hex(32)})
+        written.append(cfg.own(AUDIT_CHAIN))
+    if not source.exists(cfg.own(REVOCATIONS)):
+        source.write(cfg.own(REVOCATIONS), {"clients": "{}"})
+        written.append(cfg.own(REVOCATIONS))
+    return written
+
+
+def read_revocations(source: VaultSecretSource, cfg: VaultConfig) -> dict[str, int]:
+    raw = source.read(cfg.own(REVOCATIONS)).fields.get("clients")
+    data = json.loads(raw.reveal()) if raw else {}
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def revoke_client(source: VaultSecretSource, cfg: VaultConfig, client: str, before: int) -> None:
+    current = read_revocations(source, cfg)
+    current[client] = before
+    source.write(cfg.own(REVOCATIONS), {"clients": json.dumps(current, sort_keys=True)})

@@ -1,0 +1,210 @@
+"""One worker process: loads secrets from Vault, serves bots and operators, follows changes.
+
+Start-up never blocks on Vault: both listeners come up at once, answering 503 ``not_ready``
+until configuration, policies and every account's secret are loaded (retrying with backoff).
+A background loop then watches each account's KV version and the revocation list, swapping in
+new credentials atomically: a request in flight keeps the credentials it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from proxy import accounts as accounts_mod
+from proxy.accounts import Account
+from proxy.admin import create_admin_app
+from proxy.audit.writer import AuditWriter
+from proxy.client_auth import TokenVerifier
+from proxy.config import Config
+from proxy.errors import ProxyError, SecretSourceError
+from proxy.metrics import Metrics
+from proxy.pipeline import NonceSource, Pipeline, Receive, Scope, Send
+from proxy.policy.model import PolicySet
+from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
+from proxy.secret_source import VaultSecretSource
+from proxy.upstream import Upstream
+
+log = logging.getLogger("proxy.worker")
+
+REFRESH_S = 2.0
+
+
+class _NotYet:
+    """Answers every bot request with 503 not_ready until the pipeline is loaded."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        rid = uuid.uuid4().hex
+        body = json.dumps({"error": {
+            "code": "not_ready", "message": "the proxy is starting; retry shortly", "request_id": rid,
+        }}).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"x-proxy-error", b"not_ready"),
+            (b"x-proxy-request-id", rid.encode()), (b"content-length", str(len(body)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Switch:
+    """An ASGI app whose target is replaced once the real pipeline is ready."""
+
+    def __init__(self) -> None:
+        self.target: Any = _NotYet()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.target(scope, receive, send)
+
+
+class _QuietServer(uvicorn.Server):
+    """Signals are handled once for both listeners by the worker, not by each server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Worker:
+    def __init__(self, cfg: Config, policies: PolicySet, nonces: NonceSource | None = None) -> None:
+        self.cfg = cfg
+        self.policies = policies
+        self.nonces = nonces
+        self.metrics = Metrics()
+        self.accounts: dict[str, Account] = {a.name: accounts_mod.build(a) for a in cfg.accounts}
+        self.source = VaultSecretSource(cfg.vault)
+        self.upstream = Upstream(cfg.server.upstream_timeout_s)
+        self.switch = _Switch()
+        self.pipeline: Pipeline | None = None
+        self.audit: AuditWriter | None = None
+        self.reasons: list[str] = ["starting"]
+        self._stop = asyncio.Event()
+
+    def readiness(self) -> list[str]:
+        reasons = list(self.reasons)
+        reasons += [f"account {a.name}: {a.error or 'secret not loaded'}"
+                    for a in self.accounts.values() if a.creds is None]
+        return reasons
+
+    async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        bot = _QuietServer(_server_config(self.switch))
+        admin = _QuietServer(_server_config(create_admin_app(self.readiness, self.metrics)))
+        tasks = [
+            asyncio.create_task(bot.serve(sockets=[bot_sock])),
+            asyncio.create_task(admin.serve(sockets=[admin_sock])),
+            asyncio.create_task(self._load_and_follow()),
+        ]
+        await self._stop.wait()
+        bot.should_exit = admin.should_exit = True
+        tasks[2].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.upstream.close()
+        if self.audit is not None:
+            await self.audit.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _load_and_follow(self) -> None:
+        delay = 0.25
+        while self.pipeline is None:
+            try:
+                await self._load()
+            except (SecretSourceError, ProxyError, OSError) as exc:
+                self.reasons = [f"vault: {exc}"]
+                log.warning("not ready: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await asyncio.to_thread(self._refresh)
+            except (SecretSourceError, ProxyError) as exc:
+                log.warning("refresh from Vault failed: %s; serving from memory", exc)
+                self.metrics.inc("proxy_vault_errors_total", help="failed Vault reads")
+
+    async def _load(self) -> None:
+        await asyncio.to_thread(self.source.login)
+        vault = self.cfg.vault
+        verify = await asyncio.to_thread(self.source.read, vault.own(TOKEN_VERIFY))
+        chain = await asyncio.to_thread(self.source.read, vault.own(AUDIT_CHAIN))
+        public, chain_key = verify.fields.get("public_key"), chain.fields.get("key")
+        if public is None or chain_key is None:
+            raise SecretSourceError("the proxy's own keys are incomplete; run `python -m proxy init`")
+        revoked = await asyncio.to_thread(read_revocations, self.source, vault)
+        verifier = TokenVerifier(
+            public.reveal(), issuer=self.cfg.tokens.issuer, audience=self.cfg.tokens.audience,
+            revoked_before=revoked,
+        )
+        for account in self.accounts.values():
+            await asyncio.to_thread(self._load_account, account)
+        if self.audit is None:
+            writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+            self.audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            await self.audit.start()
+        await self.upstream.start()
+        self.pipeline = Pipeline(
+            accounts=self.accounts, policies=self.policies, verifier=verifier,
+            upstream=self.upstream, audit=self.audit, metrics=self.metrics,
+            max_body_bytes=self.cfg.server.max_body_bytes, nonces=self.nonces,
+        )
+        self.pipeline.ready = True
+        self.switch.target = self.pipeline
+        self.reasons = []
+        log.info("ready: %d accounts, %d clients", len(self.accounts), len(self.policies.clients))
+
+    def _load_account(self, account: Account, version: int | None = None) -> None:
+        """Load (or reload) one account's credentials; a failure leaves the old ones in place."""
+        try:
+            secret = self.source.read(account.cfg.secret, version)
+            creds = account.exchange.load_credentials(secret.fields, secret.version)
+        except SecretSourceError as exc:
+            account.error = str(exc)
+            return
+        except ValueError as exc:
+            account.error = f"secret {account.cfg.secret} is malformed: {exc}"
+            return
+        account.creds, account.error = creds, ""
+        self.metrics.set("proxy_key_version", (("account", account.name),), creds.version,
+                         help="KV version of the key in use")
+
+    def _refresh(self) -> None:
+        for account in self.accounts.values():
+            current = self.source.current_version(account.cfg.secret)
+            if account.creds is None or account.creds.version != current:
+                self._load_account(account)
+                if account.creds is not None and account.creds.version == current:
+                    log.info("account %s now signs with key version %d", account.name, current)
+        if self.pipeline is not None:
+            self.pipeline.verifier.set_revocations(read_revocations(self.source, self.cfg.vault))
+
+
+def _server_config(app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", loop="none",
+        http="httptools", server_header=False, date_header=False, timeout_keep_alive=30,
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,189 @@
+"""The whole system on loopback for integration tests: OpenBao, emulators, a real proxy process.
+
+Usage::
+
+    from tests.support.stack import AccountSpec, start_stack
+
+    with start_stack(tmp_path, [AccountSpec("binance-main", "binance", {"api_key": K, "api_secret": S})],
+                     policies={"bot": POLICY_TOML}) as stack:
+        token = stack.token("bot")
+        r = httpx.get(stack.proxy_url + "/x/binance-main/api/v3/account",
+                      headers={"Proxy-Authorization": f"Bearer {token}"})
+        stack.emulator("binance-main").recorder.all()   # what the exchange received
+
+Each account gets its own strict emulator (``proxy.emulator.<exchange>.create``) and its
+secret written to OpenBao at ``secret/exchanges/<name>``. ``python -m proxy init`` runs, then
+``python -m proxy serve`` in a subprocess (``workers`` of them), and the stack waits for
+``/readyz``. ``stack.proxy_log()`` is everything the proxy wrote to stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from proxy import client_auth
+from proxy.emulator.server import BackgroundServer, free_port
+from tests.support.openbao import OpenBao, start_openbao
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class AccountSpec:
+    name: str
+    exchange: str
+    fields: Mapping[str, str]
+    extra_toml: str = ""          # more lines for this [[accounts]] table
+
+
+@dataclass
+class Stack:
+    dir: Path
+    config_path: Path
+    vault: OpenBao
+    proxy_url: str
+    admin_url: str
+    emulators: dict[str, tuple[Any, BackgroundServer]]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def emulator(self, account: str) -> Any:
+        """The emulator state of ``account`` (``.recorder`` lists what it received)."""
+        return self.emulators[account][0]
+
+    def token(self, client: str, ttl_s: int = 3600, now: int | None = None) -> str:
+        private = self.vault.client().secrets.kv.v2.read_secret_version(
+            path="proxy/token-signing", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]["private_key"]
+        return client_auth.issue(
+            private, client=client, now=now if now is not None else int(time.time()), ttl_s=ttl_s,
+            issuer="signing-proxy", audience="signing-proxy",
+        )
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m proxy <args> --config <this config>``."""
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", *args, "--config", str(self.config_path)],
+            input=stdin, capture_output=True, text=True, cwd=REPO, env=_env(self), timeout=60,
+        )
+
+    def proxy_log(self) -> str:
+        return (self.dir / "proxy.log").read_text(errors="replace")
+
+    def start_proxy(self, workers: int = 1) -> subprocess.Popen[bytes]:
+        log = (self.dir / "proxy.log").open("ab")
+        cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path),
+               "--workers", str(workers)]
+        if os.geteuid() == 0:
+            cmd.append("--unsafe-allow-root")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=_env(self), start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"proxy exited early:\n{self.proxy_log()[-3000:]}")
+            try:
+                if httpx.get(self.admin_url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"proxy not ready in {timeout_s}s:\n{self.proxy_log()[-3000:]}")
+
+    def stop_proxy(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        self.procs.clear()
+
+
+def _env(stack: Stack) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def write_config(
+    directory: Path, vault_addr: str, accounts: list[AccountSpec], urls: Mapping[str, str],
+    listen: int, admin: int, state_toml: str = 'backend = "sqlite"\npath = "state.db"',
+) -> Path:
+    lines = [
+        "[server]", f'listen = "127.0.0.1:{listen}"', f'admin_listen = "127.0.0.1:{admin}"', "",
+        "[vault]", f'addr = "{vault_addr}"', 'auth = "token"', 'token_file = "vault-token"',
+        'mount = "secret"', "", "[state]", state_toml, "", "[audit]", 'dir = "audit"', "",
+        "[policies]", 'dir = "policies"', "",
+    ]
+    for acct in accounts:
+        lines += [
+            "[[accounts]]", f'name = "{acct.name}"', f'exchange = "{acct.exchange}"',
+            'environment = "live"', f'secret = "exchanges/{acct.name}"',
+            f'base_url = "{urls[acct.name]}"', "unsafe_custom_base_url = true", acct.extra_toml, "",
+        ]
+    path = directory / "proxy.toml"
+    path.write_text("\n".join(lines))
+    path.chmod(0o600)
+    return path
+
+
+@contextmanager
+def start_stack(
+    tmp_path: Path, accounts: list[AccountSpec], policies: Mapping[str, str], *,
+    workers: int = 1, state_toml: str | None = None, start_proxy: bool = True,
+) -> Iterator[Stack]:
+    vault = start_openbao(tmp_path)
+    emulators: dict[str, tuple[Any, BackgroundServer]] = {}
+    stack: Stack | None = None
+    try:
+        for acct in accounts:
+            module = importlib.import_module(f"proxy.emulator.{acct.exchange}")
+            state, app = module.create({acct.fields["api_key"]: dict(acct.fields)})
+            emulators[acct.name] = (state, BackgroundServer(app).start())
+            vault.client().secrets.kv.v2.create_or_update_secret(
+                path=f"exchanges/{acct.name}", secret=dict(acct.fields), mount_point="secret"
+            )
+        (tmp_path / "vault-token").write_text(vault.root_token)
+        (tmp_path / "vault-token").chmod(0o600)
+        pol_dir = tmp_path / "policies"
+        pol_dir.mkdir(exist_ok=True)
+        for client, text in policies.items():
+            (pol_dir / f"{client}.toml").write_text(text)
+        listen, admin = free_port(), free_port()
+        config = write_config(
+            tmp_path, vault.addr, accounts, {n: s.url for n, (_, s) in emulators.items()},
+            listen, admin, **({"state_toml": state_toml} if state_toml else {}),
+        )
+        stack = Stack(tmp_path, config, vault, f"http://127.0.0.1:{listen}",
+                      f"http://127.0.0.1:{admin}", emulators)
+        init = stack.cli("init")
+        if init.returncode != 0:
+            raise RuntimeError(f"init failed: {init.stderr}")
+        if start_proxy:
+            stack.start_proxy(workers)
+            stack.wait_ready()
+        yield stack
+    finally:
+        if stack is not None:
+            stack.stop_proxy()
+        for _, server in emulators.values():
+            server.stop()
+        vault.stop()
