@@ -1,0 +1,70 @@
+"""A ccxt bot with placeholder keys trades Bitstamp through a real proxy against the strict
+emulator (which checks the signature names its own host); dangerous endpoints never reach it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import ccxt
+import httpx
+import pytest
+
+from tests.support.stack import AccountSpec, Stack, start_stack
+
+FIELDS = {"api_key": "bitstampRealKey0123456789abcdef", "api_secret": "bitstamp-real-secret-0123"}
+# No `symbols` list: Bitstamp cancels by order id (cancel_order/ names no pair), and a grant
+# that lists symbols refuses a cancel that names none.
+POLICY = """
+version = 1
+client = "bitstamp-bot"
+
+[[grants]]
+account = "bitstamp-main"
+allow = ["read", "trade", "cancel"]
+max_order_qty = "0.5"
+max_order_notional = "25000"
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("bitstamp"),
+                     [AccountSpec("bitstamp-main", "bitstamp", FIELDS)],
+                     {"bitstamp-bot": POLICY}) as s:
+        yield s
+
+
+def _bot(stack: Stack) -> Any:
+    bot = ccxt.bitstamp({"apiKey": "placeholder", "secret": "placeholder", "headers": {
+        "Proxy-Authorization": f"Bearer {stack.token('bitstamp-bot')}"}})
+    base = stack.proxy_url + "/x/bitstamp-main/api"
+    bot.urls["api"] = {"public": base, "private": base}
+    return bot
+
+
+def test_bitstamp_ccxt_bot_reads_balance_places_and_cancels(stack: Stack) -> None:
+    bot = _bot(stack)
+    bot.load_markets()
+    assert bot.fetch_balance()["USD"]["free"] > 0
+    order = bot.create_order("BTC/USD", "limit", "buy", 0.01, 30000,
+                             {"client_order_id": "int-bs-1"})
+    assert order["id"] in [o["id"] for o in bot.fetch_open_orders()]
+    bot.cancel_order(order["id"])
+    assert bot.fetch_order(order["id"])["status"] == "canceled"
+    received = stack.emulator("bitstamp-main").recorder.all()
+    place = [r for r in received if r.path == "/api/v2/buy/btcusd/"][-1]
+    assert place.accepted and place.header("X-Auth") == f"BITSTAMP {FIELDS['api_key']}"
+
+
+@pytest.mark.parametrize("path", ["/api/v2/btc_withdrawal/", "/api/v2/withdrawal/open/",
+                                  "/api/v2/transfer-from-main/", "/api/v2/revoke_all_api_keys/"])
+def test_bitstamp_ccxt_bot_dangerous_endpoints_never_reach_emulator(
+    stack: Stack, path: str
+) -> None:
+    before = len(stack.emulator("bitstamp-main").recorder.all())
+    r = httpx.post(stack.proxy_url + "/x/bitstamp-main" + path,
+                   headers={"Proxy-Authorization": f"Bearer {stack.token('bitstamp-bot')}"},
+                   data={"amount": "1", "address": "x"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert len(stack.emulator("bitstamp-main").recorder.all()) == before
