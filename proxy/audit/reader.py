@@ -1,0 +1,31 @@
+"""The reading side in one import: verify for evidence, query and friends for review."""
+
+from __future__ import annotations
+
+from proxy.audit.review import (
+    AuditIntegrityError,
+    Filters,
+    export_csv,
+    follow,
+    format_table,
+    iter_records,
+    json_lines,
+    query,
+)
+from proxy.audit.verify import Location, PendingIntent, Problem, VerifyReport, verify
+
+__all__ = [
+    "AuditIntegrityError",
+    "Filters",
+    "Location",
+    "PendingIntent",
+    "Problem",
+    "VerifyReport",
+    "export_csv",
+    "follow",
+    "format_table",
+    "iter_records",
+    "json_lines",
+    "query",
+    "verify",
+]

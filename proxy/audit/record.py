@@ -1,0 +1,69 @@
+"""What a caller's audit record looks like, and the last-line check that keeps secrets out.
+
+The caller (the app) builds plain dicts. A request is written as a ``phase="decision"`` record
+before anything is forwarded and, when allowed, a ``phase="outcome"`` record afterwards with the
+same ``request_id``. An allowed decision with no outcome is a crash (or a lost response) between
+the two; verify and query list it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.sensitive import Secret
+
+PHASE = "phase"
+PHASE_DECISION = "decision"
+PHASE_OUTCOME = "outcome"
+
+CONTRACT_FIELDS = (
+    "ts", "request_id", "client", "account", "exchange", "method", "path", "category",
+    "decision", "rule", "client_order_id", "upstream_status", "key_version",
+)
+"""CONTRACT §6 fields."""
+
+EXTRA_FIELDS = (
+    "phase", "intent", "nonce", "exchange_order_id", "upstream_latency_ms", "policy_version",
+)
+"""Issue 6 additions; ``intent`` is a dict of symbol, side, type, quantity, price, notional."""
+
+INTENT_FIELDS = ("symbol", "side", "type", "quantity", "price", "notional")
+
+_FORBIDDEN = re.compile(
+    r"signature|token|secret|passphrase|password|authorization|private_?key|api_?key|cookie",
+    re.IGNORECASE,
+)
+
+
+class UnsafeAuditRecord(ValueError):
+    """A record would put secret-looking material, or a reserved key, into the trail."""
+
+
+def check_record(record: Mapping[str, Any]) -> None:
+    """Refuse keys that name secrets, reserved ``_`` keys and Secret values, at any depth.
+
+    This is a defence in depth: the caller must never put a secret in a record, but if it
+    ever tries, the write fails loudly instead of persisting the secret forever.
+    """
+    _check(record, top=True)
+
+
+def _check(value: object, *, top: bool) -> None:
+    if isinstance(value, Secret):
+        raise UnsafeAuditRecord("refusing to audit a Secret value")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UnsafeAuditRecord("audit record keys must be strings")
+            if top and key.startswith("_"):
+                raise UnsafeAuditRecord(f"audit key {key!r} is reserved for the chain")
+            if _FORBIDDEN.search(key):
+                raise UnsafeAuditRecord(
+                    f"audit key {key!r} looks like a secret, signature or token; leave it out"
+                )
+            _check(item, top=False)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check(item, top=False)

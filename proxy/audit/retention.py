@@ -1,0 +1,146 @@
+"""Retention: delete old sealed segments without making verify cry "deleted".
+
+Before a prefix of a chain is removed, a tombstone line MACed with the trail key goes into
+``PRUNED.jsonl``: the writer, the first segment kept, and the seq and MAC of the last seal
+removed. The kept segment's open record is chained to that MAC, so verify starts there as if the
+removed segments were still present. Someone without the key can neither write a tombstone nor
+remove one without verify noticing the gap it leaves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from proxy.audit import chain, layout
+from proxy.sensitive import Secret
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """Segments ``< upto`` of ``writer`` were pruned; the last of them sealed at ``seq``/``mac``."""
+
+    writer: str
+    upto: int
+    seq: int
+    mac: str
+    whole: bool
+
+
+@dataclass(frozen=True)
+class TombstoneProblem:
+    line: int
+    reason: str
+
+
+def read_tombstones(
+    directory: Path, tkey: bytes
+) -> tuple[dict[str, Tombstone], list[TombstoneProblem]]:
+    """The newest valid tombstone per writer, and any line that fails its MAC."""
+    path = directory / layout.TOMBSTONE_FILE
+    found: dict[str, Tombstone] = {}
+    problems: list[TombstoneProblem] = []
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return found, problems
+    for n, raw in enumerate(data.splitlines(), start=1):
+        try:
+            rec = orjson.loads(raw)
+            mac = rec.pop("_mac")
+            tomb = Tombstone(rec["writer"], rec["upto"], rec["seq"], rec["mac"], rec["whole"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            problems.append(TombstoneProblem(n, "tombstone is malformed"))
+            continue
+        if not (isinstance(mac, str) and chain.mac_equal(
+                bytes.fromhex(chain.tombstone_mac(tkey, rec)), mac)):
+            problems.append(TombstoneProblem(n, "tombstone MAC does not match (forged or edited)"))
+            continue
+        old = found.get(tomb.writer)
+        if old is None or tomb.upto > old.upto:
+            found[tomb.writer] = tomb
+    return found, problems
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: tuple[str, ...]
+    tombstones: int
+
+
+def prune(
+    directory: Path,
+    key: Secret,
+    *,
+    older_than_s: float,
+    clock: Callable[[], float] = time.time,
+) -> PruneResult:
+    """Remove whole sealed segments last modified more than ``older_than_s`` ago.
+
+    Only a chain's oldest run of sealed segments goes, never an open one, so every kept chain
+    still starts at a tombstone. Run it from cron with the same key the writers use.
+    """
+    chain_key = chain.key_bytes(key)
+    trail = layout.read_trail(directory, chain_key)
+    tkey = chain.trail_key(chain_key, trail.trail_id)
+    cutoff = clock() - older_than_s
+    removed: list[str] = []
+    written = 0
+    for writer, segs in sorted(layout.list_chains(directory).items()):
+        victims: list[int] = []
+        last_seal: dict[str, Any] | None = None
+        for seg in segs:
+            path = directory / layout.segment_name(writer, seg)
+            if path.stat().st_mtime >= cutoff:
+                break
+            seal = _seal_of(path)
+            if seal is None:
+                break
+            victims.append(seg)
+            last_seal = seal
+            if seal.get("_final") is True:
+                break
+        if not victims or last_seal is None:
+            continue
+        fields: dict[str, Any] = {
+            "writer": writer, "upto": victims[-1] + 1, "seq": last_seal["_seq"],
+            "mac": last_seal["_mac"], "whole": last_seal.get("_final") is True,
+            "ts": chain.rfc3339(dt.datetime.fromtimestamp(clock(), dt.UTC)),
+        }
+        fields["_mac"] = chain.tombstone_mac(tkey, fields)
+        _append_durably(directory / layout.TOMBSTONE_FILE, chain.canonical(fields) + b"\n")
+        written += 1
+        for seg in victims:
+            name = layout.segment_name(writer, seg)
+            (directory / name).unlink()
+            removed.append(name)
+    if removed:
+        layout.fsync_dir(directory)
+    return PruneResult(tuple(removed), written)
+
+
+def _seal_of(path: Path) -> dict[str, Any] | None:
+    line = layout.last_complete_line(path)
+    if not line:
+        return None
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) and rec.get("_kind") == chain.KIND_SEAL else None
+
+
+def _append_durably(path: Path, line: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, layout.FILE_MODE)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
