@@ -258,7 +258,10 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     secret = s.get("secret", str, required=True)
     if not _KV_PATH.fullmatch(secret):
         raise s.fail("secret", "must be a KV path such as \"exchanges/binance-main\"")
-    official = module.base_url(environment)
+    try:
+        official = module.base_url(environment)
+    except (ValueError, KeyError):
+        raise s.fail("environment", f"{exchange} has no {environment} environment; use \"live\"") from None
     base_url = s.get("base_url", str, official).rstrip("/")
     unsafe = s.get("unsafe_custom_base_url", bool, False)
     parts = urlsplit(base_url)

@@ -152,7 +152,7 @@ class Pipeline:
         account = self.accounts.get(account_name) if account_name else None
         if account is None:
             raise Forbidden("no such account, or not granted to this client")
-        ctx.account, ctx.exchange = account.name, account.cfg.exchange
+        ctx.account, ctx.exchange, ctx.path = account.name, account.cfg.exchange, exchange_path[:512]
         body = await _read_body(receive, headers, self.max_body)
         inbound = Inbound(
             method=ctx.method, raw_path=exchange_path, raw_query=scope.get("query_string", b""),

@@ -60,6 +60,8 @@ def _check_intent(
 ) -> Decision | None:
     if grant.symbols is not None and category in (Category.TRADE, Category.CANCEL):
         if intent.symbol is None:
+            if category is Category.CANCEL:
+                return None  # cancel by order id only: reducing risk is never refused for lack of a symbol
             return Decision("policy_denied", "symbols", "the grant lists symbols; name one")
         if intent.symbol not in grant.symbols:
             return Decision("policy_denied", "symbols", f"symbol {intent.symbol} is not granted")

