@@ -194,7 +194,7 @@ def test_coinbase_emulator_is_parsed_by_ccxt(emu: Any) -> None:
     balance = ex.fetch_balance()
     assert balance["USD"]["total"] is not None
     order = ex.create_order("BTC/USD", "limit", "buy", 0.001, 30000,
-                            {"clientOrderId": f"ccxt-{uuid.uuid4()}"})
+                            {"client_order_id": f"ccxt-{uuid.uuid4()}"})
     fetched = ex.fetch_order(order["id"])
     assert fetched["status"] == "open" and fetched["symbol"] == "BTC/USD"
     assert order["id"] in [o["id"] for o in ex.fetch_open_orders("BTC/USD")]
