@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from proxy.state.base import (
     DEFAULT_LEASE_S,
@@ -54,15 +55,21 @@ def open_store(
     url: str | None,
     clock: Callable[[], int] = wall_clock_us,
     prefix: str = "esp:",
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL",
 ) -> StateStore:
     """The configured backend. Raises ValueError for an unknown backend or a missing
-    ``path``/``url`` (the config loader turns it into ConfigError naming the file)."""
+    ``path``/``url`` (the config loader turns it into ConfigError naming the file).
+
+    ``sqlite_synchronous``: "FULL" (default) survives power loss; "NORMAL" survives process
+    crashes (kill -9) but may lose the last commits on power loss, and is several times faster.
+    ``prefix`` namespaces redis keys (several proxies may share one Redis).
+    """
     if backend == "sqlite":
         if path is None:
             raise ValueError('[state] backend = "sqlite" needs path')
         from proxy.state.sqlite_store import SqliteStateStore
 
-        return SqliteStateStore(path, clock=clock)
+        return SqliteStateStore(path, clock=clock, synchronous=sqlite_synchronous)
     if backend == "redis":
         if url is None:
             raise ValueError('[state] backend = "redis" needs url')
