@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn, final
 
 import orjson
 
@@ -40,30 +40,46 @@ class ChainKeyError(ValueError):
     """The chain key is malformed. The message never contains the key."""
 
 
-def key_bytes(key: Secret) -> bytes:
+@final
+class MacKey:
+    """Raw HMAC key bytes that redact themselves in reprs and tracebacks with locals."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return "MacKey('***')"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a MacKey cannot be pickled")
+
+
+def key_bytes(key: Secret) -> MacKey:
     """Unwrap the 64-hex-character chain key from Vault into its 32 bytes."""
     text = key.reveal()
     if len(text) != 64:
         raise ChainKeyError("the audit chain key must be 64 hex characters (32 bytes)")
     try:
-        return bytes.fromhex(text)
+        return MacKey(bytes.fromhex(text))
     except ValueError:
         raise ChainKeyError("the audit chain key must be 64 hex characters (32 bytes)") from None
 
 
-def trail_key(chain_key: bytes, trail_id: str) -> bytes:
+def trail_key(chain_key: MacKey, trail_id: str) -> MacKey:
     """The per-trail MAC key: a record MACed for one trail never verifies in another."""
-    return hmac.digest(chain_key, _DOMAIN_TRAIL + trail_id.encode(), "sha256")
+    return MacKey(hmac.digest(chain_key.raw, _DOMAIN_TRAIL + trail_id.encode(), "sha256"))
 
 
-def trail_id_mac(chain_key: bytes, trail_id: str) -> str:
+def trail_id_mac(chain_key: MacKey, trail_id: str) -> str:
     """Proof in ``TRAIL.json`` that the trail id was written by a holder of the chain key."""
-    return hmac.digest(chain_key, _DOMAIN_TRAIL_ID + trail_id.encode(), "sha256").hex()
+    return hmac.digest(chain_key.raw, _DOMAIN_TRAIL_ID + trail_id.encode(), "sha256").hex()
 
 
-def tombstone_mac(tkey: bytes, fields: Mapping[str, Any]) -> str:
+def tombstone_mac(tkey: MacKey, fields: Mapping[str, Any]) -> str:
     """MAC of one retention tombstone line (fields without ``_mac``)."""
-    return hmac.digest(tkey, _DOMAIN_TOMBSTONE + canonical(fields), "sha256").hex()
+    return hmac.digest(tkey.raw, _DOMAIN_TOMBSTONE + canonical(fields), "sha256").hex()
 
 
 def _default(value: object) -> object:
@@ -81,12 +97,12 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_SORT_KEYS)
 
 
-def link(tkey: bytes, prev: bytes, body: bytes) -> bytes:
+def link(tkey: MacKey, prev: bytes, body: bytes) -> bytes:
     """The 32-byte MAC that chains ``body`` to the record before it."""
-    return hmac.digest(tkey, prev + body, "sha256")
+    return hmac.digest(tkey.raw, prev + body, "sha256")
 
 
-def seal_line(tkey: bytes, prev: bytes, fields: dict[str, Any]) -> tuple[bytes, bytes]:
+def seal_line(tkey: MacKey, prev: bytes, fields: dict[str, Any]) -> tuple[bytes, bytes]:
     """Chain ``fields`` (which carry ``_seq``) after ``prev``: the line with newline, its MAC."""
     mac = link(tkey, prev, canonical(fields))
     fields["_mac"] = mac.hex()
@@ -183,6 +199,7 @@ __all__ = [
     "KIND_SEAL",
     "Anchor",
     "ChainKeyError",
+    "MacKey",
     "anchors_from_json",
     "canonical",
     "key_bytes",

@@ -81,7 +81,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_trail(directory: Path, chain_key: bytes) -> Trail:
+def read_trail(directory: Path, chain_key: chain.MacKey) -> Trail:
     path = directory / TRAIL_FILE
     try:
         raw = orjson.loads(path.read_bytes())
@@ -108,7 +108,7 @@ def read_trail_id_unverified(directory: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def ensure_trail(directory: Path, chain_key: bytes, created: str) -> Trail:
+def ensure_trail(directory: Path, chain_key: chain.MacKey, created: str) -> Trail:
     """Read TRAIL.json, creating it atomically (link, never overwrite) if this is a new trail.
 
     Refuses to invent a trail id for a directory that already holds segments: a missing

@@ -41,7 +41,7 @@ class TombstoneProblem:
 
 
 def read_tombstones(
-    directory: Path, tkey: bytes
+    directory: Path, tkey: chain.MacKey
 ) -> tuple[dict[str, Tombstone], list[TombstoneProblem]]:
     """The newest valid tombstone per writer, and any line that fails its MAC."""
     path = directory / layout.TOMBSTONE_FILE
@@ -85,8 +85,15 @@ def prune(
     """Remove whole sealed segments last modified more than ``older_than_s`` ago.
 
     Only a chain's oldest run of sealed segments goes, never an open one, so every kept chain
-    still starts at a tombstone. Run it from cron with the same key the writers use.
+    still starts at a tombstone. Refuses a trail that fails verify: pruning must never launder
+    tampering into a tombstone. Run it from cron with the same key the writers use.
     """
+    from proxy.audit.review import AuditIntegrityError
+    from proxy.audit.verify import verify
+
+    report = verify(directory, key)
+    if not report.ok:
+        raise AuditIntegrityError(f"refusing to prune a failing trail: {report.first_bad}")
     chain_key = chain.key_bytes(key)
     trail = layout.read_trail(directory, chain_key)
     tkey = chain.trail_key(chain_key, trail.trail_id)

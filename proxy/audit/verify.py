@@ -86,7 +86,7 @@ class _Ctx:
     """What every chain's pass shares."""
 
     directory: Path
-    tkey: bytes
+    tkey: chain.MacKey
     trail_id: str
     intents: _Intents
 
@@ -321,7 +321,7 @@ def _verify_segment(
 
 
 def _check_line(
-    raw: bytes, tkey: bytes, prev: bytes, seq: int
+    raw: bytes, tkey: chain.MacKey, prev: bytes, seq: int
 ) -> tuple[str | None, dict[str, Any] | None, bytes | None]:
     try:
         rec = orjson.loads(raw)

@@ -87,7 +87,7 @@ class AuditWriter:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._tkey = b""
+        self._tkey = chain.MacKey(b"")
         self._trail_id = ""
         self._fd: int | None = None
         self._lock_fd: int | None = None

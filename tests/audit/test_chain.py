@@ -24,11 +24,12 @@ def test_canonical_refuses_secret_values() -> None:
 
 def test_link_is_hmac_sha256_of_prev_then_body() -> None:
     key, prev, body = b"k" * 32, b"p" * 32, b'{"a":1}'
-    assert chain.link(key, prev, body) == hmac.new(key, prev + body, hashlib.sha256).digest()
+    expected = hmac.new(key, prev + body, hashlib.sha256).digest()
+    assert chain.link(chain.MacKey(key), prev, body) == expected
 
 
 def test_seal_line_round_trips_to_the_same_mac() -> None:
-    tkey = chain.trail_key(b"k" * 32, "trail-1")
+    tkey = chain.trail_key(chain.MacKey(b"k" * 32), "trail-1")
     fields = {"_seq": 3, "a": 1}
     line, mac = chain.seal_line(tkey, chain.GENESIS_PREV, fields)
     assert line.endswith(b"\n") and b"_mac" in line and "_mac" not in fields
@@ -36,7 +37,8 @@ def test_seal_line_round_trips_to_the_same_mac() -> None:
 
 
 def test_trail_key_differs_per_trail() -> None:
-    assert chain.trail_key(b"k" * 32, "a") != chain.trail_key(b"k" * 32, "b")
+    key = chain.MacKey(b"k" * 32)
+    assert chain.trail_key(key, "a").raw != chain.trail_key(key, "b").raw
 
 
 def test_key_bytes_rejects_malformed_keys_without_echoing_them() -> None:
@@ -44,7 +46,8 @@ def test_key_bytes_rejects_malformed_keys_without_echoing_them() -> None:
         with pytest.raises(chain.ChainKeyError) as info:
             chain.key_bytes(Secret(bad))
         assert bad not in str(info.value) or not bad
-    assert chain.key_bytes(Secret("00" * 32)) == bytes(32)
+    mac_key = chain.key_bytes(Secret("00" * 32))
+    assert mac_key.raw == bytes(32) and "00" not in repr(mac_key)
 
 
 def test_anchors_round_trip_and_reject_malformed() -> None:

@@ -1,0 +1,35 @@
+"""A writer process for the multi-process and kill -9 tests (key via environment, not argv)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from proxy.audit.writer import AuditWriter
+from proxy.sensitive import Secret
+
+
+async def main(directory: str, writer_id: str, count: int, concurrency: int) -> None:
+    key = Secret(os.environ.pop("AUDIT_TEST_KEY"))
+    w = AuditWriter(Path(directory), key, writer_id, max_segment_bytes=64 * 1024)
+    await w.start()
+    print("started", flush=True)
+
+    async def one(i: int) -> None:
+        rid = f"{writer_id}-{i}"
+        await w.write({"request_id": rid, "phase": "decision", "decision": "allow",
+                       "client": writer_id, "pad": "x" * 300})
+        await w.write({"request_id": rid, "phase": "outcome", "upstream_status": 200})
+
+    i = 0
+    while count < 0 or i < count:
+        n = concurrency if count < 0 else min(concurrency, count - i)
+        await asyncio.gather(*(one(i + k) for k in range(n)))
+        i += n
+    await w.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
