@@ -8,6 +8,7 @@ our process is still alive); and can stop and restart on the same port for outag
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,13 @@ from types import TracebackType
 
 
 def find_server_binary() -> str:
-    """A Redis-compatible server binary, or FileNotFoundError saying what to install."""
+    """A Redis-compatible server binary, or FileNotFoundError saying what to install.
+
+    ``REDIS_SERVER_BINARY`` in the environment wins (e.g. to run the suite against Valkey).
+    """
+    forced = os.environ.get("REDIS_SERVER_BINARY")
+    if forced:
+        return forced
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
         if found:
