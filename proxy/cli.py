@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -139,7 +140,7 @@ def _load_policies(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
 def _serve(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from proxy.serve import configure_logging, serve
 
-    configure_logging()
+    configure_logging(os.environ.get("PROXY_LOG_LEVEL", "INFO").upper())
     _harden(cfg, allow_root=args.unsafe_allow_root)
     policies = _load_policies(cfg)
     source = _source(cfg)

@@ -113,6 +113,8 @@ class Worker:
         tasks[2].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
+        if self.pipeline is not None:
+            await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
 

@@ -1,0 +1,30 @@
+"""``python -m proxy.emulator EXCHANGE --port P --api-key K`` (secret on stdin): one emulator
+in its own process, for benchmarks and manual experiments."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import uvicorn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m proxy.emulator")
+    parser.add_argument("exchange")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--passphrase")
+    args = parser.parse_args()
+    fields = {"api_key": args.api_key, "api_secret": sys.stdin.read().strip()}
+    if args.passphrase:
+        fields["passphrase"] = args.passphrase
+    module = importlib.import_module(f"proxy.emulator.{args.exchange}")
+    _, app = module.create({args.api_key: fields})
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", lifespan="off")
+
+
+if __name__ == "__main__":
+    main()
