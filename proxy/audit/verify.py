@@ -104,6 +104,7 @@ class _Chain:
     last_seq: int = -1
     pruned_seq: int = -1
     end: Location | None = None
+    tail: Location | None = None
     dangling: Problem | None = None
     wanted: set[int] = field(default_factory=set)
     seen: dict[int, tuple[str, Location]] = field(default_factory=dict)
@@ -155,10 +156,7 @@ def verify(directory: Path, key: Secret) -> VerifyReport:
         results[writer] = res
     problems += [r.problem for r in results.values() if r.problem]
     problems += _check_anchors(results, tombs)
-    closed = _closed_by_anchor(list(results.values()))
-    problems += [
-        r.dangling for r in results.values() if r.dangling and r.writer not in closed
-    ]
+    problems += _unsealed_after_clean_exit(directory, list(results.values()))
     return _report(problems, list(results.values()), intents)
 
 
@@ -177,6 +175,27 @@ def _report(problems: list[Problem], chains: list[_Chain], intents: _Intents) ->
         ),
         intents_without_outcome=tuple(sorted(intents.pending.values(), key=lambda p: p.ts)),
     )
+
+
+def _unsealed_after_clean_exit(directory: Path, chains: list[_Chain]) -> list[Problem]:
+    """An unsealed chain whose lock file is gone was cut: writers remove it only after sealing.
+
+    A running or crashed writer keeps its lock file, so its unsealed end (even one that stops
+    right after a rotation seal) is reported as open, not as tampering.
+    """
+    closed = _closed_by_anchor(chains)
+    problems = []
+    for c in chains:
+        if c.problem or c.final or c.writer in closed:
+            continue
+        if (directory / f"{c.writer}{layout.LOCK_SUFFIX}").exists():
+            continue
+        problems.append(c.dangling or Problem(
+            c.tail or Location(layout.segment_name(c.writer, 0), 1, c.writer),
+            "chain is not sealed although its writer exited cleanly (lock file gone): "
+            "records were cut off the end",
+        ))
+    return problems
 
 
 def _closed_by_anchor(chains: list[_Chain]) -> set[str]:
@@ -282,6 +301,7 @@ def _verify_segment(
     """Walk one segment; returns (prev, next seq, sealed, final) or None after a problem."""
     writer = res.writer
     name = layout.segment_name(writer, seg)
+    res.tail = Location(name, 1, writer, seq)
     sealed = final = False
     count = 0
     for n, raw, complete in _lines(ctx.directory / name):
@@ -316,6 +336,7 @@ def _verify_segment(
         if seq in res.wanted:
             res.seen[seq] = (mac.hex(), loc)
         res.last_seq, res.end = seq, loc
+        res.tail = Location(name, n + 1, writer, seq + 1)
         prev, seq, count = mac, seq + 1, count + 1
     return prev, seq, sealed, final
 
@@ -399,7 +420,7 @@ def _anchor_problem(anchor: chain.Anchor, target: _Chain, by: str) -> Problem | 
     end = target.end or Location(layout.segment_name(target.writer, 0), 1, target.writer)
     if anchor.seq > target.last_seq:
         return Problem(
-            Location(end.file, end.line + 1, target.writer, target.last_seq + 1),
+            target.tail or end,
             f"records cut off the end: writer {by} saw seq {anchor.seq} in this chain",
         )
     mac, loc = target.seen[anchor.seq]

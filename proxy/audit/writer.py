@@ -134,6 +134,8 @@ class AuditWriter:
 
     async def close(self) -> None:
         """Flush what is queued, seal the segment as final, release the writer id."""
+        if self._closed:
+            return
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
@@ -161,6 +163,14 @@ class AuditWriter:
 
     async def write(self, record: Mapping[str, Any]) -> None:
         """Append one record; returns once it is durable. Raises NotReady if it cannot be."""
+        await self.submit(record)
+
+    def submit(self, record: Mapping[str, Any]) -> asyncio.Future[None]:
+        """Queue a record now (its place in the chain is fixed); the future ends when durable.
+
+        For the outcome record, which need not delay the response: keep the future and log a
+        failure from it. Refusals (secret-looking keys, closed or broken writer) raise here.
+        """
         check_record(record)
         if self._broken is not None or self._closed:
             raise _not_writable(self._broken or "writer is closed")
@@ -169,7 +179,7 @@ class AuditWriter:
         self._pending.append((dict(record), fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
-        await fut
+        return fut
 
     def write_sync(self, record: Mapping[str, Any]) -> None:
         """Blocking ``write`` for command-line tools (no event loop)."""

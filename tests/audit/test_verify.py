@@ -221,3 +221,26 @@ def test_verify_lists_intents_without_outcome(tmp_path: Path, key: Secret) -> No
     assert report.ok
     assert [p.request_id for p in report.intents_without_outcome] == ["req-2", "req-4"]
     assert report.intents_without_outcome[0].location.line == 4
+
+
+def test_verify_cut_end_of_the_only_closed_chain_is_located(tmp_path: Path, key: Secret) -> None:
+    d = _trail(tmp_path, key)
+    content = lines(d / SEG0)
+    put_lines(d / SEG0, content[:-2])  # seal and one record gone
+    report = verify(d, key)
+    assert report.first_bad is not None
+    assert (report.first_bad.location.file, report.first_bad.location.line) == (
+        SEG0, len(content) - 1,
+    )
+    assert "cut off" in report.first_bad.reason
+
+
+def test_verify_crash_right_after_a_rotation_seal_is_open_not_bad(
+    tmp_path: Path, key: Secret
+) -> None:
+    d = _trail(tmp_path, key, records=40, max_segment_bytes=2000, close=False)
+    segs = sorted(d.glob("w1.*.jsonl"))
+    segs[-1].unlink()  # as if killed between the seal and the next segment's creation
+    report = verify(d, key)
+    assert report.ok, report.summary()
+    assert report.open_chains == ("w1",)

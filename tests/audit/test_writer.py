@@ -210,3 +210,17 @@ def test_writer_rejects_bad_writer_ids_and_keys(tmp_path: Path, key: Secret) -> 
     with pytest.raises(ValueError, match="64 hex"):
         AuditWriter(tmp_path, Secret("short"), "w1")
     assert AuditWriter(tmp_path, key, default_writer_id()).writer_id
+
+
+def test_writer_submit_keeps_order_and_resolves_when_durable(tmp_path: Path, key: Secret) -> None:
+    async def run() -> None:
+        w = AuditWriter(tmp_path, key, "w1")
+        await w.start()
+        futs = [w.submit(decision(i)) for i in range(5)]
+        await asyncio.gather(*futs)
+        await w.close()
+
+    asyncio.run(run())
+    from proxy.audit.reader import iter_records
+
+    assert [r["request_id"] for r in iter_records(tmp_path, key)] == [f"req-{i}" for i in range(5)]
