@@ -76,9 +76,7 @@ def test_every_resource_is_in_the_namespace(docs: list[Doc]) -> None:
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_deployment_runs_several_replicas_spread_and_protected(
-    docs: list[Doc], proxy_deploy: Doc
-) -> None:
+def test_deployment_runs_several_replicas_spread_and_protected(docs: list[Doc], proxy_deploy: Doc) -> None:
     assert proxy_deploy["spec"]["replicas"] >= 2
     assert proxy_deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert pod_spec(proxy_deploy)["topologySpreadConstraints"]
@@ -139,9 +137,7 @@ def test_no_exchange_secret_anywhere_in_kubernetes(docs: list[Doc], proxy_deploy
         assert "envFrom" not in c
     # The only Secret a pod mounts is the Vault AppRole login, and only the init container.
     secret_volumes = {v["name"] for v in spec["volumes"] if "secret" in v}
-    assert {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} == {
-        "signing-proxy-approle"
-    }
+    assert {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} == {"signing-proxy-approle"}
     for c in spec["containers"]:
         assert not secret_volumes & {m["name"] for m in c["volumeMounts"]}
 
@@ -164,9 +160,7 @@ def test_config_listens_for_bots_on_purpose_and_keeps_admin_on_loopback(proxy_cf
     assert proxy_cfg.vault.auth == "approle"
 
 
-def test_policies_in_the_configmap_are_valid(
-    docs: list[Doc], proxy_cfg: Any, tmp_path: Path
-) -> None:
+def test_policies_in_the_configmap_are_valid(docs: list[Doc], proxy_cfg: Any, tmp_path: Path) -> None:
     for name, text in find(docs, "ConfigMap", "signing-proxy-policies")["data"].items():
         (tmp_path / name).write_text(text)
     policies = load_dir(tmp_path, {a.name for a in proxy_cfg.accounts})
@@ -235,15 +229,11 @@ def test_namespace_denies_all_traffic_by_default(docs: list[Doc]) -> None:
     assert "ingress" not in deny and "egress" not in deny
 
 
-def test_proxy_egress_reaches_only_vault_redis_exchanges_and_dns(
-    docs: list[Doc], proxy_deploy: Doc
-) -> None:
+def test_proxy_egress_reaches_only_vault_redis_exchanges_and_dns(docs: list[Doc], proxy_deploy: Doc) -> None:
     policy = _policies(docs)["signing-proxy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == proxy_deploy["spec"]["selector"]["matchLabels"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    redis_labels = find(docs, "StatefulSet", "signing-proxy-redis")["spec"]["selector"][
-        "matchLabels"
-    ]
+    redis_labels = find(docs, "StatefulSet", "signing-proxy-redis")["spec"]["selector"]["matchLabels"]
     seen_ports: set[int] = set()
     for rule in policy["egress"]:
         assert rule["to"], "an egress rule without destinations allows everywhere"

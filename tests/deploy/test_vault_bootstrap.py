@@ -166,9 +166,7 @@ def default_run(bao: Bao, tmp_path_factory: pytest.TempPathFactory) -> Bootstrap
 
 def proxy_client(bao: Bao, run: Bootstrapped, approle_mount: str = "approle") -> Any:
     client = hvac.Client(url=bao.addr)
-    client.auth.approle.login(
-        role_id=run.role_id, secret_id=run.secret_id, mount_point=approle_mount
-    )
+    client.auth.approle.login(role_id=run.role_id, secret_id=run.secret_id, mount_point=approle_mount)
     return client
 
 
@@ -245,9 +243,7 @@ def test_bootstrap_role_has_only_the_proxy_policy(bao: Bao, default_run: Bootstr
 def test_approle_reads_exactly_its_own_paths(bao: Bao, default_run: Bootstrapped) -> None:
     client = proxy_client(bao, default_run)
     assert read(client, "exchanges/binance-main")["api_secret"] == "AS-test-secret"
-    meta = client.secrets.kv.v2.read_secret_metadata(
-        path="exchanges/binance-main", mount_point="secret"
-    )
+    meta = client.secrets.kv.v2.read_secret_metadata(path="exchanges/binance-main", mount_point="secret")
     assert meta["data"]["current_version"] >= 1
     assert "public_key" in read(client, "proxy/token-verify")
     assert "key" in read(client, "proxy/audit-chain")
@@ -281,9 +277,7 @@ def test_approle_is_denied_everything_else(bao: Bao, default_run: Bootstrapped) 
     _denied(lambda: kv.delete_latest_version_of_secret("exchanges/binance-main", "secret"))
     _denied(lambda: kv.destroy_secret_versions("exchanges/binance-main", [1], "secret"))
     _denied(lambda: kv.delete_metadata_and_all_versions("exchanges/binance-main", "secret"))
-    _denied(
-        lambda: kv.update_metadata("exchanges/binance-main", max_versions=1, mount_point="secret")
-    )
+    _denied(lambda: kv.update_metadata("exchanges/binance-main", max_versions=1, mount_point="secret"))
     # No listing, no other paths.
     _denied(lambda: kv.list_secrets(path="exchanges", mount_point="secret"))
     _denied(lambda: kv.list_secrets(path="", mount_point="secret"))
@@ -305,9 +299,7 @@ def test_operator_and_auditor_policies(bao: Bao, default_run: Bootstrapped) -> N
     root = bao.root()
     op = hvac.Client(
         url=bao.addr,
-        token=root.auth.token.create(policies=["signing-proxy-operator"], ttl="5m")["auth"][
-            "client_token"
-        ],
+        token=root.auth.token.create(policies=["signing-proxy-operator"], ttl="5m")["auth"]["client_token"],
     )
     op.secrets.kv.v2.create_or_update_secret(
         path="exchanges/okx-main", secret={"api_key": "k", "api_secret": "s"}, mount_point="secret"
@@ -323,9 +315,7 @@ def test_operator_and_auditor_policies(bao: Bao, default_run: Bootstrapped) -> N
 
     auditor = hvac.Client(
         url=bao.addr,
-        token=root.auth.token.create(policies=["signing-proxy-auditor"], ttl="5m")["auth"][
-            "client_token"
-        ],
+        token=root.auth.token.create(policies=["signing-proxy-auditor"], ttl="5m")["auth"]["client_token"],
     )
     assert "key" in read(auditor, "proxy/audit-chain")
     _denied(lambda: read(auditor, "proxy/token-signing"))
@@ -340,9 +330,9 @@ def test_bootstrap_again_changes_nothing_and_finds_the_cli_on_path(
 ) -> None:
     root = bao.root()
     before = {
-        name: root.secrets.kv.v2.read_secret_metadata(path=f"proxy/{name}", mount_point="secret")[
-            "data"
-        ]["current_version"]
+        name: root.secrets.kv.v2.read_secret_metadata(path=f"proxy/{name}", mount_point="secret")["data"][
+            "current_version"
+        ]
         for name in ("token-signing", "token-verify", "audit-chain")
     }
     role_id, secret_id = default_run.role_id, default_run.secret_id
@@ -355,9 +345,9 @@ def test_bootstrap_again_changes_nothing_and_finds_the_cli_on_path(
     assert result.returncode == 0, result.stderr
     assert "all already there" in result.stdout
     after = {
-        name: root.secrets.kv.v2.read_secret_metadata(path=f"proxy/{name}", mount_point="secret")[
-            "data"
-        ]["current_version"]
+        name: root.secrets.kv.v2.read_secret_metadata(path=f"proxy/{name}", mount_point="secret")["data"][
+            "current_version"
+        ]
         for name in before
     }
     assert after == before
@@ -426,14 +416,10 @@ def test_bootstrap_refuses_a_kv_version_1_mount(bao: Bao, tmp_path: Path) -> Non
     assert not (tmp_path / "c").exists()
 
 
-def test_bootstrap_without_vault_addr_or_with_a_bad_token_says_what_to_do(
-    bao: Bao, tmp_path: Path
-) -> None:
+def test_bootstrap_without_vault_addr_or_with_a_bad_token_says_what_to_do(bao: Bao, tmp_path: Path) -> None:
     env = bao.env(OUT_DIR=str(tmp_path / "c"))
     del env["VAULT_ADDR"]
-    result = subprocess.run(
-        ["bash", str(BOOTSTRAP)], check=False, env=env, capture_output=True, text=True
-    )
+    result = subprocess.run(["bash", str(BOOTSTRAP)], check=False, env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "VAULT_ADDR" in result.stderr
     result = run_bootstrap(bao, OUT_DIR=str(tmp_path / "c"), VAULT_TOKEN="not-a-token")
