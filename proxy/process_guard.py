@@ -145,15 +145,19 @@ def check_private_file(path: str | os.PathLike[str]) -> None:
 
 
 def _split_host_port(addr: str) -> tuple[str, str]:
-    """``host:port`` or ``[v6]:port`` into its parts, or ``ValueError``."""
+    """``host:port``, ``[v6]:port`` or ``v6:port`` into its parts, or ``ValueError``."""
     if addr.startswith("["):
         host, sep, rest = addr[1:].partition("]")
         if not sep or not rest.startswith(":"):
             raise ValueError(addr)
         return host, rest[1:]
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or ":" in host:
+    if not sep or not host:
         raise ValueError(addr)
+    if ":" in host:
+        # An unbracketed IPv6 literal ("::1:8700", as ``config.Listen`` prints it): the port
+        # is the part after the last colon, and what precedes it must be a whole address.
+        ipaddress.IPv6Address(host)
     return host, port
 
 

@@ -193,6 +193,7 @@ def test_check_private_file_missing_file_is_a_config_error(tmp_path: Path) -> No
         ("localhost:8701", ("localhost", 8701)),
         ("[::1]:8700", ("::1", 8700)),
         ("[::ffff:127.0.0.1]:8700", ("::ffff:127.0.0.1", 8700)),
+        ("::1:8700", ("::1", 8700)),  # as config.Listen prints [::1]:8700
         ("127.0.0.1:0", ("127.0.0.1", 0)),
     ],
 )
@@ -202,7 +203,15 @@ def test_check_listen_address_accepts_loopback(addr: str, expected: tuple[str, i
 
 @pytest.mark.parametrize(
     "addr",
-    ["0.0.0.0:8700", "[::]:8700", "10.0.0.5:8700", "proxy.internal:8700", "[2001:db8::1]:80"],
+    [
+        "0.0.0.0:8700",
+        "[::]:8700",
+        ":::8700",
+        "10.0.0.5:8700",
+        "proxy.internal:8700",
+        "[2001:db8::1]:80",
+        "2001:db8::1:80",
+    ],
 )
 def test_check_listen_address_refuses_non_loopback_unless_allowed(addr: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -215,7 +224,7 @@ def test_check_listen_address_refuses_non_loopback_unless_allowed(addr: str) -> 
 
 
 @pytest.mark.parametrize(
-    "addr", ["8700", "127.0.0.1", "127.0.0.1:", "127.0.0.1:http", "::1:8700", "[::1]8700", ":80"]
+    "addr", ["8700", "127.0.0.1", "127.0.0.1:", "127.0.0.1:http", "[::1]8700", ":80", "fe80::zz:80", "a:b:80"]
 )
 def test_check_listen_address_refuses_malformed(addr: str) -> None:
     with pytest.raises(ConfigError, match="is not HOST:PORT"):
