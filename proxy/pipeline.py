@@ -12,22 +12,23 @@ tricks hide in.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proxy.accounts import Account
 from proxy.client_auth import TokenVerifier
-from proxy.exchanges.base import Credentials, NonceUnit
+from proxy.exchanges.base import Credentials
 from proxy.errors import (
     Forbidden,
+    IdempotencyConflict,
     NotReady,
     PolicyDenied,
     ProxyError,
@@ -35,11 +36,14 @@ from proxy.errors import (
     Refusal,
     TooLarge,
     Unauthenticated,
+    UpstreamError,
+    UpstreamTimeout,
 )
 from proxy.metrics import Metrics
 from proxy.policy.evaluate import evaluate
 from proxy.policy.model import PolicySet
-from proxy.request_model import Inbound, Intent, Prepared, Stamp
+from proxy.request_model import Action, Inbound, Intent, Prepared, Stamp
+from proxy.state import Conflict, IdempotencyScope, InFlight, Replay, StateStore, StoredResponse
 from proxy.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("proxy.decision")
@@ -50,21 +54,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _ACCOUNT = re.compile(rb"[a-z0-9][a-z0-9_-]{0,62}")
 NONCE_LOCK_TIMEOUT_S = 10.0
+IDEMPOTENCY_WAIT_S = 15.0
 
 
 class AuditSink(Protocol):
     """Where decision and outcome records go; ``write`` returns once the record is durable."""
 
     async def write(self, record: Mapping[str, Any]) -> None: ...
-
-
-class NonceSource(Protocol):
-    """Strictly increasing per-key nonces (for exchanges whose ``nonce_unit`` is set), and a
-    per-key lock so they reach the exchange in order. :mod:`proxy.state` implements it."""
-
-    async def next_nonce(self, key_id: str, unit: NonceUnit, *, now_us: int | None = None) -> int: ...
-
-    def key_lock(self, key_id: str, timeout_s: float) -> AbstractAsyncContextManager[Any]: ...
 
 
 @dataclass
@@ -82,6 +78,7 @@ class _Ctx:
     prepared: Prepared | None = None
     key_version: int | None = None
     stamp: Stamp | None = None
+    sent: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +95,8 @@ class Pipeline:
     def __init__(
         self, *, accounts: Mapping[str, Account], policies: PolicySet, verifier: TokenVerifier,
         upstream: Upstream, audit: AuditSink, metrics: Metrics, max_body_bytes: int,
-        nonces: NonceSource | None = None, clock_ns: Callable[[], int] = time.time_ns,
+        store: StateStore | None = None, idempotency_ttl_s: int = 24 * 3600,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.accounts = dict(accounts)
         self.policies = policies
@@ -107,7 +105,8 @@ class Pipeline:
         self.audit = audit
         self.metrics = metrics
         self.max_body = max_body_bytes
-        self.nonces = nonces
+        self.store = store
+        self.idempotency_ttl_s = idempotency_ttl_s
         self.clock_ns = clock_ns
         self.ready = False
         self._background: set[asyncio.Task[None]] = set()
@@ -141,6 +140,11 @@ class Pipeline:
             return await self._refuse(ctx, refusal)
         except ProxyError as exc:  # a failure of ours that is not a refusal: fail closed
             return await self._refuse(ctx, NotReady(f"the proxy cannot serve this now ({type(exc).__name__})"))
+        except Exception as exc:  # a bug: fail closed, say nothing more than the type
+            log.error("internal error on %s: %s", ctx.request_id, type(exc).__name__, exc_info=False)
+            self.metrics.inc("proxy_internal_errors_total", help="requests failed by a proxy bug")
+            fate = "it may have reached the exchange" if ctx.sent else "nothing was sent"
+            return await self._refuse(ctx, NotReady(f"internal error ({type(exc).__name__}); {fate}"))
 
     async def _pipeline(self, ctx: _Ctx, scope: Scope, receive: Receive, raw_path: bytes) -> Reply:
         if not self.ready:
@@ -175,19 +179,90 @@ class Pipeline:
         if creds is None:
             raise NotReady(f"the secret for account {account.name} is not loaded")
         ctx.key_version = creds.version
+        coid = prepared.client_order_id
+        if prepared.endpoint.action is Action.PLACE and coid and self.store is not None:
+            return await self._once(ctx, account, prepared, creds, decision.rule, coid)
+        return await self._stamp_and_send(ctx, account, prepared, creds, decision.rule)
+
+    async def _once(
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str, coid: str
+    ) -> Reply:
+        """Place an order at most once per (client, account, client order id): a repeat with the
+        same content replays the first answer, a concurrent one waits for it, a different
+        content is a conflict."""
+        assert self.store is not None and ctx.client is not None
+        scope = IdempotencyScope(ctx.client, account.name, coid)
+        digest = hashlib.sha256(
+            f"{prepared.method}\n{prepared.path}\n{prepared.query}\n".encode() + prepared.body
+        ).hexdigest()
+        result = await self.store.begin(scope, digest, self.idempotency_ttl_s)
+        if isinstance(result, InFlight):
+            result = await self.store.wait(
+                scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=self.idempotency_ttl_s
+            )
+        if isinstance(result, InFlight):
+            raise NotReady("an order with this client order id is still in flight; retry shortly")
+        if isinstance(result, Conflict):
+            raise IdempotencyConflict(
+                f"client order id {coid!r} was already used for a different order; use a new id",
+                rule="idempotency",
+            )
+        if isinstance(result, Replay):
+            ctx.extra["idempotent_replay"] = True
+            await self._audit(ctx, "allow", "idempotency.replay", phase="decision")
+            self._log(ctx, "allow", "idempotency.replay", result.response.status, None)
+            stored = result.response
+            return Reply(stored.status, (*stored.headers, ("x-proxy-idempotent-replay", "true")), stored.body)
+        if result.previous_unknown:
+            # An earlier attempt died without an answer: it may have been placed. Never guess.
+            refusal = UpstreamError(
+                f"an earlier attempt with client order id {coid!r} ended without an answer; query the "
+                "order by that id and, if it is absent, place it again with a new id",
+                rule="idempotency.unknown_outcome",
+            )
+            await self.store.complete(scope, self._stored(ctx, refusal), token=result.token,
+                                      ttl_s=self.idempotency_ttl_s)
+            raise refusal
+        try:
+            reply = await self._stamp_and_send(ctx, account, prepared, creds, rule)
+        except (UpstreamTimeout, UpstreamError) as refusal:
+            if ctx.sent:  # the exchange may have acted: the answer to every retry is this one
+                await self.store.complete(scope, self._stored(ctx, refusal), token=result.token,
+                                          ttl_s=self.idempotency_ttl_s)
+            else:
+                await self.store.abandon(scope, token=result.token)
+            raise
+        except BaseException:
+            if not ctx.sent:
+                await self.store.abandon(scope, token=result.token)
+            raise
+        await self.store.complete(
+            scope, StoredResponse(reply.status, reply.headers, reply.body), token=result.token,
+            ttl_s=self.idempotency_ttl_s,
+        )
+        return reply
+
+    def _stored(self, ctx: _Ctx, refusal: Refusal) -> StoredResponse:
+        reply = self._error_reply(ctx, refusal)
+        return StoredResponse(reply.status, reply.headers, reply.body)
+
+    async def _stamp_and_send(
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str
+    ) -> Reply:
         unit = account.exchange.nonce_unit
         if unit is None:
-            stamp = Stamp(now_ms=now_ns // 1_000_000, nonce=now_ns // 1_000_000, unique=str(uuid.uuid4()))
-            return await self._send(ctx, account, prepared, creds, stamp, decision.rule)
-        if self.nonces is None:
-            raise NotReady("no nonce store is configured for this exchange")
+            now_ms = self.clock_ns() // 1_000_000
+            stamp = Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
+            return await self._send(ctx, account, prepared, creds, stamp, rule)
+        if self.store is None:
+            raise NotReady("no state store is configured for this exchange's nonces")
         # Strictly increasing nonces must also arrive in order: hold the key from allocation
         # until the exchange has answered (across workers and, with Redis, hosts).
         key_id = f"{account.cfg.exchange}:{creds.api_key}"
-        async with self.nonces.key_lock(key_id, NONCE_LOCK_TIMEOUT_S):
-            nonce = await self.nonces.next_nonce(key_id, unit, now_us=self.clock_ns() // 1000)
+        async with self.store.key_lock(key_id, NONCE_LOCK_TIMEOUT_S):
+            nonce = await self.store.next_nonce(key_id, unit, now_us=self.clock_ns() // 1000)
             stamp = Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
-            return await self._send(ctx, account, prepared, creds, stamp, decision.rule)
+            return await self._send(ctx, account, prepared, creds, stamp, rule)
 
     async def _send(
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, stamp: Stamp,
@@ -196,6 +271,7 @@ class Pipeline:
         ctx.stamp = stamp
         outbound = account.exchange.sign(prepared, creds, stamp, account.host)
         await self._audit(ctx, "allow", rule, phase="decision")
+        ctx.sent = True
         response = await self.upstream.send(account.cfg.base_url, outbound)
         await self._outcome(ctx, response)
         return Reply(response.status, response.headers, response.body)
@@ -264,6 +340,9 @@ class Pipeline:
                 log.error("audit record not written for refused request %s", ctx.request_id)
                 self.metrics.inc("proxy_audit_errors_total", help="audit records that could not be written")
         self._log(ctx, "deny", rule, refusal.status, None)
+        return self._error_reply(ctx, refusal)
+
+    def _error_reply(self, ctx: _Ctx, refusal: Refusal) -> Reply:
         error: dict[str, Any] = {"code": refusal.code, "message": refusal.message, "request_id": ctx.request_id}
         if refusal.rule:
             error["rule"] = refusal.rule

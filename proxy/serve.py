@@ -30,13 +30,12 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int) ->
     admin = socket.socket(fileno=admin_fd)
 
     async def main() -> None:
-        nonces = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
-        worker = Worker(cfg, policies, nonces=nonces)
+        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
+        worker = Worker(cfg, policies, store=store)
         try:
             await worker.run(bot, admin)
         finally:
-            if nonces is not None:
-                await nonces.close()
+            await store.close()
 
     try:
         import uvloop

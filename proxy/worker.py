@@ -30,7 +30,8 @@ from proxy.client_auth import TokenVerifier
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretSourceError
 from proxy.metrics import Metrics
-from proxy.pipeline import NonceSource, Pipeline, Receive, Scope, Send
+from proxy.pipeline import Pipeline, Receive, Scope, Send
+from proxy.state import StateStore
 from proxy.policy.model import PolicySet
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.secret_source import VaultSecretSource
@@ -77,10 +78,10 @@ class _QuietServer(uvicorn.Server):
 
 
 class Worker:
-    def __init__(self, cfg: Config, policies: PolicySet, nonces: NonceSource | None = None) -> None:
+    def __init__(self, cfg: Config, policies: PolicySet, store: StateStore | None = None) -> None:
         self.cfg = cfg
         self.policies = policies
-        self.nonces = nonces
+        self.store = store
         self.metrics = Metrics()
         self.accounts: dict[str, Account] = {a.name: accounts_mod.build(a) for a in cfg.accounts}
         self.source = VaultSecretSource(cfg.vault)
@@ -162,7 +163,8 @@ class Worker:
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
-            max_body_bytes=self.cfg.server.max_body_bytes, nonces=self.nonces,
+            max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
+            idempotency_ttl_s=self.cfg.state.idempotency_ttl_s,
         )
         self.pipeline.ready = True
         self.switch.target = self.pipeline
