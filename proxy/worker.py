@@ -137,8 +137,12 @@ class Worker:
             try:
                 await asyncio.to_thread(self._refresh)
             except (SecretSourceError, ProxyError) as exc:
-                log.warning("refresh from Vault failed: %s; serving from memory", exc)
+                log.warning("refresh from Vault failed: %s; logging in again, serving from memory", exc)
                 self.metrics.inc("proxy_vault_errors_total", help="failed Vault reads")
+                # An expired or revoked Vault token looks like "denied": log in again (AppRole
+                # gets a fresh token; a static token is re-read from its file).
+                with contextlib.suppress(SecretSourceError):
+                    await asyncio.to_thread(self.source.login)
 
     async def _load(self) -> None:
         await asyncio.to_thread(self.source.login)
