@@ -58,6 +58,7 @@ class _Verified:
     client: str
     iat: int
     exp: int
+    nbf: int
 
 
 class TokenVerifier:
@@ -94,7 +95,7 @@ class TokenVerifier:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[token] = verified
-        if verified.exp <= now or verified.iat > now + 60:
+        if verified.exp <= now or verified.nbf > now + 60:
             self._cache.pop(token, None)
             raise Unauthenticated(UNAUTHENTICATED)
         revoked = self._revoked_before.get(verified.client)
@@ -107,13 +108,17 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != ALGORITHM or set(header) - {"alg", "typ"}:
                 raise Unauthenticated(UNAUTHENTICATED)
+            # Times are checked by client_for against the caller's clock (exp on every use,
+            # cached or not); pyjwt checks signature, algorithm, audience, issuer and presence.
             claims = jwt.decode(
                 token, self._key, algorithms=[ALGORITHM], audience=self._audience,
-                issuer=self._issuer, options={"require": _REQUIRED}, leeway=0,
+                issuer=self._issuer, leeway=0,
+                options={"require": _REQUIRED, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
         except jwt.PyJWTError:
             raise Unauthenticated(UNAUTHENTICATED) from None
         sub, iat, exp = claims.get("sub"), claims.get("iat"), claims.get("exp")
-        if not isinstance(sub, str) or not isinstance(iat, int) or not isinstance(exp, int):
+        nbf = claims.get("nbf", iat)
+        if not isinstance(sub, str) or not all(isinstance(v, int) for v in (iat, exp, nbf)):
             raise Unauthenticated(UNAUTHENTICATED)
-        return _Verified(sub, iat, exp)
+        return _Verified(sub, iat, exp, max(iat, nbf))

@@ -11,15 +11,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hvac
 import hvac.exceptions
 import requests
 
-from proxy.config import VaultConfig
 from proxy.errors import SecretSourceError
 from proxy.sensitive import Secret
+
+if TYPE_CHECKING:  # a type only: edges do not import the wiring layer
+    from proxy.config import VaultConfig
 
 
 @dataclass(frozen=True, repr=False)

@@ -1,0 +1,58 @@
+"""Bot tokens: pinned EdDSA, required claims, expiry, revocation, one answer for every failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy import client_auth
+from proxy.errors import Unauthenticated
+
+PRIVATE, PUBLIC = client_auth.new_signing_key()
+NOW = 1_800_000_000
+
+
+def verifier(**kw: object) -> client_auth.TokenVerifier:
+    return client_auth.TokenVerifier(PUBLIC, issuer="iss", audience="aud", **kw)  # type: ignore[arg-type]
+
+
+def token(client: str = "bot", now: int = NOW, ttl: int = 600, private: str = PRIVATE) -> str:
+    return client_auth.issue(private, client=client, now=now, ttl_s=ttl, issuer="iss", audience="aud")
+
+
+def test_client_auth_accepts_a_good_token() -> None:
+    assert verifier().client_for([f"Bearer {token()}"], NOW + 1) == "bot"
+    assert verifier().client_for([f"bearer {token()}"], NOW + 1) == "bot"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], ["Basic abc"], ["Bearer"], ["Bearer a.b.c"], [f"Bearer {token()}", f"Bearer {token()}"],
+     [f"Bearer {token(private=client_auth.new_signing_key()[0])}"], [f"Token {token()}"]],
+    ids=["missing", "basic", "empty", "malformed", "two-headers", "other-key", "wrong-scheme"],
+)
+def test_client_auth_refuses_bad_headers(headers: list[str]) -> None:
+    with pytest.raises(Unauthenticated) as err:
+        verifier().client_for(headers, NOW + 1)
+    assert err.value.message == client_auth.UNAUTHENTICATED
+
+
+def test_client_auth_refuses_expired_even_when_cached() -> None:
+    v, t = verifier(), token(ttl=10)
+    assert v.client_for([f"Bearer {t}"], NOW + 5) == "bot"
+    with pytest.raises(Unauthenticated):
+        v.client_for([f"Bearer {t}"], NOW + 10)
+
+
+def test_client_auth_revocation_applies_to_cached_tokens() -> None:
+    v, t = verifier(), token()
+    assert v.client_for([f"Bearer {t}"], NOW + 1) == "bot"
+    v.set_revocations({"bot": NOW + 1})
+    with pytest.raises(Unauthenticated):
+        v.client_for([f"Bearer {t}"], NOW + 2)
+    assert v.client_for([f"Bearer {token(now=NOW + 2)}"], NOW + 3) == "bot"
+
+
+def test_client_auth_wrong_audience_refused() -> None:
+    other = client_auth.issue(PRIVATE, client="bot", now=NOW, ttl_s=60, issuer="iss", audience="else")
+    with pytest.raises(Unauthenticated):
+        verifier().client_for([f"Bearer {other}"], NOW + 1)
