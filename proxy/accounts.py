@@ -39,5 +39,5 @@ def build(cfg: AccountConfig) -> Account:
     if cfg.environment == "testnet" and hasattr(exchange, "simulated_trading"):
         overrides["simulated_trading"] = True  # OKX demo trading header
     if overrides and dataclasses.is_dataclass(exchange):
-        exchange = dataclasses.replace(exchange, **overrides)  # type: ignore[type-var]
+        exchange = dataclasses.replace(exchange, **overrides)
     return Account(cfg=cfg, exchange=exchange, host=urlsplit(cfg.base_url).netloc)

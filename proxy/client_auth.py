@@ -119,6 +119,7 @@ class TokenVerifier:
             raise Unauthenticated(UNAUTHENTICATED) from None
         sub, iat, exp = claims.get("sub"), claims.get("iat"), claims.get("exp")
         nbf = claims.get("nbf", iat)
-        if not isinstance(sub, str) or not all(isinstance(v, int) for v in (iat, exp, nbf)):
+        if not (isinstance(sub, str) and isinstance(iat, int) and isinstance(exp, int)
+                and isinstance(nbf, int)):
             raise Unauthenticated(UNAUTHENTICATED)
         return _Verified(sub, iat, exp, max(iat, nbf))

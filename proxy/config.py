@@ -237,7 +237,8 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     names = [acct.name for acct in accounts]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise ConfigError(str(file), f"accounts: name {sorted(dupes)[0]!r} is used twice; names must be unique")
+        name = sorted(dupes)[0]
+        raise ConfigError(str(file), f"accounts: name {name!r} is used twice; names must be unique")
     return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens)
 
 

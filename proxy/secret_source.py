@@ -58,7 +58,10 @@ class VaultSecretSource:
         cfg = self.cfg
         try:
             if cfg.auth == "token":
-                token = _read_file(cfg.token_file, "vault token") if cfg.token_file else os.environ.get("VAULT_TOKEN", "")
+                if cfg.token_file:
+                    token = _read_file(cfg.token_file, "vault token")
+                else:
+                    token = os.environ.get("VAULT_TOKEN", "")
                 if not token:
                     raise SecretSourceError("no Vault token: set vault.token_file or VAULT_TOKEN")
                 self._client.token = token

@@ -95,8 +95,10 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
             break
         except InterruptedError:
             continue
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping:
+        if pid not in children:
+            continue
+        slot = children.pop(pid)
+        if not stopping:
             log.error("worker %d exited (status %d); starting a new one", pid, status)
             time.sleep(0.2)
             spawn(slot)

@@ -179,7 +179,7 @@ def _params(raw_query: str, body: bytes) -> dict[str, str]:
 def _dispatch(
     state: BinanceState, method: str, path: str, raw_query: str, body: bytes, api_key: str | None
 ) -> Any:
-    public = {
+    public: dict[tuple[str, str], Callable[[], Any]] = {
         ("GET", "/api/v3/ping"): lambda: {},
         ("GET", "/api/v3/time"): lambda: {"serverTime": state.now_ms()},
         ("GET", "/api/v3/exchangeInfo"): lambda: {
@@ -291,7 +291,8 @@ def _find(state: BinanceState, p: dict[str, str]) -> dict[str, Any]:
         ):
             return order
     if "orderId" not in p and "origClientOrderId" not in p:
-        raise _err(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        raise _err(400, -1102,
+                   "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
     raise _err(400, -2013, "Order does not exist.")
 
 
@@ -306,14 +307,16 @@ def _new_order(state: BinanceState, p: dict[str, str]) -> dict[str, Any]:
         raise _err(400, -1116, "Invalid orderType.")
     coid = p.get("newClientOrderId") or f"emu{next(state._ids)}"
     if not re.fullmatch(r"[a-zA-Z0-9\-_]{1,36}", coid):
-        raise _err(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
+        raise _err(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; "
+                               "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
     if any(o["clientOrderId"] == coid and o["status"] == "NEW" for o in state.orders.values()):
         raise _err(400, -2010, "Duplicate order sent.")
     base, quote_asset, ref = SYMBOLS[symbol]
     qty = Decimal(p["quantity"]) if "quantity" in p else None
     price = Decimal(p["price"]) if "price" in p else None
     if otype == "LIMIT" and (price is None or qty is None or "timeInForce" not in p):
-        raise _err(400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+        raise _err(400, -1102,
+                   "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
     if otype == "MARKET":
         if qty is None:
             qty = (Decimal(p["quoteOrderQty"]) / ref).quantize(Decimal("0.00001"))

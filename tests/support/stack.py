@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 
 from proxy import client_auth
-from proxy.emulator.server import BackgroundServer, free_port
 from proxy.dev_vault import OpenBao, start_openbao
+from proxy.emulator.server import BackgroundServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ class Stack:
         """Run ``python -m proxy <args> --config <this config>``."""
         return subprocess.run(
             [sys.executable, "-m", "proxy", *args, "--config", str(self.config_path)],
-            input=stdin, capture_output=True, text=True, cwd=REPO, env=_env(self), timeout=60,
+            input=stdin, capture_output=True, text=True, cwd=REPO, env=_env(self), timeout=60, check=False,
         )
 
     def proxy_log(self) -> str:

@@ -29,7 +29,7 @@ def _layer(name: str) -> int | None:
         return 0
     if name in L1 or name.startswith("exchanges.") or name == "exchanges":
         return 1
-    if name.split(".")[0] in L3:
+    if name.split(".", maxsplit=1)[0] in L3:
         return 3
     if name.startswith("emulator"):
         return 3
