@@ -1,7 +1,8 @@
 """``python -m proxy``: the operators' commands (CONTRACT.md §1).
 
 Exit codes: 0 success, 1 failure at run time (e.g. Vault unreachable), 2 usage error,
-3 invalid configuration or policy. Nothing secret is ever printed, except the bot token that
+3 invalid configuration or policy (or policy test file), 4 failing policy test cases.
+Nothing secret is ever printed, except the bot token that
 ``token issue`` exists to print.
 """
 
@@ -21,7 +22,7 @@ from proxy import config as config_mod
 from proxy.errors import ConfigError, SecretSourceError
 from proxy.policy.loader import PolicyError, load_dir
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_CASES_FAILED = 0, 1, 2, 3, 4
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -63,7 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--client", required=True)
 
     pol = sub.add_parser("policy", help="policies").add_subparsers(dest="action", required=True, parser_class=_Parser)
-    with_config(pol.add_parser("check", help="validate every policy file"))
+    with_config(pol.add_parser(
+        "check", help="validate every policy file and run the policy test files",
+        description="Validate every policy file in policies.dir, then run every *.tests.toml case "
+                    "there through the real exchange modules and the policy.",
+        epilog="exit codes: 0 every policy valid and every case passed; 3 an invalid policy or "
+               "test file; 4 a failing test case",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ))
+    kill = with_config(sub.add_parser(
+        "kill", help="kill switch: refuse everything but cancels for a client or an account",
+        description="Set (or with --off clear) a kill switch in the shared state store; every "
+                    "worker on every host refuses all but cancels within 1 s.",
+    ))
+    who = kill.add_mutually_exclusive_group(required=True)
+    who.add_argument("--client")
+    who.add_argument("--account")
+    kill.add_argument("--off", action="store_true", help="clear the kill switch")
 
     keys = sub.add_parser("keys", help="exchange keys").add_subparsers(dest="action", required=True, parser_class=_Parser)
     kr = with_config(keys.add_parser("rotate", help="write a new key version read from stdin"))
@@ -102,10 +119,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo()
     cfg = config_mod.load(args.config)
-    command = args.command if args.command in ("init", "serve") else f"{args.command} {args.action}"
+    command = args.command if args.command in ("init", "serve", "kill") else f"{args.command} {args.action}"
     handler = {
         "init": _init, "serve": _serve, "token issue": _token_issue, "token revoke": _token_revoke,
-        "policy check": _policy_check, "keys rotate": _keys_rotate, "keys status": _keys_status,
+        "policy check": _policy_check, "kill": _kill, "keys rotate": _keys_rotate,
+        "keys status": _keys_status,
         "audit verify": _audit_verify, "audit query": _audit_query,
     }[command]
     return handler(cfg, args)
@@ -202,6 +220,9 @@ def _token_revoke(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def _policy_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from proxy import accounts as accounts_mod
+    from proxy.policy import testing
+
     try:
         policies = load_dir(cfg.policies_dir, {a.name for a in cfg.accounts})
     except PolicyError as exc:
@@ -209,6 +230,58 @@ def _policy_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
             print(problem)
         return EXIT_CONFIG
     print(f"ok: {len(policies.clients)} client policies valid (version {policies.version})", file=sys.stderr)
+    exchanges = {a.name: accounts_mod.build(a).exchange for a in cfg.accounts}
+    cases: list[testing.Case] = []
+    problems: list[str] = []
+    for file in testing.find_test_files(cfg.policies_dir):
+        try:
+            cases.extend(testing.load_cases(file))
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        for problem in problems:
+            print(problem)
+        return EXIT_CONFIG
+    failed = 0
+    for case in cases:
+        outcome = testing.run_case(policies, exchanges, case)
+        failed += not outcome.passed
+        print(testing.describe(outcome))
+    print(f"{len(cases) - failed} of {len(cases)} policy test cases passed", file=sys.stderr)
+    return EXIT_CASES_FAILED if failed else EXIT_OK
+
+
+def _kill(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from proxy.errors import NotReady
+    from proxy.policy.runtime import kill_flag
+    from proxy.state import open_store
+
+    kind, name = ("client", args.client) if args.client else ("account", args.account)
+    if kind == "account" and cfg.account(name) is None:
+        print(f"error: no account named {name!r} in {cfg.path}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def flip() -> None:
+        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
+        try:
+            if args.off:
+                await store.clear_flag(kill_flag(kind, name))
+            else:
+                await store.set_flag(kill_flag(kind, name), f"set {datetime.now(UTC).isoformat()}")
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(flip())
+    except NotReady as exc:
+        print(f"error: the state store is unreachable ({exc}); the kill switch was not changed",
+              file=sys.stderr)
+        return EXIT_FAIL
+    state = "cleared" if args.off else "set"
+    print(f"kill switch for {kind} {name} {state}; every worker follows within 1 s "
+          f"({'orders allowed again' if args.off else 'only cancels are allowed'})", file=sys.stderr)
     return EXIT_OK
 
 

@@ -30,7 +30,6 @@ from proxy.errors import (
     Forbidden,
     IdempotencyConflict,
     NotReady,
-    PolicyDenied,
     ProxyError,
     RateLimited,
     Refusal,
@@ -42,7 +41,10 @@ from proxy.errors import (
 from proxy.metrics import Metrics
 from proxy.policy.evaluate import evaluate
 from proxy.policy.model import PolicySet
-from proxy.request_model import Action, Inbound, Intent, Prepared, Stamp
+from proxy.policy.runtime import PolicyRuntime, log_would_deny
+from proxy.policy.runtime import refusal as policy_refusal
+from proxy.reference_prices import ReferencePrices
+from proxy.request_model import Action, Category, Inbound, Intent, Prepared, Stamp
 from proxy.state import Conflict, IdempotencyScope, InFlight, Replay, StateStore, StoredResponse
 from proxy.upstream import Upstream, UpstreamResponse
 
@@ -96,10 +98,12 @@ class Pipeline:
         self, *, accounts: Mapping[str, Account], policies: PolicySet, verifier: TokenVerifier,
         upstream: Upstream, audit: AuditSink, metrics: Metrics, max_body_bytes: int,
         store: StateStore | None = None, idempotency_ttl_s: int = 24 * 3600,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock_ns: Callable[[], int] = time.time_ns, reference_prices: ReferencePrices | None = None,
     ) -> None:
         self.accounts = dict(accounts)
+        #: swapped whole on reload (one assignment); each request reads it once
         self.policies = policies
+        self.policy_runtime = PolicyRuntime(store, reference_prices or ReferencePrices(upstream))
         self.verifier = verifier
         self.upstream = upstream
         self.audit = audit
@@ -164,17 +168,27 @@ class Pipeline:
             method=ctx.method, raw_path=exchange_path, raw_query=scope.get("query_string", b""),
             headers=tuple(headers), body=body,
         )
+        # One policy set for the whole request, so a reload never serves half of each.
+        policies = self.policies
+        ctx.extra["policy_version"] = policies.version
         # An ungranted account must look exactly like an unknown one, even for bad requests.
-        policy = self.policies.for_client(ctx.client)
+        policy = policies.for_client(ctx.client)
         if policy is None or policy.grant_for(account.name) is None:
             raise Forbidden("no such account, or not granted to this client")
         prepared = account.exchange.prepare(inbound)
         ctx.prepared, ctx.category = prepared, str(prepared.category)
-        decision = evaluate(self.policies, ctx.client, account.name, prepared)
+        context = await self.policy_runtime.context(
+            policies, ctx.client, account.name, prepared, exchange=account.exchange,
+            base_url=account.cfg.base_url,
+        )
+        decision = await self.policy_runtime.charge(
+            evaluate(policies, ctx.client, account.name, prepared, context)
+        )
+        if decision.would_deny is not None:
+            ctx.extra["would_deny"] = decision.would_deny.rule
+            log_would_deny(ctx.request_id, ctx.client, account.name, decision)
         if not decision.allowed:
-            if decision.code == "forbidden":
-                raise Forbidden("no such account, or not granted to this client")
-            raise PolicyDenied(decision.message, rule=decision.rule)
+            raise policy_refusal(decision)
         creds = account.creds
         if creds is None:
             raise NotReady(f"the secret for account {account.name} is not loaded")
@@ -292,11 +306,11 @@ class Pipeline:
             "policy_version": self.policies.version,
         }
         if intents:
-            record["intents"] = [_intent_fields(i) for i in intents]
+            record["intent"] = _intent_fields(intents[0])
+            if len(intents) > 1:
+                record["intents"] = [_intent_fields(i) for i in intents]
         if ctx.stamp is not None:
-            record["stamp_ms"] = ctx.stamp.now_ms
-            if ctx.stamp.nonce != ctx.stamp.now_ms:
-                record["nonce"] = ctx.stamp.nonce
+            record["nonce"] = ctx.stamp.nonce  # the nonce, or the timestamp, that was signed
         record.update(ctx.extra)
         return record
 
@@ -312,7 +326,13 @@ class Pipeline:
         """Queue the outcome record without waiting for its fsync: the decision record was
         durable before anything was sent, and the outcome rides the next group commit, so the
         bot does not pay a second fsync."""
-        ctx.extra.update({"upstream_status": response.status, "upstream_ms": round(response.latency_ms, 3)})
+        ctx.extra.update({
+            "upstream_status": response.status, "upstream_latency_ms": round(response.latency_ms, 3),
+        })
+        if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
+            order_id = exchange_order_id(response.body)
+            if order_id is not None:
+                ctx.extra["exchange_order_id"] = order_id
         task = asyncio.create_task(self._write_outcome(self._record(ctx, "allow", "grant", "outcome")))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -382,6 +402,36 @@ def _intent_fields(intent: Intent) -> dict[str, Any]:
         }.items()
         if v is not None
     }
+
+
+_ORDER_ID_KEYS = ("orderId", "ordId", "order_id", "txid", "id")
+
+
+def exchange_order_id(body: bytes) -> str | None:
+    """Best effort: the exchange's order id from a placement answer, for the audit record.
+    Looks for the usual id fields in the top three levels of a JSON answer."""
+    if len(body) > 64 * 1024:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    level: list[Any] = [data]
+    for _ in range(3):
+        nxt: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                for key in _ORDER_ID_KEYS:
+                    value = node.get(key)
+                    if isinstance(value, str | int) and not isinstance(value, bool):
+                        return str(value)
+                    if isinstance(value, list) and value and isinstance(value[0], str | int):
+                        return str(value[0])
+                nxt.extend(node.values())
+            elif isinstance(node, list):
+                nxt.extend(node[:4])
+        level = nxt
+    return None
 
 
 def _split_target(raw_path: bytes) -> tuple[str | None, str]:

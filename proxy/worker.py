@@ -33,6 +33,7 @@ from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.state import StateStore
 from proxy.policy.model import PolicySet
+from proxy.policy.reload import PolicyReloader
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.secret_source import VaultSecretSource
 from proxy.upstream import Upstream
@@ -91,6 +92,15 @@ class Worker:
         self.audit: AuditWriter | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
+        self.reloader = PolicyReloader(
+            cfg.policies_dir, {a.name for a in cfg.accounts}, policies, self._swap_policies, self.metrics,
+        )
+
+    def _swap_policies(self, policies: PolicySet) -> None:
+        """Hot reload: one assignment each, so every request sees one whole set."""
+        self.policies = policies
+        if self.pipeline is not None:
+            self.pipeline.policies = policies
 
     def readiness(self) -> list[str]:
         reasons = list(self.reasons)
@@ -102,16 +112,21 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         bot = _QuietServer(_server_config(self.switch))
-        admin = _QuietServer(_server_config(create_admin_app(self.readiness, self.metrics)))
+        admin = _QuietServer(_server_config(
+            create_admin_app(self.readiness, self.metrics, details=self.reloader.detail)
+        ))
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
             asyncio.create_task(admin.serve(sockets=[admin_sock])),
             asyncio.create_task(self._load_and_follow()),
+            asyncio.create_task(self.reloader.run()),
         ]
         await self._stop.wait()
         bot.should_exit = admin.should_exit = True
         tasks[2].cancel()
+        tasks[3].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
         if self.pipeline is not None:

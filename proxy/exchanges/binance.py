@@ -13,6 +13,7 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import quote
 
 from proxy.decimal_text import parse_decimal, parse_integer
@@ -25,6 +26,7 @@ from proxy.exchanges.base import (
     drop_keys,
     encode_pairs,
     endpoint,
+    parse_json,
     split_query_and_body,
 )
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -144,6 +146,23 @@ class Binance:
             content_type="application/x-www-form-urlencoded" if body else None,
             endpoint=ep, intents=intents,
         )
+
+    def ticker_request(self, symbol: str) -> Outbound:
+        """The public last-price request for ``symbol`` (reference prices for price bands)."""
+        if not _SYMBOL.fullmatch(symbol):
+            raise ValueError("not a Binance symbol")
+        return Outbound("GET", f"/api/v3/ticker/price?symbol={symbol}", (), b"")
+
+    def parse_ticker(self, body: bytes) -> Decimal:
+        """The last price from a ``ticker/price`` answer; ValueError if it is not one."""
+        data = parse_json(body, "ticker")
+        price = data.get("price") if isinstance(data, dict) else None
+        if not isinstance(price, str):
+            raise ValueError("ticker: no price")
+        try:
+            return parse_decimal(price, "ticker price")
+        except BadRequest as exc:
+            raise ValueError(str(exc)) from None
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:

@@ -1,19 +1,48 @@
-"""Pure policy evaluation: (policy, client, account, canonical request) -> Decision.
+"""Pure policy evaluation: (policy, client, account, canonical request, context) -> Decision.
 
-No I/O and no clock: everything the decision depends on is an argument, so every rule can be
-tested with a table. Every decision names the rule that made it.
+No I/O and no clock: reference prices, kill-switch flags and budget usage arrive in an
+:class:`EvalContext`, so every rule can be tested with a table and a policy test file gives the
+same answer as the running proxy. Every decision names the rule that made it (the names are
+listed in policies/README.md and must stay stable: dashboards and alerts key on them).
+
+Budgets are not spent here: the decision carries the :class:`Charge` list and the pipeline
+applies it atomically in the state store (``add_to_window(limit=...)``), refusing when over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
 from proxy.policy.model import Grant, PolicySet
-from proxy.request_model import Category, Intent, Prepared
+from proxy.request_model import Action, Category, Intent, Prepared
 
-Code = Literal["allow", "forbidden", "policy_denied"]
+Code = Literal["allow", "forbidden", "policy_denied", "account_paused", "rate_limited"]
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Everything outside the request that a decision may depend on."""
+
+    reference_prices: Mapping[str, Decimal] = field(default_factory=dict)
+    kill_client: bool = False
+    kill_account: bool = False
+    #: Current usage per budget rule name (e.g. "budget.client.orders.1m"); the proxy passes
+    #: none and enforces atomically in the store, policy test files use it to test budgets.
+    budget_usage: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """An amount to add to one rolling window, refused if the total would exceed ``limit``."""
+
+    rule: str
+    key: str
+    amount: Decimal
+    window_s: int
+    limit: Decimal
 
 
 @dataclass(frozen=True)
@@ -21,10 +50,18 @@ class Decision:
     code: Code
     rule: str
     message: str = ""
+    charges: tuple[Charge, ...] = ()
+    #: report mode: the denial enforce mode would have made (the request is allowed)
+    would_deny: Decision | None = None
+    #: the grant is in report mode: budget refusals in the store also become would_deny
+    report: bool = False
 
     @property
     def allowed(self) -> bool:
         return self.code == "allow"
+
+
+ALLOW_PUBLIC = Decision("allow", "public")
 
 
 def evaluate(
@@ -32,59 +69,181 @@ def evaluate(
     client: str,
     account: str,
     prepared: Prepared,
-    reference_prices: dict[str, Decimal] | None = None,
+    context: EvalContext | None = None,
 ) -> Decision:
     """Decide one request. An account the client has no grant for is ``forbidden``, the same
     answer as an unknown account, so a bot cannot probe which accounts exist."""
+    ctx = context or EvalContext()
     policy = policies.for_client(client)
     grant = policy.grant_for(account) if policy else None
     if grant is None:
         return Decision("forbidden", "grant", "no grant for this account")
-    if prepared.category is Category.PUBLIC:
-        return Decision("allow", "public")
-    if prepared.category not in grant.allow:
+    category = prepared.category
+    if category is Category.PUBLIC:
+        return ALLOW_PUBLIC
+    # Operator actions and the grant's categories are hard limits, even in report mode.
+    if category is not Category.CANCEL:
+        if ctx.kill_account:
+            return Decision("account_paused", "kill_switch.account",
+                            f"account {account} is paused by its kill switch; only cancels are allowed")
+        if ctx.kill_client:
+            return Decision("account_paused", "kill_switch.client",
+                            f"client {client} is paused by its kill switch; only cancels are allowed")
+    if category not in grant.allow:
         return Decision(
             "policy_denied", "allow",
-            f"category {prepared.category} is not granted on {account}; the grant allows "
+            f"category {category} is not granted on {account}; the grant allows "
             f"{', '.join(sorted(grant.allow)) or 'nothing'}",
         )
+    denied: Decision | None = None
     for intent in prepared.intents:
-        denied = _check_intent(grant, prepared.category, intent, reference_prices or {})
+        denied = _check_intent(grant, category, intent, ctx.reference_prices)
         if denied is not None:
-            return denied
-    return Decision("allow", "grant")
+            break
+    charges: tuple[Charge, ...] = ()
+    places = prepared.endpoint.action in (Action.PLACE, Action.AMEND)
+    if denied is None and category is Category.TRADE and places:
+        charges_or_denial = _charges(grant, client, account, prepared.intents, ctx)
+        if isinstance(charges_or_denial, Decision):
+            denied = charges_or_denial
+        else:
+            charges = charges_or_denial
+    report = grant.mode == "report"
+    if denied is None:
+        return Decision("allow", "grant", charges=charges, report=report)
+    if report:
+        return Decision("allow", "report", f"report mode: would deny ({denied.rule})",
+                        charges=charges, would_deny=denied, report=True)
+    return denied
+
+
+def reference_symbols(policies: PolicySet, client: str, account: str, prepared: Prepared) -> frozenset[str]:
+    """The symbols whose reference price this request's decision needs (none: do not fetch)."""
+    policy = policies.for_client(client)
+    grant = policy.grant_for(account) if policy else None
+    if grant is None or prepared.category is not Category.TRADE:
+        return frozenset()
+    wanted: set[str] = set()
+    notional_budget = any(b.max_notional is not None for b in grant.budgets)
+    for intent in prepared.intents:
+        if intent.symbol is None:
+            continue
+        limits = grant.limits(intent.symbol)
+        band = limits.price_band is not None and intent.price is not None
+        notional = intent.notional is None and (limits.max_order_notional is not None or notional_budget)
+        quantity = intent.quantity is None and limits.max_order_qty is not None
+        if band or notional or quantity:
+            wanted.add(intent.symbol)
+    return frozenset(wanted)
+
+
+def deny(rule: str, message: str) -> Decision:
+    return Decision("policy_denied", rule, message)
 
 
 def _check_intent(
-    grant: Grant, category: Category, intent: Intent, refs: dict[str, Decimal]
+    grant: Grant, category: Category, intent: Intent, refs: Mapping[str, Decimal]
 ) -> Decision | None:
     if grant.symbols is not None and category in (Category.TRADE, Category.CANCEL):
         if intent.symbol is None:
             if category is Category.CANCEL:
                 return None  # cancel by order id only: reducing risk is never refused for lack of a symbol
-            return Decision("policy_denied", "symbols", "the grant lists symbols; name one")
+            return deny("symbols", "the grant lists symbols; name one")
         if intent.symbol not in grant.symbols:
-            return Decision("policy_denied", "symbols", f"symbol {intent.symbol} is not granted")
+            return deny("symbols", f"symbol {intent.symbol} is not granted")
     if category is not Category.TRADE:
         return None
-    if grant.max_order_qty is not None and intent.quantity is not None:
-        if intent.quantity > grant.max_order_qty:
-            return Decision(
-                "policy_denied", "max_order_qty",
-                f"quantity {intent.quantity} exceeds max_order_qty {grant.max_order_qty}",
-            )
-    if grant.max_order_notional is not None:
-        notional = intent.notional
-        if notional is None and intent.quantity is not None and intent.symbol in refs:
-            notional = intent.quantity * refs[intent.symbol]
+    if grant.sides is not None and (intent.side or "") not in grant.sides:
+        return deny("sides", f"side {intent.side} is not granted; the grant allows {_list(grant.sides)}")
+    if grant.order_types is not None and (intent.order_type or "").lower() not in grant.order_types:
+        return deny("order_types", f"order type {intent.order_type} is not granted; "
+                    f"the grant allows {_list(grant.order_types)}")
+    if grant.time_in_force is not None and intent.time_in_force is not None \
+            and intent.time_in_force.lower() not in grant.time_in_force:
+        return deny("time_in_force", f"time in force {intent.time_in_force} is not granted; "
+                    f"the grant allows {_list(grant.time_in_force)}")
+    limits = grant.limits(intent.symbol)
+    ref = refs.get(intent.symbol) if intent.symbol is not None else None
+    if limits.max_order_qty is not None:
+        qty = intent.quantity
+        if qty is None and intent.quote_quantity is not None and ref is not None and ref > 0:
+            qty = intent.quote_quantity / ref
+        if qty is None:
+            return deny("max_order_qty", "the quantity of this order cannot be known "
+                        "(quote-sized and no reference price); send a base quantity")
+        if qty > limits.max_order_qty:
+            return deny("max_order_qty", f"quantity {qty} exceeds max_order_qty {limits.max_order_qty}")
+    if limits.max_order_notional is not None:
+        notional = _notional(intent, ref)
         if notional is None:
-            return Decision(
-                "policy_denied", "max_order_notional",
-                "notional cannot be known for this order (no price and no reference price)",
-            )
-        if notional > grant.max_order_notional:
-            return Decision(
-                "policy_denied", "max_order_notional",
-                f"notional {notional} exceeds max_order_notional {grant.max_order_notional}",
-            )
+            return deny("max_order_notional",
+                        "notional cannot be known for this order (no price and no reference price)")
+        if notional > limits.max_order_notional:
+            return deny("max_order_notional",
+                        f"notional {notional} exceeds max_order_notional {limits.max_order_notional}")
+    band = limits.price_band
+    if band is not None and intent.price is not None:
+        if ref is None or ref <= 0:
+            return deny("price_band", f"no reference price for {intent.symbol}; refused (fail closed)")
+        distance = abs(intent.price - ref) / ref
+        if distance > band.fraction:
+            return deny("price_band", f"price {intent.price} is more than {band.text} from the "
+                        f"reference price {ref}")
     return None
+
+
+def _notional(intent: Intent, ref: Decimal | None) -> Decimal | None:
+    notional = intent.notional
+    if notional is None and intent.quantity is not None and ref is not None:
+        notional = intent.quantity * ref
+    return notional
+
+
+def _charges(
+    grant: Grant, client: str, account: str, intents: tuple[Intent, ...], ctx: EvalContext
+) -> tuple[Charge, ...] | Decision:
+    charges: list[Charge] = []
+    for budget in grant.budgets:
+        if budget.max_orders is not None:
+            charges.append(Charge(
+                budget.rule("orders"), budget.storage_key("orders", client, account),
+                Decimal(len(intents)), budget.window_s, Decimal(budget.max_orders),
+            ))
+        if budget.max_notional is not None:
+            total = Decimal(0)
+            for intent in intents:
+                ref = ctx.reference_prices.get(intent.symbol) if intent.symbol is not None else None
+                notional = _notional(intent, ref)
+                if notional is None:
+                    return deny(budget.rule("notional"),
+                                "notional cannot be known for this order (no price and no reference price)")
+                total += notional
+            charges.append(Charge(
+                budget.rule("notional"), budget.storage_key("notional", client, account),
+                total, budget.window_s, budget.max_notional,
+            ))
+    for charge in charges:
+        used = ctx.budget_usage.get(charge.rule, Decimal(0))
+        if used + charge.amount > charge.limit:
+            return Decision("rate_limited", charge.rule,
+                            f"{charge.rule}: {used} used + {charge.amount} exceeds {charge.limit}",
+                            charges=(charge,))
+    return tuple(charges)
+
+
+def over_budget(decision: Decision, charge: Charge, total: Decimal) -> Decision:
+    """The decision once the store refused ``charge``; a report-mode grant stays allowed and
+    records the refusal as would_deny."""
+    denial = Decision("rate_limited", charge.rule,
+                      f"{charge.rule}: {total} would exceed {charge.limit} in the last {charge.window_s}s",
+                      charges=(charge,))
+    if decision.report:
+        if decision.would_deny is not None:
+            return decision
+        return replace(decision, rule="report", message=f"report mode: would deny ({charge.rule})",
+                       would_deny=denial)
+    return denial
+
+
+def _list(values: frozenset[str]) -> str:
+    return ", ".join(sorted(values)) or "nothing"

@@ -1,20 +1,52 @@
-"""Load and validate policy files. Messages read ``file: where: problem; use X``."""
+"""Load and validate policy files. Messages read ``file: where: problem; use X``.
+
+The schema is strict and versioned (``version = 1``): an unknown key is an error, not a
+no-op, because a misspelt cap that is silently ignored is a cap that does not exist. Every
+problem in every file is reported at once so a risk manager fixes them in one pass.
+Files named ``*.tests.toml`` are policy test files (see :mod:`proxy.policy.testing`), not policies.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import tomllib
+from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from proxy.decimal_text import decimal_from_config
-from proxy.policy.model import ClientPolicy, Grant, PolicySet
+from proxy.policy.model import (
+    SCHEMA_VERSION,
+    Budget,
+    BudgetScope,
+    ClientPolicy,
+    Grant,
+    Mode,
+    PolicySet,
+    PriceBand,
+    SymbolLimits,
+)
 from proxy.request_model import GRANTABLE, NEVER_GRANTABLE, Category
 
+TEST_SUFFIX = ".tests.toml"
 _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-_GRANT_KEYS = {"account", "allow", "symbols", "max_order_qty", "max_order_notional"}
-_TOP_KEYS = {"version", "client", "grants"}
+_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}")
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_BAND = re.compile(r"((?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?)(%|bps)")
+_WINDOW = re.compile(r"([1-9][0-9]{0,4})([smhd])")
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_TOP_KEYS = ("version", "client", "grants")
+_GRANT_KEYS = (
+    "account", "allow", "symbols", "sides", "order_types", "time_in_force", "max_order_qty",
+    "max_order_notional", "price_band", "per_symbol", "budgets", "mode",
+)
+_SYMBOL_KEYS = ("max_order_qty", "max_order_notional", "price_band")
+_BUDGET_KEYS = ("per", "window", "max_notional", "max_orders")
+MAX_WINDOW_S = 7 * 86400
+
+Bad = Callable[[str, str], None]
 
 
 class PolicyError(ValueError):
@@ -25,14 +57,26 @@ class PolicyError(ValueError):
         self.problems = problems
 
 
+def policy_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.toml") if not p.name.endswith(TEST_SUFFIX))
+
+
+def dir_digest(directory: Path) -> str:
+    """A digest of every policy file's name and bytes: equal digests, equal policy sets."""
+    digest = hashlib.sha256()
+    for file in policy_files(directory):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def load_dir(directory: Path, known_accounts: set[str] | None = None) -> PolicySet:
-    """Load every ``*.toml`` policy in ``directory``; raise PolicyError listing every problem."""
+    """Load every policy ``*.toml`` in ``directory``; raise PolicyError listing every problem."""
     if not directory.is_dir():
         raise PolicyError([f"{directory}: not a directory; create it or fix policies.dir"])
     problems: list[str] = []
     clients: dict[str, ClientPolicy] = {}
     digest = hashlib.sha256()
-    for file in sorted(directory.glob("*.toml")):
+    for file in policy_files(directory):
         data = file.read_bytes()
         digest.update(file.name.encode() + b"\0" + data + b"\0")
         try:
@@ -43,44 +87,69 @@ def load_dir(directory: Path, known_accounts: set[str] | None = None) -> PolicyS
         if policy.client in clients:
             problems.append(
                 f"{file}: client: {policy.client!r} also has a policy in "
-                f"{clients[policy.client].source}; keep one file per client"
+                f"{clients[policy.client].source}; use one file per client"
             )
             continue
         clients[policy.client] = policy
+    problems.extend(_account_budget_conflicts(clients))
     if problems:
         raise PolicyError(problems)
     return PolicySet(clients, version=digest.hexdigest()[:16])
+
+
+def _account_budget_conflicts(clients: dict[str, ClientPolicy]) -> list[str]:
+    """A per-account budget is shared by every client of the account, so every file that
+    declares one for the same account and window must agree on its limits."""
+    seen: dict[tuple[str, int], tuple[Budget, str]] = {}
+    problems: list[str] = []
+    for policy in clients.values():
+        for grant in policy.grants:
+            for budget in grant.budgets:
+                if budget.per != "account":
+                    continue
+                key = (grant.account, budget.window_s)
+                if key not in seen:
+                    seen[key] = (budget, grant.source)
+                    continue
+                other, where = seen[key]
+                if (other.max_notional, other.max_orders) != (budget.max_notional, budget.max_orders):
+                    problems.append(
+                        f"{grant.source}.budgets: the per-account budget for {grant.account} over "
+                        f"{budget.window} differs from the one in {where}; use the same limits in both "
+                        "(or per = \"client\")"
+                    )
+    return problems
 
 
 def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) -> ClientPolicy:
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError([f"{file}: not valid TOML: {exc}"]) from None
+        raise PolicyError([f"{file}: toml: not valid TOML ({exc}); use TOML 1.0 syntax"]) from None
     problems: list[str] = []
 
     def bad(where: str, problem: str) -> None:
         problems.append(f"{file}: {where}: {problem}")
 
-    for key in sorted(set(raw) - _TOP_KEYS):
+    for key in sorted(set(raw) - set(_TOP_KEYS)):
         bad(key, "unknown key; use version, client and [[grants]]")
-    if raw.get("version") != 1:
-        bad("version", "must be 1; use version = 1")
+    if raw.get("version") != SCHEMA_VERSION or isinstance(raw.get("version"), bool):
+        bad("version", f"must be {SCHEMA_VERSION}; use version = {SCHEMA_VERSION}")
     client = raw.get("client")
     if not isinstance(client, str) or not _CLIENT.fullmatch(client):
-        bad("client", "must name the client, e.g. client = \"momentum-bot\"")
+        bad("client", "must name the client; use client = \"momentum-bot\"")
         client = "?"
     grants_raw = raw.get("grants", [])
     if not isinstance(grants_raw, list):
-        bad("grants", "use [[grants]] tables")
+        bad("grants", "must be an array of tables; use [[grants]]")
         grants_raw = []
     grants: list[Grant] = []
     for i, g in enumerate(grants_raw):
-        grant = _grant(f"grants[{i}]", g, bad, known_accounts)
+        grant = _grant(f"grants[{i}]", g, bad, known_accounts, str(file))
         if grant is None:
             continue
         if any(other.account == grant.account for other in grants):
-            bad(f"grants[{i}].account", f"{grant.account!r} is granted twice; merge the grants")
+            bad(f"grants[{i}].account", f"{grant.account!r} is granted twice; use one grant per account")
             continue
         grants.append(grant)
     if problems:
@@ -88,63 +157,218 @@ def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) 
     return ClientPolicy(client, tuple(grants), source=str(file))
 
 
-def _grant(where: str, g: Any, bad: Any, known_accounts: set[str] | None) -> Grant | None:
+def _unknown(where: str, table: dict[str, Any], known: tuple[str, ...], bad: Bad) -> bool:
+    extra = sorted(set(table) - set(known))
+    for key in extra:
+        bad(f"{where}.{key}", f"unknown key; use one of {', '.join(known)}")
+    return not extra
+
+
+def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: str) -> Grant | None:
     if not isinstance(g, dict):
-        bad(where, "must be a table")
+        bad(where, "must be a table; use [[grants]]")
         return None
-    ok = True
-    for key in sorted(set(g) - _GRANT_KEYS):
-        bad(f"{where}.{key}", f"unknown key; use one of {', '.join(sorted(_GRANT_KEYS))}")
-        ok = False
+    n = _Problems(bad)
+    n.ok &= _unknown(where, g, _GRANT_KEYS, bad)
     account = g.get("account")
     if not isinstance(account, str):
-        bad(f"{where}.account", "is required; name an account from the configuration")
+        bad(f"{where}.account", "is required; use the name of an account from the configuration")
         return None
     if known_accounts is not None and account not in known_accounts:
-        bad(f"{where}.account", f"{account!r} is not an account in the configuration")
-        ok = False
-    allow_raw = g.get("allow", [])
+        n.bad(f"{where}.account", f"{account!r} is not an account in the configuration; "
+              f"use one of {', '.join(sorted(known_accounts)) or '(none configured)'}")
+    allow = _categories(f"{where}.allow", g.get("allow"), n)
+    symbols = _strings(f"{where}.symbols", g.get("symbols"), n, _SYMBOL,
+                       "exchange symbols such as [\"BTCUSDT\"]", lower=False)
+    sides = _strings(f"{where}.sides", g.get("sides"), n, re.compile("buy|sell"), "[\"buy\", \"sell\"]")
+    order_types = _strings(f"{where}.order_types", g.get("order_types"), n, _WORD,
+                           "the exchange's order types in lower case, e.g. [\"limit\", \"market\"]")
+    tifs = _strings(f"{where}.time_in_force", g.get("time_in_force"), n, _WORD,
+                    "the exchange's time-in-force values, e.g. [\"gtc\", \"ioc\"]")
+    if (sides or order_types or tifs or "max_order_qty" in g or "max_order_notional" in g
+            or "price_band" in g or g.get("budgets")) and Category.TRADE not in allow and n.ok:
+        n.bad(where, "order limits are set but \"trade\" is not allowed; use allow = [..., \"trade\"] "
+              "or remove the order limits")
+    qty = _decimal(f"{where}.max_order_qty", g.get("max_order_qty"), n)
+    notional = _decimal(f"{where}.max_order_notional", g.get("max_order_notional"), n)
+    band = _band(f"{where}.price_band", g.get("price_band"), n)
+    per_symbol = _per_symbol(f"{where}.per_symbol", g.get("per_symbol"), symbols, n)
+    budgets = _budgets(f"{where}.budgets", g.get("budgets"), n)
+    mode_raw = g.get("mode", "enforce")
+    mode: Mode = "enforce"
+    if mode_raw == "report":
+        mode = "report"
+    elif mode_raw != "enforce":
+        n.bad(f"{where}.mode", f"{mode_raw!r} is not a mode; use \"enforce\" or \"report\"")
+    if not n.ok:
+        return None
+    return Grant(
+        account=account, allow=allow, symbols=symbols, max_order_qty=qty, max_order_notional=notional,
+        sides=sides, order_types=order_types, time_in_force=tifs, price_band=band,
+        per_symbol=per_symbol, budgets=budgets, mode=mode, source=f"{file}: {where}",
+    )
+
+
+class _Problems:
+    """Counts problems for one grant while reporting them to the file's list."""
+
+    def __init__(self, bad: Bad) -> None:
+        self._bad = bad
+        self.ok = True
+
+    def bad(self, where: str, problem: str) -> None:
+        self.ok = False
+        self._bad(where, problem)
+
+
+def _categories(where: str, raw: Any, n: _Problems) -> frozenset[Category]:
+    if raw is None:
+        n.bad(where, "is required; use allow = [\"read\"], [\"read\", \"cancel\"] "
+              "or [\"read\", \"trade\", \"cancel\"]")
+        return frozenset()
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        n.bad(where, "must be a list; use allow = [\"read\", \"trade\", \"cancel\"]")
+        return frozenset()
     allow: set[Category] = set()
-    if not isinstance(allow_raw, list) or not all(isinstance(a, str) for a in allow_raw):
-        bad(f"{where}.allow", "must be a list such as [\"read\", \"trade\", \"cancel\"]")
-        ok = False
-        allow_raw = []
-    for item in allow_raw:
+    for item in raw:
         try:
             cat = Category(item)
         except ValueError:
-            bad(f"{where}.allow", f"unknown category {item!r}; use read, trade or cancel")
-            ok = False
+            n.bad(where, f"unknown category {item!r}; use read, trade or cancel")
             continue
         if cat in NEVER_GRANTABLE:
-            bad(f"{where}.allow", f"{item!r} can never be granted; remove it")
-            ok = False
+            n.bad(where, f"{item!r} can never be granted; remove it (use read, trade or cancel)")
         elif cat not in GRANTABLE:
-            bad(f"{where}.allow", f"{item!r} needs no grant (public endpoints are open to every grant)")
-            ok = False
+            n.bad(where, f"{item!r} needs no grant (public endpoints are open to every grant); remove it")
+        elif cat in allow:
+            n.bad(where, f"{item!r} is listed twice; use it once")
         else:
             allow.add(cat)
-    symbols_raw = g.get("symbols")
-    symbols: frozenset[str] | None = None
-    if symbols_raw is not None:
-        if not isinstance(symbols_raw, list) or not all(isinstance(s, str) and s for s in symbols_raw):
-            bad(f"{where}.symbols", "must be a list of exchange symbols such as [\"BTCUSDT\"]")
-            ok = False
-        else:
-            symbols = frozenset(symbols_raw)
-    caps = {}
-    for key in ("max_order_qty", "max_order_notional"):
-        if key in g:
-            try:
-                caps[key] = decimal_from_config(g[key], f"{where}.{key}")
-            except ValueError as exc:
-                problems_text = str(exc)
-                bad(problems_text.split(": ", 1)[0], problems_text.split(": ", 1)[1])
-                ok = False
-    if not ok:
+    return frozenset(allow)
+
+
+def _strings(
+    where: str, raw: Any, n: _Problems, pattern: re.Pattern[str], example: str, *, lower: bool = True,
+) -> frozenset[str] | None:
+    if raw is None:
         return None
-    return Grant(
-        account=account, allow=frozenset(allow), symbols=symbols,
-        max_order_qty=caps.get("max_order_qty"), max_order_notional=caps.get("max_order_notional"),
-        source=where,
-    )
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
+        n.bad(where, f"must be a non-empty list of strings; use {example}")
+        return None
+    values: set[str] = set()
+    for s in raw:
+        value = s.lower() if lower else s
+        if not pattern.fullmatch(value):
+            n.bad(where, f"{s[:40]!r} is not valid here; use {example}")
+        elif value in values:
+            n.bad(where, f"{s[:40]!r} is listed twice; use it once")
+        values.add(value)
+    return frozenset(values)
+
+
+def _decimal(where: str, raw: Any, n: _Problems, *, positive: bool = True) -> Decimal | None:
+    if raw is None:
+        return None
+    try:
+        value = decimal_from_config(raw, where)
+    except ValueError as exc:
+        text = str(exc)
+        n.bad(where, text.split(": ", 1)[1] if ": " in text else text)
+        return None
+    if positive and value <= 0:
+        n.bad(where, f"{raw!r} must be greater than 0; to forbid trading, remove \"trade\" from allow")
+        return None
+    return value
+
+
+def _band(where: str, raw: Any, n: _Problems) -> PriceBand | None:
+    if raw is None:
+        return None
+    m = _BAND.fullmatch(raw) if isinstance(raw, str) else None
+    if m is None:
+        n.bad(where, f"{raw!r} is not a price band; use a string such as \"2%\" or \"50bps\"")
+        return None
+    number = Decimal(m.group(1))
+    fraction = number / (Decimal(100) if m.group(2) == "%" else Decimal(10000))
+    if not Decimal(0) < fraction < Decimal(1):
+        n.bad(where, f"{raw!r} must be more than 0 and less than 100%; use e.g. \"2%\"")
+        return None
+    return PriceBand(fraction, raw)
+
+
+def _per_symbol(
+    where: str, raw: Any, symbols: frozenset[str] | None, n: _Problems,
+) -> dict[str, SymbolLimits]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        n.bad(where, "must be tables; use [grants.per_symbol.BTCUSDT]")
+        return {}
+    out: dict[str, SymbolLimits] = {}
+    for symbol, table in raw.items():
+        at = f"{where}.{symbol}"
+        if not _SYMBOL.fullmatch(symbol):
+            n.bad(at, "is not an exchange symbol; use e.g. [grants.per_symbol.BTCUSDT]")
+            continue
+        if symbols is not None and symbol not in symbols:
+            n.bad(at, f"{symbol!r} is not in this grant's symbols, so the override could never apply; "
+                  "use a granted symbol or add it to symbols")
+            continue
+        if not isinstance(table, dict) or not table:
+            n.bad(at, f"must be a table with at least one of {', '.join(_SYMBOL_KEYS)}")
+            continue
+        if not _unknown(at, table, _SYMBOL_KEYS, n.bad):
+            continue
+        out[symbol] = SymbolLimits(
+            _decimal(f"{at}.max_order_qty", table.get("max_order_qty"), n),
+            _decimal(f"{at}.max_order_notional", table.get("max_order_notional"), n),
+            _band(f"{at}.price_band", table.get("price_band"), n),
+        )
+    return out
+
+
+def _budgets(where: str, raw: Any, n: _Problems) -> tuple[Budget, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        n.bad(where, "must be an array of tables; use [[grants.budgets]]")
+        return ()
+    out: list[Budget] = []
+    for i, b in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(b, dict):
+            n.bad(at, "must be a table; use [[grants.budgets]]")
+            continue
+        if not _unknown(at, b, _BUDGET_KEYS, n.bad):
+            continue
+        per = b.get("per")
+        if per not in ("client", "account"):
+            n.bad(f"{at}.per", "is required; use per = \"client\" (this client on this account) "
+                  "or per = \"account\" (every client on this account)")
+            continue
+        scope: BudgetScope = "client" if per == "client" else "account"
+        window = b.get("window")
+        m = _WINDOW.fullmatch(window) if isinstance(window, str) else None
+        seconds = int(m.group(1)) * _WINDOW_UNITS[m.group(2)] if m else 0
+        if m is None or not 1 <= seconds <= MAX_WINDOW_S:
+            n.bad(f"{at}.window",
+                  f"{window!r} is not a window; use e.g. \"1m\", \"1h\" or \"1d\" (at most 7d)")
+            continue
+        notional = _decimal(f"{at}.max_notional", b.get("max_notional"), n)
+        orders_raw = b.get("max_orders")
+        orders: int | None = None
+        if orders_raw is not None:
+            if isinstance(orders_raw, bool) or not isinstance(orders_raw, int) or orders_raw < 1:
+                n.bad(f"{at}.max_orders",
+                      f"{orders_raw!r} must be a whole number of orders; use e.g. max_orders = 600")
+            else:
+                orders = orders_raw
+        if notional is None and orders is None and "max_notional" not in b:
+            n.bad(at, "sets no limit; use max_notional, max_orders or both")
+            continue
+        if any(o.per == scope and o.window_s == seconds for o in out):
+            n.bad(at, f"a {scope} budget over {window} is already set; use one budget per window "
+                  "(put max_notional and max_orders in the same table)")
+            continue
+        out.append(Budget(scope, str(window), seconds, notional, orders))
+    return tuple(out)

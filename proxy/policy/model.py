@@ -1,11 +1,60 @@
-"""The policy model (CONTRACT.md §5): values only, validated by the loader."""
+"""The policy model (CONTRACT.md §5, grown in policies/README.md): values only.
+
+The loader validates everything, so a value here is always well-formed: evaluation never has to
+second-guess a policy, and a policy that loaded is a policy that means one thing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 from proxy.request_model import Category
+
+Mode = Literal["enforce", "report"]
+BudgetScope = Literal["client", "account"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PriceBand:
+    """How far a limit price may be from the reference price, as a fraction of it."""
+
+    fraction: Decimal
+    text: str  # as written ("2%", "50bps"), for messages
+
+
+@dataclass(frozen=True)
+class SymbolLimits:
+    """Per-symbol overrides of a grant's caps and band (None: the grant's value applies)."""
+
+    max_order_qty: Decimal | None = None
+    max_order_notional: Decimal | None = None
+    price_band: PriceBand | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A rolling budget over ``window_s``: per this client on the account, or per account
+    (every client together)."""
+
+    per: BudgetScope
+    window: str  # as written ("1m", "1d"): part of the rule name
+    window_s: int
+    max_notional: Decimal | None = None
+    max_orders: int | None = None
+
+    def rule(self, kind: Literal["notional", "orders"]) -> str:
+        return f"budget.{self.per}.{kind}.{self.window}"
+
+    def storage_key(self, kind: Literal["notional", "orders"], client: str, account: str) -> str:
+        """Length-prefixed so no client or account name can forge another's key."""
+        who = f"{len(account)}:{account}" if self.per == "account" else \
+            f"{len(client)}:{client}|{len(account)}:{account}"
+        return f"budget|{self.per}|{kind}|{self.window_s}|{who}"
 
 
 @dataclass(frozen=True)
@@ -17,7 +66,25 @@ class Grant:
     symbols: frozenset[str] | None = None      # None: every symbol
     max_order_qty: Decimal | None = None
     max_order_notional: Decimal | None = None
+    sides: frozenset[str] | None = None        # "buy", "sell"
+    order_types: frozenset[str] | None = None  # lower-case exchange types
+    time_in_force: frozenset[str] | None = None  # lower-case exchange spellings
+    price_band: PriceBand | None = None
+    per_symbol: Mapping[str, SymbolLimits] = field(default_factory=dict)
+    budgets: tuple[Budget, ...] = ()
+    mode: Mode = "enforce"
     source: str = ""                           # "file: grants[i]" for messages
+
+    def limits(self, symbol: str | None) -> SymbolLimits:
+        """The caps and band in force for ``symbol`` (per-symbol override, else the grant's)."""
+        over = self.per_symbol.get(symbol) if symbol is not None else None
+        if over is None:
+            return SymbolLimits(self.max_order_qty, self.max_order_notional, self.price_band)
+        return SymbolLimits(
+            over.max_order_qty if over.max_order_qty is not None else self.max_order_qty,
+            over.max_order_notional if over.max_order_notional is not None else self.max_order_notional,
+            over.price_band if over.price_band is not None else self.price_band,
+        )
 
 
 @dataclass(frozen=True)
@@ -35,7 +102,11 @@ class ClientPolicy:
 
 @dataclass(frozen=True)
 class PolicySet:
-    """Every client's policy, as loaded together; ``version`` identifies the set in audit."""
+    """Every client's policy, as loaded together; ``version`` identifies the set in audit.
+
+    A set is built whole and swapped in with one assignment, so a request always sees one
+    complete set (never half of a reload).
+    """
 
     clients: dict[str, ClientPolicy] = field(default_factory=dict)
     version: str = ""

@@ -1,0 +1,111 @@
+"""The policy's edge to the world: builds the EvalContext and spends budgets (L2).
+
+``evaluate`` stays pure; this module does the I/O around it: kill-switch flags from the state
+store (cached locally for at most ``FLAG_CACHE_S`` so a switch is in force within a second on
+every worker and host), reference prices from :mod:`proxy.reference_prices`, and budget charges
+applied atomically with ``add_to_window(limit=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
+from proxy.policy.evaluate import Decision, EvalContext, over_budget, reference_symbols
+from proxy.policy.model import PolicySet
+from proxy.reference_prices import ReferencePrices
+from proxy.request_model import Prepared
+from proxy.state import StateStore
+
+log = logging.getLogger("proxy.policy")
+
+FLAG_CACHE_S = 0.4
+_STORE_QUANTUM = Decimal("1e-18")
+
+
+def kill_flag(kind: str, name: str) -> str:
+    """The state-store flag name of a kill switch (``kind`` is "client" or "account")."""
+    return f"kill|{kind}|{len(name)}:{name}"
+
+
+class PolicyRuntime:
+    """One per worker. ``store`` None: no kill switches and budgets cannot be enforced (a
+    policy with budgets then refuses, fail closed)."""
+
+    def __init__(
+        self, store: StateStore | None, prices: ReferencePrices | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.prices = prices
+        self._clock = clock
+        self._flags: dict[str, tuple[float, bool]] = {}
+
+    async def context(
+        self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
+        exchange: Any, base_url: str,
+    ) -> EvalContext:
+        symbols = reference_symbols(policies, client, account, prepared)
+        refs = {}
+        if symbols and self.prices is not None:
+            refs = await self.prices.prices(exchange, base_url, sorted(symbols))
+        return EvalContext(
+            reference_prices=refs,
+            kill_client=await self._flag(kill_flag("client", client)),
+            kill_account=await self._flag(kill_flag("account", account)),
+        )
+
+    async def _flag(self, name: str) -> bool:
+        if self.store is None:
+            return False
+        now = self._clock()
+        cached = self._flags.get(name)
+        if cached is not None and now - cached[0] < FLAG_CACHE_S:
+            return cached[1]
+        value = await self.store.get_flag(name) is not None
+        self._flags[name] = (now, value)
+        return value
+
+    async def charge(self, decision: Decision) -> Decision:
+        """Spend the decision's budgets; the first one over its limit refuses (or, in report
+        mode, is recorded as would_deny). Earlier charges of a refused request stay spent:
+        the error is on the safe side."""
+        if not decision.allowed or not decision.charges:
+            return decision
+        if self.store is None:
+            return Decision("rate_limited", decision.charges[0].rule,
+                            "budgets need a state store; none is configured")
+        for charge in decision.charges:
+            amount = charge.amount.quantize(_STORE_QUANTUM, rounding=ROUND_CEILING)
+            total = await self.store.add_to_window(charge.key, amount, charge.window_s, limit=charge.limit)
+            if total > charge.limit:
+                return over_budget(decision, charge, total)
+        return decision
+
+
+def refusal(decision: Decision) -> Refusal:
+    """The contract error for a denial (CONTRACT.md §4), naming its rule."""
+    if decision.code == "forbidden":
+        return Forbidden("no such account, or not granted to this client")
+    if decision.code == "account_paused":
+        return AccountPaused(decision.message, rule=decision.rule)
+    if decision.code == "rate_limited":
+        window = next((c.window_s for c in decision.charges if c.rule == decision.rule), 0)
+        return RateLimited(decision.message, retry_after=max(1, min(window, 3600)) if window else 60,
+                           rule=decision.rule)
+    return PolicyDenied(decision.message, rule=decision.rule)
+
+
+def log_would_deny(request_id: str, client: str, account: str, decision: Decision) -> None:
+    """Report mode: the line a risk manager greps for before switching to enforce."""
+    if decision.would_deny is not None:
+        log.warning(json.dumps({
+            "request_id": request_id, "client": client, "account": account,
+            "decision": "would_deny", "rule": decision.would_deny.rule,
+            "message": decision.would_deny.message,
+        }))

@@ -1,0 +1,98 @@
+"""Strict, versioned schema: every problem is ``file: where: problem; use X``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.policy.loader import PolicyError, load_dir, parse_file
+
+HEAD = 'version = 1\nclient = "bot"\n\n[[grants]]\naccount = "main"\n'
+
+
+def problems(text: str, known: set[str] | None = None) -> list[str]:
+    with pytest.raises(PolicyError) as exc:
+        parse_file(Path("p.toml"), text.encode(), known)
+    for problem in exc.value.problems:
+        assert problem.startswith("p.toml: ") and "; " in problem, problem
+    return exc.value.problems
+
+
+INVALID = [
+    ("unknown_top_key", 'version = 1\nclient = "bot"\nowner = "x"\n', "p.toml: owner: unknown key"),
+    ("wrong_version", 'version = 2\nclient = "bot"\n', "p.toml: version: must be 1"),
+    ("unknown_grant_key", HEAD + 'allow = ["read"]\nmax_qty = "1"\n', "grants[0].max_qty: unknown key"),
+    ("unknown_category", HEAD + 'allow = ["reed"]\n', "unknown category 'reed'"),
+    ("withdraw_granted", HEAD + 'allow = ["read", "withdraw"]\n', "'withdraw' can never be granted"),
+    ("transfer_granted", HEAD + 'allow = ["transfer"]\n', "'transfer' can never be granted"),
+    ("admin_granted", HEAD + 'allow = ["admin"]\n', "'admin' can never be granted"),
+    ("public_granted", HEAD + 'allow = ["public"]\n', "needs no grant"),
+    ("missing_allow", HEAD, "grants[0].allow: is required"),
+    ("float_cap", HEAD + 'allow = ["trade"]\nmax_order_qty = 0.5\n', "use quotes"),
+    ("exponent_cap", HEAD + 'allow = ["trade"]\nmax_order_qty = "1e3"\n', "not a plain decimal"),
+    ("signed_cap", HEAD + 'allow = ["trade"]\nmax_order_notional = "-5"\n', "not a plain decimal"),
+    ("zero_cap", HEAD + 'allow = ["trade"]\nmax_order_qty = "0"\n', "greater than 0"),
+    ("caps_without_trade", HEAD + 'allow = ["read"]\nmax_order_qty = "1"\n', "\"trade\" is not allowed"),
+    ("bad_side", HEAD + 'allow = ["trade"]\nsides = ["long"]\n', "grants[0].sides"),
+    ("bad_band", HEAD + 'allow = ["trade"]\nprice_band = "2 percent"\n', "not a price band"),
+    ("band_too_wide", HEAD + 'allow = ["trade"]\nprice_band = "100%"\n', "less than 100%"),
+    ("override_for_ungranted_symbol",
+     HEAD + 'allow = ["trade"]\nsymbols = ["BTCUSDT"]\n[grants.per_symbol.ETHUSDT]\nmax_order_qty = "1"\n',
+     "not in this grant's symbols"),
+    ("override_unknown_key",
+     HEAD + 'allow = ["trade"]\n[grants.per_symbol.BTCUSDT]\nmax_qty = "1"\n', "per_symbol.BTCUSDT.max_qty"),
+    ("budget_bad_window", HEAD + 'allow = ["trade"]\n[[grants.budgets]]\nper = "client"\nwindow = "1w"\n'
+     'max_orders = 5\n', "is not a window"),
+    ("budget_no_limit", HEAD + 'allow = ["trade"]\n[[grants.budgets]]\nper = "client"\nwindow = "1m"\n',
+     "sets no limit"),
+    ("budget_bad_per", HEAD + 'allow = ["trade"]\n[[grants.budgets]]\nper = "host"\nwindow = "1m"\n'
+     'max_orders = 5\n', "budgets[0].per"),
+    ("budget_float_orders", HEAD + 'allow = ["trade"]\n[[grants.budgets]]\nper = "client"\nwindow = "1m"\n'
+     'max_orders = 5.5\n', "whole number"),
+    ("budget_twice_same_window",
+     HEAD + 'allow = ["trade"]\n[[grants.budgets]]\nper = "client"\nwindow = "1m"\nmax_orders = 5\n'
+     '[[grants.budgets]]\nper = "client"\nwindow = "60s"\nmax_orders = 6\n', "already set"),
+    ("bad_mode", HEAD + 'allow = ["read"]\nmode = "dry-run"\n', "is not a mode"),
+    ("same_account_twice", HEAD + 'allow = ["read"]\n[[grants]]\naccount = "main"\nallow = ["trade"]\n',
+     "granted twice"),
+    ("unknown_account", HEAD + 'allow = ["read"]\n', "not an account in the configuration"),
+    ("not_toml", "version = = 1", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_loader_refuses_with_a_useful_message(text: str, expected: str) -> None:
+    found = problems(text, {"other"} if "unknown_account" in expected or "configuration" in expected else None)
+    assert any(expected in p for p in found), found
+
+
+def test_loader_reports_every_problem_at_once() -> None:
+    found = problems(HEAD + 'allow = ["withdraw"]\nmax_order_qty = 1\nsides = ["up"]\n')
+    assert len(found) >= 3
+
+
+def test_loader_conflicting_account_budgets_across_files(tmp_path: Path) -> None:
+    budget = '\n[[grants.budgets]]\nper = "account"\nwindow = "1d"\nmax_notional = "{}"\n'
+    for client, limit in (("a", "100"), ("b", "200")):
+        (tmp_path / f"{client}.toml").write_text(
+            f'version = 1\nclient = "{client}"\n[[grants]]\naccount = "main"\nallow = ["trade"]\n'
+            + budget.format(limit))
+    with pytest.raises(PolicyError) as exc:
+        load_dir(tmp_path)
+    assert "differs from the one in" in str(exc.value)
+
+
+def test_loader_ignores_test_files_and_versions_the_set(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(HEAD + 'allow = ["read"]\n')
+    (tmp_path / "a.tests.toml").write_text("not a policy")
+    first = load_dir(tmp_path)
+    (tmp_path / "a.toml").write_text(HEAD + 'allow = ["read", "cancel"]\n')
+    second = load_dir(tmp_path)
+    assert set(first.clients) == {"bot"} and first.version != second.version
+
+
+def test_loader_example_policies_are_valid() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    policies = load_dir(repo / "policies", {"binance-main", "binance-hedge", "okx-main"})
+    assert set(policies.clients) == {"market-maker", "dashboard", "risk-bot", "rollout-bot"}

@@ -1,0 +1,159 @@
+"""The policy's edge: budgets spent atomically in a real sqlite store, kill switches through
+the store with a short cache, reference prices cached and fail-closed, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from proxy.exchanges.binance import EXCHANGE as BINANCE
+from proxy.metrics import Metrics
+from proxy.policy.evaluate import EvalContext, evaluate
+from proxy.policy.loader import load_dir, parse_file
+from proxy.policy.model import PolicySet
+from proxy.policy.reload import PolicyReloader
+from proxy.policy.runtime import PolicyRuntime, kill_flag, refusal
+from proxy.reference_prices import ReferencePrices
+from proxy.request_model import Inbound, Outbound
+from proxy.state import open_store
+from proxy.upstream import UpstreamResponse
+
+POLICY = """
+version = 1
+client = "bot"
+
+[[grants]]
+account = "main"
+allow = ["read", "trade", "cancel"]
+mode = "{mode}"
+
+[[grants.budgets]]
+per = "client"
+window = "1m"
+max_orders = 3
+"""
+ORDER = Inbound("POST", "/api/v3/order", b"", (("content-type", "application/x-www-form-urlencoded"),),
+                b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=50000")
+
+
+def policy_set(mode: str = "enforce") -> PolicySet:
+    return PolicySet({"bot": parse_file(Path("p.toml"), POLICY.format(mode=mode).encode())})
+
+
+def test_runtime_budget_is_spent_atomically_and_refuses_when_over(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        store = open_store("sqlite", path=tmp_path / "s.db", url=None)
+        runtime = PolicyRuntime(store, None)
+        prepared = BINANCE.prepare(ORDER)
+        try:
+            results = await asyncio.gather(*(
+                runtime.charge(evaluate(policy_set(), "bot", "main", prepared)) for _ in range(6)
+            ))
+        finally:
+            await store.close()
+        return sorted(d.rule for d in results)
+
+    rules = asyncio.run(run())
+    assert rules == ["budget.client.orders.1m"] * 3 + ["grant"] * 3
+    denial = refusal(evaluate(policy_set(), "bot", "main", BINANCE.prepare(ORDER),
+                              EvalContext(budget_usage={"budget.client.orders.1m": Decimal(3)})))
+    assert denial.status == 429 and denial.rule == "budget.client.orders.1m"
+
+
+def test_runtime_report_mode_budget_is_would_deny(tmp_path: Path) -> None:
+    async def run() -> list[tuple[bool, str | None]]:
+        store = open_store("sqlite", path=tmp_path / "s.db", url=None)
+        runtime = PolicyRuntime(store, None)
+        out = []
+        for _ in range(4):
+            d = await runtime.charge(evaluate(policy_set("report"), "bot", "main", BINANCE.prepare(ORDER)))
+            out.append((d.allowed, d.would_deny.rule if d.would_deny else None))
+        await store.close()
+        return out
+
+    assert asyncio.run(run())[-1] == (True, "budget.client.orders.1m")
+
+
+def test_runtime_kill_switch_applies_within_a_second(tmp_path: Path) -> None:
+    async def run() -> tuple[bool, bool, bool]:
+        store = open_store("sqlite", path=tmp_path / "s.db", url=None)
+        other = open_store("sqlite", path=tmp_path / "s.db", url=None)  # another worker
+        runtime = PolicyRuntime(store, None)
+        prepared = BINANCE.prepare(ORDER)
+        before = (await runtime.context(policy_set(), "bot", "main", prepared, exchange=BINANCE,
+                                        base_url="")).kill_client
+        await other.set_flag(kill_flag("client", "bot"), "on")
+        await asyncio.sleep(0.5)
+        after = (await runtime.context(policy_set(), "bot", "main", prepared, exchange=BINANCE,
+                                       base_url="")).kill_client
+        await other.clear_flag(kill_flag("client", "bot"))
+        await asyncio.sleep(0.5)
+        cleared = (await runtime.context(policy_set(), "bot", "main", prepared, exchange=BINANCE,
+                                         base_url="")).kill_client
+        await store.close()
+        await other.close()
+        return before, after, cleared
+
+    assert asyncio.run(run()) == (False, True, False)
+
+
+class FakeSender:
+    def __init__(self, status: int = 200, body: bytes = b'{"symbol":"BTCUSDT","price":"50000.10"}') -> None:
+        self.calls: list[Outbound] = []
+        self.status, self.body = status, body
+
+    async def send(self, base_url: str, out: Outbound) -> UpstreamResponse:
+        self.calls.append(out)
+        await asyncio.sleep(0.01)
+        return UpstreamResponse(self.status, (), self.body, 1.0)
+
+
+def test_reference_prices_cached_and_shared() -> None:
+    sender = FakeSender()
+    now = [0.0]
+    prices = ReferencePrices(sender, ttl_s=3, clock=lambda: now[0])
+
+    async def run() -> list[Decimal | None]:
+        got = await asyncio.gather(*(prices.get(BINANCE, "http://x", "BTCUSDT") for _ in range(5)))
+        now[0] = 10.0
+        got.append(await prices.get(BINANCE, "http://x", "BTCUSDT"))
+        return got
+
+    assert asyncio.run(run()) == [Decimal("50000.10")] * 6
+    assert len(sender.calls) == 2
+    assert sender.calls[0].path_and_query == "/api/v3/ticker/price?symbol=BTCUSDT"
+
+
+@pytest.mark.parametrize(("status", "body"), [(500, b"{}"), (200, b'{"price":"1e5"}'), (200, b"[]"),
+                                              (200, b'{"price":"0"}')],
+                         ids=["ticker_error", "exponent_price", "not_an_object", "zero_price"])
+def test_reference_prices_fail_closed(status: int, body: bytes) -> None:
+    prices = ReferencePrices(FakeSender(status, body))
+    assert asyncio.run(prices.get(BINANCE, "http://x", "BTCUSDT")) is None
+
+
+def test_reload_swaps_valid_sets_and_keeps_old_on_invalid(tmp_path: Path) -> None:
+    (tmp_path / "bot.toml").write_text(POLICY.format(mode="enforce"))
+    current = load_dir(tmp_path)
+    applied: list[PolicySet] = []
+    metrics = Metrics()
+    reloader = PolicyReloader(tmp_path, {"main"}, current, applied.append, metrics)
+
+    async def run() -> tuple[bool, bool, bool]:
+        unchanged = await reloader.check()
+        (tmp_path / "bot.toml").write_text(POLICY.format(mode="report"))
+        changed = await reloader.check()
+        (tmp_path / "bot.toml").write_text(POLICY.format(mode="report") + 'allow = ["withdraw"]\n')
+        invalid = await reloader.check()
+        return unchanged, changed, invalid
+
+    assert asyncio.run(run()) == (False, True, False)
+    assert len(applied) == 1 and applied[0].clients["bot"].grants[0].mode == "report"
+    assert reloader.last_error is not None and "bot.toml" in reloader.last_error
+    assert reloader.version == applied[0].version
+    assert "proxy_policy_reload_errors_total" in metrics.render()
+    assert json.dumps(reloader.detail())
