@@ -1,0 +1,118 @@
+"""Strictly increasing nonces through real proxy processes: many bots, several workers, and two
+proxies sharing Redis, all on one Kraken key, with zero nonce rejections at the strict emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from proxy.emulator.server import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.stack import REPO, AccountSpec, Stack, start_stack
+
+FIELDS = {"api_key": "kraken-nonce-key-01", "api_secret": base64.b64encode(b"nonce-secret-" * 5).decode()}
+POLICY = """
+version = 1
+client = "bot"
+
+[[grants]]
+account = "kraken-main"
+allow = ["read"]
+"""
+BOTS, CALLS = 50, 3
+
+
+async def _storm(urls: list[str], token: str) -> list[int]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def bot(i: int) -> list[int]:
+            statuses = []
+            for _ in range(CALLS):
+                r = await client.post(urls[i % len(urls)] + "/x/kraken-main/0/private/Balance",
+                                      headers={"Proxy-Authorization": f"Bearer {token}",
+                                               "Content-Type": "application/x-www-form-urlencoded"},
+                                      content=b"")
+                statuses.append(r.status_code)
+            return statuses
+        results = await asyncio.gather(*(bot(i) for i in range(BOTS)))
+    return [s for statuses in results for s in statuses]
+
+
+def _assert_ordered(stack: Stack) -> None:
+    received = [r for r in stack.emulator("kraken-main").recorder.all() if r.path == "/0/private/Balance"]
+    assert len(received) >= BOTS * CALLS
+    assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
+    nonces = [int(dict(parse_qsl(r.body.decode()))["nonce"]) for r in received]
+    assert all(b > a for a, b in zip(nonces, nonces[1:], strict=False)), "nonces must strictly increase"
+
+
+def test_nonce_ordering_four_workers_sqlite(tmp_path: Path) -> None:
+    with start_stack(tmp_path, [AccountSpec("kraken-main", "kraken", FIELDS)], {"bot": POLICY}, workers=4) as stack:
+        statuses = asyncio.run(_storm([stack.proxy_url], stack.token("bot")))
+        assert statuses == [200] * (BOTS * CALLS)
+        _assert_ordered(stack)
+
+
+def test_nonce_ordering_two_proxies_sharing_redis(tmp_path: Path) -> None:
+    with RedisServer() as redis:
+        state = f'backend = "redis"\nurl = "{redis.url}"'
+        accounts = [AccountSpec("kraken-main", "kraken", FIELDS)]
+        with start_stack(tmp_path, accounts, {"bot": POLICY}, workers=2, state_toml=state) as stack:
+            # A second proxy "host": same Vault, Redis and emulator, its own ports and audit dir.
+            second_listen, second_admin = free_port(), free_port()
+            text = stack.config_path.read_text()
+            text = text.replace(stack.proxy_url.rsplit(":", 1)[1], str(second_listen), 1)
+            text = text.replace(stack.admin_url.rsplit(":", 1)[1], str(second_admin), 1)
+            text = text.replace('dir = "audit"', 'dir = "audit-second"')
+            second = stack.dir / "second.toml"
+            second.write_text(text)
+            second.chmod(0o600)
+            cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(second), "--workers", "2"]
+            if os.geteuid() == 0:
+                cmd.append("--unsafe-allow-root")
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            log = (stack.dir / "second.log").open("wb")
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            stack.procs.append(proc)
+            second_url = f"http://127.0.0.1:{second_listen}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{second_admin}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                asyncio.run(asyncio.sleep(0.05))
+            else:
+                pytest.fail("second proxy not ready: " + (stack.dir / "second.log").read_text()[-2000:])
+            statuses = asyncio.run(_storm([stack.proxy_url, second_url], stack.token("bot")))
+            assert statuses == [200] * (BOTS * CALLS)
+            _assert_ordered(stack)
+
+
+def test_nonce_ordering_redis_down_refuses_then_recovers(tmp_path: Path) -> None:
+    with RedisServer() as redis:
+        state = f'backend = "redis"\nurl = "{redis.url}"'
+        with start_stack(tmp_path, [AccountSpec("kraken-main", "kraken", FIELDS)], {"bot": POLICY},
+                         state_toml=state) as stack:
+            headers = {"Proxy-Authorization": f"Bearer {stack.token('bot')}"}
+            url = stack.proxy_url + "/x/kraken-main/0/private/Balance"
+            assert httpx.post(url, headers=headers, timeout=30).status_code == 200
+            before = len(stack.emulator("kraken-main").recorder.all())
+            redis.stop()
+            down = httpx.post(url, headers=headers, timeout=30)
+            assert down.status_code == 503 and down.headers["x-proxy-error"] == "not_ready"
+            assert len(stack.emulator("kraken-main").recorder.all()) == before, "nothing sent while Redis is down"
+            redis.start()
+            for _ in range(100):
+                if httpx.post(url, headers=headers, timeout=30).status_code == 200:
+                    break
+                asyncio.run(asyncio.sleep(0.1))
+            else:
+                pytest.fail("service did not resume after Redis returned")
