@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,7 @@ def run_demo() -> int:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
         _say("Shutting everything down")
         if proxy is not None and proxy.poll() is None:
             proxy.terminate()

@@ -71,15 +71,24 @@ def start_openbao(workdir: Path, port: int | None = None) -> OpenBao:
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     bao = OpenBao(port, token, proc, log_path)
+    try:
+        _wait_until_ready(bao)
+    except BaseException:  # Ctrl-C or a failed start: never leave the server behind
+        bao.stop()
+        raise
+    return bao
+
+
+def _wait_until_ready(bao: OpenBao) -> None:
+    proc, log_path = bao.proc, bao.log_path
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"OpenBao exited early: {log_path.read_text()[-2000:]}")
         try:
             if bao.client().sys.is_initialized() and bao.client().is_authenticated():
-                return bao
+                return
         except Exception:  # noqa: S110 - not up yet
             pass
         time.sleep(0.05)
-    bao.stop()
     raise RuntimeError("OpenBao did not become ready in 20 s")
