@@ -33,7 +33,7 @@ from proxy.request_model import GRANTABLE, NEVER_GRANTABLE, Category
 TEST_SUFFIX = ".tests.toml"
 _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}")
-_WORD = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_WORD = re.compile(r"[a-z][a-z0-9_ -]{0,31}")
 _BAND = re.compile(r"((?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?)(%|bps)")
 _WINDOW = re.compile(r"([1-9][0-9]{0,4})([smhd])")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
