@@ -56,14 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unsafe-allow-root", action="store_true")
     sub.add_parser("demo", help="the whole system on this machine, narrated")
 
-    tok = sub.add_parser("token", help="bot tokens").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    tok = sub.add_parser("token", help="bot tokens").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
     ti = with_config(tok.add_parser("issue", help="print a bot token on stdout"))
     ti.add_argument("--client", required=True)
     ti.add_argument("--ttl", type=parse_duration, default=None, help="e.g. 30d (default 30d)")
     tr = with_config(tok.add_parser("revoke", help="refuse every token of a client issued until now"))
     tr.add_argument("--client", required=True)
 
-    pol = sub.add_parser("policy", help="policies").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    pol = sub.add_parser("policy", help="policies").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
     with_config(pol.add_parser(
         "check", help="validate every policy file and run the policy test files",
         description="Validate every policy file in policies.dir, then run every *.tests.toml case "
@@ -82,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--account")
     kill.add_argument("--off", action="store_true", help="clear the kill switch")
 
-    keys = sub.add_parser("keys", help="exchange keys").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    keys = sub.add_parser("keys", help="exchange keys").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
     kr = with_config(keys.add_parser("rotate", help="write a new key version read from stdin"))
     kr.add_argument("--account", required=True)
     with_config(keys.add_parser("status", help="each account's key version and age"))
 
-    aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    aud = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
     av = with_config(aud.add_parser("verify", help="check the trail's integrity"))
     av.add_argument("dir", nargs="?", type=Path)
     aq = with_config(aud.add_parser("query", help="matching records as JSON lines"))

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from proxy.accounts import Account
 from proxy.client_auth import TokenVerifier
-from proxy.exchanges.base import Credentials
 from proxy.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -38,6 +37,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from proxy.exchanges.base import Credentials
 from proxy.metrics import Metrics
 from proxy.policy.evaluate import evaluate
 from proxy.policy.model import PolicySet
@@ -143,7 +143,8 @@ class Pipeline:
         except Refusal as refusal:
             return await self._refuse(ctx, refusal)
         except ProxyError as exc:  # a failure of ours that is not a refusal: fail closed
-            return await self._refuse(ctx, NotReady(f"the proxy cannot serve this now ({type(exc).__name__})"))
+            reason = f"the proxy cannot serve this now ({type(exc).__name__})"
+            return await self._refuse(ctx, NotReady(reason))
         except Exception as exc:  # a bug: fail closed, say nothing more than the type
             log.error("internal error on %s: %s", ctx.request_id, type(exc).__name__, exc_info=False)
             self.metrics.inc("proxy_internal_errors_total", help="requests failed by a proxy bug")
@@ -320,7 +321,8 @@ class Pipeline:
         except NotReady:
             raise
         except Exception as exc:  # any failure to make the record durable: fail closed
-            raise NotReady(f"the audit trail is not writable ({type(exc).__name__}); nothing was sent") from None
+            reason = f"the audit trail is not writable ({type(exc).__name__}); nothing was sent"
+            raise NotReady(reason) from None
 
     async def _outcome(self, ctx: _Ctx, response: UpstreamResponse) -> None:
         """Queue the outcome record without waiting for its fsync: the decision record was
@@ -363,7 +365,9 @@ class Pipeline:
         return self._error_reply(ctx, refusal)
 
     def _error_reply(self, ctx: _Ctx, refusal: Refusal) -> Reply:
-        error: dict[str, Any] = {"code": refusal.code, "message": refusal.message, "request_id": ctx.request_id}
+        error: dict[str, Any] = {
+            "code": refusal.code, "message": refusal.message, "request_id": ctx.request_id,
+        }
         if refusal.rule:
             error["rule"] = refusal.rule
         headers: list[tuple[str, str]] = [

@@ -31,11 +31,11 @@ from proxy.config import Config
 from proxy.errors import ProxyError, SecretSourceError
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
-from proxy.state import StateStore
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.secret_source import VaultSecretSource
+from proxy.state import StateStore
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.worker")

@@ -153,7 +153,7 @@ def _authenticate(state: BybitState, method: str, raw_query: str, body: bytes,
     return key
 
 
-def _dispatch(state: BybitState, method: str, path: str, raw_query: str, body: bytes,  # noqa: PLR0917
+def _dispatch(state: BybitState, method: str, path: str, raw_query: str, body: bytes,
               headers: Mapping[str, str]) -> tuple[Any, dict[str, Any]]:
     query = dict(parse_qsl(raw_query, keep_blank_values=True))
     public = _public(state, method, path, query)

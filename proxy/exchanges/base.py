@@ -68,6 +68,24 @@ class Exchange(Protocol):
         ...
 
 
+def require_secret(fields: Mapping[str, Secret], name: str) -> Secret:
+    """A non-empty field of the account's Vault secret; ValueError naming it (never its value)."""
+    value = fields.get(name)
+    if value is None or not value.reveal():
+        raise ValueError(f"{name}: missing from the Vault secret")
+    return value
+
+
+def json_text(obj: Mapping[str, Any], key: str) -> str | None:
+    """A JSON field that must be a string when present: money as strings avoids float games."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"body: {key!r} must be a JSON string, e.g. \"0.01\"")
+    return value
+
+
 # ---------------------------------------------------------------- paths and the catalogue
 
 _PATH_CHARS = re.compile(r"/[A-Za-z0-9_\-./]*")

@@ -29,6 +29,9 @@ from proxy.exchanges.base import (
     parse_json,
     split_query_and_body,
 )
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import Ed25519Key, HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -207,12 +210,6 @@ def _outbound(
     target = f"{prepared.path}?{query}" if query else prepared.path
     return Outbound(prepared.method, target, headers, body, stamp)
 
-
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
 
 
 def _intent(action: Action, category: Category, params: Mapping[str, str]) -> Intent:

@@ -40,6 +40,9 @@ from proxy.exchanges.base import (
     parse_pairs,
     reject_unused_body,
 )
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
@@ -190,12 +193,6 @@ def lookup(method: str, raw_path: str) -> tuple[Endpoint, str | None]:
             return ep, value
     return CATALOGUE.lookup(method, raw_path), None
 
-
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
 
 
 # ---------------------------------------------------------------- intents

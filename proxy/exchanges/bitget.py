@@ -31,6 +31,12 @@ from proxy.exchanges.base import (
     parse_pairs,
     require_content_type,
 )
+from proxy.exchanges.base import (
+    json_text as _text,
+)
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -192,21 +198,6 @@ def _decoded(query: str) -> str:
     return "&".join(f"{k}={v}" for k, v in parse_pairs(query, "query"))
 
 
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
-
-
-def _text(obj: Mapping[str, Any], key: str) -> str | None:
-    """A field that must be a JSON string: numbers in JSON are left to float parsers upstream."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"body: {key!r} must be a JSON string, e.g. \"0.01\"")
-    return value
 
 
 def _symbol(value: str | None, required: bool) -> str | None:

@@ -30,6 +30,9 @@ from proxy.exchanges.base import (
     endpoint,
     split_query_and_body,
 )
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import (
     Category,
     Endpoint,
@@ -168,7 +171,7 @@ class Bitstamp:
         return Outbound(prepared.method, target, headers, prepared.body, stamp)
 
 
-def string_to_sign(  # noqa: PLR0917 - the documented fields, in the documented order
+def string_to_sign(
     api_key: str, method: str, host: str, path_and_query: str, content_type: str | None,
     nonce: str, timestamp: str, body: bytes,
 ) -> bytes:
@@ -199,12 +202,6 @@ def _lookup(method: str, raw_path: str) -> tuple[Endpoint, list[str]]:
             raise BadRequest("path: the currency must be lower case, e.g. btc")
     return ep, segments
 
-
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
 
 
 def _flag(params: Mapping[str, str], name: str) -> bool:

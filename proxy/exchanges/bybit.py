@@ -35,6 +35,12 @@ from proxy.exchanges.base import (
     parse_pairs,
     require_content_type,
 )
+from proxy.exchanges.base import (
+    json_text as _text,
+)
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -183,22 +189,8 @@ def signature_for(creds: Credentials, message: bytes) -> str:
     raise TypeError("Bybit signs with HMAC or RSA keys")
 
 
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
-
 
 # ---------------------------------------------------------------- intents
-
-def _text(obj: Mapping[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{key}: must be a JSON string")
-    return value
 
 
 def _symbol(obj: Mapping[str, Any], required: bool) -> str | None:

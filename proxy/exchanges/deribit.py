@@ -30,6 +30,9 @@ from proxy.exchanges.base import (
     parse_pairs,
     reject_unused_body,
 )
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import (
     Action,
     Category,
@@ -170,12 +173,6 @@ def authorization(
     sig = key.hexdigest(string_to_sign(ts, nonce, method, uri, body))
     return f"deri-hmac-sha256 id={client_id},ts={ts},sig={sig},nonce={nonce}"
 
-
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
 
 
 def _instrument(params: Mapping[str, str], required: bool = True) -> str | None:

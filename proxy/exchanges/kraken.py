@@ -47,6 +47,9 @@ from proxy.exchanges.base import (
     parse_pairs,
     reject_unused_body,
 )
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
@@ -208,12 +211,6 @@ def _content_type(inbound: Inbound) -> str:
         raise BadRequest(f"body: Content-Type must be {FORM} or {JSON}")
     return ctype
 
-
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
 
 
 # ---------------------------------------------------------------- intents

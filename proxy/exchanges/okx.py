@@ -35,6 +35,12 @@ from proxy.exchanges.base import (
     parse_pairs,
     require_content_type,
 )
+from proxy.exchanges.base import (
+    json_text as _text,
+)
+from proxy.exchanges.base import (
+    require_secret as _require,
+)
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
@@ -172,22 +178,8 @@ def iso8601_ms(now_ms: int) -> str:
     return f"{seconds}.{now_ms % 1000:03d}Z"
 
 
-def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
-
 
 # ---------------------------------------------------------------- intents
-
-def _text(obj: Mapping[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{key}: must be a JSON string")
-    return value
 
 
 def _inst_id(obj: Mapping[str, Any], required: bool) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def _assert_ordered(stack: Stack) -> None:
     assert len(received) >= BOTS * CALLS
     assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
     nonces = [int(dict(parse_qsl(r.body.decode()))["nonce"]) for r in received]
-    assert all(b > a for a, b in zip(nonces, nonces[1:], strict=False)), "nonces must strictly increase"
+    assert all(b > a for a, b in itertools.pairwise(nonces)), "nonces must strictly increase"
 
 
 def test_nonce_ordering_four_workers_sqlite(tmp_path: Path) -> None:
