@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from proxy.accounts import Account
 from proxy.client_auth import TokenVerifier
 from proxy.errors import (
+    BadRequest,
     Forbidden,
     IdempotencyConflict,
     NotReady,
@@ -453,9 +454,7 @@ async def _read_body(receive: Receive, headers: list[tuple[str, str]], limit: in
     declared = [v for k, v in headers if k == "content-length"]
     if declared:
         if len(declared) > 1 or not declared[0].isdigit():
-            raise TooLarge("send one valid Content-Length") if declared[0].isdigit() else TooLarge(
-                "Content-Length is not a number"
-            )
+            raise BadRequest("send exactly one Content-Length, as a plain number")
         if int(declared[0]) > limit:
             raise TooLarge(f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
@@ -463,7 +462,7 @@ async def _read_body(receive: Receive, headers: list[tuple[str, str]], limit: in
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise TooLarge("the client went away before sending the body")
+            raise BadRequest("the client went away before sending the whole body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import heapq
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -225,12 +226,12 @@ def _csv_cell(value: Any) -> str:
     return text
 
 
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """A plain signed decimal: spreadsheets read it as a number, not a formula."""
+    return _NUMBER.fullmatch(text) is not None
 
 
 def follow(
