@@ -18,6 +18,7 @@ from typing import Any
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
 from proxy.policy.evaluate import Decision, EvalContext, over_budget, reference_symbols
 from proxy.policy.model import PolicySet
+from proxy.policy.tickers import ticker_market
 from proxy.reference_prices import ReferencePrices
 from proxy.request_model import Prepared
 from proxy.state import StateStore
@@ -53,7 +54,8 @@ class PolicyRuntime:
         symbols = reference_symbols(policies, client, account, prepared)
         refs = {}
         if symbols and self.prices is not None:
-            refs = await self.prices.prices(exchange, base_url, sorted(symbols))
+            market = ticker_market(str(getattr(exchange, "name", "")), prepared)
+            refs = await self.prices.prices(exchange, base_url, sorted(symbols), market)
         return EvalContext(
             reference_prices=refs,
             kill_client=await self._flag(kill_flag("client", client)),

@@ -10,7 +10,7 @@ import pytest
 PROXY = Path(__file__).resolve().parents[2] / "proxy"
 
 L0 = {"errors", "sensitive", "request_model", "decimal_text"}
-L1 = {"signing_keys", "exchanges", "policy.model", "policy.evaluate"}
+L1 = {"signing_keys", "exchanges", "policy.model", "policy.evaluate", "policy.tickers"}
 L3 = {"__main__", "config", "pipeline", "worker", "serve", "admin", "cli", "demo", "accounts", "dev_vault", "proxy_keys"}
 IO_MODULES = {"socket", "subprocess", "requests", "httpx", "aiohttp", "hvac", "redis", "sqlite3",
               "asyncio", "os", "time", "random", "secrets", "threading", "pathlib"}
