@@ -40,7 +40,7 @@ from proxy.errors import (
 )
 from proxy.exchanges.base import Credentials
 from proxy.metrics import Metrics
-from proxy.policy.evaluate import evaluate
+from proxy.policy.evaluate import Decision, evaluate
 from proxy.policy.model import PolicySet
 from proxy.policy.runtime import PolicyRuntime, log_would_deny
 from proxy.policy.runtime import refusal as policy_refusal
@@ -183,12 +183,7 @@ class Pipeline:
             policies, ctx.client, account.name, prepared, exchange=account.exchange,
             base_url=account.cfg.base_url,
         )
-        decision = await self.policy_runtime.charge(
-            evaluate(policies, ctx.client, account.name, prepared, context)
-        )
-        if decision.would_deny is not None:
-            ctx.extra["would_deny"] = decision.would_deny.rule
-            log_would_deny(ctx.request_id, ctx.client, account.name, decision)
+        decision = evaluate(policies, ctx.client, account.name, prepared, context)
         if not decision.allowed:
             raise policy_refusal(decision)
         creds = account.creds
@@ -197,11 +192,24 @@ class Pipeline:
         ctx.key_version = creds.version
         coid = prepared.client_order_id
         if prepared.endpoint.action is Action.PLACE and coid and self.store is not None:
-            return await self._once(ctx, account, prepared, creds, decision.rule, coid)
+            return await self._once(ctx, account, prepared, creds, decision, coid)
+        decision = await self._charge(ctx, decision)
         return await self._stamp_and_send(ctx, account, prepared, creds, decision.rule)
 
+    async def _charge(self, ctx: _Ctx, decision: Decision) -> Decision:
+        """Spend the decision's budgets, only once this request is going to be sent (an
+        idempotent replay or a conflict spends nothing); over budget refuses."""
+        decision = await self.policy_runtime.charge(decision)
+        if not decision.allowed:
+            raise policy_refusal(decision)
+        if decision.would_deny is not None:
+            ctx.extra["would_deny"] = decision.would_deny.rule
+            log_would_deny(ctx.request_id, ctx.client or "", ctx.account or "", decision)
+        return decision
+
     async def _once(
-        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str, coid: str
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, decision: Decision,
+        coid: str,
     ) -> Reply:
         """Place an order at most once per (client, account, client order id): a repeat with the
         same content replays the first answer, a concurrent one waits for it, a different
@@ -240,7 +248,8 @@ class Pipeline:
                                       ttl_s=self.idempotency_ttl_s)
             raise refusal
         try:
-            reply = await self._stamp_and_send(ctx, account, prepared, creds, rule)
+            decision = await self._charge(ctx, decision)  # over budget: abandoned below, not sent
+            reply = await self._stamp_and_send(ctx, account, prepared, creds, decision.rule)
         except (UpstreamTimeout, UpstreamError) as refusal:
             if ctx.sent:  # the exchange may have acted: the answer to every retry is this one
                 await self.store.complete(scope, self._stored(ctx, refusal), token=result.token,

@@ -148,3 +148,38 @@ def test_live_budget_holds_across_workers(stack: Stack) -> None:
     r = order(stack, "mm")
     assert r.json()["error"]["rule"] == "budget.client.orders.2h" and "retry-after" in r.headers
     path.write_text(POLICY.format(qty="0.5", orders=1000))
+
+
+def test_live_idempotent_replay_and_conflict_spend_no_budget(stack: Stack) -> None:
+    """Budget of 2 orders: one order replayed three times and a conflicting reuse of its id
+    leave room for exactly one more order; the third distinct order is over budget, is not
+    sent, and (its id released) is refused again rather than replayed."""
+    path = stack.dir / "policies" / "mm.toml"
+    path.write_text(POLICY.format(qty="0.5", orders=2).replace('window = "1h"', 'window = "3h"'))
+    time.sleep(1.5)
+    tag = str(int(time.time()))
+
+    def sent(coid: str) -> int:
+        return sum(1 for r in stack.emulator("binance-main").recorder.all()
+                   if r.path == "/api/v3/order" and f"newClientOrderId={coid}" in r.body.decode())
+
+    try:
+        first = order(stack, "mm", newClientOrderId=f"rp1-{tag}")
+        assert first.status_code == 200, first.text
+        for _ in range(3):
+            again = order(stack, "mm", newClientOrderId=f"rp1-{tag}")
+            assert again.status_code == 200 and again.headers["x-proxy-idempotent-replay"] == "true"
+            assert again.json() == first.json()
+        conflict = order(stack, "mm", newClientOrderId=f"rp1-{tag}", quantity="0.2")
+        assert conflict.status_code == 409, conflict.text
+        assert sent(f"rp1-{tag}") == 1
+        second = order(stack, "mm", newClientOrderId=f"rp2-{tag}")
+        assert second.status_code == 200, second.text  # replays and the conflict spent nothing
+        for _ in range(2):
+            third = order(stack, "mm", newClientOrderId=f"rp3-{tag}")
+            assert third.status_code == 429 and third.json()["error"]["rule"] == "budget.client.orders.3h"
+            assert "x-proxy-idempotent-replay" not in third.headers
+        assert sent(f"rp2-{tag}") == 1 and sent(f"rp3-{tag}") == 0
+    finally:
+        path.write_text(POLICY.format(qty="0.5", orders=1000))
+        time.sleep(1.5)
