@@ -192,7 +192,7 @@ def bitfinex(draw: st.DrawFn) -> Case:
     symbol, side, qty = draw(st.sampled_from(["tBTCUSD", "tETHUSD", "tTESTBTC:TESTUSD"])), draw(sides), draw(amounts)
     market = draw(st.booleans())
     price = None if market else draw(amounts)
-    cid = draw(_opt(st.integers(min_value=1, max_value=2**45)))
+    cid = draw(_opt(st.integers(min_value=1, max_value=2**45 - 1)))  # MAX_CID is exclusive
     obj: dict[str, Any] = {"type": "EXCHANGE MARKET" if market else "EXCHANGE LIMIT", "symbol": symbol,
                            "amount": qty if side == "buy" else f"-{qty}", "price": price, "cid": cid}
     return (Inbound("POST", "/v2/auth/w/order/submit", b"", JSON_CT, _json(obj)),
