@@ -1,8 +1,8 @@
 """Staying logged in to Vault, and how long to trust memory when Vault is gone.
 
 - Token renewal: a renewable token is renewed at 2/3 of its TTL; when renewal fails, or
-  Vault renews for much less than a fresh login gives (the role's max TTL is near), we log in
-  again (AppRole gets a new token; a static token is re-read from its file).
+  Vault renews it for less than 2/3 of what a fresh login gives (the role's max TTL is near),
+  we log in again at once (AppRole gets a new token; a static token is re-read from its file).
 - Grace period: while Vault is unreachable, workers keep signing with the keys in memory for
   ``vault.grace_period_s``; past it they answer 503 ``not_ready`` until Vault answers again.
   Fail closed: a key revoked in Vault during an outage would otherwise be used forever.
@@ -28,9 +28,12 @@ def token_action(lease: TokenLease, age_s: float, login_ttl_s: int) -> Action:
     """What to do with a token ``age_s`` seconds after its lease ``lease`` was granted."""
     if lease.ttl_s <= 0 or age_s < lease.ttl_s * RENEW_AT:
         return "none"
-    if not lease.renewable or lease.ttl_s < login_ttl_s / 2:
-        return "login"  # cannot renew, or renewal is capped by the max TTL: start afresh
-    return "renew"
+    return "renew" if lease.renewable else "login"
+
+
+def renewal_capped(renewed: TokenLease, login_ttl_s: int) -> bool:
+    """Vault gave less than 2/3 of a fresh login's TTL: the max TTL is near, log in afresh."""
+    return renewed.ttl_s < login_ttl_s * RENEW_AT
 
 
 class _Source(Protocol):
@@ -66,7 +69,7 @@ class TokenKeeper:
         action = token_action(self.source.lease, self.clock() - self.granted, self.login_ttl_s)
         if action == "renew":
             try:
-                self.source.renew_self()
+                renewed = self.source.renew_self()
             except VaultUnreachable:
                 raise
             except SecretSourceError:
@@ -74,6 +77,9 @@ class TokenKeeper:
                 return "login"
             self.granted = self.clock()
             self.renewals += 1
+            if renewal_capped(renewed, self.login_ttl_s):
+                self.login()
+                return "login"
         elif action == "login":
             self.login()
         return action

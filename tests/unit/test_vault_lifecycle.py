@@ -9,7 +9,7 @@ import pytest
 from proxy.config import load
 from proxy.errors import ConfigError, SecretSourceError, VaultUnreachable
 from proxy.secret_source import TokenLease
-from proxy.vault_lifecycle import TokenKeeper, VaultHealth, token_action, vault_state
+from proxy.vault_lifecycle import TokenKeeper, VaultHealth, renewal_capped, token_action, vault_state
 
 
 def test_token_action_renews_at_two_thirds_of_the_ttl() -> None:
@@ -22,10 +22,22 @@ def test_token_action_root_token_never_expires() -> None:
     assert token_action(TokenLease(0, False), 10**9, 0) == "none"
 
 
-def test_token_action_logs_in_when_not_renewable_or_capped_by_max_ttl() -> None:
+def test_token_action_logs_in_when_not_renewable() -> None:
     assert token_action(TokenLease(30, False), 21, 30) == "login"
-    # renewal only gave 10 s of a fresh login's 30 s: the max TTL is near
-    assert token_action(TokenLease(10, True), 7, 30) == "login"
+
+
+def test_renewal_capped_by_max_ttl_means_log_in() -> None:
+    assert not renewal_capped(TokenLease(30, True), 30)
+    assert not renewal_capped(TokenLease(20, True), 30)
+    assert renewal_capped(TokenLease(19, True), 30)
+
+
+def test_token_keeper_logs_in_at_once_when_renewal_is_capped() -> None:
+    clock, src = Clock(), FakeSource(TokenLease(30, True), TokenLease(5, True))
+    keeper = TokenKeeper(src, clock)
+    clock.t += 21
+    assert keeper.maintain() == "login"
+    assert src.calls == ["renew", "login"] and src.lease.ttl_s == 30
 
 
 class FakeSource:
