@@ -192,10 +192,10 @@ class Worker:
                 # gets a fresh token; a static token is re-read from its file).
                 with contextlib.suppress(SecretSourceError):
                     await asyncio.to_thread(self.token_keeper.login)
+            if state.expired:
+                self.reasons = [state.reason(self.health.grace_period_s)]
             if state.expired and self.switch.target is self.pipeline:
-                reason = state.reason(self.health.grace_period_s)
-                log.error("%s", reason)
-                self.reasons = [reason]
+                log.error("%s", self.reasons[0])
                 self.switch.target = _NotYet("secrets are unavailable: Vault has been unreachable "
                                              "for longer than the grace period; retry later")
             return
