@@ -1,7 +1,8 @@
 """``python -m proxy``: the operators' commands (CONTRACT.md §1).
 
 Exit codes: 0 success, 1 failure at run time (e.g. Vault unreachable), 2 usage error,
-3 invalid configuration or policy (or policy test file), 4 failing policy test cases.
+3 invalid configuration or policy (or policy test file), 4 failing policy test cases,
+5 ``keys status``: a key is older than ``keys.rotation_warn_days``.
 Nothing secret is ever printed, except the bot token that
 ``token issue`` exists to print.
 """
@@ -88,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, parser_class=_Parser)
     kr = with_config(keys.add_parser("rotate", help="write a new key version read from stdin"))
     kr.add_argument("--account", required=True)
-    with_config(keys.add_parser("status", help="each account's key version and age"))
+    with_config(keys.add_parser(
+        "status", help="each account's key version and age",
+        description="One JSON line per account: key version, creation time and age in days.",
+        epilog="exit codes: 0 every key younger than keys.rotation_warn_days (90 by default); "
+               "5 a key is past it (rotate it); 1 a secret could not be read",
+    ))
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
@@ -165,14 +171,18 @@ def _serve(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     configure_logging(os.environ.get("PROXY_LOG_LEVEL", "INFO").upper())
     _harden(cfg, allow_root=args.unsafe_allow_root)
     policies = _load_policies(cfg)
-    source = _source(cfg)
+    from proxy.errors import VaultUnreachable
     from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY
 
-    for name in (TOKEN_VERIFY, AUDIT_CHAIN):
-        if not source.exists(cfg.vault.own(name)):
-            print(f"error: {cfg.vault.mount}/{cfg.vault.own(name)} is missing; "
-                  f"run `python -m proxy init --config {cfg.path}` first", file=sys.stderr)
-            return EXIT_CONFIG
+    try:
+        source = _source(cfg)
+        for name in (TOKEN_VERIFY, AUDIT_CHAIN):
+            if not source.exists(cfg.vault.own(name)):
+                print(f"error: {cfg.vault.mount}/{cfg.vault.own(name)} is missing; "
+                      f"run `python -m proxy init --config {cfg.path}` first", file=sys.stderr)
+                return EXIT_CONFIG
+    except VaultUnreachable as exc:  # serve anyway: not ready until Vault comes (no restart)
+        print(f"warning: {exc}; serving 503 not_ready and retrying until it answers", file=sys.stderr)
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -321,14 +331,29 @@ def _keys_rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def _keys_status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    """One JSON line per account; warnings on stderr; exit 5 past the rotation age, 1 on errors."""
+    from proxy import key_age
+
     source = _source(cfg)
+    now = datetime.now(UTC)
+    reports = []
     for account in cfg.accounts:
         try:
-            version = source.current_version(account.secret)
-            print(json.dumps({"account": account.name, "version": version}))
+            meta = source.metadata(account.secret)
+            state = key_age.KeyState(account.name, meta.current_version, meta.created)
+            if meta.deleted:
+                state = key_age.KeyState(account.name, meta.current_version, meta.created,
+                                         f"version {meta.current_version} was deleted or destroyed; "
+                                         "write a new one with `keys rotate`")
         except SecretSourceError as exc:
-            print(json.dumps({"account": account.name, "error": str(exc)}))
-    return EXIT_OK
+            state = key_age.KeyState(account.name, error=str(exc))
+        report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
+        reports.append(report)
+        print(json.dumps(report.as_dict()))
+        if report.status != "ok":
+            print(f"{'warning' if report.status == 'rotate' else 'error'}: account {account.name}: "
+                  f"{report.message}", file=sys.stderr)
+    return key_age.exit_code(reports)
 
 
 def _audit_key(cfg: config_mod.Config):  # type: ignore[no-untyped-def]

@@ -47,6 +47,8 @@ class VaultConfig:
     proxy_path: str = "proxy"
     timeout_s: float = 5.0
     ca_file: Path | None = None
+    #: how long workers keep serving from memory while Vault is unreachable
+    grace_period_s: float = 300.0
 
     def own(self, name: str) -> str:
         """The KV path of one of the proxy's own secrets (token-signing, audit-chain, ...)."""
@@ -82,6 +84,12 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    #: ``keys status`` warns (exit 5) about a key version older than this
+    rotation_warn_days: int = 90
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig
@@ -91,6 +99,7 @@ class Config:
     policies_dir: Path
     accounts: tuple[AccountConfig, ...]
     tokens: TokenConfig
+    keys: KeysConfig = KeysConfig()
 
     def account(self, name: str) -> AccountConfig | None:
         for acct in self.accounts:
@@ -165,7 +174,7 @@ def load(path: str | Path) -> Config:
 
 def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     top = _Section(file, "config", dict(raw))
-    top.used.update({"server", "vault", "state", "audit", "policies", "accounts", "tokens"})
+    top.used.update({"server", "vault", "state", "audit", "policies", "accounts", "tokens", "keys"})
     top.finish()
 
     s = _Section(file, "server", raw.get("server", {}))
@@ -194,7 +203,10 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
         token_file=v.path("token_file"), role_id_file=v.path("role_id_file"),
         secret_id_file=v.path("secret_id_file"), proxy_path=v.get("proxy_path", str, "proxy"),
         timeout_s=v.get("timeout_s", float, 5.0), ca_file=v.path("ca_file"),
+        grace_period_s=v.get("grace_period_s", float, 300.0),
     )
+    if not 0 <= vault.grace_period_s <= 7 * 86400:
+        raise v.fail("grace_period_s", "must be between 0 and 604800 seconds (7 days); use e.g. 300")
     if auth == "approle" and (vault.role_id_file is None or vault.secret_id_file is None):
         raise v.fail("auth", "approle needs role_id_file and secret_id_file")
     if not _KV_PATH.fullmatch(vault.mount) or not _KV_PATH.fullmatch(vault.proxy_path):
@@ -230,6 +242,12 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     )
     t.finish()
 
+    k = _Section(file, "keys", raw.get("keys", {}))
+    keys = KeysConfig(rotation_warn_days=k.get("rotation_warn_days", int, 90))
+    if not 1 <= keys.rotation_warn_days <= 3650:
+        raise k.fail("rotation_warn_days", "must be between 1 and 3650 days; use e.g. 90")
+    k.finish()
+
     accounts_raw = raw.get("accounts", [])
     if not isinstance(accounts_raw, list):
         raise ConfigError(str(file), "accounts: use [[accounts]] tables")
@@ -239,7 +257,7 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     if dupes:
         name = sorted(dupes)[0]
         raise ConfigError(str(file), f"accounts: name {name!r} is used twice; names must be unique")
-    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens)
+    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys)
 
 
 def _account(file: Path, index: int, item: object) -> AccountConfig:

@@ -16,6 +16,8 @@
     │   └── UpstreamTimeout      504 upstream_timeout
     ├── ConfigError              invalid configuration or policy at start-up (exit 3)
     └── SecretSourceError        Vault unreachable, denied, or a secret malformed
+        ├── SecretMissing        the secret (or its current version) is gone: the account stops
+        └── VaultUnreachable     connection refused, timeout, sealed: serve from memory (grace)
 
 Third-party exceptions are translated into these at the edge that meets them. Messages never
 carry secret material: they name fields and say what to do.
@@ -103,3 +105,11 @@ class ConfigError(ProxyError):
 
 class SecretSourceError(ProxyError):
     """The secret source (Vault) could not give what was asked; says which path, never values."""
+
+
+class SecretMissing(SecretSourceError):
+    """No secret at the path: deleted, never written, or its current version deleted."""
+
+
+class VaultUnreachable(SecretSourceError):
+    """Vault could not be reached or is sealed; nothing says the secrets changed."""

@@ -3,7 +3,9 @@
 Start-up never blocks on Vault: both listeners come up at once, answering 503 ``not_ready``
 until configuration, policies and every account's secret are loaded (retrying with backoff).
 A background loop then watches each account's KV version and the revocation list, swapping in
-new credentials atomically: a request in flight keeps the credentials it started with.
+new credentials atomically: a request in flight keeps the credentials it started with. The
+same loop renews the Vault token and, when Vault is unreachable, serves from memory for the
+grace period only (proxy/vault_lifecycle.py); a deleted secret stops its account alone.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ from proxy.admin import create_admin_app
 from proxy.audit.writer import AuditWriter
 from proxy.client_auth import TokenVerifier
 from proxy.config import Config
-from proxy.errors import ProxyError, SecretSourceError
+from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
-from proxy.secret_source import VaultSecretSource
+from proxy.secret_source import SecretMeta, VaultSecretSource
 from proxy.state import StateStore
 from proxy.upstream import Upstream
+from proxy.vault_lifecycle import TokenKeeper, VaultHealth
 
 log = logging.getLogger("proxy.worker")
 
@@ -44,14 +47,18 @@ REFRESH_S = 2.0
 
 
 class _NotYet:
-    """Answers every bot request with 503 not_ready until the pipeline is loaded."""
+    """Answers every bot request with 503 not_ready until the pipeline is loaded (or while
+    Vault has been unreachable for longer than the grace period)."""
+
+    def __init__(self, message: str = "the proxy is starting; retry shortly") -> None:
+        self.message = message
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         rid = uuid.uuid4().hex
         body = json.dumps({"error": {
-            "code": "not_ready", "message": "the proxy is starting; retry shortly", "request_id": rid,
+            "code": "not_ready", "message": self.message, "request_id": rid,
         }}).encode()
         await send({"type": "http.response.start", "status": 503, "headers": [
             (b"content-type", b"application/json"), (b"x-proxy-error", b"not_ready"),
@@ -86,6 +93,9 @@ class Worker:
         self.metrics = Metrics()
         self.accounts: dict[str, Account] = {a.name: accounts_mod.build(a) for a in cfg.accounts}
         self.source = VaultSecretSource(cfg.vault)
+        self.token_keeper = TokenKeeper(self.source)
+        self.health = VaultHealth(cfg.vault.grace_period_s)
+        self.was_ready = False
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
@@ -104,9 +114,24 @@ class Worker:
 
     def readiness(self) -> list[str]:
         reasons = list(self.reasons)
-        reasons += [f"account {a.name}: {a.error or 'secret not loaded'}"
-                    for a in self.accounts.values() if a.creds is None]
+        if not self.was_ready:  # once ready, one stopped account must not take the others down
+            reasons += self._account_problems()
         return reasons
+
+    def _account_problems(self) -> list[str]:
+        return [f"account {a.name}: {a.error or 'secret not loaded'}"
+                for a in self.accounts.values() if a.creds is None]
+
+    def details(self) -> dict[str, object]:
+        """/readyz facts beyond ready or not: Vault's state and accounts that stopped."""
+        extra = dict(self.reloader.detail())
+        state = self.health.state()
+        if not state.up:
+            extra["vault"] = {"up": False, "down_for_s": round(state.down_for_s),
+                              "grace_left_s": round(state.grace_left_s), "error": state.last_error}
+        if self.was_ready and (problems := self._account_problems()):
+            extra["accounts_stopped"] = problems
+        return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -115,7 +140,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         bot = _QuietServer(_server_config(self.switch))
         admin = _QuietServer(_server_config(
-            create_admin_app(self.readiness, self.metrics, details=self.reloader.detail)
+            create_admin_app(self.readiness, self.metrics, details=self.details)
         ))
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
@@ -144,23 +169,63 @@ class Worker:
                 await self._load()
             except (SecretSourceError, ProxyError, OSError) as exc:
                 self.reasons = [f"vault: {exc}"]
+                self._vault_failed(str(exc))
                 log.warning("not ready: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        self._vault_ok()
         while True:
             await asyncio.sleep(REFRESH_S)
-            try:
-                await asyncio.to_thread(self._refresh)
-            except (SecretSourceError, ProxyError) as exc:
-                log.warning("refresh from Vault failed: %s; logging in again, serving from memory", exc)
-                self.metrics.inc("proxy_vault_errors_total", help="failed Vault reads")
+            await self._follow_once()
+
+    async def _follow_once(self) -> None:
+        """One round: keep the token alive, pick up new versions; on failure count the grace."""
+        try:
+            await asyncio.to_thread(self._maintain_and_refresh)
+        except (SecretSourceError, ProxyError) as exc:
+            self._vault_failed(str(exc))
+            state = self.health.state()
+            log.warning("refresh from Vault failed: %s; serving from memory (%.0f s of grace left)",
+                        exc, state.grace_left_s)
+            if not isinstance(exc, VaultUnreachable):
                 # An expired or revoked Vault token looks like "denied": log in again (AppRole
                 # gets a fresh token; a static token is re-read from its file).
                 with contextlib.suppress(SecretSourceError):
-                    await asyncio.to_thread(self.source.login)
+                    await asyncio.to_thread(self.token_keeper.login)
+            if state.expired:
+                self.reasons = [state.reason(self.health.grace_period_s)]
+            if state.expired and self.switch.target is self.pipeline:
+                log.error("%s", self.reasons[0])
+                self.switch.target = _NotYet("secrets are unavailable: Vault has been unreachable "
+                                             "for longer than the grace period; retry later")
+            return
+        self._vault_ok()
+        if self.switch.target is not self.pipeline and self.pipeline is not None:
+            log.info("Vault answers again: serving")
+            self.reasons = []
+            self.switch.target = self.pipeline
+
+    def _vault_failed(self, error: str) -> None:
+        self.health.failed(error)
+        self.metrics.inc("proxy_vault_errors_total", help="failed Vault logins, renewals and reads")
+        self.metrics.set("proxy_vault_up", (), 0, help="1 when the last Vault round trip worked")
+
+    def _vault_ok(self) -> None:
+        self.health.ok()
+        if not self.reasons and not self._account_problems():
+            self.was_ready = True
+        self.metrics.set("proxy_vault_up", (), 1, help="1 when the last Vault round trip worked")
+
+    def _maintain_and_refresh(self) -> None:
+        action = self.token_keeper.maintain()
+        if action != "none":
+            log.info("Vault token: %s", "renewed" if action == "renew" else "logged in again")
+            self.metrics.inc("proxy_vault_token_renewals_total", (("action", action),),
+                             help="Vault token renewals and fresh logins")
+        self._refresh()
 
     async def _load(self) -> None:
-        await asyncio.to_thread(self.source.login)
+        await asyncio.to_thread(self.token_keeper.login)
         vault = self.cfg.vault
         verify = await asyncio.to_thread(self.source.read, vault.own(TOKEN_VERIFY))
         chain = await asyncio.to_thread(self.source.read, vault.own(AUDIT_CHAIN))
@@ -207,13 +272,34 @@ class Worker:
 
     def _refresh(self) -> None:
         for account in self.accounts.values():
-            current = self.source.current_version(account.cfg.secret)
-            if account.creds is None or account.creds.version != current:
+            try:
+                meta = self.source.metadata(account.cfg.secret)
+            except SecretMissing as exc:
+                self._stop_account(account, f"{exc}; write it with `keys rotate`")
+                continue
+            if meta.deleted:
+                self._stop_account(account, f"version {meta.current_version} of {account.cfg.secret} "
+                                            "was deleted or destroyed; write a new one with `keys rotate`")
+                continue
+            self._key_age(account.name, meta)
+            if account.creds is None or account.creds.version != meta.current_version:
                 self._load_account(account)
-                if account.creds is not None and account.creds.version == current:
-                    log.info("account %s now signs with key version %d", account.name, current)
+                if account.creds is not None and account.creds.version == meta.current_version:
+                    log.info("account %s now signs with key version %d", account.name, meta.current_version)
         if self.pipeline is not None:
             self.pipeline.verifier.set_revocations(read_revocations(self.source, self.cfg.vault))
+
+    def _stop_account(self, account: Account, reason: str) -> None:
+        """The secret is gone in Vault: forget the key, so this account (only) refuses."""
+        if account.creds is not None:
+            log.error("account %s stopped: %s", account.name, reason)
+        account.creds, account.error = None, reason
+
+    def _key_age(self, name: str, meta: SecretMeta) -> None:
+        if meta.created is not None:
+            self.metrics.set("proxy_key_age_seconds", (("account", name),),
+                             max(0.0, time.time() - meta.created.timestamp()),
+                             help="age of the key version in use (KV v2 created_time)")
 
 
 def _server_config(app: Any) -> uvicorn.Config:

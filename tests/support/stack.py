@@ -20,6 +20,7 @@ secret written to OpenBao at ``secret/exchanges/<name>``. ``python -m proxy init
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 import httpx
 
 from proxy import client_auth
-from proxy.dev_vault import OpenBao, start_openbao
+from proxy.dev_vault import OpenBao, start_openbao, start_persistent_openbao
 from proxy.emulator.server import BackgroundServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +77,34 @@ class Stack:
             [sys.executable, "-m", "proxy", *args, "--config", str(self.config_path)],
             input=stdin, capture_output=True, text=True, cwd=REPO, env=_env(self), timeout=60, check=False,
         )
+
+    def edit_config(self, old: str, new: str) -> None:
+        """Replace ``old`` (which must occur) in the configuration file, e.g. to switch auth."""
+        text = self.config_path.read_text()
+        if old not in text:
+            raise ValueError(f"{old!r} is not in {self.config_path}")
+        self.config_path.write_text(text.replace(old, new))
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """Every audit record, through ``python -m proxy audit query``."""
+        out = self.cli("audit", "query")
+        if out.returncode != 0:
+            raise RuntimeError(f"audit query failed: {out.stderr}")
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        r = httpx.get(self.admin_url + "/readyz", timeout=5)
+        return r.status_code, r.json()
+
+    def metric(self, name: str) -> list[tuple[str, float]]:
+        """Every series of ``name`` on /metrics as (labels text, value)."""
+        text = httpx.get(self.admin_url + "/metrics", timeout=5).text
+        found = []
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                labels, _, value = line.rpartition(" ")
+                found.append((labels[len(name):], float(value)))
+        return found
 
     def proxy_log(self) -> str:
         return (self.dir / "proxy.log").read_text(errors="replace")
@@ -149,8 +178,11 @@ def write_config(
 def start_stack(
     tmp_path: Path, accounts: list[AccountSpec], policies: Mapping[str, str], *,
     workers: int = 1, state_toml: str | None = None, start_proxy: bool = True,
+    persistent_vault: bool = False, vault_toml: str = "",
 ) -> Iterator[Stack]:
-    vault = start_openbao(tmp_path)
+    """``persistent_vault``: a Raft OpenBao that survives ``stack.vault.stop()`` and
+    ``.restart()``; ``vault_toml``: more lines for the [vault] table (e.g. grace_period_s)."""
+    vault = start_persistent_openbao(tmp_path) if persistent_vault else start_openbao(tmp_path)
     emulators: dict[str, tuple[Any, BackgroundServer]] = {}
     stack: Stack | None = None
     try:
@@ -172,6 +204,8 @@ def start_stack(
             tmp_path, vault.addr, accounts, {n: s.url for n, (_, s) in emulators.items()},
             listen, admin, **({"state_toml": state_toml} if state_toml else {}),
         )
+        if vault_toml:
+            config.write_text(config.read_text().replace('mount = "secret"', f'mount = "secret"\n{vault_toml}'))
         stack = Stack(tmp_path, config, vault, f"http://127.0.0.1:{listen}",
                       f"http://127.0.0.1:{admin}", emulators)
         init = stack.cli("init")
