@@ -31,6 +31,8 @@ ACCOUNTS = [
                                           "api_secret": base64.b64encode(b"lookup-secret-" * 5).decode()}),
     AccountSpec("coinbase-main", "coinbase", {"api_key": "organizations/org-lk/apiKeys/key-lk", "api_secret": PEM}),
     AccountSpec("deribit-main", "deribit", {"api_key": "drbLookup1", "api_secret": "deribit-lookup-secret-0123456789"}),
+    AccountSpec("bitget-main", "bitget", {"api_key": "bg_lookup_key_0123", "api_secret": "bg-lookup-secret-0123456789",
+                                          "passphrase": "LookPass1"}),
 ]
 POLICY = 'version = 1\nclient = "lookup-bot"\n' + "".join(
     f'\n[[grants]]\naccount = "{a.name}"\nallow = ["read", "trade", "cancel"]\n' for a in ACCOUNTS
@@ -171,3 +173,20 @@ def test_idempotency_lookup_injected_id_on_a_normal_order(stack: Stack) -> None:
     assert r.status_code == 200, r.text
     coid = r.headers["x-proxy-client-order-id"]
     assert r.json()["data"][0]["clOrdId"] == coid and coid.isalnum()
+
+
+def test_idempotency_lookup_exchange_without_lookup_keeps_the_lost_answer(stack: Stack) -> None:
+    """Bitget has no lookup yet: a lost answer is final, every retry replays it, nothing more
+    is sent."""
+    coid = f"bgLost{stack.dir.name[-3:]}".replace("-", "")
+    body = json.dumps({"symbol": "BTCUSDT", "side": "buy", "orderType": "limit", "force": "gtc",
+                       "price": "40000", "size": "0.01", "clientOid": coid}).encode()
+    order = Order("bitget-main", "POST", "/api/v2/spot/trade/place-order", "clientOid", lambda c: (JSON, body, ""))
+    stack.faults[order.account].arm(order.method, order.path, when="after")
+    first = _send(stack, order, coid)
+    assert first.status_code == 504
+    retry = _send(stack, order, coid)
+    assert retry.status_code == 504 and retry.headers.get("x-proxy-idempotent-replay") == "true"
+    assert "x-proxy-outcome" not in retry.headers
+    placements = [r for r in stack.emulator("bitget-main").recorder.all() if r.path == order.path]
+    assert len(placements) == 1 and _orders(stack, order, coid) == 1
