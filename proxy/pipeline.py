@@ -12,7 +12,6 @@ tricks hide in.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -39,7 +38,19 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.exchanges.base import Credentials
+from proxy.exchanges.client_order_ids import Lookup
 from proxy.metrics import Metrics
+from proxy.order_lookup import (
+    INJECTED_HEADER,
+    MAX_LOOKUP_ROUNDS,
+    UNKNOWN_OUTCOME,
+    LooksUpOrders,
+    content_digest,
+    found_headers,
+    inject,
+    is_unknown,
+    round_scope,
+)
 from proxy.policy.evaluate import Decision, evaluate
 from proxy.policy.model import PolicySet
 from proxy.policy.runtime import PolicyRuntime, log_would_deny
@@ -82,6 +93,7 @@ class _Ctx:
     key_version: int | None = None
     stamp: Stamp | None = None
     sent: bool = False
+    injected_coid: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,6 +144,8 @@ class Pipeline:
         reply = await self._handle(ctx, scope, receive, raw_path)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         headers.append((b"x-proxy-request-id", ctx.request_id.encode()))
+        if ctx.injected_coid is not None:
+            headers.append((INJECTED_HEADER.encode(), ctx.injected_coid.encode()))
         headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
@@ -178,6 +192,10 @@ class Pipeline:
         if policy is None or policy.grant_for(account.name) is None:
             raise Forbidden("no such account, or not granted to this client")
         prepared = account.exchange.prepare(inbound)
+        # A single order without a client order id gets one before policy and audit see it.
+        prepared, ctx.injected_coid = inject(account.exchange, prepared, ctx.client, uuid.uuid4().hex)
+        if ctx.injected_coid is not None:
+            ctx.extra["client_order_id_injected"] = True
         ctx.prepared, ctx.category = prepared, str(prepared.category)
         context = await self.policy_runtime.context(
             policies, ctx.client, account.name, prepared, exchange=account.exchange,
@@ -213,63 +231,149 @@ class Pipeline:
     ) -> Reply:
         """Place an order at most once per (client, account, client order id): a repeat with the
         same content replays the first answer, a concurrent one waits for it, a different
-        content is a conflict."""
+        content is a conflict. When the first answer was lost (timeout, crash), a retry asks
+        the exchange for the order by its id first (proxy/order_lookup.py)."""
         assert self.store is not None and ctx.client is not None
-        scope = IdempotencyScope(ctx.client, account.name, coid)
-        digest = hashlib.sha256(
-            f"{prepared.method}\n{prepared.path}\n{prepared.query}\n".encode() + prepared.body
-        ).hexdigest()
-        result = await self.store.begin(scope, digest, self.idempotency_ttl_s)
-        if isinstance(result, InFlight):
-            result = await self.store.wait(
-                scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=self.idempotency_ttl_s
-            )
-        if isinstance(result, InFlight):
-            raise NotReady("an order with this client order id is still in flight; retry shortly")
-        if isinstance(result, Conflict):
-            raise IdempotencyConflict(
-                f"client order id {coid!r} was already used for a different order; use a new id",
-                rule="idempotency",
-            )
-        if isinstance(result, Replay):
-            ctx.extra["idempotent_replay"] = True
-            await self._audit(ctx, "allow", "idempotency.replay", phase="decision")
-            self._log(ctx, "allow", "idempotency.replay", result.response.status, None)
-            stored = result.response
-            return Reply(stored.status, (*stored.headers, ("x-proxy-idempotent-replay", "true")), stored.body)
-        if result.previous_unknown:
-            # An earlier attempt died without an answer: it may have been placed. Never guess.
-            refusal = UpstreamError(
-                f"an earlier attempt with client order id {coid!r} ended without an answer; query the "
-                "order by that id and, if it is absent, place it again with a new id",
-                rule="idempotency.unknown_outcome",
-            )
-            await self.store.complete(scope, self._stored(ctx, refusal), token=result.token,
-                                      ttl_s=self.idempotency_ttl_s)
-            raise refusal
+        base = IdempotencyScope(ctx.client, account.name, coid)
+        digest = content_digest(prepared)
+        lookups = account.exchange if isinstance(account.exchange, LooksUpOrders) else None
+        for n in range(MAX_LOOKUP_ROUNDS + 1):
+            scope = round_scope(base, n)
+            result = await self.store.begin(scope, digest, self.idempotency_ttl_s)
+            if isinstance(result, InFlight):
+                result = await self.store.wait(
+                    scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=self.idempotency_ttl_s
+                )
+            if isinstance(result, InFlight):
+                raise NotReady("an order with this client order id is still in flight; retry shortly")
+            if isinstance(result, Conflict):
+                raise IdempotencyConflict(
+                    f"client order id {coid!r} was already used for a different order; use a new id",
+                    rule="idempotency",
+                )
+            if isinstance(result, Replay):
+                if lookups is not None and is_unknown(result.response):
+                    continue  # that attempt's outcome is unknown: the next round asks the exchange
+                ctx.extra["idempotent_replay"] = True
+                await self._audit(ctx, "allow", "idempotency.replay", phase="decision")
+                self._log(ctx, "allow", "idempotency.replay", result.response.status, None)
+                stored = result.response
+                headers = (*stored.headers, ("x-proxy-idempotent-replay", "true"))
+                return Reply(stored.status, headers, stored.body)
+            if n == 0 and not result.previous_unknown:
+                return await self._place(ctx, account, prepared, creds, decision, scope, result.token,
+                                         mark_unknown=lookups is not None)
+            if lookups is None:
+                # An earlier attempt died without an answer: it may have been placed. Never guess.
+                refusal = UpstreamError(
+                    f"an earlier attempt with client order id {coid!r} ended without an answer; query "
+                    "the order by that id and, if it is absent, place it again with a new id",
+                    rule="idempotency.unknown_outcome",
+                )
+                await self.store.complete(scope, self._stored(ctx, refusal), token=result.token,
+                                          ttl_s=self.idempotency_ttl_s)
+                raise refusal
+            return await self._look_up_then_place(ctx, account, prepared, creds, decision, lookups,
+                                                  scope, result.token, first=n == 0)
+        raise UpstreamError(
+            f"the outcome of client order id {coid!r} stayed unknown after {MAX_LOOKUP_ROUNDS} "
+            "lookups; query the order by that id yourself", rule="idempotency.unknown_outcome",
+        )
+
+    async def _place(
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, decision: Decision,
+        scope: IdempotencyScope, token: str, *, mark_unknown: bool,
+    ) -> Reply:
+        """Send the order as the owner of ``scope`` and remember the answer."""
+        assert self.store is not None
         try:
             decision = await self._charge(ctx, decision)  # over budget: abandoned below, not sent
             reply = await self._stamp_and_send(ctx, account, prepared, creds, decision.rule)
         except (UpstreamTimeout, UpstreamError) as refusal:
-            if ctx.sent:  # the exchange may have acted: the answer to every retry is this one
-                await self.store.complete(scope, self._stored(ctx, refusal), token=result.token,
-                                          ttl_s=self.idempotency_ttl_s)
+            if ctx.sent:  # the exchange may have acted: a retry must not simply place it again
+                await self.store.complete(scope, self._stored(ctx, refusal, unknown=mark_unknown),
+                                          token=token, ttl_s=self.idempotency_ttl_s)
             else:
-                await self.store.abandon(scope, token=result.token)
+                await self.store.abandon(scope, token=token)
             raise
         except BaseException:
             if not ctx.sent:
-                await self.store.abandon(scope, token=result.token)
+                await self.store.abandon(scope, token=token)
             raise
         await self.store.complete(
-            scope, StoredResponse(reply.status, reply.headers, reply.body), token=result.token,
+            scope, StoredResponse(reply.status, reply.headers, reply.body), token=token,
             ttl_s=self.idempotency_ttl_s,
         )
         return reply
 
-    def _stored(self, ctx: _Ctx, refusal: Refusal) -> StoredResponse:
+    async def _look_up_then_place(
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, decision: Decision,
+        lookups: LooksUpOrders, scope: IdempotencyScope, token: str, *, first: bool,
+    ) -> Reply:
+        """An earlier attempt's outcome is unknown: ask the exchange by client order id.
+        Found: its answer stands for the placement. Absent: place it now. Unknown: say so;
+        the next retry asks again."""
+        assert self.store is not None
+        ctx.extra["order_lookup"] = "unknown"
+        failure: Refusal | None = None
+        found: Reply | None = None
+        try:
+            for lookup in lookups.order_lookups(prepared):
+                child = _Ctx(
+                    request_id=ctx.request_id, method=lookup.method, path=lookup.path,
+                    started=ctx.started, client=ctx.client, account=ctx.account,
+                    exchange=ctx.exchange, category=str(lookup.category), prepared=lookup,
+                    key_version=ctx.key_version,
+                    extra={"order_lookup_for": prepared.client_order_id},
+                )
+                answer = await self._stamp_and_send(child, account, lookup, creds, "idempotency.lookup")
+                outcome = lookups.lookup_result(answer.status, answer.body)
+                if outcome is not Lookup.ABSENT:
+                    ctx.extra["order_lookup"] = str(outcome)
+                    found = answer if outcome is Lookup.FOUND else None
+                    break
+            else:
+                ctx.extra["order_lookup"] = str(Lookup.ABSENT)
+        except (UpstreamTimeout, UpstreamError) as exc:
+            failure = exc
+        except BaseException:
+            await self._release_unknown(ctx, scope, token, first, None)
+            raise
+        if ctx.extra["order_lookup"] == Lookup.ABSENT:
+            return await self._place(ctx, account, prepared, creds, decision, scope, token,
+                                     mark_unknown=True)
+        if found is not None:
+            reply = Reply(found.status, found_headers(found.headers), found.body)
+            await self.store.complete(scope, StoredResponse(reply.status, reply.headers, reply.body),
+                                      token=token, ttl_s=self.idempotency_ttl_s)
+            return reply
+        refusal: Refusal = UpstreamError(
+            f"an earlier attempt with client order id {prepared.client_order_id!r} ended without "
+            "an answer and the exchange could not say whether the order exists; retry with the "
+            "same id", rule="idempotency.lookup_failed",
+        )
+        if isinstance(failure, UpstreamTimeout):
+            refusal = UpstreamTimeout(refusal.message, rule="idempotency.lookup_failed")
+        await self._release_unknown(ctx, scope, token, first, refusal)
+        raise refusal
+
+    async def _release_unknown(
+        self, ctx: _Ctx, scope: IdempotencyScope, token: str, first: bool, refusal: Refusal | None
+    ) -> None:
+        """The outcome is still unknown: a round record is simply released (the next retry
+        claims it again); the placement's own record keeps the unknown mark."""
+        assert self.store is not None
+        if not first:
+            await self.store.abandon(scope, token=token)
+            return
+        refusal = refusal or UpstreamError("the order's outcome is unknown", rule="idempotency.lookup_failed")
+        await self.store.complete(scope, self._stored(ctx, refusal, unknown=True), token=token,
+                                  ttl_s=self.idempotency_ttl_s)
+
+    def _stored(self, ctx: _Ctx, refusal: Refusal, *, unknown: bool = False) -> StoredResponse:
         reply = self._error_reply(ctx, refusal)
-        return StoredResponse(reply.status, reply.headers, reply.body)
+        headers = (*reply.headers, UNKNOWN_OUTCOME) if unknown else reply.headers
+        return StoredResponse(reply.status, headers, reply.body)
 
     async def _stamp_and_send(
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str

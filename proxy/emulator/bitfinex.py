@@ -221,6 +221,8 @@ def _submit(state: BitfinexState, p: Mapping[str, Any]) -> list[Any]:
     if amount == 0:
         raise _Reject(10020, "amount: invalid")
     cid = p.get("cid")
+    if cid is not None and (type(cid) is not int or not 0 < cid < 2**45):
+        raise _Reject(10020, "cid: invalid")  # an integer (int45 as ccxt and the docs use it)
     today = time.strftime("%Y-%m-%d", time.gmtime(state.clock()))
     if cid is not None and any(o["cid"] == cid and o["cid_date"] == today
                                for o in state.orders.values()):

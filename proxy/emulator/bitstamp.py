@@ -247,6 +247,8 @@ def _place(state: BitstampState, side: str, kind: str, pair: str,
     if pair not in PAIRS:
         raise _Reject({"status": "error", "reason": "Not found"}, 404)
     coid = p.get("client_order_id")
+    if coid is not None and not re.fullmatch(r"[A-Za-z0-9_\-]{1,180}", coid):
+        raise _order_error("400.008", "Invalid client_order_id.")
     if coid is not None and any(o["client_order_id"] == coid for o in state.orders.values()):
         raise _order_error("400.019", "Provided client_order_id already exists.")
     base, quote = PAIRS[pair][0].lower(), PAIRS[pair][1].lower()

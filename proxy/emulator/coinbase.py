@@ -330,6 +330,8 @@ def _create_order(state: CoinbaseState, req: Any) -> dict[str, Any]:
     config = req.get("order_configuration")
     if not isinstance(coid, str) or not coid:
         raise _error(400, "INVALID_ARGUMENT", "client_order_id is required")
+    if len(coid) > 128 or not all(c.isascii() and (c.isalnum() or c in "._:-") for c in coid):
+        raise _error(400, "INVALID_ARGUMENT", "client_order_id: invalid")
     for existing in state.orders.values():
         if existing["client_order_id"] == coid:  # Coinbase: return the existing order
             return {"success": True, "success_response": _summary(existing),

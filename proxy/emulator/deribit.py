@@ -249,6 +249,12 @@ def _private(state: DeribitState, client_id: str, method: str, p: Mapping[str, s
             order["order_state"] = "cancelled"
             order["last_update_timestamp"] = state.now_ms()
         return _order_json(order)
+    if method == "get_order_state_by_label":
+        wanted, label = p.get("currency"), p.get("label")
+        if wanted not in state.balances:
+            raise _invalid("currency", "must be one of BTC, ETH, USDC")
+        return [_order_json(o) for o in state.orders.values()
+                if o["_currency"] == wanted and o["label"] == label]
     if method.startswith("get_open_orders"):
         wanted, instrument = p.get("currency"), p.get("instrument_name")
         return [_order_json(o) for o in state.orders.values() if o["order_state"] == "open"
@@ -296,8 +302,8 @@ def _place(state: DeribitState, direction: str, p: Mapping[str, str]) -> dict[st
     if otype == "limit" and price % inst.tick:
         raise _invalid("price", f"must be a multiple of tick size {inst.tick}")
     label = p.get("label", "")
-    if len(label) > 64:
-        raise _invalid("label", "at most 64 characters")
+    if len(label) > 64 or not all("\x20" < c < "\x7f" for c in label):
+        raise _invalid("label", "at most 64 printable characters")
     margin = (amount / price if inst.inverse else amount * price) / 50
     available = state.balances[inst.settlement] - sum(
         (o["_margin"] for o in state.orders.values()

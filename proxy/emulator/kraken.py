@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import string
 import threading
 import time
@@ -200,10 +201,13 @@ def _private(state: KrakenState, name: str, p: dict[str, Any]) -> Any:
         if not isinstance(orders, list) or not orders:
             raise _Reject("EGeneral:Invalid arguments:orders")
         return {"orders": [_add_order(state, o, pid) for o in orders]}
+    coid_filter = p.get("cl_ord_id")  # OpenOrders/ClosedOrders: "restrict results to" this id
     if name == "OpenOrders":
-        return {"open": {t: o for t, o in state.orders.items() if o["status"] == "open"}}
+        return {"open": {t: o for t, o in state.orders.items() if o["status"] == "open"
+                         and coid_filter in (None, o.get("cl_ord_id"))}}
     if name == "ClosedOrders":
-        closed = {t: o for t, o in state.orders.items() if o["status"] != "open"}
+        closed = {t: o for t, o in state.orders.items() if o["status"] != "open"
+                  and coid_filter in (None, o.get("cl_ord_id"))}
         return {"closed": closed, "count": len(closed)}
     if name == "QueryOrders":
         txids = str(p.get("txid", "")).split(",")
@@ -235,6 +239,19 @@ def _find(state: KrakenState, p: Mapping[str, Any]) -> dict[str, Any]:
     raise _Reject("EOrder:Unknown order")
 
 
+_UUID_LONG = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_UUID_SHORT = re.compile(r"[0-9a-f]{32}", re.I)
+_FREE_TEXT = re.compile(r"[\x20-\x7e]{1,18}")
+
+
+def _valid_cl_ord_id(value: Any) -> bool:
+    """Kraken's cl_ord_id: a long UUID, a short (32 hex) UUID, or free ASCII text of at most
+    18 characters (docs.kraken.com, AddOrder ``cl_ord_id``)."""
+    return isinstance(value, str) and bool(
+        _UUID_LONG.fullmatch(value) or _UUID_SHORT.fullmatch(value) or _FREE_TEXT.fullmatch(value)
+    )
+
+
 def _cancel(state: KrakenState, order: dict[str, Any]) -> None:
     if order["status"] != "open":
         raise _Reject("EOrder:Unknown order")
@@ -262,6 +279,8 @@ def _add_order(state: KrakenState, p: Mapping[str, Any], pid: str) -> dict[str, 
     volume = _decimal(p.get("volume"), "volume")
     viqc = "viqc" in str(p.get("oflags", "")).split(",")
     coid = p.get("cl_ord_id")
+    if coid is not None and not _valid_cl_ord_id(coid):
+        raise _Reject("EGeneral:Invalid arguments:cl_ord_id")
     if coid is not None and any(
         o.get("cl_ord_id") == coid and o["status"] == "open" for o in state.orders.values()
     ):

@@ -32,6 +32,12 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+    inbound_with,
+    lookup_inbound,
+)
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import Ed25519Key, HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -167,6 +173,25 @@ class Binance:
         except BadRequest as exc:
             raise ValueError(str(exc)) from None
 
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` (an order without an id) with ``newClientOrderId`` added."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``GET /api/v3/order?symbol=..&origClientOrderId=..`` for a placed order."""
+        intent = prepared.intents[0]
+        assert intent.symbol is not None and intent.client_order_id is not None
+        params = [("symbol", intent.symbol), ("origClientOrderId", intent.client_order_id)]
+        return (self.prepare(lookup_inbound("GET", "/api/v3/order", params)),)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """200 with the order: found; -2013 "Order does not exist": absent."""
+        return _lookup_result(status, body)
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:
             return _outbound(prepared, prepared.query, prepared.body, (), stamp)
@@ -258,6 +283,23 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
         time_in_force=tif, quantity=qty, quote_quantity=quote_qty, price=values.get("price"),
         client_order_id=coid,
     )
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("newClientOrderId", 36)
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json(body, "lookup")
+    except BadRequest:
+        return Lookup.UNKNOWN
+    if not isinstance(data, dict):
+        return Lookup.UNKNOWN
+    if status == 200 and isinstance(data.get("clientOrderId"), str):
+        return Lookup.FOUND
+    if status == 400 and data.get("code") == -2013:
+        return Lookup.ABSENT
+    return Lookup.UNKNOWN
 
 
 EXCHANGE = Binance()

@@ -43,6 +43,10 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    inbound_with,
+)
 from proxy.request_model import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
@@ -148,6 +152,14 @@ class Bitfinex:
         obj = parse_json_object(inbound.body) if inbound.body else {}
         intents = _intents(ep, symbol, obj)
         return Prepared(inbound.method, path, "", dump_json(obj).encode(), JSON, ep, intents)
+
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` with the integer ``cid`` added (scoped by Bitfinex to the UTC day)."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, int(coid)))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -334,6 +346,9 @@ def _meta(value: Any) -> None:
         raise BadRequest(f"meta: an object with only {', '.join(sorted(_META_FIELDS))}")
     if any(not isinstance(v, str | int) or isinstance(v, bool) for v in value.values()):
         raise BadRequest("meta: values must be strings or integers")
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cid", 0, max_int=MAX_CID)
 
 
 EXCHANGE = Bitfinex()

@@ -37,6 +37,10 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    inbound_with,
+)
 from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -151,6 +155,14 @@ class Bitget:
             method="POST", path=ep.path, query="", body=dump_json(obj).encode(),
             content_type=JSON, endpoint=ep, intents=intents,
         )
+
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` (an order without an id) with the client order id added."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         headers: tuple[tuple[str, str], ...] = ()
@@ -312,6 +324,9 @@ def _cancel_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
     if order_id is not None and coid is not None:
         raise BadRequest("send orderId or clientOid, not both (Bitget silently prefers orderId)")
     return Intent(symbol=symbol, client_order_id=coid)
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clientOid", 49)
 
 
 EXCHANGE = Bitget()

@@ -33,6 +33,10 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    inbound_with,
+)
 from proxy.request_model import (
     Category,
     Endpoint,
@@ -145,6 +149,14 @@ class Bitstamp:
         return Prepared(
             "POST", inbound.raw_path, "", encoded, FORM if encoded else None, ep, intents,
         )
+
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` (an order without an id) with the client order id added."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -265,6 +277,9 @@ def _other_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
     if "id" in params and "client_order_id" in params:
         raise BadRequest("send id or client_order_id, not both")
     return Intent(symbol=pair, client_order_id=_client_order_id(params.get("client_order_id")))
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 64)
 
 
 EXCHANGE = Bitstamp()

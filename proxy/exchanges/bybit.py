@@ -41,6 +41,12 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+    inbound_with,
+    lookup_inbound,
+)
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -161,6 +167,28 @@ class Bybit:
             method="POST", path=ep.path, query="", body=dump_json(obj).encode(),
             content_type="application/json", endpoint=ep, intents=intents,
         )
+
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` (an order without an id) with the client order id added."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``GET /v5/order/realtime?category=..&symbol=..&orderLinkId=..``: by id, Bybit also
+        returns recently closed orders."""
+        intent = prepared.intents[0]
+        assert intent.symbol is not None and intent.client_order_id is not None
+        category = str(parse_json_object(prepared.body).get("category", "spot"))
+        params = [("category", category), ("symbol", intent.symbol),
+                  ("orderLinkId", intent.client_order_id)]
+        return (self.prepare(lookup_inbound("GET", "/v5/order/realtime", params)),)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """retCode 0 with the order in ``result.list``: found; with an empty list: absent."""
+        return _lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -310,6 +338,23 @@ def _one(action: Action, obj: Mapping[str, Any], category: str) -> Intent:
         quantity=None if by_value else qty, quote_quantity=qty if by_value else None,
         price=price, client_order_id=_link_id(obj),
     )
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("orderLinkId", 36)
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json_object(body, "lookup")
+    except BadRequest:
+        return Lookup.UNKNOWN
+    result = data.get("result")
+    if status != 200 or data.get("retCode") != 0 or not isinstance(result, dict):
+        return Lookup.UNKNOWN
+    orders = result.get("list")
+    if not isinstance(orders, list):
+        return Lookup.UNKNOWN
+    return Lookup.FOUND if orders else Lookup.ABSENT
 
 
 EXCHANGE = Bybit()

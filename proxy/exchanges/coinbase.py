@@ -38,6 +38,10 @@ from proxy.exchanges.base import (
     parse_pairs,
     require_content_type,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+)
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import EcKey, Ed25519Key, load_pem_private_key, looks_like_pem
@@ -197,6 +201,19 @@ class Coinbase:
             content_type="application/json" if body else None, endpoint=ep, intents=intents,
         )
 
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """The placement itself: Coinbase creates nothing for a ``client_order_id`` it has
+        seen and answers with the existing order, so asking again is the lookup."""
+        return (prepared,)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """A successful answer names the order (existing, or placed now): found."""
+        try:
+            data = parse_json_object(body, "lookup")
+        except BadRequest:
+            return Lookup.UNKNOWN
+        return Lookup.FOUND if status == 200 and data.get("success") is True else Lookup.UNKNOWN
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         headers: tuple[tuple[str, str], ...] = ()
         if prepared.category is not Category.PUBLIC:
@@ -348,6 +365,9 @@ def _check_cancel(obj: Mapping[str, Any]) -> None:
     for order_id in ids:
         if not isinstance(order_id, str) or not _ORDER_ID.fullmatch(order_id):
             raise BadRequest("order_ids: each an order id string (letters, digits, '-')")
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 128)
 
 
 EXCHANGE = Coinbase()

@@ -27,11 +27,18 @@ from proxy.exchanges.base import (
     drop_keys,
     encode_pairs,
     endpoint,
+    parse_json_object,
     parse_pairs,
     reject_unused_body,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
+)
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+    inbound_with,
+    lookup_inbound,
 )
 from proxy.request_model import (
     Action,
@@ -146,6 +153,29 @@ class Deribit:
             content_type=None, endpoint=ep, intents=intents,
         )
 
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` (an order without an id) with the client order id added."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``get_order_state_by_label?currency=..&label=..`` (the currency from the
+        instrument: ``BTC-PERPETUAL`` -> BTC, ``BTC_USDC-PERPETUAL`` -> USDC)."""
+        intent = prepared.intents[0]
+        assert intent.symbol is not None and intent.client_order_id is not None
+        head = intent.symbol.split("-", 1)[0]
+        currency = head.split("_", 1)[1] if "_" in head else head
+        params = [("currency", currency), ("label", intent.client_order_id)]
+        path = "/api/v2/private/get_order_state_by_label"
+        return (self.prepare(lookup_inbound("GET", path, params)),)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """A JSON-RPC result listing orders with the label: found; an empty list: absent."""
+        return _lookup_result(status, body)
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
         if prepared.category is Category.PUBLIC:
@@ -246,6 +276,20 @@ def _cancel_intents(params: Mapping[str, str]) -> tuple[Intent, ...]:
     if instrument is None and label is None:
         return ()
     return (Intent(symbol=instrument, client_order_id=label),)
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("label", 64)
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json_object(body, "lookup")
+    except BadRequest:
+        return Lookup.UNKNOWN
+    result = data.get("result")
+    if status != 200 or "error" in data or not isinstance(result, list):
+        return Lookup.UNKNOWN
+    return Lookup.FOUND if result else Lookup.ABSENT
 
 
 EXCHANGE = Deribit()

@@ -50,6 +50,12 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+    inbound_with,
+    lookup_inbound,
+)
 from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
@@ -168,6 +174,36 @@ class Kraken:
             body = _encode(pairs).encode()
             intents = _form_intents(ep.name, ep.category, dict(pairs))
         return Prepared(inbound.method, ep.path, "", body, ctype, ep, intents)
+
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` with ``cl_ord_id`` added; unchanged when the bot sent ``userref``
+        (Kraken takes one or the other)."""
+        if prepared.content_type == JSON:
+            names = set(parse_json_object(prepared.body))
+        else:
+            names = {k for k, _ in parse_pairs(prepared.body, "body")}
+        if "userref" in names:
+            return prepared
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``OpenOrders`` then ``ClosedOrders`` filtered by ``cl_ord_id``."""
+        coid = prepared.intents[0].client_order_id
+        assert coid is not None
+        json_body = prepared.content_type == JSON
+        return tuple(
+            self.prepare(lookup_inbound("POST", f"{_PRIVATE}{name}", [("cl_ord_id", coid)],
+                                        json=json_body))
+            for name in ("OpenOrders", "ClosedOrders")
+        )
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """No error and the order under ``open``/``closed``: found; none there: absent."""
+        return _lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:
@@ -359,6 +395,23 @@ def _price(p: Mapping[str, str], otype: str) -> Decimal | None:
         "ordertype: use market, limit, iceberg, stop-loss, take-profit, stop-loss-limit or "
         "take-profit-limit (trailing and settle-position orders are not supported)"
     )
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json_object(body, "lookup")
+    except BadRequest:
+        return Lookup.UNKNOWN
+    result = data.get("result")
+    if status != 200 or data.get("error") != [] or not isinstance(result, dict):
+        return Lookup.UNKNOWN
+    orders = result.get("open", result.get("closed"))
+    if not isinstance(orders, dict):
+        return Lookup.UNKNOWN
+    return Lookup.FOUND if orders else Lookup.ABSENT
 
 
 EXCHANGE = Kraken()

@@ -32,6 +32,7 @@ from proxy.exchanges.base import (
     encode_pairs,
     endpoint,
     parse_json,
+    parse_json_object,
     parse_pairs,
     require_content_type,
 )
@@ -40,6 +41,12 @@ from proxy.exchanges.base import (
 )
 from proxy.exchanges.base import (
     require_secret as _require,
+)
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+    inbound_with,
+    lookup_inbound,
 )
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
@@ -149,6 +156,25 @@ class Okx:
         body = b"" if value is None else dump_json(value).encode()
         return Prepared(method="POST", path=ep.path, query="", body=body,
                         content_type="application/json", endpoint=ep, intents=intents)
+
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules:
+        return CLIENT_ORDER_ID_RULES
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
+        """``prepared`` (an order without an id) with the client order id added."""
+        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``GET /api/v5/trade/order?instId=..&clOrdId=..``."""
+        intent = prepared.intents[0]
+        assert intent.symbol is not None and intent.client_order_id is not None
+        params = [("instId", intent.symbol), ("clOrdId", intent.client_order_id)]
+        return (self.prepare(lookup_inbound("GET", f"{V5}/trade/order", params)),)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """code "0" with the order: found; 51603 "Order does not exist": absent."""
+        return _lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -291,6 +317,21 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
         symbol=inst, side=side, order_type=otype, quantity=None if by_quote else size,
         quote_quantity=size if by_quote else None, price=price, client_order_id=_cl_ord_id(obj),
     )
+
+
+CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clOrdId", 32, separator="")
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json_object(body, "lookup")
+    except BadRequest:
+        return Lookup.UNKNOWN
+    if status == 200 and data.get("code") == "0" and isinstance(data.get("data"), list) and data["data"]:
+        return Lookup.FOUND
+    if data.get("code") == "51603":
+        return Lookup.ABSENT
+    return Lookup.UNKNOWN
 
 
 EXCHANGE = Okx()

@@ -136,3 +136,16 @@ def test_kraken_emulator_serves_ccxt(emu: tuple[KrakenState, str]) -> None:
     ex.cancel_order(order["id"])
     assert ex.fetch_open_orders() == []
     assert all(r.accepted for r in state.recorder.all())
+
+
+def test_kraken_emulator_cl_ord_id_rules_and_lookup_filter(emu: tuple[KrakenState, str]) -> None:
+    _, url = emu
+    base = "pair=XBTUSD&type=buy&ordertype=limit&volume=0.01&price=40000&cl_ord_id="
+    too_long = send(url, signed("/0/private/AddOrder", base + "a" * 19))
+    assert too_long == {"error": ["EGeneral:Invalid arguments:cl_ord_id"]}
+    for ok in ("a" * 18, "6d1b345e-2821-40e2-ad83-4ecb18a06876", "da8e4ad59b78481c93e589746b0cf91f"):
+        assert send(url, signed("/0/private/AddOrder", base + ok))["error"] == [], ok
+    found = send(url, signed("/0/private/OpenOrders", "cl_ord_id=" + "a" * 18))["result"]["open"]
+    assert [o["cl_ord_id"] for o in found.values()] == ["a" * 18]
+    assert send(url, signed("/0/private/OpenOrders", "cl_ord_id=nope"))["result"]["open"] == {}
+    assert send(url, signed("/0/private/ClosedOrders", "cl_ord_id=nope"))["result"]["closed"] == {}

@@ -35,6 +35,7 @@ import httpx
 
 from proxy import client_auth
 from proxy.dev_vault import OpenBao, start_openbao, start_persistent_openbao
+from proxy.emulator.faults import Faults
 from proxy.emulator.server import BackgroundServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ class Stack:
     admin_url: str
     emulators: dict[str, tuple[Any, BackgroundServer]]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    faults: dict[str, Faults] = field(default_factory=dict)
 
     def emulator(self, account: str) -> Any:
         """The emulator state of ``account`` (``.recorder`` lists what it received)."""
@@ -184,12 +186,14 @@ def start_stack(
     ``.restart()``; ``vault_toml``: more lines for the [vault] table (e.g. grace_period_s)."""
     vault = start_persistent_openbao(tmp_path) if persistent_vault else start_openbao(tmp_path)
     emulators: dict[str, tuple[Any, BackgroundServer]] = {}
+    faults: dict[str, Faults] = {}
     stack: Stack | None = None
     try:
         for acct in accounts:
             module = importlib.import_module(f"proxy.emulator.{acct.exchange}")
             state, app = module.create({acct.fields["api_key"]: dict(acct.fields)})
-            emulators[acct.name] = (state, BackgroundServer(app).start())
+            faults[acct.name] = Faults()  # stack.faults[account].arm(...) loses answers on purpose
+            emulators[acct.name] = (state, BackgroundServer(faults[acct.name].wrap(app)).start())
             vault.client().secrets.kv.v2.create_or_update_secret(
                 path=f"exchanges/{acct.name}", secret=dict(acct.fields), mount_point="secret"
             )
@@ -207,7 +211,7 @@ def start_stack(
         if vault_toml:
             config.write_text(config.read_text().replace('mount = "secret"', f'mount = "secret"\n{vault_toml}'))
         stack = Stack(tmp_path, config, vault, f"http://127.0.0.1:{listen}",
-                      f"http://127.0.0.1:{admin}", emulators)
+                      f"http://127.0.0.1:{admin}", emulators, faults=faults)
         init = stack.cli("init")
         if init.returncode != 0:
             raise RuntimeError(f"init failed: {init.stderr}")

@@ -1,0 +1,107 @@
+"""Client order ids the proxy makes for bots that send none, and the order lookup vocabulary.
+
+Pure (L1): the randomness arrives as an argument (the pipeline passes a fresh UUID4), so an
+exchange module never reads a random source. Each exchange states its own rules
+(:class:`ClientOrderIdRules`); :func:`make_client_order_id` fits a per-client prefix and as
+much randomness as the field allows into them, and :func:`inbound_with` re-renders a canonical
+request with one more field so the exchange module can re-``prepare`` it: what policy checks is
+then exactly what is signed and sent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.exchanges.base import dump_json, encode_pairs, parse_json_object
+from proxy.request_model import Inbound, Prepared
+
+ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+#: Random characters kept at most: 20 base-62 digits hold 119 bits, about all a UUID4 has.
+MAX_RANDOM_CHARS = 20
+#: Random characters at least: 12 base-62 digits are 71 bits, ample among one client's orders.
+MIN_RANDOM_CHARS = 12
+MAX_PREFIX_CHARS = 8
+
+
+@dataclass(frozen=True)
+class ClientOrderIdRules:
+    """How one exchange spells a client order id on order placement.
+
+    ``alphabet`` is the set of characters used for the prefix and the random part (a subset of
+    what the exchange accepts: letters and digits); ``separator`` goes between them when the
+    exchange allows one. ``max_int`` > 0 marks an integer id (Bitfinex ``cid``) below it.
+    """
+
+    field: str
+    max_len: int
+    alphabet: str = ALNUM
+    separator: str = "-"
+    max_int: int = 0
+
+
+def make_client_order_id(rules: ClientOrderIdRules, client: str, token: str) -> str:
+    """A valid id for ``rules``: ``{client prefix}{separator}{random}``.
+
+    ``token`` is the randomness (hex, e.g. ``uuid4().hex``). The prefix is the client name
+    reduced to the exchange's alphabet (``px`` if nothing is left), shortened so that at least
+    MIN_RANDOM_CHARS random characters fit.
+    """
+    entropy = int(token, 16)
+    if rules.max_int > 0:
+        return str(entropy % (rules.max_int - 1) + 1)
+    base = len(rules.alphabet)
+    prefix = "".join(c for c in client if c in rules.alphabet)[:MAX_PREFIX_CHARS] or "px"
+    room = rules.max_len - len(rules.separator) - MIN_RANDOM_CHARS
+    if room < 1:
+        raise ValueError(f"{rules.field}: {rules.max_len} characters leave no room for a prefix")
+    prefix = prefix[:room]
+    n = min(MAX_RANDOM_CHARS, rules.max_len - len(prefix) - len(rules.separator))
+    digits = []
+    for _ in range(n):
+        entropy, digit = divmod(entropy, base)
+        digits.append(rules.alphabet[digit])
+    return f"{prefix}{rules.separator}{''.join(digits)}"
+
+
+def inbound_with(prepared: Prepared, name: str, value: str | int) -> Inbound:
+    """The canonical request of ``prepared`` as an Inbound with ``name`` added: into a JSON
+    body object, else into a form body, else into the query string."""
+    ctype = (prepared.content_type or "").split(";")[0].strip().lower()
+    query, body = prepared.query, prepared.body
+    headers: tuple[tuple[str, str], ...] = ()
+    if prepared.content_type:
+        headers = (("content-type", prepared.content_type),)
+    if ctype == "application/json":
+        obj: dict[str, Any] = parse_json_object(body)
+        obj[name] = value
+        body = dump_json(obj).encode()
+    elif body or ctype == "application/x-www-form-urlencoded":
+        pair = encode_pairs([(name, str(value))]).encode()
+        body = body + b"&" + pair if body else pair
+    else:
+        pair_text = encode_pairs([(name, str(value))])
+        query = f"{query}&{pair_text}" if query else pair_text
+    return Inbound(prepared.method, prepared.path, query.encode(), headers, body)
+
+
+def lookup_inbound(method: str, path: str, params: list[tuple[str, str]], *, json: bool = False) -> Inbound:
+    """A read request built by the proxy (order lookups): GET params in the query string, POST
+    params as a form or JSON body."""
+    if method == "GET":
+        return Inbound(method, path, encode_pairs(params).encode(), (), b"")
+    if json:
+        body = dump_json(dict(params)).encode()
+        return Inbound(method, path, b"", (("content-type", "application/json"),), body)
+    form = encode_pairs(params).encode()
+    return Inbound(method, path, b"", (("content-type", "application/x-www-form-urlencoded"),), form)
+
+
+class Lookup(enum.StrEnum):
+    """What the exchange said when asked for an order by client order id."""
+
+    FOUND = "found"      # the order exists: its answer stands for the placement
+    ABSENT = "absent"    # the exchange says it has no such order: placing it is safe
+    UNKNOWN = "unknown"  # the answer proves neither (error, garbage): ask again later

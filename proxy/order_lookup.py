@@ -1,0 +1,96 @@
+"""Client order ids in the pipeline: injecting one, comparing order content, and the
+bookkeeping that lets a retry ask the exchange about an order whose first answer was lost.
+
+The exchange modules (pure) say how: ``with_client_order_id`` and ``client_order_id_rules``
+for injection, ``order_lookups`` and ``lookup_result`` for asking by client order id. An
+exchange without them keeps the older behaviour (no injection; an unknown outcome is final).
+
+How a lost answer is remembered without a new store primitive: the idempotency record of
+(client, account, id) is completed with the error answer marked ``x-proxy-outcome: unknown``.
+A retry that meets the mark claims the next *round* record, (client, account, id + round n),
+with the ordinary begin/wait/complete, so exactly one retry at a time (across workers and
+hosts) asks the exchange, and every other retry waits for its answer and replays it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from proxy.exchanges.base import parse_json, parse_pairs
+from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup, make_client_order_id
+from proxy.request_model import Action, Prepared
+from proxy.state import IdempotencyScope, StoredResponse
+
+UNKNOWN_OUTCOME = ("x-proxy-outcome", "unknown")
+#: The response header that carries a client order id the proxy made up.
+INJECTED_HEADER = "x-proxy-client-order-id"
+#: Retries that may each find the outcome still unknown before the proxy gives up asking.
+MAX_LOOKUP_ROUNDS = 16
+
+
+@runtime_checkable
+class InjectsClientOrderIds(Protocol):
+    @property
+    def client_order_id_rules(self) -> ClientOrderIdRules: ...
+
+    def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared: ...
+
+
+@runtime_checkable
+class LooksUpOrders(Protocol):
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]: ...
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup: ...
+
+
+def wants_client_order_id(prepared: Prepared) -> bool:
+    """A single order placed without a client order id."""
+    ep = prepared.endpoint
+    return (
+        ep.action is Action.PLACE and not ep.batch and len(prepared.intents) == 1
+        and prepared.intents[0].client_order_id is None
+    )
+
+
+def inject(exchange: object, prepared: Prepared, client: str, token: str) -> tuple[Prepared, str | None]:
+    """``prepared`` with a fresh client order id when it needs one and the exchange can take
+    one; the id is returned too (None: nothing injected)."""
+    if not wants_client_order_id(prepared) or not isinstance(exchange, InjectsClientOrderIds):
+        return prepared, None
+    coid = make_client_order_id(exchange.client_order_id_rules, client, token)
+    changed = exchange.with_client_order_id(prepared, coid)
+    if changed.client_order_id != coid:
+        return prepared, None  # the exchange module declined (e.g. Kraken's userref is set)
+    return changed, coid
+
+
+def content_digest(prepared: Prepared) -> str:
+    """What makes two placements "the same order": method, path and every parameter, in any
+    order (a retry that reorders fields or moves one between query and body is the same)."""
+    params: list[Any] = sorted(parse_pairs(prepared.query, "query"))
+    ctype = (prepared.content_type or "").split(";")[0].strip().lower()
+    body: Any = None
+    if ctype == "application/json" and prepared.body:
+        body = parse_json(prepared.body)
+    elif prepared.body:
+        params = sorted([*params, *parse_pairs(prepared.body, "body")])
+    text = json.dumps([prepared.method, prepared.path, params, body], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def round_scope(scope: IdempotencyScope, n: int) -> IdempotencyScope:
+    """The record of lookup round ``n`` (0: the placement itself). A newline cannot occur in
+    any exchange's client order id, so no bot id can name a round record."""
+    if n == 0:
+        return scope
+    return IdempotencyScope(scope.client, scope.account, f"{scope.client_order_id}\n{n}")
+
+
+def is_unknown(response: StoredResponse) -> bool:
+    return UNKNOWN_OUTCOME in response.headers
+
+
+def found_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return (*headers, ("x-proxy-order-lookup", "found"))

@@ -1,0 +1,175 @@
+"""Injected client order ids fit each exchange's documented rules, and order lookups ask the
+right question and read the answers right (answers written by hand from the exchanges' docs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import pytest
+
+from proxy.exchanges import binance, bitfinex, bitget, bitstamp, bybit, coinbase, deribit, kraken, okx
+from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup, make_client_order_id
+from proxy.order_lookup import content_digest, inject
+from proxy.request_model import Inbound
+
+FORM = (("content-type", "application/x-www-form-urlencoded"),)
+JSON = (("content-type", "application/json"),)
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode()
+
+
+#: exchange, an order without an id, the id's rule as the exchange documents it (SPECS.md)
+CASES: list[tuple[Any, Inbound, str]] = [
+    (binance.EXCHANGE, Inbound("POST", "/api/v3/order", b"", FORM,
+                               b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000"),
+     r"[a-zA-Z0-9\-_]{1,36}"),
+    (bybit.EXCHANGE, Inbound("POST", "/v5/order/create", b"", JSON, _json({
+        "category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01",
+        "price": "50000"})), r"[A-Za-z0-9\-_]{1,36}"),
+    (okx.EXCHANGE, Inbound("POST", "/api/v5/trade/order", b"", JSON, _json({
+        "instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01",
+        "px": "50000"})), r"[A-Za-z0-9]{1,32}"),
+    (bitget.EXCHANGE, Inbound("POST", "/api/v2/spot/trade/place-order", b"", JSON, _json({
+        "symbol": "BTCUSDT", "side": "buy", "orderType": "limit", "force": "gtc", "price": "50000",
+        "size": "0.01"})), r"[0-9a-zA-Z\-+_#]{1,49}"),
+    (bitstamp.EXCHANGE, Inbound("POST", "/api/v2/buy/btcusd/", b"", FORM, b"amount=0.01&price=50000"),
+     r"[A-Za-z0-9_\-]{1,180}"),
+    (kraken.EXCHANGE, Inbound("POST", "/0/private/AddOrder", b"", FORM,
+                              b"pair=XBTUSD&type=buy&ordertype=limit&volume=0.01&price=50000"),
+     r"[\x20-\x7e]{1,18}"),  # free text: at most 18 characters
+    (deribit.EXCHANGE, Inbound("GET", "/api/v2/private/buy",
+                               b"instrument_name=BTC-PERPETUAL&amount=10&type=limit&price=50000", (), b""),
+     r"[\x21-\x7e]{1,64}"),
+]
+
+
+@pytest.mark.parametrize(("exchange", "inbound", "rule"), CASES, ids=lambda c: getattr(c, "name", ""))
+def test_client_order_ids_injected_id_fits_the_exchange_and_is_sent(exchange: Any, inbound: Inbound, rule: str) -> None:
+    prepared = exchange.prepare(inbound)
+    assert prepared.client_order_id is None
+    changed, coid = inject(exchange, prepared, "momentum-bot", uuid.uuid4().hex)
+    assert coid is not None and re.fullmatch(rule, coid), coid
+    assert coid.startswith("momen")
+    assert changed.client_order_id == coid and changed.intents[0].client_order_id == coid
+    field = exchange.client_order_id_rules.field
+    sent = changed.query + "&" + changed.body.decode()
+    assert f"{field}={coid}" in sent or f'"{field}":"{coid}"' in sent
+    # everything else is unchanged
+    assert changed.intents[0].symbol == prepared.intents[0].symbol
+    assert changed.intents[0].quantity == prepared.intents[0].quantity
+
+
+def test_client_order_ids_bitfinex_cid_is_an_integer() -> None:
+    prepared = bitfinex.EXCHANGE.prepare(Inbound("POST", "/v2/auth/w/order/submit", b"", JSON, _json({
+        "type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "0.01", "price": "50000"})))
+    changed, coid = inject(bitfinex.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    assert coid is not None and coid.isdigit() and 0 < int(coid) < 2**45
+    assert json.loads(changed.body)["cid"] == int(coid)
+
+
+def test_client_order_ids_not_injected_when_sent_or_for_batches_or_with_kraken_userref() -> None:
+    own = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", b"", FORM,
+                                           b"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01&newClientOrderId=mine"))
+    assert inject(binance.EXCHANGE, own, "bot", uuid.uuid4().hex) == (own, None)
+    userref = kraken.EXCHANGE.prepare(Inbound("POST", "/0/private/AddOrder", b"", FORM,
+                                              b"pair=XBTUSD&type=buy&ordertype=market&volume=0.01&userref=7"))
+    assert inject(kraken.EXCHANGE, userref, "bot", uuid.uuid4().hex) == (userref, None)
+    read = binance.EXCHANGE.prepare(Inbound("GET", "/api/v3/account", b"", (), b""))
+    assert inject(binance.EXCHANGE, read, "bot", uuid.uuid4().hex) == (read, None)
+
+
+def test_client_order_ids_differ_per_token_and_keep_a_sanitised_prefix() -> None:
+    rules = ClientOrderIdRules("x", 32, separator="")
+    ids = {make_client_order_id(rules, "bot", uuid.uuid4().hex) for _ in range(200)}
+    assert len(ids) == 200
+    assert make_client_order_id(rules, "a b/c", "ff").startswith("abc")
+    assert make_client_order_id(rules, "---", "ff").startswith("px")
+    short = ClientOrderIdRules("x", 18)
+    made = make_client_order_id(short, "averyveryverylongclientname", uuid.uuid4().hex)
+    assert len(made) == 18 and made.startswith("avery-")
+
+
+def test_client_order_ids_content_digest_ignores_parameter_order() -> None:
+    a = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", b"", FORM,
+                                         b"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01&newClientOrderId=x"))
+    b = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", b"newClientOrderId=x", FORM,
+                                         b"quantity=0.01&type=MARKET&side=BUY&symbol=BTCUSDT"))
+    c = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", b"", FORM,
+                                         b"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.02&newClientOrderId=x"))
+    assert content_digest(a) == content_digest(b) != content_digest(c)
+
+
+def _placed(exchange: Any, inbound: Inbound) -> Any:
+    prepared, coid = inject(exchange, exchange.prepare(inbound), "bot", uuid.uuid4().hex)
+    assert coid is not None
+    return prepared, coid
+
+
+def test_client_order_ids_binance_lookup_by_orig_client_order_id() -> None:
+    prepared, coid = _placed(binance.EXCHANGE, CASES[0][1])
+    (lookup,) = binance.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path) == ("GET", "/api/v3/order")
+    assert lookup.query == f"symbol=BTCUSDT&origClientOrderId={coid}"
+    result = binance.EXCHANGE.lookup_result
+    assert result(200, b'{"symbol":"BTCUSDT","orderId":1,"clientOrderId":"x","status":"NEW"}') is Lookup.FOUND
+    assert result(400, b'{"code":-2013,"msg":"Order does not exist."}') is Lookup.ABSENT
+    assert result(400, b'{"code":-1021,"msg":"Timestamp outside of the recvWindow."}') is Lookup.UNKNOWN
+    assert result(502, b"<html>bad gateway</html>") is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bybit_lookup_by_order_link_id() -> None:
+    prepared, coid = _placed(bybit.EXCHANGE, CASES[1][1])
+    (lookup,) = bybit.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path) == ("GET", "/v5/order/realtime")
+    assert lookup.query == f"category=spot&symbol=BTCUSDT&orderLinkId={coid}"
+    result = bybit.EXCHANGE.lookup_result
+    assert result(200, b'{"retCode":0,"retMsg":"OK","result":{"list":[{"orderId":"1"}]}}') is Lookup.FOUND
+    assert result(200, b'{"retCode":0,"retMsg":"OK","result":{"list":[]}}') is Lookup.ABSENT
+    assert result(200, b'{"retCode":10002,"retMsg":"invalid request","result":{}}') is Lookup.UNKNOWN
+
+
+def test_client_order_ids_okx_lookup_by_cl_ord_id() -> None:
+    prepared, coid = _placed(okx.EXCHANGE, CASES[2][1])
+    (lookup,) = okx.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path) == ("GET", "/api/v5/trade/order")
+    assert lookup.query == f"instId=BTC-USDT&clOrdId={coid}"
+    result = okx.EXCHANGE.lookup_result
+    assert result(200, b'{"code":"0","msg":"","data":[{"ordId":"1"}]}') is Lookup.FOUND
+    assert result(200, b'{"code":"51603","msg":"Order does not exist","data":[]}') is Lookup.ABSENT
+    assert result(200, b'{"code":"50011","msg":"Too Many Requests","data":[]}') is Lookup.UNKNOWN
+
+
+def test_client_order_ids_kraken_lookup_asks_open_then_closed_orders() -> None:
+    prepared, coid = _placed(kraken.EXCHANGE, CASES[5][1])
+    lookups = kraken.EXCHANGE.order_lookups(prepared)
+    assert [lk.path for lk in lookups] == ["/0/private/OpenOrders", "/0/private/ClosedOrders"]
+    assert all(lk.body == f"cl_ord_id={coid}".encode() for lk in lookups)
+    result = kraken.EXCHANGE.lookup_result
+    assert result(200, b'{"error":[],"result":{"open":{"OABC-1":{"status":"open"}}}}') is Lookup.FOUND
+    assert result(200, b'{"error":[],"result":{"closed":{},"count":0}}') is Lookup.ABSENT
+    assert result(200, b'{"error":["EAPI:Invalid nonce"]}') is Lookup.UNKNOWN
+
+
+def test_client_order_ids_deribit_lookup_by_label_in_the_settlement_currency() -> None:
+    prepared, coid = _placed(deribit.EXCHANGE, CASES[6][1])
+    (lookup,) = deribit.EXCHANGE.order_lookups(prepared)
+    assert lookup.path == "/api/v2/private/get_order_state_by_label"
+    assert lookup.query == f"currency=BTC&label={coid}"
+    result = deribit.EXCHANGE.lookup_result
+    assert result(200, b'{"jsonrpc":"2.0","result":[{"order_id":"1"}]}') is Lookup.FOUND
+    assert result(200, b'{"jsonrpc":"2.0","result":[]}') is Lookup.ABSENT
+    assert result(400, b'{"jsonrpc":"2.0","error":{"code":10009,"message":"not_enough_funds"}}') is Lookup.UNKNOWN
+
+
+def test_client_order_ids_coinbase_lookup_is_the_idempotent_placement() -> None:
+    order = {"client_order_id": "bot-1", "product_id": "BTC-USD", "side": "BUY",
+             "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "50000"}}}
+    prepared = coinbase.EXCHANGE.prepare(Inbound("POST", "/api/v3/brokerage/orders", b"", JSON, _json(order)))
+    assert coinbase.EXCHANGE.order_lookups(prepared) == (prepared,)
+    assert coinbase.EXCHANGE.lookup_result(200, b'{"success":true,"success_response":{}}') is Lookup.FOUND
+    assert coinbase.EXCHANGE.lookup_result(500, b'{"error":"INTERNAL"}') is Lookup.UNKNOWN
