@@ -472,19 +472,22 @@ def _audit_export(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     directory = _audit_dir(cfg, args)
     if directory is None:
         return EXIT_USAGE
-    key = _audit_key(cfg) if args.verify else None
-    records = reader.query(directory, _filters(args), key)
-    try:
-        if args.output is None:
-            count = reader.export_csv(records, sys.stdout)
-        else:
-            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w", newline="", encoding="utf-8") as out:
-                count = reader.export_csv(records, out)
-    except reader.AuditIntegrityError as exc:
-        print(f"error: {exc}; nothing exported", file=sys.stderr)
-        return EXIT_FAIL
-    print(f"exported {count} records{' from a verified trail' if key else ''}", file=sys.stderr)
+    if args.verify:  # before the first byte, so a failing trail exports nothing
+        report = reader.verify(directory, _audit_key(cfg))
+        if not report.ok:
+            print(f"error: the audit trail failed verification: {report.first_bad}; "
+                  "nothing exported", file=sys.stderr)
+            return EXIT_FAIL
+    records = reader.query(directory, _filters(args))
+    if args.output is None:
+        count = reader.export_csv(records, sys.stdout)
+    else:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when the file already existed
+        with open(fd, "w", newline="", encoding="utf-8") as out:
+            count = reader.export_csv(records, out)
+    note = " from a verified trail" if args.verify else ""
+    print(f"exported {count} records{note}", file=sys.stderr)
     return EXIT_OK
 
 
