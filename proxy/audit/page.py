@@ -159,8 +159,9 @@ h1{font-size:22px;margin:0 0 8px}h2{font-size:16px;margin:24px 0 6px}
 .ok{background:#dff3e3;border:1px solid #3c9a50}.failed{background:#fbe0e0;border:1px solid #c43d3d}
 .unknown{background:#f2f2f2;border:1px solid #999}
 .note{color:#57606a;font-size:12px}.figures span{display:inline-block;margin-right:18px}
-table{border-collapse:collapse;margin:4px 0}td,th{border:1px solid #d0d7de;padding:3px 8px;
-text-align:left;vertical-align:top}th{background:#f6f8fa}td.n{text-align:right;
+table{border-collapse:collapse;margin:4px 0;font-size:13px}td,th{border:1px solid #d0d7de;
+padding:3px 8px;text-align:left;vertical-align:top}td{max-width:24em;overflow-wrap:anywhere}
+td.t{white-space:nowrap}th{background:#f6f8fa}td.n{text-align:right;
 font-variant-numeric:tabular-nums}tr.deny td{background:#fff4f4}code{font-size:12px}
 """.strip()
 CSS_HASH = "sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
@@ -253,7 +254,7 @@ def _money(d: Decimal) -> str:
 
 def _pending(pending: tuple[Mapping[str, Any], ...]) -> str:
     rows = [
-        f"<tr><td>{e(r.get('ts'))}</td><td><code>{e(r.get('request_id'))}</code></td>"
+        f"<tr><td class=\"t\">{e(r.get('ts'))}</td><td><code>{e(r.get('request_id'))}</code></td>"
         f"<td>{e(r.get('client'))}</td><td>{e(r.get('account'))}</td>"
         f"<td>{e(r.get('method'))} {e(r.get('path'))}</td><td>{e(_symbol(r))}</td></tr>"
         for r in pending
@@ -278,10 +279,11 @@ def _recent(recent: tuple[tuple[Mapping[str, Any], Mapping[str, Any] | None], ..
         status = out.get("upstream_status") if out is not None else None
         css = ' class="deny"' if r.get("decision") == "deny" else ""
         rows.append(
-            f"<tr{css}><td>{e(r.get('ts'))}</td><td><code>{e(r.get('request_id'))}</code></td>"
+            f"<tr{css}><td class=\"t\">{e(r.get('ts'))}</td>"
+            f"<td><code>{e(r.get('request_id'))}</code></td>"
             f"<td>{e(r.get('client'))}</td><td>{e(r.get('account'))}</td>"
             f"<td>{e(r.get('method'))} {e(r.get('path'))}</td><td>{e(_symbol(r))}</td>"
-            f"<td>{e(order)}</td><td>{e(r.get('client_order_id'))}</td>"
+            f"<td class=\"t\">{e(order)}</td><td>{e(r.get('client_order_id'))}</td>"
             f"<td>{e(r.get('decision'))}</td><td>{e(r.get('rule'))}</td>"
             f'<td class="n">{e(status)}</td></tr>'
         )
