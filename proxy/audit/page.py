@@ -21,6 +21,8 @@ from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME
 
 RECENT_ROWS = 50
 """Decisions listed in "Recent decisions", newest first."""
+PENDING_ROWS = 100
+"""Intents without outcome listed (oldest first: the newest may still be in flight)."""
 
 
 @dataclass(frozen=True)
@@ -257,8 +259,12 @@ def _pending(pending: tuple[Mapping[str, Any], ...]) -> str:
         f"<tr><td class=\"t\">{e(r.get('ts'))}</td><td><code>{e(r.get('request_id'))}</code></td>"
         f"<td>{e(r.get('client'))}</td><td>{e(r.get('account'))}</td>"
         f"<td>{e(r.get('method'))} {e(r.get('path'))}</td><td>{e(_symbol(r))}</td></tr>"
-        for r in pending
+        for r in pending[:PENDING_ROWS]
     ]
+    more = len(pending) - PENDING_ROWS
+    if more > 0:
+        rows.append(f'<tr><td colspan="6">... and {more} more: run <code>audit verify</code> '
+                    "for the full list</td></tr>")
     return (
         "<h2>Intents without outcomes</h2>"
         '<p class="note">Allowed decisions with no outcome record: a request still in flight, '

@@ -133,3 +133,13 @@ def test_page_csp_allows_only_its_own_style() -> None:
     assert f"'sha256-{digest}'" in CONTENT_SECURITY_POLICY
     doc = render(summarize([], 10), OK, generated="t")
     assert re.findall(r"<style>(.*?)</style>", doc, re.S) == [CSS]
+
+
+def test_page_lists_a_bounded_number_of_pending_intents() -> None:
+    recs = [decision(i, ts=f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}.000000Z") for i in range(250)]
+    doc = render(summarize(recs, 1000), OK, generated="t")
+    parser = _Text()
+    parser.feed(doc)
+    assert parser.cells["pending-count"] == ["250"]
+    assert "req-99<" in doc and "req-100<" not in doc.split('id="recent"')[0]
+    assert "and 150 more" in doc
