@@ -82,11 +82,12 @@ def summarize(records: Sequence[Mapping[str, Any]], limit: int) -> Overview:
     rule_clients: dict[str, set[str]] = {}
     for r in denied:
         rule_clients.setdefault(_text(r.get("rule")), set()).add(_text(r.get("client")))
-    closed = {r.get("request_id") for r in denied}  # e.g. an upstream error after the allow
+    # As in verify: only an outcome closes an allowed decision. A timeout after sending is
+    # written as a second (deny) decision and stays listed: the order may have been placed.
     pending = [
         r for r in decisions
         if r.get("decision") == "allow" and r.get("request_id") not in outcomes
-        and r.get("request_id") not in closed and r.get("idempotent_replay") is not True
+        and r.get("idempotent_replay") is not True
     ]
     recent = [(r, outcomes.get(r.get("request_id", ""))) for r in reversed(decisions)]
     return Overview(
