@@ -27,6 +27,7 @@ import uvicorn
 from proxy import accounts as accounts_mod
 from proxy.accounts import Account
 from proxy.admin import create_admin_app
+from proxy.audit.review_page import AuditReview
 from proxy.audit.writer import AuditWriter
 from proxy.client_auth import TokenVerifier
 from proxy.config import Config
@@ -100,6 +101,7 @@ class Worker:
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
+        self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
         self.reloader = PolicyReloader(
@@ -140,7 +142,8 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         bot = _QuietServer(_server_config(self.switch))
         admin = _QuietServer(_server_config(
-            create_admin_app(self.readiness, self.metrics, details=self.details)
+            create_admin_app(self.readiness, self.metrics, details=self.details,
+                             audit_review=lambda: self.audit_review)
         ))
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
@@ -243,6 +246,7 @@ class Worker:
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
             self.audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
             await self.audit.start()
+            self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
         await self.upstream.start()
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,

@@ -81,12 +81,14 @@ def prune(
     *,
     older_than_s: float,
     clock: Callable[[], float] = time.time,
+    dry_run: bool = False,
 ) -> PruneResult:
     """Remove whole sealed segments last modified more than ``older_than_s`` ago.
 
     Only a chain's oldest run of sealed segments goes, never an open one, so every kept chain
     still starts at a tombstone. Refuses a trail that fails verify: pruning must never launder
     tampering into a tombstone. Run it from cron with the same key the writers use.
+    ``dry_run`` reports what would go and changes nothing.
     """
     from proxy.audit.review import AuditIntegrityError
     from proxy.audit.verify import verify
@@ -116,6 +118,10 @@ def prune(
                 break
         if not victims or last_seal is None:
             continue
+        if dry_run:
+            removed += [layout.segment_name(writer, seg) for seg in victims]
+            written += 1
+            continue
         fields: dict[str, Any] = {
             "writer": writer, "upto": victims[-1] + 1, "seq": last_seal["_seq"],
             "mac": last_seal["_mac"], "whole": last_seal.get("_final") is True,
@@ -128,7 +134,7 @@ def prune(
             name = layout.segment_name(writer, seg)
             (directory / name).unlink()
             removed.append(name)
-    if removed:
+    if removed and not dry_run:
         layout.fsync_dir(directory)
     return PruneResult(tuple(removed), written)
 

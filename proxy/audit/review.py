@@ -251,7 +251,13 @@ def follow(
     if not from_start:
         for name in _segment_files(directory):
             offsets[name] = (directory / name).stat().st_size
-    matched: set[str] = set()
+    yield from _follow_from(directory, filters, offsets, set(), poll_s, stop)
+
+
+def _follow_from(
+    directory: Path, filters: Filters, offsets: dict[str, int], matched: set[str],
+    poll_s: float, stop: Callable[[], bool],
+) -> Iterator[dict[str, Any]]:
     while not stop():
         batch: list[dict[str, Any]] = []
         for name in _segment_files(directory):
@@ -260,6 +266,113 @@ def follow(
         yield from _select(batch, filters, matched)
         if not batch:
             time.sleep(poll_s)
+
+
+def tail(
+    directory: Path,
+    filters: Filters = Filters(),
+    n: int = 20,
+    *,
+    keep_following: bool = False,
+    poll_s: float = 0.25,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[dict[str, Any]]:
+    """The last ``n`` matching records (outcomes joined), then, if asked, ``follow`` on from
+    exactly where they were read, so no record is lost or shown twice in between.
+
+    Each chain is read backwards from its end only until it has ``n`` matching records, so the
+    cost follows ``n`` and not the length of the trail.
+    """
+    directory = Path(directory)
+    offsets: dict[str, int] = {}
+    window = _newest(directory, n, filters, offsets)
+    matched: set[str] = set()
+    last = list(_select(window, filters, matched))[-n:] if n > 0 else []
+    yield from last
+    if keep_following:
+        yield from _follow_from(directory, filters, offsets, matched, poll_s, stop)
+
+
+def newest(directory: Path, limit: int) -> list[dict[str, Any]]:
+    """About the newest ``limit`` records of the trail, oldest first, read from the end.
+
+    Every chain contributes up to ``limit`` records and the merge keeps the last ``limit``:
+    bounded work for a page view however long the trail is.
+    """
+    return _newest(Path(directory), limit, Filters(), {})[-limit:] if limit > 0 else []
+
+
+def _newest(
+    directory: Path, n: int, filters: Filters, offsets: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Per chain, records backwards until ``n`` match; ``offsets`` gets where reading ended."""
+    found: list[dict[str, Any]] = []
+    for writer, segs in sorted(layout.list_chains(directory).items()):
+        hits = 0
+        for seg in reversed(segs):
+            name = layout.segment_name(writer, seg)
+            path = directory / name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if hits >= n:
+                offsets[name] = size  # older and sealed: follow never rereads it
+                continue
+            end, lines = _complete_lines_backwards(path, size)
+            offsets[name] = end
+            for raw in lines:
+                rec = _parse(raw)
+                if rec is None or "_kind" in rec:
+                    continue
+                rec.pop("_mac", None)
+                rec["_writer"] = writer
+                found.append(rec)
+                if filters.matches(rec):
+                    hits += 1
+                    if hits >= n:
+                        break
+    found.sort(key=lambda r: _when(r) or _EPOCH)
+    return found
+
+
+_BLOCK = 1 << 16
+
+
+def _complete_lines_backwards(path: Path, size: int) -> tuple[int, Iterator[bytes]]:
+    """(end of the last whole line, that file's whole lines newest first, read lazily)."""
+    with path.open("rb") as f:
+        f.seek(max(0, size - _BLOCK))
+        probe = f.read(size - max(0, size - _BLOCK))
+    cut = probe.rfind(b"\n")
+    end = 0 if cut < 0 else size - len(probe) + cut + 1
+    if cut < 0 and size > _BLOCK:
+        end = _last_newline_end(path, size)
+    return end, _backwards(path, end)
+
+
+def _last_newline_end(path: Path, size: int) -> int:
+    with path.open("rb") as f:
+        data = f.read(size)
+    return data.rfind(b"\n") + 1
+
+
+def _backwards(path: Path, end: int) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        pos, rest = end, b""
+        while pos > 0:
+            start = max(0, pos - _BLOCK)
+            f.seek(start)
+            data = f.read(pos - start) + rest
+            pos = start
+            parts = data.split(b"\n")
+            rest = parts[0] if pos > 0 else b""
+            body = parts[1:] if pos > 0 else parts
+            for raw in reversed(body):
+                if raw:
+                    yield raw
+        if rest:
+            yield rest
 
 
 def _segment_files(directory: Path) -> list[str]:

@@ -121,6 +121,8 @@ class _Intents:
         if not isinstance(rid, str):
             return
         phase = rec.get(PHASE)
+        if rec.get("idempotent_replay") is True:
+            return  # answered from the idempotency store: nothing was sent, no outcome follows
         if phase == PHASE_DECISION and rec.get("decision") == "allow":
             if rid in self.early_outcomes:
                 self.early_outcomes.discard(rid)

@@ -244,3 +244,11 @@ def test_verify_crash_right_after_a_rotation_seal_is_open_not_bad(
     report = verify(d, key)
     assert report.ok, report.summary()
     assert report.open_chains == ("w1",)
+
+
+def test_verify_idempotent_replay_is_not_an_intent_without_outcome(tmp_path: Path, key: Secret) -> None:
+    recs = [decision(1, idempotent_replay=True, rule="idempotency.replay"), decision(2)]
+    write_trail(tmp_path, key, records=2, make=lambda i: recs[i])
+    report = verify(tmp_path, key)
+    assert report.ok
+    assert [p.request_id for p in report.intents_without_outcome] == ["req-2"]
