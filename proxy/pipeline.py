@@ -469,13 +469,16 @@ class Pipeline:
     async def _refuse(self, ctx: _Ctx, refusal: Refusal) -> Reply:
         rule = refusal.rule or refusal.code
         ctx.extra["error"] = refusal.code
+        # Once sent, the request was allowed and its decision record is written: the failure
+        # (timeout, unreachable, garbage) is its outcome, not a second decision.
+        decision, phase = ("allow", "outcome") if ctx.sent else ("deny", "decision")
         if refusal.code not in ("not_ready",) or ctx.client is not None:
             try:
-                await self.audit.write(self._record(ctx, "deny", rule, "decision"))
+                await self.audit.write(self._record(ctx, decision, rule, phase))
             except Exception:
                 log.error("audit record not written for refused request %s", ctx.request_id)
                 self.metrics.inc("proxy_audit_errors_total", help="audit records that could not be written")
-        self._log(ctx, "deny", rule, refusal.status, None)
+        self._log(ctx, decision, rule, refusal.status, None)
         return self._error_reply(ctx, refusal)
 
     def _error_reply(self, ctx: _Ctx, refusal: Refusal) -> Reply:
