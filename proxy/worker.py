@@ -29,11 +29,14 @@ from proxy.audit.writer import AuditWriter
 from proxy.client_auth import TokenVerifier
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretSourceError
+from proxy.exchange_safety import ExchangeSafety, observe_store
+from proxy.key_permissions import KeyVetting, warn_unsafe_accounts
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
+from proxy.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
 from proxy.secret_source import VaultSecretSource
 from proxy.state import StateStore
 from proxy.upstream import Upstream
@@ -87,6 +90,14 @@ class Worker:
         self.accounts: dict[str, Account] = {a.name: accounts_mod.build(a) for a in cfg.accounts}
         self.source = VaultSecretSource(cfg.vault)
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
+        # exchange-side safety: store errors counted, shared rate limits, key-permission checks
+        self.store = observe_store(store, self.metrics)
+        self.limiter: WindowLimiter = MemoryLimiter() if store is None else open_limiter(
+            cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
+        self.vetting = KeyVetting(self.upstream)
+        self.safety = ExchangeSafety(store=self.store, metrics=self.metrics, limiter=self.limiter,
+                                     vetting=self.vetting)
+        warn_unsafe_accounts(cfg.accounts)
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
@@ -115,7 +126,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         bot = _QuietServer(_server_config(self.switch))
         admin = _QuietServer(_server_config(
-            create_admin_app(self.readiness, self.metrics, details=self.reloader.detail)
+            create_admin_app(self.readiness, self.metrics, details=self._details)
         ))
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
@@ -133,6 +144,15 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        await self.limiter.close()
+
+    def _details(self) -> dict[str, object]:
+        """/readyz facts that do not affect readiness: a refused policy reload, refused keys."""
+        details = dict(self.reloader.detail())
+        refused = self.vetting.refused()
+        if refused:
+            details["accounts_refused"] = refused
+        return details
 
     def stop(self) -> None:
         self._stop.set()
@@ -158,6 +178,7 @@ class Worker:
                 # gets a fresh token; a static token is re-read from its file).
                 with contextlib.suppress(SecretSourceError):
                     await asyncio.to_thread(self.source.login)
+            await self.vetting.vet_all(self.accounts.values())
 
     async def _load(self) -> None:
         await asyncio.to_thread(self.source.login)
@@ -179,11 +200,12 @@ class Worker:
             self.audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
             await self.audit.start()
         await self.upstream.start()
+        await self.vetting.vet_all(self.accounts.values())
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
-            idempotency_ttl_s=self.cfg.state.idempotency_ttl_s,
+            idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
         )
         self.pipeline.ready = True
         self.switch.target = self.pipeline
