@@ -7,9 +7,9 @@ account, cancels included: the exchange would refuse those too, and every refuse
 extends the ban. The pause is a state-store flag whose TTL is the cool-down, so it is shared
 across workers and hosts and ends by itself.
 
-Each worker keeps what it learned locally: a pause it knows of is enforced with no store call;
-"not paused" is re-read from the store at most every ``NEGATIVE_CACHE_S``, so another worker's
-pause is in force here within that time.
+Each worker caches what the store said for ``CACHE_S``: another worker's pause is in force here
+within that time, and so is an operator clearing the flag early. The worker that met the 429
+knows at once.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ DEFAULT_418_S = 120
 """Cool-down after a 418 that names none: Binance's shortest IP ban is two minutes."""
 MAX_PAUSE_S = 3 * 86400
 """The longest cool-down honoured: Binance's longest ban. A larger Retry-After is capped."""
-NEGATIVE_CACHE_S = 0.25
+CACHE_S = 0.25
 RULE = "exchange_cooldown"
 
 
@@ -86,29 +86,26 @@ class AccountPauses:
     ) -> None:
         self.store = store
         self._clock = clock
-        self._until: dict[str, float] = {}       # account -> pause end (epoch s) known here
-        self._checked: dict[str, float] = {}     # account -> when the store last said "not paused"
+        self._cache: dict[str, tuple[float, float]] = {}  # account -> (read at, pause end; epoch s)
         self._on_store_error = on_store_error
 
     async def check(self, account: str) -> None:
         """Raise AccountPaused (with Retry-After) while ``account`` is cooling down."""
         now = self._clock()
-        until = self._until.get(account, 0.0)
-        if until > now:
-            raise self._refusal(account, until, now)
-        if self.store is None or now - self._checked.get(account, -1e18) < NEGATIVE_CACHE_S:
+        cached = self._cache.get(account)
+        if cached is not None and (self.store is None or now - cached[0] < CACHE_S):
+            until = cached[1]
+        elif self.store is None:
             return
-        try:
-            value = await self.store.get_flag(pause_flag(account))
-        except NotReady:
-            if self._on_store_error is not None:
-                self._on_store_error("pause_check")
-            raise
-        if value is None:
-            self._checked[account] = now
-            return
-        until = _until_from(value)
-        self._until[account] = until
+        else:
+            try:
+                value = await self.store.get_flag(pause_flag(account))
+            except NotReady:
+                if self._on_store_error is not None:
+                    self._on_store_error("pause_check")
+                raise
+            until = 0.0 if value is None else _until_from(value)
+            self._cache[account] = (now, until)
         if until > now:
             raise self._refusal(account, until, now)
 
@@ -118,9 +115,10 @@ class AccountPauses:
         exchange's answer."""
         now = self._clock()
         until = now + cool.seconds
-        if until <= self._until.get(account, 0.0):
-            return self._until[account]
-        self._until[account] = until
+        known = self._cache.get(account, (0.0, 0.0))[1]
+        if until <= known:
+            return known
+        self._cache[account] = (now, until)
         if self.store is not None:
             try:
                 value = f"{until:.3f}|{cool.status}"
