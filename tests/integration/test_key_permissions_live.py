@@ -106,3 +106,26 @@ def test_failed_check_fails_closed_then_recovers(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert r.status_code == 200, r.text
+
+
+def test_bybit_and_coinbase_withdraw_capable_keys_are_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    accounts = [AccountSpec("bybit-main", "bybit", {"api_key": "bybit_perm_key_0123",
+                                                    "api_secret": "bybit-perm-secret-0123456789abcdef"}),
+                AccountSpec("coinbase-main", "coinbase", {"api_key": "organizations/org-p/apiKeys/key-p",
+                                                          "api_secret": pem})]
+    policy = ('version = 1\nclient = "bot"\n[[grants]]\naccount = "bybit-main"\nallow = ["read"]\n'
+              '[[grants]]\naccount = "coinbase-main"\nallow = ["read"]\n')
+    with start_stack(tmp_path, accounts, {"bot": policy}, start_proxy=False) as stack:
+        stack.emulator("bybit-main").can_withdraw = True
+        stack.emulator("coinbase-main").can_transfer = True
+        stack.start_proxy(1)
+        stack.wait_ready()
+        refused = httpx.get(stack.admin_url + "/readyz", timeout=5).json()["accounts_refused"]
+        assert set(refused) == {"bybit-main", "coinbase-main"}
+        r = _account(stack, "coinbase-main", "/api/v3/brokerage/accounts")
+        assert r.status_code == 503 and r.json()["error"]["rule"] == "key_permissions"
