@@ -245,3 +245,27 @@ class _Nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_state_store_outage_refuses_and_is_counted(tmp_path: pytest.TempPathFactory) -> None:
+    """Redis down: a rate-limited client is refused (fail closed, nothing sent) and
+    /metrics counts the state-store errors; Redis back: service resumes."""
+    with RedisServer() as redis:
+        state = f'backend = "redis"\nurl = "{redis.url}"'
+        with start_stack(tmp_path, [AccountSpec("binance-other", "binance", OTHER)], {"fast": FAST},
+                         workers=1, state_toml=state) as s:
+            assert _get(s, "fast", "binance-other", "/api/v3/time").status_code == 200
+            seen = len(s.emulator("binance-other").recorder.all())
+            redis.stop()
+            try:
+                r = _get(s, "fast", "binance-other", "/api/v3/time")
+                assert r.status_code == 503 and r.headers["x-proxy-error"] == "not_ready", r.text
+                assert len(s.emulator("binance-other").recorder.all()) == seen
+                assert re.search(r'proxy_state_store_errors_total\{op="rate_limit",worker="\d+"\} [1-9]',
+                                 _metrics(s, tries=1))
+            finally:
+                redis.restart()
+            deadline = time.monotonic() + 15
+            while _get(s, "fast", "binance-other", "/api/v3/time").status_code != 200:
+                assert time.monotonic() < deadline, "did not recover after Redis came back"
+                time.sleep(0.3)
