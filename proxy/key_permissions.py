@@ -185,7 +185,7 @@ class KeyVetting:
         failures = previous.failures if previous is not None and previous.version == creds.version else 0
         try:
             perms = await asyncio.wait_for(self._ask(account, creds, check[0]), CHECK_TIMEOUT_S)
-        except (ProxyError, ValueError, TimeoutError) as exc:
+        except Exception as exc:  # any failure to check: refuse the key (fail closed) and retry
             failures += 1
             delay = min(RETRY_MAX_S, 2.0 * 2 ** (failures - 1))
             reason = (f"account {name}: could not check the key's permissions with {exchange} "
@@ -228,8 +228,9 @@ class KeyVetting:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:160]
+    """Our own messages as they are; anything else by type only (it could quote anything)."""
+    text = str(exc) if isinstance(exc, ProxyError | ValueError) else ""
+    return (text or type(exc).__name__)[:160]
 
 
 def warn_unsafe_accounts(accounts: Iterable[Any]) -> None:
