@@ -73,6 +73,10 @@ class AccountConfig:
     custom_base_url: bool
     recv_window_ms: int | None = None
     nonce_unit: Literal["ms", "us"] | None = None
+    #: outbound budget in the exchange's request weights per minute (None: no budget)
+    weight_per_minute: int | None = None
+    #: use a key even though the exchange says it can withdraw (loudly logged)
+    unsafe_allow_withdraw_capable_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -298,8 +302,23 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     nonce_unit = s.get("nonce_unit", str)
     if nonce_unit is not None and nonce_unit not in ("ms", "us"):
         raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
+    weight_per_minute, unsafe_withdraw = _account_safety(s, exchange)
     s.finish()
     return AccountConfig(
         name=name, exchange=exchange, environment=environment, secret=secret, base_url=base_url,
         custom_base_url=base_url != official, recv_window_ms=recv_window, nonce_unit=nonce_unit,
+        weight_per_minute=weight_per_minute, unsafe_allow_withdraw_capable_key=unsafe_withdraw,
     )
+
+
+def _account_safety(s: _Section, exchange: str) -> tuple[int | None, bool]:
+    """The account's outbound weight budget (default: the exchange's published limit; 0 turns
+    it off) and the withdraw-capable-key override."""
+    from proxy.exchanges.weights import DEFAULT_WEIGHT_PER_MINUTE
+
+    weight = s.get("weight_per_minute", int, DEFAULT_WEIGHT_PER_MINUTE.get(exchange))
+    if weight is not None and not 0 <= weight <= 10_000_000:
+        raise s.fail("weight_per_minute", "must be between 0 (no budget) and 10000000; "
+                     "use the exchange's published limit, e.g. 6000 for Binance")
+    unsafe = s.get("unsafe_allow_withdraw_capable_key", bool, False)
+    return (weight or None), unsafe

@@ -89,6 +89,10 @@ class NotReady(Refusal):
 class AccountPaused(Refusal):
     status, code = 503, "account_paused"
 
+    def __init__(self, message: str, *, rule: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, rule=rule)
+        self.retry_after = retry_after
+
 
 class UpstreamTimeout(Refusal):
     status, code = 504, "upstream_timeout"

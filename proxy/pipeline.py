@@ -30,13 +30,13 @@ from proxy.errors import (
     IdempotencyConflict,
     NotReady,
     ProxyError,
-    RateLimited,
     Refusal,
     TooLarge,
     Unauthenticated,
     UpstreamError,
     UpstreamTimeout,
 )
+from proxy.exchange_safety import ExchangeSafety
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.client_order_ids import Lookup
 from proxy.metrics import Metrics
@@ -112,6 +112,7 @@ class Pipeline:
         upstream: Upstream, audit: AuditSink, metrics: Metrics, max_body_bytes: int,
         store: StateStore | None = None, idempotency_ttl_s: int = 24 * 3600,
         clock_ns: Callable[[], int] = time.time_ns, reference_prices: ReferencePrices | None = None,
+        safety: ExchangeSafety | None = None,
     ) -> None:
         self.accounts = dict(accounts)
         #: swapped whole on reload (one assignment); each request reads it once
@@ -126,6 +127,8 @@ class Pipeline:
         self.idempotency_ttl_s = idempotency_ttl_s
         self.clock_ns = clock_ns
         self.ready = False
+        #: rate limits, exchange cool-downs, key-permission verdicts, weight budgets
+        self.safety = safety if safety is not None else ExchangeSafety(store=store, metrics=metrics)
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ ASGI
@@ -189,14 +192,17 @@ class Pipeline:
         ctx.extra["policy_version"] = policies.version
         # An ungranted account must look exactly like an unknown one, even for bad requests.
         policy = policies.for_client(ctx.client)
-        if policy is None or policy.grant_for(account.name) is None:
+        grant = policy.grant_for(account.name) if policy is not None else None
+        if policy is None or grant is None:
             raise Forbidden("no such account, or not granted to this client")
+        await self.safety.admit_client(ctx.client, account.name, policy, grant)
         prepared = account.exchange.prepare(inbound)
         # A single order without a client order id gets one before policy and audit see it.
         prepared, ctx.injected_coid = inject(account.exchange, prepared, ctx.client, uuid.uuid4().hex)
         if ctx.injected_coid is not None:
             ctx.extra["client_order_id_injected"] = True
         ctx.prepared, ctx.category = prepared, str(prepared.category)
+        await self.safety.check_pause(account.name)
         context = await self.policy_runtime.context(
             policies, ctx.client, account.name, prepared, exchange=account.exchange,
             base_url=account.cfg.base_url,
@@ -206,8 +212,10 @@ class Pipeline:
             raise policy_refusal(decision)
         creds = account.creds
         if creds is None:
-            raise NotReady(f"the secret for account {account.name} is not loaded")
+            raise NotReady(f"the secret for account {account.name} is not loaded"
+                           + (f": {account.error}" if account.error else ""))
         ctx.key_version = creds.version
+        self.safety.check_key(account.name, creds.version)
         coid = prepared.client_order_id
         if prepared.endpoint.action is Action.PLACE and coid and self.store is not None:
             return await self._once(ctx, account, prepared, creds, decision, coid)
@@ -397,11 +405,22 @@ class Pipeline:
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, stamp: Stamp,
         rule: str,
     ) -> Reply:
+        await self.safety.spend_weight(account.name, account.cfg.exchange, account.cfg.weight_per_minute,
+                                       prepared)
         ctx.stamp = stamp
         outbound = account.exchange.sign(prepared, creds, stamp, account.host)
         await self._audit(ctx, "allow", rule, phase="decision")
         ctx.sent = True
-        response = await self.upstream.send(account.cfg.base_url, outbound)
+        try:
+            response = await self.upstream.send(account.cfg.base_url, outbound)
+        except UpstreamTimeout:
+            self.safety.upstream_error(account.name, "timeout")
+            raise
+        except UpstreamError:
+            self.safety.upstream_error(account.name, "unreachable")
+            raise
+        await self.safety.observe(account.name, account.cfg.exchange, response.status, response.headers,
+                                  response.body)
         await self._outcome(ctx, response)
         return Reply(response.status, response.headers, response.body)
 
@@ -490,8 +509,9 @@ class Pipeline:
         headers: list[tuple[str, str]] = [
             ("content-type", "application/json"), ("x-proxy-error", refusal.code),
         ]
-        if isinstance(refusal, RateLimited):
-            headers.append(("retry-after", str(refusal.retry_after)))
+        retry_after = getattr(refusal, "retry_after", None)  # RateLimited; AccountPaused (cool-down)
+        if retry_after is not None:
+            headers.append(("retry-after", str(retry_after)))
         if isinstance(refusal, Unauthenticated):
             headers.append(("proxy-authenticate", 'Bearer realm="signing-proxy"'))
         return Reply(refusal.status, tuple(headers), json.dumps({"error": error}).encode())

@@ -32,11 +32,14 @@ from proxy.audit.writer import AuditWriter
 from proxy.client_auth import TokenVerifier
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
+from proxy.exchange_safety import ExchangeSafety, observe_store
+from proxy.key_permissions import KeyVetting, warn_unsafe_accounts
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
+from proxy.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
 from proxy.secret_source import SecretMeta, VaultSecretSource
 from proxy.state import StateStore
 from proxy.upstream import Upstream
@@ -98,6 +101,14 @@ class Worker:
         self.health = VaultHealth(cfg.vault.grace_period_s)
         self.was_ready = False
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
+        # exchange-side safety: store errors counted, shared rate limits, key-permission checks
+        self.store = observe_store(store, self.metrics)
+        self.limiter: WindowLimiter = MemoryLimiter() if store is None else open_limiter(
+            cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
+        self.vetting = KeyVetting(self.upstream)
+        self.safety = ExchangeSafety(store=self.store, metrics=self.metrics, limiter=self.limiter,
+                                     vetting=self.vetting)
+        warn_unsafe_accounts(cfg.accounts)
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
@@ -133,6 +144,8 @@ class Worker:
                               "grace_left_s": round(state.grace_left_s), "error": state.last_error}
         if self.was_ready and (problems := self._account_problems()):
             extra["accounts_stopped"] = problems
+        if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
+            extra["accounts_refused"] = refused
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -161,6 +174,7 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        await self.limiter.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -180,6 +194,7 @@ class Worker:
         while True:
             await asyncio.sleep(REFRESH_S)
             await self._follow_once()
+            await self.vetting.vet_all(self.accounts.values())
 
     async def _follow_once(self) -> None:
         """One round: keep the token alive, pick up new versions; on failure count the grace."""
@@ -248,11 +263,12 @@ class Worker:
             await self.audit.start()
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
         await self.upstream.start()
+        await self.vetting.vet_all(self.accounts.values())
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
-            idempotency_ttl_s=self.cfg.state.idempotency_ttl_s,
+            idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
         )
         self.pipeline.ready = True
         self.switch.target = self.pipeline

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy.emulator.rate_faults import FaultSwitch
 from proxy.emulator.recorder import Received, Recorder
 
 SYMBOLS = {
@@ -60,7 +61,18 @@ class BinanceState:
     clock: Callable[[], float] = time.time
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: FaultSwitch = field(default_factory=FaultSwitch)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+    def rate_limit(self, status: int = 429, retry_after: str | None = None, count: int = 1) -> None:
+        """Answer the next ``count`` requests as Binance does over its limits: 429, or 418 (IP
+        ban), code -1003, with ``Retry-After`` when given."""
+        msg = ("Way too many requests; IP banned until {until}. Please use WebSocket Streams for "
+               "live updates to avoid bans." if status == 418 else
+               "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. "
+               "Please use WebSocket Streams for live updates to avoid polling the API.")
+        body = {"code": -1003, "msg": msg.format(until=self.now_ms() + 120_000)}
+        self.faults.arm(status, body, retry_after=retry_after, count=count)
 
     def add_key(self, key: BinanceKey) -> None:
         self.keys[key.api_key] = key
@@ -157,6 +169,11 @@ def create_app(state: BinanceState) -> Starlette:
         raw_query = request.scope.get("query_string", b"").decode("latin-1")
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"])
         path = request.url.path
+        fault = state.faults.take()
+        if fault is not None:
+            state.recorder.add(
+                Received(request.method, path, raw_query, headers, body, False, str(fault.status)))
+            return JSONResponse(fault.body, status_code=fault.status, headers=state.faults.headers(fault))
         try:
             result = _dispatch(state, request.method, path, raw_query, body,
                                request.headers.get("x-mbx-apikey"))

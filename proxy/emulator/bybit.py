@@ -63,6 +63,8 @@ class BybitState:
     clock: Callable[[], float] = time.time
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: GET /v5/user/query-api lists "Withdraw" under Wallet when True
+    can_withdraw: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000_000))
 
     def now_ms(self) -> int:
@@ -217,7 +219,8 @@ def _private(state: BybitState, method: str, path: str, p: dict[str, Any]) -> Re
                 "isMasterTrader": False, "spotHedgingStatus": "OFF"}, {}
     if route == ("GET", "/v5/user/query-api"):
         return {"id": "1", "note": "emulator", "apiKey": "", "readOnly": 0, "secret": "",
-                "permissions": {"Spot": ["SpotTrade"], "Wallet": []}, "ips": ["*"], "type": 1,
+                "permissions": {"Spot": ["SpotTrade"], "Wallet": ["Withdraw"] if state.can_withdraw else []},
+                "ips": ["*"], "type": 1,
                 "unified": 0, "uta": 1, "isMaster": True}, {}
     if route == ("GET", "/v5/asset/coin/query-info"):
         return {"rows": [{"name": c, "coin": c, "remainAmount": "1000000", "chains": []}

@@ -66,6 +66,8 @@ class CoinbaseState:
     clock: Callable[[], float] = time.time
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: what GET /api/v3/brokerage/key_permissions answers for can_transfer
+    can_transfer: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def now(self) -> int:
@@ -273,6 +275,9 @@ def _private(
     state: CoinbaseState, method: str, path: str, request: Request, body: bytes
 ) -> Any:
     base = "/api/v3/brokerage"
+    if (method, path) == ("GET", f"{base}/key_permissions"):
+        return {"can_view": True, "can_trade": True, "can_transfer": state.can_transfer,
+                "portfolio_uuid": "8bd8c5b1-6d23-4a39-9d61-3c5e6b1e6c7a", "portfolio_type": "DEFAULT"}
     if (method, path) == ("GET", f"{base}/accounts"):
         accounts = [_account(c, state) for c in sorted(state.balances)]
         return {"accounts": accounts, "has_next": False, "cursor": "", "size": len(accounts)}

@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy.emulator.rate_faults import FaultSwitch
 from proxy.emulator.recorder import Received, Recorder
 
 INSTRUMENTS = {
@@ -62,7 +63,15 @@ class OkxState:
     clock: Callable[[], float] = time.time
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: FaultSwitch = field(default_factory=FaultSwitch)
+    #: what GET /api/v5/account/config says the key may do (add ",withdraw" for a risky key)
+    perm: str = "read_only,trade"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(600_000_000))
+
+    def rate_limit(self, retry_after: str | None = None, count: int = 1) -> None:
+        """Answer the next ``count`` requests as OKX does over a rate limit: 429, code 50011."""
+        body = {"msg": "Too Many Requests", "code": "50011", "data": []}
+        self.faults.arm(429, body, retry_after=retry_after, count=count)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -99,6 +108,10 @@ def create_app(state: OkxState) -> Starlette:
         headers = tuple(
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"])
         path, method = request.url.path, request.method
+        fault = state.faults.take()
+        if fault is not None:
+            state.recorder.add(Received(method, path, raw_query, headers, body, False, str(fault.status)))
+            return JSONResponse(fault.body, status_code=fault.status, headers=state.faults.headers(fault))
         try:
             reply = _dispatch(state, (method, path, raw_query, body), request.headers)
         except _Reject as rej:
@@ -208,7 +221,7 @@ def _private(state: OkxState, method: str, path: str, p: Any) -> dict[str, Any]:
         return _ok([_balance(state)])
     if route == ("GET", "account/config"):
         return _ok([{"acctLv": "2", "posMode": "net_mode", "uid": "1", "mainUid": "1",
-                     "level": "Lv1", "autoLoan": False, "perm": "read_only,trade"}])
+                     "level": "Lv1", "autoLoan": False, "perm": state.perm}])
     if route == ("GET", "asset/currencies"):
         return _ok([{"ccy": c, "name": c, "chain": f"{c}-{c}", "canDep": True, "canWd": True,
                      "canInternal": True, "minWd": "0.001", "maxWd": "100", "wdTickSz": "8",

@@ -26,6 +26,7 @@ from proxy.policy.model import (
     Mode,
     PolicySet,
     PriceBand,
+    RateLimit,
     SymbolLimits,
 )
 from proxy.request_model import GRANTABLE, NEVER_GRANTABLE, Category
@@ -37,14 +38,16 @@ _WORD = re.compile(r"[a-z][a-z0-9_ -]{0,31}")
 _BAND = re.compile(r"((?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?)(%|bps)")
 _WINDOW = re.compile(r"([1-9][0-9]{0,4})([smhd])")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOP_KEYS = ("version", "client", "grants")
+_TOP_KEYS = ("version", "client", "grants", "rate_limit")
 _GRANT_KEYS = (
     "account", "allow", "symbols", "sides", "order_types", "time_in_force", "max_order_qty",
-    "max_order_notional", "price_band", "per_symbol", "budgets", "mode",
+    "max_order_notional", "price_band", "per_symbol", "budgets", "mode", "rate_limit",
 )
 _SYMBOL_KEYS = ("max_order_qty", "max_order_notional", "price_band")
 _BUDGET_KEYS = ("per", "window", "max_notional", "max_orders")
 MAX_WINDOW_S = 7 * 86400
+MAX_RATE_WINDOW_S = 86400
+_RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\" (the limits notation)"
 
 Bad = Callable[[str, str], None]
 
@@ -132,7 +135,7 @@ def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) 
         problems.append(f"{file}: {where}: {problem}")
 
     for key in sorted(set(raw) - set(_TOP_KEYS)):
-        bad(key, "unknown key; use version, client and [[grants]]")
+        bad(key, "unknown key; use version, client, rate_limit and [[grants]]")
     if raw.get("version") != SCHEMA_VERSION or isinstance(raw.get("version"), bool):
         bad("version", f"must be {SCHEMA_VERSION}; use version = {SCHEMA_VERSION}")
     client = raw.get("client")
@@ -152,9 +155,11 @@ def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) 
             bad(f"grants[{i}].account", f"{grant.account!r} is granted twice; use one grant per account")
             continue
         grants.append(grant)
+    top = _Problems(bad)
+    client_limits = _rate_limits("rate_limit", raw.get("rate_limit"), top)
     if problems:
         raise PolicyError(problems)
-    return ClientPolicy(client, tuple(grants), source=str(file))
+    return ClientPolicy(client, tuple(grants), source=str(file), rate_limits=client_limits)
 
 
 def _unknown(where: str, table: dict[str, Any], known: tuple[str, ...], bad: Bad) -> bool:
@@ -194,6 +199,7 @@ def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: 
     band = _band(f"{where}.price_band", g.get("price_band"), n)
     per_symbol = _per_symbol(f"{where}.per_symbol", g.get("per_symbol"), symbols, n)
     budgets = _budgets(f"{where}.budgets", g.get("budgets"), n)
+    rate_limits = _rate_limits(f"{where}.rate_limit", g.get("rate_limit"), n)
     mode_raw = g.get("mode", "enforce")
     mode: Mode = "enforce"
     if mode_raw == "report":
@@ -206,6 +212,7 @@ def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: 
         account=account, allow=allow, symbols=symbols, max_order_qty=qty, max_order_notional=notional,
         sides=sides, order_types=order_types, time_in_force=tifs, price_band=band,
         per_symbol=per_symbol, budgets=budgets, mode=mode, source=f"{file}: {where}",
+        rate_limits=rate_limits,
     )
 
 
@@ -371,4 +378,32 @@ def _budgets(where: str, raw: Any, n: _Problems) -> tuple[Budget, ...]:
                   "(put max_notional and max_orders in the same table)")
             continue
         out.append(Budget(scope, str(window), seconds, notional, orders))
+    return tuple(out)
+
+
+def _rate_limits(where: str, raw: Any, n: _Problems) -> tuple[RateLimit, ...]:
+    """``rate_limit = "20/second"`` (several with ';'): the limits library's notation."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, str) or not raw.strip():
+        n.bad(where, f"must be a string; {_RATE_EXAMPLE}")
+        return ()
+    from limits import parse_many
+
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        n.bad(where, f"{raw[:60]!r} is not a rate; {_RATE_EXAMPLE}")
+        return ()
+    out: list[RateLimit] = []
+    for item, text in zip(items, (t.strip() for t in re.split(r"[,;|]", raw)), strict=False):
+        window = int(item.get_expiry())
+        if item.amount < 1:
+            n.bad(where, f"{text!r} allows nothing; to refuse a client remove its grant, or {_RATE_EXAMPLE}")
+        elif not 1 <= window <= MAX_RATE_WINDOW_S:
+            n.bad(where, f"{text!r}: the window must be between 1 second and 1 day; {_RATE_EXAMPLE}")
+        elif any(o.window_s == window for o in out):
+            n.bad(where, f"{text!r}: two rates over the same window; use one per window")
+        else:
+            out.append(RateLimit(int(item.amount), window, text))
     return tuple(out)

@@ -58,6 +58,16 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """At most ``amount`` requests per ``window_s`` seconds, shared by every worker and host;
+    ``text`` is one item as written in the ``limits`` notation ("20/second")."""
+
+    amount: int
+    window_s: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Grant:
     """What one client may do on one account."""
 
@@ -74,6 +84,7 @@ class Grant:
     budgets: tuple[Budget, ...] = ()
     mode: Mode = "enforce"
     source: str = ""                           # "file: grants[i]" for messages
+    rate_limits: tuple[RateLimit, ...] = ()    # this client on this account (rate_limit.grant)
 
     def limits(self, symbol: str | None) -> SymbolLimits:
         """The caps and band in force for ``symbol`` (per-symbol override, else the grant's)."""
@@ -92,6 +103,7 @@ class ClientPolicy:
     client: str
     grants: tuple[Grant, ...]
     source: str = ""
+    rate_limits: tuple[RateLimit, ...] = ()    # this client on every account (rate_limit.client)
 
     def grant_for(self, account: str) -> Grant | None:
         for grant in self.grants:

@@ -96,3 +96,25 @@ def test_loader_example_policies_are_valid() -> None:
     repo = Path(__file__).resolve().parents[2]
     policies = load_dir(repo / "policies", {"binance-main", "binance-hedge", "okx-main"})
     assert set(policies.clients) == {"market-maker", "dashboard", "risk-bot", "rollout-bot"}
+
+
+def test_loader_rate_limits_per_client_and_per_grant() -> None:
+    text = 'version = 1\nclient = "bot"\nrate_limit = "20/second; 1000/hour"\n\n[[grants]]\naccount = "main"\n' \
+        'allow = ["read"]\nrate_limit = "5 per 10 seconds"\n'
+    policy = parse_file(Path("p.toml"), text.encode())
+    assert [(r.amount, r.window_s) for r in policy.rate_limits] == [(20, 1), (1000, 3600)]
+    assert [(r.amount, r.window_s, r.text) for r in policy.grants[0].rate_limits] == [(5, 10, "5 per 10 seconds")]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('"20/sec"', "is not a rate; use e.g. rate_limit = \"20/second\""),
+    ("20", "must be a string"),
+    ('"0/second"', "allows nothing"),
+    ('"1/month"', "between 1 second and 1 day"),
+    ('"1/second; 5/second"', "two rates over the same window"),
+])
+def test_loader_rate_limit_problems(value: str, expected: str) -> None:
+    found = problems(HEAD + f'allow = ["read"]\nrate_limit = {value}\n')
+    assert any("grants[0].rate_limit: " in p and expected in p for p in found), found
+    found = problems(f'version = 1\nclient = "bot"\nrate_limit = {value}\n')
+    assert any(p.startswith("p.toml: rate_limit: ") and expected in p for p in found), found

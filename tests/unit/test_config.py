@@ -72,3 +72,23 @@ def test_config_custom_base_url_needs_the_unsafe_flag(tmp_path: Path) -> None:
 def test_config_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load(tmp_path / "absent.toml")
+
+
+def test_config_weight_budget_defaults_from_the_exchange_and_unsafe_flag(tmp_path: Path) -> None:
+    acct = load(write(tmp_path, BASE)).accounts[0]
+    assert acct.weight_per_minute == 6000 and acct.unsafe_allow_withdraw_capable_key is False
+    acct = load(write(tmp_path, BASE + "weight_per_minute = 0\nunsafe_allow_withdraw_capable_key = true\n")).accounts[0]
+    assert acct.weight_per_minute is None and acct.unsafe_allow_withdraw_capable_key is True
+    okx = BASE.replace('"binance"', '"okx"')
+    assert load(write(tmp_path, okx)).accounts[0].weight_per_minute is None
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("weight_per_minute = -1", "accounts[binance-main].weight_per_minute: must be between 0"),
+    ('weight_per_minute = "6000"', "accounts[binance-main].weight_per_minute: must be a int"),
+    ('unsafe_allow_withdraw_capable_key = "yes"', "unsafe_allow_withdraw_capable_key: must be a bool"),
+])
+def test_config_safety_keys_are_strict(tmp_path: Path, line: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(write(tmp_path, BASE + line + "\n"))
+    assert expected in str(exc.value)

@@ -1,0 +1,241 @@
+"""Refuse exchange keys that can withdraw, where the exchange lets a key read its own permissions.
+
+The proxy never sends a withdrawal (those endpoints are ``endpoint_forbidden``), but a key that
+*can* withdraw is worth stealing from the proxy's memory; a trade-only key is not. So after
+loading an account's key the proxy asks the exchange what the key may do and refuses to sign
+with one that can withdraw, unless the account says ``unsafe_allow_withdraw_capable_key = true``.
+
+Exchanges with such an endpoint (each in its endpoint catalogue as a read):
+
+- Binance ``GET /sapi/v1/account/apiRestrictions``: ``enableWithdrawals``, ``ipRestrict``;
+- Bybit ``GET /v5/user/query-api``: ``permissions.Wallet`` contains ``"Withdraw"``;
+- OKX ``GET /api/v5/account/config``: ``perm`` lists ``withdraw``;
+- Coinbase ``GET /api/v3/brokerage/key_permissions``: ``can_transfer``.
+
+Others (Bitget, Bitstamp, Bitfinex, Kraken, Deribit) are not asked: their keys are used
+unchecked and the start-up log says so.
+
+When the check cannot be done (exchange unreachable, an answer we cannot read) the account is
+refused, fail closed, and the check is retried with backoff (2 s doubling to 60 s): a key we
+could not vet is not used. A refused withdraw-capable key is asked about again every 60 s, so
+switching withdrawals off at the exchange brings the account back without a restart.
+A *rotated* key (a new version of a key that already passed) keeps serving while its check
+runs, which takes one round trip, so a rotation causes no failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.errors import NotReady, ProxyError
+from proxy.exchanges.base import Credentials, Exchange
+from proxy.request_model import Inbound, Stamp
+
+log = logging.getLogger("proxy.key_permissions")
+
+CHECK_TIMEOUT_S = 5.0
+RETRY_MAX_S = 60.0
+RULE = "key_permissions"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    can_withdraw: bool
+    ip_restricted: bool | None = None
+
+
+def _binance(data: Any) -> Permissions:
+    withdraw = data["enableWithdrawals"]
+    if not isinstance(withdraw, bool):
+        raise TypeError("enableWithdrawals")
+    ip = data.get("ipRestrict")
+    return Permissions(withdraw, ip if isinstance(ip, bool) else None)
+
+
+def _bybit(data: Any) -> Permissions:
+    if data.get("retCode") != 0:
+        raise ValueError(f"retCode {data.get('retCode')}")
+    result = data["result"]
+    wallet = result["permissions"].get("Wallet") or []
+    ips = result.get("ips")
+    return Permissions("Withdraw" in wallet, None if ips is None else ips != ["*"])
+
+
+def _okx(data: Any) -> Permissions:
+    if data.get("code") != "0":
+        raise ValueError(f"code {data.get('code')}")
+    perm = data["data"][0]["perm"]
+    return Permissions("withdraw" in str(perm).split(","))
+
+
+def _coinbase(data: Any) -> Permissions:
+    transfer = data["can_transfer"]
+    if not isinstance(transfer, bool):
+        raise TypeError("can_transfer")
+    return Permissions(transfer)
+
+
+#: exchange -> (path of the permission query, parser of its JSON answer)
+CHECKS: dict[str, tuple[str, Callable[[Any], Permissions]]] = {
+    "binance": ("/sapi/v1/account/apiRestrictions", _binance),
+    "bybit": ("/v5/user/query-api", _bybit),
+    "okx": ("/api/v5/account/config", _okx),
+    "coinbase": ("/api/v3/brokerage/key_permissions", _coinbase),
+}
+
+
+def parse_answer(exchange: str, status: int, body: bytes) -> Permissions:
+    """The key's permissions from the exchange's answer; ValueError when it cannot be read."""
+    if status != 200:
+        raise ValueError(f"the exchange answered {status}")
+    try:
+        return CHECKS[exchange][1](json.loads(body))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ValueError(f"unreadable permission answer ({type(exc).__name__})") from None
+
+
+class _Account(Protocol):
+    """What vetting needs of an account (proxy.accounts.Account has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    exchange: Exchange
+    host: str
+    creds: Credentials | None
+    cfg: Any
+
+
+class _Sender(Protocol):
+    async def send(self, base_url: str, out: Any) -> Any: ...
+
+
+@dataclass
+class _Verdict:
+    version: int
+    allowed: bool
+    reason: str = ""
+    retry_at: float = 0.0
+    failures: int = 0
+
+
+class KeyVetting:
+    """Per account: which key version passed the check, or why it is refused."""
+
+    def __init__(self, upstream: _Sender, *, clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        self.upstream = upstream
+        self._clock = clock
+        self._wall_ms = wall_ms
+        self._verdicts: dict[str, _Verdict] = {}
+        self._passed: set[str] = set()   # accounts that have had a key pass
+        self._warned: set[str] = set()
+
+    def refusal(self, account: str, version: int) -> NotReady | None:
+        """The reason this account's key version may not sign, or None."""
+        verdict = self._verdicts.get(account)
+        if verdict is not None and verdict.version == version:
+            return None if verdict.allowed else NotReady(verdict.reason, rule=RULE)
+        if account in self._passed:
+            return None  # a rotated key: checked within one round trip, see the module doc
+        return NotReady(f"account {account}: the key's permissions have not been checked yet; retry shortly",
+                        rule=RULE)
+
+    def refused(self) -> dict[str, str]:
+        """Accounts currently refused, with the reason (for /readyz)."""
+        return {name: v.reason for name, v in self._verdicts.items() if not v.allowed}
+
+    async def vet_all(self, accounts: Iterable[_Account]) -> None:
+        """Check every account whose current key version has no verdict (or a failed check
+        whose retry time has come), concurrently."""
+        now = self._clock()
+        due = []
+        for account in accounts:
+            creds = account.creds
+            if creds is None:
+                continue
+            verdict = self._verdicts.get(account.name)
+            if verdict is not None and verdict.version == creds.version and (
+                verdict.allowed or verdict.retry_at > now
+            ):
+                continue
+            due.append(self._vet(account, creds))
+        if due:
+            await asyncio.gather(*due)
+
+    async def _vet(self, account: _Account, creds: Credentials) -> None:
+        name, exchange = account.name, account.exchange.name
+        unsafe = bool(getattr(account.cfg, "unsafe_allow_withdraw_capable_key", False))
+        check = CHECKS.get(exchange)
+        if check is None:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("account %s: %s offers no way to read a key's permissions; make sure the "
+                            "key cannot withdraw (the proxy cannot check)", name, exchange)
+            self._set(name, _Verdict(creds.version, True))
+            return
+        previous = self._verdicts.get(name)
+        failures = previous.failures if previous is not None and previous.version == creds.version else 0
+        try:
+            perms = await asyncio.wait_for(self._ask(account, creds, check[0]), CHECK_TIMEOUT_S)
+        except Exception as exc:  # any failure to check: refuse the key (fail closed) and retry
+            failures += 1
+            delay = min(RETRY_MAX_S, 2.0 * 2 ** (failures - 1))
+            reason = (f"account {name}: could not check the key's permissions with {exchange} "
+                      f"({_short(exc)}); the key is not used until it can be checked; "
+                      f"retrying in {delay:.0f} s")
+            log.warning(reason)
+            self._set(name, _Verdict(creds.version, False, reason, self._clock() + delay, failures))
+            return
+        if perms.can_withdraw and not unsafe:
+            reason = (f"account {name}: the exchange says this key can withdraw; "
+                      "the proxy refuses to use it. "
+                      "Create a trade-only key (withdrawals disabled) and rotate it in, or set "
+                      "unsafe_allow_withdraw_capable_key = true on the account")
+            log.error(reason)
+            # asked again now and then: withdrawals may be switched off at the exchange
+            self._set(name, _Verdict(creds.version, False, reason, self._clock() + RETRY_MAX_S))
+            return
+        if perms.can_withdraw:
+            log.critical("UNSAFE: account %s signs with a key that CAN WITHDRAW "
+                         "(unsafe_allow_withdraw_capable_key = true)", name)
+        if perms.ip_restricted is False:
+            log.warning("account %s: the key has no IP restriction at %s; restrict it to the proxy's "
+                        "addresses", name, exchange)
+        log.info("account %s: key version %d checked with %s: cannot withdraw%s", name, creds.version,
+                 exchange, "" if not perms.can_withdraw else " (no: allowed by unsafe flag)")
+        self._set(name, _Verdict(creds.version, True))
+        self._passed.add(name)
+
+    def _set(self, name: str, verdict: _Verdict) -> None:
+        self._verdicts[name] = verdict
+
+    async def _ask(self, account: _Account, creds: Credentials, path: str) -> Permissions:
+        exchange = account.exchange
+        prepared = exchange.prepare(Inbound("GET", path, b"", (), b""))
+        now_ms = self._wall_ms()
+        stamp = Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
+        outbound = exchange.sign(prepared, creds, stamp, account.host)
+        response = await self.upstream.send(account.cfg.base_url, outbound)
+        return parse_answer(exchange.name, response.status, response.body)
+
+
+def _short(exc: BaseException) -> str:
+    """Our own messages as they are; anything else by type only (it could quote anything)."""
+    text = str(exc) if isinstance(exc, ProxyError | ValueError) else ""
+    return (text or type(exc).__name__)[:160]
+
+
+def warn_unsafe_accounts(accounts: Iterable[Any]) -> None:
+    """One loud line per account that allows a withdraw-capable key, at every start."""
+    for acct in accounts:
+        if getattr(acct, "unsafe_allow_withdraw_capable_key", False):
+            log.critical("UNSAFE: account %s sets unsafe_allow_withdraw_capable_key = true: a key that "
+                         "can withdraw will be used; use a trade-only key instead", acct.name)

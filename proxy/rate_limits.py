@@ -1,0 +1,231 @@
+"""Shared rate limiters: a sliding window counter per key, the same algorithm on every backend.
+
+Why a sliding window *counter* (two fixed windows, the previous one weighted by how much of it
+still overlaps the last ``window``), not a log of every hit: it is O(1) per request whatever
+the limit (a Binance weight budget of 6,000 a minute at thousands of requests a second would
+make a log thousands of rows long), and it has no fixed-window boundary burst. Its estimate
+assumes the previous window's hits were spread evenly; the error is bounded by that window's
+count and is zero for a burst inside one window.
+
+Backends, all shared by every worker of a host (and, for Redis, every host):
+
+- ``redis``: the ``limits`` library's async Redis storage (``limits.aio``, redis-py asyncio
+  client, one Lua script per hit), so the event loop never blocks;
+- ``sqlite``: a small file of its own next to the state store (``state.db.limits``), one
+  ``BEGIN IMMEDIATE`` transaction per hit on a dedicated thread, without fsync: a counter lost
+  in a power cut only forgets the last moments of traffic, and the state store's durable
+  transactions never wait behind it;
+- ``memory``: one process only (no state store configured; unit tests).
+
+Every backend fails closed: an unreachable store raises NotReady and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from proxy.errors import NotReady
+
+
+@dataclass(frozen=True)
+class Hit:
+    """The limiter's answer: allowed, or refused with how long to wait (whole seconds, >= 1)."""
+
+    allowed: bool
+    retry_after: int = 0
+
+
+ALLOWED = Hit(True)
+
+
+def decide(prev: int, cur: int, elapsed_us: int, window_us: int, limit: int, cost: int) -> Hit:
+    """Sliding window counter, pure: ``prev`` and ``cur`` are the previous and current fixed
+    windows' counts, ``elapsed_us`` how far into the current window we are. Allowed when the
+    weighted count plus ``cost`` stays within ``limit``; otherwise the wait until it would."""
+    remaining_us = window_us - elapsed_us
+    if prev * remaining_us / window_us + cur + cost <= limit:
+        return ALLOWED
+    if cost > limit:
+        return Hit(False, max(1, math.ceil(window_us / 1e6)))
+    if cur + cost > limit:
+        # Wait for the next window, then for the current count (then "previous") to decay.
+        t_next = window_us * (1 - (limit - cost) / cur) if cur else 0.0
+        wait_us = remaining_us + max(0.0, t_next)
+    else:
+        wait_us = remaining_us - (limit - cur - cost) * window_us / prev if prev else 0.0
+    return Hit(False, max(1, math.ceil(wait_us / 1e6)))
+
+
+class WindowLimiter(Protocol):
+    """One shared counter per key; ``hit`` spends ``cost`` if it fits, atomically."""
+
+    async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Hit: ...
+
+    async def close(self) -> None: ...
+
+
+def _roll(bucket: int, prev: int, cur: int, now_bucket: int) -> tuple[int, int]:
+    """The (prev, cur) counts as seen from ``now_bucket``."""
+    if bucket == now_bucket:
+        return prev, cur
+    if bucket == now_bucket - 1:
+        return cur, 0
+    return 0, 0
+
+
+class MemoryLimiter:
+    """One process only: for a proxy without a state store, and for tests."""
+
+    def __init__(self, clock_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+        self._clock = clock_us
+        self._rows: dict[str, tuple[int, int, int]] = {}
+
+    async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Hit:
+        now = self._clock()
+        window_us = window_s * 1_000_000
+        bucket = now // window_us
+        prev, cur = _roll(*self._rows.get(f"{window_s}|{key}", (bucket, 0, 0)), bucket)
+        hit = decide(prev, cur, now - bucket * window_us, window_us, limit, cost)
+        if hit.allowed:
+            self._rows[f"{window_s}|{key}"] = (bucket, prev, cur + cost)
+        return hit
+
+    async def close(self) -> None:
+        self._rows.clear()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY, bucket INTEGER NOT NULL, prev INTEGER NOT NULL, cur INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class SqliteLimiter:
+    """Counters in their own SQLite file, shared by the host's workers (see the module doc)."""
+
+    def __init__(self, path: Path, clock_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+        self._path = Path(path)
+        self._clock = clock_us
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rate-limits")
+        self._conn: sqlite3.Connection | None = None
+        self._executor.submit(self._connect).result()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=0)
+                conn.execute("PRAGMA busy_timeout = 5000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = OFF")
+                conn.executescript(_SCHEMA)
+            except (sqlite3.Error, OSError) as exc:
+                raise NotReady(f"rate-limit store unreachable: sqlite {self._path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def _hit(self, key: str, limit: int, window_s: int, cost: int) -> Hit:
+        conn = self._connect()
+        window_us = window_s * 1_000_000
+        row_key = f"{window_s}|{key}"
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                bucket = now // window_us
+                row = conn.execute(
+                    "SELECT bucket, prev, cur FROM counters WHERE key = ?", (row_key,)
+                ).fetchone()
+                prev, cur = _roll(int(row[0]), int(row[1]), int(row[2]), bucket) if row else (0, 0)
+                hit = decide(prev, cur, now - bucket * window_us, window_us, limit, cost)
+                if hit.allowed:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO counters (key, bucket, prev, cur) VALUES (?, ?, ?, ?)",
+                        (row_key, bucket, prev, cur + cost),
+                    )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise NotReady(f"rate-limit store unreachable: sqlite {self._path}: {exc}") from exc
+        return hit
+
+    async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Hit:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._hit, key, limit, window_s, cost)
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, _close)
+        self._executor.shutdown(wait=True)
+
+
+class RedisLimiter:
+    """``limits.aio`` sliding window counters in Redis (or Valkey), shared by every host."""
+
+    def __init__(self, url: str, prefix: str = "esp:limits") -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.aio.storage import RedisStorage
+        from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+        self._item_type = RateLimitItemPerSecond
+        self._storage = RedisStorage(
+            "async+" + url, implementation="redispy", key_prefix=prefix, wrap_exceptions=True,
+            socket_timeout=2.0, socket_connect_timeout=2.0,
+        )
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._items: dict[tuple[int, int], Any] = {}
+
+    def _item(self, limit: int, window_s: int) -> Any:
+        item = self._items.get((limit, window_s))
+        if item is None:
+            item = self._items[(limit, window_s)] = self._item_type(limit, window_s)
+        return item
+
+    async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Hit:
+        from limits.errors import StorageError
+
+        item = self._item(limit, window_s)
+        try:
+            if await self._limiter.hit(item, key, cost=cost):
+                return ALLOWED
+            stats = await self._limiter.get_window_stats(item, key)
+        except (StorageError, OSError) as exc:
+            raise NotReady(f"rate-limit store unreachable: redis: {type(exc).__name__}") from None
+        if cost > limit:
+            return Hit(False, window_s)
+        return Hit(False, max(1, min(window_s, math.ceil(stats.reset_time - time.time()))))
+
+    async def close(self) -> None:
+        bridge = getattr(self._storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        with contextlib.suppress(Exception):
+            if client is not None:
+                await client.aclose()
+
+
+def open_limiter(backend: str, *, path: Path | None, url: str | None) -> WindowLimiter:
+    """The limiter for the configured state backend (see the module docstring)."""
+    if backend == "redis" and url:
+        return RedisLimiter(url)
+    if backend == "sqlite" and path is not None:
+        return SqliteLimiter(path.with_name(path.name + ".limits"))
+    return MemoryLimiter()
