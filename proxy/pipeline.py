@@ -285,7 +285,10 @@ class Pipeline:
         rule: str,
     ) -> Reply:
         ctx.stamp = stamp
-        outbound = account.exchange.sign(prepared, creds, stamp, account.host)
+        if creds.key.remote:  # Vault Transit signs over the network: keep the event loop free
+            outbound = await asyncio.to_thread(account.exchange.sign, prepared, creds, stamp, account.host)
+        else:
+            outbound = account.exchange.sign(prepared, creds, stamp, account.host)
         await self._audit(ctx, "allow", rule, phase="decision")
         ctx.sent = True
         response = await self.upstream.send(account.cfg.base_url, outbound)

@@ -78,6 +78,10 @@ class VaultSecretSource:
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:
             raise SecretSourceError(f"Vault login at {cfg.addr} failed: {type(exc).__name__}") from None
 
+    def token(self) -> str:
+        """The current Vault token, for the Transit calls made outside hvac (proxy/transit.py)."""
+        return str(self._client.token or "")
+
     def read(self, path: str, version: int | None = None) -> SecretVersion:
         """Read a KV v2 secret (latest, or ``version``)."""
         try:
