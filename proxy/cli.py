@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 every key younger than keys.rotation_warn_days (90 by default); "
                "5 a key is past it (rotate it); 1 a secret could not be read",
     ))
+    kt = with_config(keys.add_parser(
+        "import-transit", help="import a key read from stdin into Vault Transit (signing = \"transit\")",
+        description="Read the key as issued (JSON: api_key, api_secret, passphrase) on stdin, import "
+                    "api_secret into Vault Transit as a new key or key version, and write api_key "
+                    "(and passphrase) to KV without it. Running proxies switch within seconds.",
+    ))
+    kt.add_argument("--account", required=True)
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
@@ -175,7 +182,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "init": _init, "serve": _serve, "token issue": _token_issue, "token revoke": _token_revoke,
         "policy check": _policy_check, "kill": _kill, "keys rotate": _keys_rotate,
-        "keys status": _keys_status,
+        "keys status": _keys_status, "keys import-transit": _keys_import_transit,
         "audit verify": _audit_verify, "audit query": _audit_query,
         "audit tail": _audit_tail, "audit export": _audit_export, "audit prune": _audit_prune,
     }[command]
@@ -350,6 +357,8 @@ def _keys_rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     if account is None:
         print(f"error: no account named {args.account!r} in {cfg.path}", file=sys.stderr)
         return EXIT_USAGE
+    if account.signing == "transit":  # its secret must never be written to KV
+        return _keys_import_transit(cfg, args)
     try:
         data = json.loads(sys.stdin.read())
     except ValueError:
@@ -370,6 +379,30 @@ def _keys_rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     version = _source(cfg).write(account.secret, data)
     print(f"wrote {cfg.vault.mount}/{account.secret} version {version}; running proxies switch "
           "to it within a few seconds", file=sys.stderr)
+    return EXIT_OK
+
+
+def _keys_import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from proxy.transit_keys import KeyInputError, import_account_key
+
+    account = cfg.account(args.account)
+    if account is None:
+        print(f"error: no account named {args.account!r} in {cfg.path}", file=sys.stderr)
+        return EXIT_USAGE
+    if account.signing != "transit":
+        print(f"error: account {account.name} signs locally; set signing = \"transit\" in its "
+              f"[[accounts]] table in {cfg.path} first (README \"Transit mode\")", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = import_account_key(cfg.vault, account, _source(cfg), sys.stdin.read())
+    except KeyInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    what = "created" if result.created else "new version of"
+    print(f"{what} {cfg.vault.transit_mount}/keys/{result.transit_key}: version "
+          f"{result.transit_version}; wrote {cfg.vault.mount}/{account.secret} version "
+          f"{result.kv_version} without api_secret; running proxies switch to it within a few "
+          "seconds", file=sys.stderr)
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from proxy import exchanges
+from proxy import exchanges, transit
 from proxy.errors import ConfigError
 
 
@@ -49,6 +49,7 @@ class VaultConfig:
     ca_file: Path | None = None
     #: how long workers keep serving from memory while Vault is unreachable
     grace_period_s: float = 300.0
+    transit_mount: str = "transit"
 
     def own(self, name: str) -> str:
         """The KV path of one of the proxy's own secrets (token-signing, audit-chain, ...)."""
@@ -77,6 +78,9 @@ class AccountConfig:
     weight_per_minute: int | None = None
     #: use a key even though the exchange says it can withdraw (loudly logged)
     unsafe_allow_withdraw_capable_key: bool = False
+    #: "transit": the secret lives only in Vault Transit, which signs (README "Transit mode")
+    signing: Literal["local", "transit"] = "local"
+    transit_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
         secret_id_file=v.path("secret_id_file"), proxy_path=v.get("proxy_path", str, "proxy"),
         timeout_s=v.get("timeout_s", float, 5.0), ca_file=v.path("ca_file"),
         grace_period_s=v.get("grace_period_s", float, 300.0),
+        transit_mount=v.get("transit_mount", str, "transit"),
     )
     if not 0 <= vault.grace_period_s <= 7 * 86400:
         raise v.fail("grace_period_s", "must be between 0 and 604800 seconds (7 days); use e.g. 300")
@@ -215,6 +220,8 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
         raise v.fail("auth", "approle needs role_id_file and secret_id_file")
     if not _KV_PATH.fullmatch(vault.mount) or not _KV_PATH.fullmatch(vault.proxy_path):
         raise v.fail("mount", "mount and proxy_path must be plain KV paths")
+    if not _KV_PATH.fullmatch(vault.transit_mount):
+        raise v.fail("transit_mount", "must be a plain mount path such as \"transit\"")
     v.finish()
 
     st = _Section(file, "state", raw.get("state", {}))
@@ -303,11 +310,13 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     if nonce_unit is not None and nonce_unit not in ("ms", "us"):
         raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
     weight_per_minute, unsafe_withdraw = _account_safety(s, exchange)
+    signing, transit_key = _signing(s, name, exchange)
     s.finish()
     return AccountConfig(
         name=name, exchange=exchange, environment=environment, secret=secret, base_url=base_url,
         custom_base_url=base_url != official, recv_window_ms=recv_window, nonce_unit=nonce_unit,
         weight_per_minute=weight_per_minute, unsafe_allow_withdraw_capable_key=unsafe_withdraw,
+        signing=signing, transit_key=transit_key,
     )
 
 
@@ -322,3 +331,25 @@ def _account_safety(s: _Section, exchange: str) -> tuple[int | None, bool]:
                      "use the exchange's published limit, e.g. 6000 for Binance")
     unsafe = s.get("unsafe_allow_withdraw_capable_key", bool, False)
     return (weight or None), unsafe
+
+
+_TRANSIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def _signing(s: _Section, name: str, exchange: str) -> tuple[Literal["local", "transit"], str | None]:
+    """``signing`` and ``transit_key`` of one account (README "Transit mode")."""
+    signing = s.get("signing", str, "local")
+    key = s.get("transit_key", str)
+    if signing == "local":
+        if key is not None:
+            raise s.fail("transit_key", "is only for signing = \"transit\"; set that or remove transit_key")
+        return "local", None
+    if signing != "transit":
+        raise s.fail("signing", f"{signing!r}: use \"local\" (the default) or \"transit\"")
+    if exchange not in transit.EXCHANGES:
+        raise s.fail("signing", f"{exchange} cannot sign through Vault Transit (its JWT library needs "
+                                "the private key in process); use signing = \"local\"")
+    key = name if key is None else key
+    if not _TRANSIT_KEY.fullmatch(key):
+        raise s.fail("transit_key", f"{key!r}: use letters, digits, '-' and '_' (a Transit key name)")
+    return "transit", key

@@ -408,7 +408,10 @@ class Pipeline:
         await self.safety.spend_weight(account.name, account.cfg.exchange, account.cfg.weight_per_minute,
                                        prepared)
         ctx.stamp = stamp
-        outbound = account.exchange.sign(prepared, creds, stamp, account.host)
+        if creds.key.remote:  # Vault Transit signs over the network: keep the event loop free
+            outbound = await asyncio.to_thread(account.exchange.sign, prepared, creds, stamp, account.host)
+        else:
+            outbound = account.exchange.sign(prepared, creds, stamp, account.host)
         await self._audit(ctx, "allow", rule, phase="decision")
         ctx.sent = True
         try:

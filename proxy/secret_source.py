@@ -144,6 +144,10 @@ class VaultSecretSource:
         self.lease = _lease(resp.get("auth") or {})
         return self.lease
 
+    def token(self) -> str:
+        """The current Vault token, for the Transit calls made outside hvac (proxy/transit.py)."""
+        return str(self._client.token or "")
+
     def read(self, path: str, version: int | None = None) -> SecretVersion:
         """Read a KV v2 secret (latest, or ``version``)."""
         try:

@@ -24,6 +24,9 @@ class KeyFormatError(ValueError):
 
 class _Redacted:
     kind = "key"
+    #: True for signers that call out to compute a signature (Vault Transit, proxy/transit.py):
+    #: the pipeline runs those off the event loop. Local keys sign in memory.
+    remote = False
 
     def __repr__(self) -> str:
         return f"<{self.kind} key>"
@@ -109,6 +112,24 @@ def load_pem_private_key(secret: Secret) -> AsymmetricKey:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return EcKey(key)
     raise KeyFormatError("api_secret is a PEM key of an unsupported type")
+
+
+def material_for_import(key: HmacKey | AsymmetricKey) -> tuple[str, bytes]:
+    """(Vault Transit key type, raw key material) of a local key, for BYOK import only.
+
+    HMAC keys give the exact bytes the exchange module signs with (Kraken's decoded secret,
+    everyone else's text as UTF-8); private keys give PKCS#8 DER. The caller wraps the bytes
+    for Transit at once and drops them.
+    """
+    if isinstance(key, HmacKey):
+        return "hmac", key._secret
+    if isinstance(key, Ed25519Key | RsaKey):
+        der = key._key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return ("ed25519" if isinstance(key, Ed25519Key) else f"rsa-{key._key.key_size}"), der
+    raise KeyFormatError(f"{key.kind} keys cannot be used in Vault Transit mode")
 
 
 def looks_like_pem(secret: Secret) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 import uvicorn
 
 from proxy import accounts as accounts_mod
+from proxy import transit
 from proxy.accounts import Account
 from proxy.admin import create_admin_app
 from proxy.audit.review_page import AuditReview
@@ -100,6 +101,11 @@ class Worker:
         self.token_keeper = TokenKeeper(self.source)
         self.health = VaultHealth(cfg.vault.grace_period_s)
         self.was_ready = False
+        #: Vault Transit signs for accounts with signing = "transit" (README "Transit mode")
+        self.transit = transit.TransitClient(
+            cfg.vault.addr, self.source.token, mount=cfg.vault.transit_mount,
+            timeout_s=cfg.vault.timeout_s, ca_file=cfg.vault.ca_file,
+        ) if any(a.signing == "transit" for a in cfg.accounts) else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
         self.store = observe_store(store, self.metrics)
@@ -279,7 +285,11 @@ class Worker:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""
         try:
             secret = self.source.read(account.cfg.secret, version)
-            creds = account.exchange.load_credentials(secret.fields, secret.version)
+            if account.cfg.signing == "transit" and self.transit is not None:
+                creds = transit.load_credentials(account.exchange, secret.fields, secret.version,
+                                                 self.transit, account.cfg.transit_key or account.name)
+            else:
+                creds = account.exchange.load_credentials(secret.fields, secret.version)
         except SecretSourceError as exc:
             account.error = str(exc)
             return

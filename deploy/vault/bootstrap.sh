@@ -26,6 +26,9 @@
 #   VAULT_TOKEN         an admin token (or a token the CLI's token helper already holds)
 #   VAULT_CLI           the CLI to use; default: `bao` if installed, else `vault`
 #   KV_MOUNT            KV v2 mount (config vault.mount)                 default: secret
+#   TRANSIT_MOUNT       Transit mount for signing = "transit" accounts (config
+#                       vault.transit_mount); enabled unless there is one; "" = none
+#                                                                        default: transit
 #   PROXY_PATH          folder of the proxy's own keys (vault.proxy_path) default: proxy
 #   APPROLE_MOUNT       AppRole auth mount                               default: approle
 #   ROLE_NAME           AppRole role and proxy policy name               default: signing-proxy
@@ -49,6 +52,7 @@ SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 : "${VAULT_ADDR:?set VAULT_ADDR to the Vault or OpenBao address, e.g. https://vault.internal:8200}"
 export VAULT_ADDR
 KV_MOUNT="${KV_MOUNT:-secret}"
+TRANSIT_MOUNT="${TRANSIT_MOUNT-transit}"
 PROXY_PATH="${PROXY_PATH:-proxy}"
 APPROLE_MOUNT="${APPROLE_MOUNT:-approle}"
 ROLE_NAME="${ROLE_NAME:-signing-proxy}"
@@ -102,6 +106,21 @@ else
     die "cannot read sys/mounts/$KV_MOUNT (is the token an admin token?)"
 fi
 
+# --- 1b. Transit mount (README "Transit mode") ---------------------------------------------
+if [[ -n "$TRANSIT_MOUNT" ]]; then
+    [[ "$TRANSIT_MOUNT" =~ $plain_path ]] || die "TRANSIT_MOUNT='$TRANSIT_MOUNT' is not a plain path"
+    if transit_type="$("$CLI" read -field=type "sys/mounts/$TRANSIT_MOUNT" 2>&1)"; then
+        [[ "$transit_type" == transit ]] || die "$TRANSIT_MOUNT/ is mounted but is '$transit_type', not transit; choose another TRANSIT_MOUNT"
+        say "Transit mount $TRANSIT_MOUNT/: already enabled"
+    elif grep -q 'No secret engine mount' <<<"$transit_type"; then
+        "$CLI" secrets enable -path="$TRANSIT_MOUNT" \
+            -description="signing proxy: exchange keys held by Vault (signing = transit)" transit >/dev/null
+        say "Transit mount $TRANSIT_MOUNT/: enabled"
+    else
+        die "cannot read sys/mounts/$TRANSIT_MOUNT (is the token an admin token?)"
+    fi
+fi
+
 # --- 2. AppRole ----------------------------------------------------------------------------
 if auth_type="$("$CLI" read -field=type "sys/auth/$APPROLE_MOUNT" 2>&1)"; then
     [[ "$auth_type" == approle ]] || die "auth/$APPROLE_MOUNT/ exists but is '$auth_type', not approle"
@@ -119,6 +138,7 @@ render_policy() {
     sed -e "s#\"secret/data/proxy/#\"$KV_MOUNT/data/$PROXY_PATH/#" \
         -e "s#\"secret/metadata/proxy/#\"$KV_MOUNT/metadata/$PROXY_PATH/#" \
         -e "s#\"secret/#\"$KV_MOUNT/#" \
+        -e "s#\"transit/#\"${TRANSIT_MOUNT:-transit}/#" \
         "$SCRIPT_DIR/$1"
 }
 render_policy proxy-policy.hcl | "$CLI" policy write "$ROLE_NAME" - >/dev/null

@@ -45,3 +45,27 @@ path "secret/data/proxy/revocations" {
 path "secret/metadata/proxy/*" {
   capabilities = ["read", "list"]
 }
+
+# Transit mode: import exchange keys and new versions of them
+# (`python -m proxy keys import-transit`), and let Vault prove the import (verify an HMAC, read
+# the public key). Operators can neither sign with these keys nor export, back up or
+# reconfigure them (keys/<name>/config is not granted: "exportable" stays off).
+path "transit/wrapping_key" {
+  capabilities = ["read"]
+}
+
+path "transit/keys/*" {
+  capabilities = ["read"]
+}
+
+path "transit/keys/+/import" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/+/import_version" {
+  capabilities = ["update"]
+}
+
+path "transit/verify/*" {
+  capabilities = ["update"]
+}

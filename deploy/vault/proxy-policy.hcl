@@ -52,3 +52,22 @@ path "auth/token/renew-self" {
 path "auth/token/revoke-self" {
   capabilities = ["update"]
 }
+
+# Transit mode (README "Transit mode"): accounts with signing = "transit" are signed by Vault
+# with keys the proxy never holds. The proxy may compute HMACs and signatures with the keys of
+# its Transit mount and read their metadata (type, versions, public keys); nothing else: no
+# export, no backup, no import, no key configuration (so "exportable" can never be turned on
+# from here), no encryption, no listing. Give the proxy a Transit mount of its own
+# (bootstrap.sh: TRANSIT_MOUNT), since the wildcard covers every key in it; or replace each
+# "*" with the transit_key names of your accounts.
+path "transit/hmac/*" {
+  capabilities = ["update"]
+}
+
+path "transit/sign/*" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/*" {
+  capabilities = ["read"]
+}
