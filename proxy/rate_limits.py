@@ -122,14 +122,27 @@ class SqliteLimiter:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            try:
-                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=0)
-                conn.execute("PRAGMA busy_timeout = 5000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = OFF")
-                conn.executescript(_SCHEMA)
-            except (sqlite3.Error, OSError) as exc:
-                raise NotReady(f"rate-limit store unreachable: sqlite {self._path}: {exc}") from exc
+            # Switching to WAL and creating the schema can meet "database is locked" when several
+            # workers start at once (the busy handler does not cover the journal-mode switch).
+            for attempt in range(50):
+                try:
+                    conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+                                           timeout=0)
+                    try:
+                        conn.execute("PRAGMA busy_timeout = 5000")
+                        conn.execute("PRAGMA journal_mode = WAL")
+                        conn.execute("PRAGMA synchronous = OFF")
+                        conn.executescript(_SCHEMA)
+                    except BaseException:
+                        conn.close()
+                        raise
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise NotReady(f"rate-limit store unreachable: sqlite {self._path}: {exc}") from exc
+                    time.sleep(0.05)
+                except (sqlite3.Error, OSError) as exc:
+                    raise NotReady(f"rate-limit store unreachable: sqlite {self._path}: {exc}") from exc
             self._conn = conn
         return self._conn
 
