@@ -71,6 +71,15 @@ class AccountConfig:
     custom_base_url: bool
     recv_window_ms: int | None = None
     nonce_unit: Literal["ms", "us"] | None = None
+    #: a key pool: every KV path (the first is ``secret``); empty for a single key
+    secrets: tuple[str, ...] = ()
+    #: sign window-based exchanges with the exchange's clock (measured offset), not the host's
+    exchange_clock: bool = True
+
+    @property
+    def secret_paths(self) -> tuple[str, ...]:
+        """Every key of this account: the pool, or the single ``secret``."""
+        return self.secrets or (self.secret,)
 
 
 @dataclass(frozen=True)
@@ -256,9 +265,7 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     environment = s.get("environment", str, "live")
     if environment not in ("live", "testnet"):
         raise s.fail("environment", f"{environment!r}: use \"live\" or \"testnet\"")
-    secret = s.get("secret", str, required=True)
-    if not _KV_PATH.fullmatch(secret):
-        raise s.fail("secret", "must be a KV path such as \"exchanges/binance-main\"")
+    secret, pool = _secrets(s)
     try:
         official = module.base_url(environment)
     except (ValueError, KeyError):
@@ -280,8 +287,37 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     nonce_unit = s.get("nonce_unit", str)
     if nonce_unit is not None and nonce_unit not in ("ms", "us"):
         raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
+    clock = s.get("exchange_clock", bool, True)
+    if "exchange_clock" in s.table and clock and getattr(module, "server_time", None) is None:
+        raise s.fail("exchange_clock", f"{exchange} has no server-time endpoint to follow; remove the key")
     s.finish()
     return AccountConfig(
         name=name, exchange=exchange, environment=environment, secret=secret, base_url=base_url,
         custom_base_url=base_url != official, recv_window_ms=recv_window, nonce_unit=nonce_unit,
+        secrets=pool, exchange_clock=clock,
     )
+
+
+MAX_POOL = 32
+
+
+def _secrets(s: _Section) -> tuple[str, tuple[str, ...]]:
+    """``secret = "path"`` (one key) or ``secrets = ["path", ...]`` (a key pool), never both."""
+    single = s.get("secret", str)
+    listed = s.get("secrets", list)
+    if single is not None and listed is not None:
+        raise s.fail("secrets", "set either secret (one key) or secrets (a key pool), not both")
+    if single is None and listed is None:
+        raise s.fail("secret", "is required; use secret = \"exchanges/NAME\", "
+                               "or secrets = [...] for a key pool")
+    paths = [single] if single is not None else listed
+    key = "secret" if single is not None else "secrets"
+    if not paths or len(paths) > MAX_POOL:
+        raise s.fail(key, f"list 1 to {MAX_POOL} KV paths, "
+                          "e.g. [\"exchanges/kraken-a\", \"exchanges/kraken-b\"]")
+    for path in paths:
+        if not isinstance(path, str) or not _KV_PATH.fullmatch(path):
+            raise s.fail(key, "must be a KV path such as \"exchanges/binance-main\"")
+    if len(set(paths)) != len(paths):
+        raise s.fail(key, "a path is listed twice; each key of a pool once")
+    return paths[0], (tuple(paths) if listed is not None else ())

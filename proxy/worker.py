@@ -29,6 +29,9 @@ from proxy.audit.writer import AuditWriter
 from proxy.client_auth import TokenVerifier
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretSourceError
+from proxy.exchange_clock import ExchangeClock, targets_for
+from proxy.exchanges.base import Credentials
+from proxy.key_pool import KeyPool
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.policy.model import PolicySet
@@ -95,6 +98,10 @@ class Worker:
         self.reloader = PolicyReloader(
             cfg.policies_dir, {a.name for a in cfg.accounts}, policies, self._swap_policies, self.metrics,
         )
+        self.exchange_clock = ExchangeClock(self.upstream, targets_for({
+            a.name: (a.cfg.base_url, a.exchange, a.cfg.exchange_clock) for a in self.accounts.values()
+        }), self.metrics)
+        self._clock_task: asyncio.Task[None] | None = None
 
     def _swap_policies(self, policies: PolicySet) -> None:
         """Hot reload: one assignment each, so every request sees one whole set."""
@@ -106,7 +113,12 @@ class Worker:
         reasons = list(self.reasons)
         reasons += [f"account {a.name}: {a.error or 'secret not loaded'}"
                     for a in self.accounts.values() if a.creds is None]
+        reasons += [f"account {a.name}: {why}"
+                    for a in self.accounts.values() if a.pool is not None for why in a.pool.missing()]
         return reasons
+
+    def _details(self) -> dict[str, object]:
+        return {**self.reloader.detail(), "exchange_clock": self.exchange_clock.detail()}
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -115,7 +127,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         bot = _QuietServer(_server_config(self.switch))
         admin = _QuietServer(_server_config(
-            create_admin_app(self.readiness, self.metrics, details=self.reloader.detail)
+            create_admin_app(self.readiness, self.metrics, details=self._details)
         ))
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
@@ -127,6 +139,8 @@ class Worker:
         bot.should_exit = admin.should_exit = True
         tasks[2].cancel()
         tasks[3].cancel()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
         if self.pipeline is not None:
@@ -179,12 +193,16 @@ class Worker:
             self.audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
             await self.audit.start()
         await self.upstream.start()
+        if self._clock_task is None:  # measure exchange clocks before serving (bounded wait)
+            self._clock_task = asyncio.create_task(self.exchange_clock.run())
+            await self.exchange_clock.wait_first_round()
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
             idempotency_ttl_s=self.cfg.state.idempotency_ttl_s,
         )
+        self.pipeline.exchange_clock = self.exchange_clock
         self.pipeline.ready = True
         self.switch.target = self.pipeline
         self.reasons = []
@@ -192,21 +210,40 @@ class Worker:
 
     def _load_account(self, account: Account, version: int | None = None) -> None:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""
-        try:
-            secret = self.source.read(account.cfg.secret, version)
-            creds = account.exchange.load_credentials(secret.fields, secret.version)
-        except SecretSourceError as exc:
-            account.error = str(exc)
+        if account.pool is not None:  # a key pool: every key; the first is also account.creds
+            for index, path in enumerate(account.pool.paths):
+                creds, error = self._read_creds(account, path)
+                account.pool.set(index, creds, error)
+            first = account.pool.creds[0]
+            account.creds, account.error = first or account.creds, account.pool.errors[0]
+            if first is not None:
+                self.metrics.set("proxy_key_version", (("account", account.name),), first.version,
+                                 help="KV version of the key in use")
             return
-        except ValueError as exc:
-            account.error = f"secret {account.cfg.secret} is malformed: {exc}"
+        creds, error = self._read_creds(account, account.cfg.secret, version)
+        if creds is None:
+            account.error = error
             return
         account.creds, account.error = creds, ""
         self.metrics.set("proxy_key_version", (("account", account.name),), creds.version,
                          help="KV version of the key in use")
 
+    def _read_creds(
+        self, account: Account, path: str, version: int | None = None
+    ) -> tuple[Credentials | None, str]:
+        try:
+            secret = self.source.read(path, version)
+            return account.exchange.load_credentials(secret.fields, secret.version), ""
+        except SecretSourceError as exc:
+            return None, str(exc)
+        except ValueError as exc:
+            return None, f"secret {path} is malformed: {exc}"
+
     def _refresh(self) -> None:
         for account in self.accounts.values():
+            if account.pool is not None:
+                self._refresh_pool(account, account.pool)
+                continue
             current = self.source.current_version(account.cfg.secret)
             if account.creds is None or account.creds.version != current:
                 self._load_account(account)
@@ -214,6 +251,20 @@ class Worker:
                     log.info("account %s now signs with key version %d", account.name, current)
         if self.pipeline is not None:
             self.pipeline.verifier.set_revocations(read_revocations(self.source, self.cfg.vault))
+
+
+    def _refresh_pool(self, account: Account, pool: KeyPool) -> None:
+        """Reload each key of a pool whose Vault version changed (rotation, key by key)."""
+        for index, path in enumerate(pool.paths):
+            current = self.source.current_version(path)
+            held = pool.creds[index]
+            if held is None or held.version != current:
+                creds, error = self._read_creds(account, path)
+                pool.set(index, creds, error)
+                if creds is not None and creds.version == current:
+                    log.info("account %s key %s now signs with version %d", account.name, path, current)
+        if pool.creds[0] is not None:
+            account.creds, account.error = pool.creds[0], ""
 
 
 def _server_config(app: Any) -> uvicorn.Config:
