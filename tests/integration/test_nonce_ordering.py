@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import os
 import subprocess
@@ -154,3 +155,42 @@ def test_nonce_ordering_redis_down_refuses_then_recovers(tmp_path: Path) -> None
                 asyncio.run(asyncio.sleep(0.1))
             else:
                 pytest.fail("service did not resume after Redis returned")
+
+
+FIELDS_B = {"api_key": "kraken-nonce-key-02", "api_secret": base64.b64encode(b"second-secret-" * 5).decode()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_nonce_ordering_key_pool_uses_every_key_in_order(tmp_path: Path, backend: str) -> None:
+    with contextlib.ExitStack() as resources:
+        state = None
+        if backend == "redis":
+            redis = resources.enter_context(RedisServer())
+            state = f'backend = "redis"\nurl = "{redis.url}"'
+        stack = resources.enter_context(start_stack(
+            tmp_path, [AccountSpec("kraken-main", "kraken", FIELDS)], {"bot": POLICY},
+            state_toml=state, start_proxy=False,
+        ))
+        # A second key of the same account: known to the exchange, in Vault, listed in the pool.
+        stack.emulator("kraken-main").secrets[FIELDS_B["api_key"]] = base64.b64decode(FIELDS_B["api_secret"])
+        stack.vault.client().secrets.kv.v2.create_or_update_secret(
+            path="exchanges/kraken-b", secret=FIELDS_B, mount_point="secret")
+        text = stack.config_path.read_text()
+        single = 'secret = "exchanges/kraken-main"'
+        assert single in text
+        stack.config_path.write_text(
+            text.replace(single, 'secrets = ["exchanges/kraken-main", "exchanges/kraken-b"]'))
+        stack.start_proxy(workers=4 if backend == "sqlite" else 2)
+        stack.wait_ready()
+
+        statuses = asyncio.run(_storm([stack.proxy_url], stack.token("bot")))
+        assert statuses == [200] * (BOTS * CALLS)
+        received = [r for r in stack.emulator("kraken-main").recorder.all() if r.path == KRAKEN.path]
+        assert len(received) == BOTS * CALLS
+        assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
+        by_key: dict[str, list[int]] = {}
+        for r in received:
+            by_key.setdefault(r.header("API-Key") or "", []).append(KRAKEN.nonce(r))
+        assert set(by_key) == {FIELDS["api_key"], FIELDS_B["api_key"]}, "both keys of the pool are used"
+        for key, nonces in by_key.items():
+            assert all(b > a for a, b in itertools.pairwise(nonces)), f"nonces of {key} must increase"
