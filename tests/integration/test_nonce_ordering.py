@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
+from proxy.audit.reader import iter_records
 from proxy.emulator.recorder import Received
 from proxy.emulator.server import free_port
 from tests.support.redis_server import RedisServer
@@ -194,3 +195,8 @@ def test_nonce_ordering_key_pool_uses_every_key_in_order(tmp_path: Path, backend
         assert set(by_key) == {FIELDS["api_key"], FIELDS_B["api_key"]}, "both keys of the pool are used"
         for key, nonces in by_key.items():
             assert all(b > a for a, b in itertools.pairwise(nonces)), f"nonces of {key} must increase"
+        stack.stop_proxy()  # flush the audit trail
+        decisions = [r for r in iter_records(stack.dir / "audit")
+                     if r.get("phase") == "decision" and r.get("decision") == "allow"]
+        assert len(decisions) == BOTS * CALLS
+        assert {r["key_index"] for r in decisions} == {0, 1}, "the audit names the pool key used"
