@@ -5,7 +5,8 @@ Binance, Bybit, OKX, Bitget, Coinbase and Deribit reject a request whose timesta
 a few seconds (Bitget 30 s, Deribit 60 s, Binance ``recvWindow``) from *their* clock. Per
 account, this asks the exchange's public server-time endpoint a few times, NTP-style:
 ``offset = server_time - (t_send + t_recv) / 2``, drops samples whose round trip is too long to
-say much, and keeps the median. The pipeline then stamps ``now_ms = host now + offset``.
+say much, and keeps the median. The pipeline then stamps ``now_ms = host now + offset``; the
+offset is anchored to the monotonic clock, so a later step of the host's wall clock is followed.
 
 It measures once when the worker starts (readiness waits for that first round, at most
 ``FIRST_ROUND_S``) and then every ``interval_s`` (sooner while an account has no measurement).
@@ -98,15 +99,22 @@ class ExchangeClock:
         self._max_rtt = max_rtt_ms
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
-        self._offsets: dict[str, int] = {}
+        #: per account: exchange time minus monotonic time, in ms
+        self._bases: dict[str, int] = {}
         self.measurements: dict[str, Measurement] = {}
         self.errors: dict[str, str] = {}
         self.first_round = asyncio.Event()
         self._tried: set[str] = set()
 
     def offset_ms(self, account: str) -> int:
-        """Exchange time minus host time for ``account``; 0 (host clock) until measured."""
-        return self._offsets.get(account, 0)
+        """Exchange time minus host time for ``account``; 0 (host clock) until measured.
+
+        Kept against the monotonic clock, so a step of the host's wall clock between two
+        measurements (NTP, an operator) moves the offset with it instead of going stale."""
+        base = self._bases.get(account)
+        if base is None:
+            return 0
+        return base - (self._wall_ns() - self._mono_ns()) // 1_000_000
 
     def detail(self) -> dict[str, object]:
         """For /readyz: each tracked account's offset, or why it has none yet."""
@@ -167,7 +175,7 @@ class ExchangeClock:
         self.errors.pop(name, None)
         measurement = Measurement(best.offset_ms, best.rtt_ms, self._wall_ns() // 1_000_000_000)
         previous = self.measurements.get(name)
-        self._offsets[name] = best.offset_ms
+        self._bases[name] = best.offset_ms + (self._wall_ns() - self._mono_ns()) // 1_000_000
         self.measurements[name] = measurement
         if previous is None or abs(previous.offset_ms - best.offset_ms) > 1000:
             log.info("exchange clock for %s: offset %+d ms (round trip %.1f ms)",

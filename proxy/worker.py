@@ -252,7 +252,6 @@ class Worker:
         if self.pipeline is not None:
             self.pipeline.verifier.set_revocations(read_revocations(self.source, self.cfg.vault))
 
-
     def _refresh_pool(self, account: Account, pool: KeyPool) -> None:
         """Reload each key of a pool whose Vault version changed (rotation, key by key)."""
         for index, path in enumerate(pool.paths):

@@ -135,6 +135,22 @@ def test_exchange_clock_failed_round_keeps_the_last_offset() -> None:
     assert "503" in str(clock.detail()["binance-main"])
 
 
+def test_exchange_clock_follows_a_host_clock_step_between_measurements() -> None:
+    fake = _FakeExchange(skew_ms=300_000)
+    mono = [fake.now()]
+
+    def mono_ns() -> int:
+        return fake.now() - mono[0] + 5_000_000_000  # a monotonic clock with its own origin
+
+    target = Target("binance-main", "http://exchange.test", ServerTime("/api/v3/time", ("serverTime",)))
+    clock = ExchangeClock(fake, [target], wall_ns=fake.now, mono_ns=mono_ns)
+    asyncio.run(clock.measure(target))
+    assert clock.offset_ms("binance-main") == 300_000
+    fake.wall_ns += 60_000_000_000  # the host's wall clock jumps a minute ahead ...
+    mono[0] += 60_000_000_000       # ... while the monotonic clock does not
+    assert clock.offset_ms("binance-main") == 240_000
+
+
 def test_exchange_clock_ignores_slow_samples() -> None:
     fake = _FakeExchange(skew_ms=1000, rtt_ms=3000)
     clock = _clock(fake)
