@@ -1,5 +1,6 @@
 """Accounts at run time: configuration, the exchange module configured for it, and the loaded
-credentials (swapped atomically on key rotation; in-flight requests keep what they started with)."""
+credentials (swapped atomically on key rotation; in-flight requests keep what they started with),
+one key or a key pool."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 from proxy import exchanges
 from proxy.config import AccountConfig
 from proxy.exchanges.base import Credentials, Exchange
+from proxy.key_pool import KeyPool
 
 
 @dataclass(repr=False)
@@ -17,8 +19,11 @@ class Account:
     cfg: AccountConfig
     exchange: Exchange
     host: str
+    #: the key (for a key pool: its first key, as the account's reference version)
     creds: Credentials | None = None
     error: str = ""
+    #: several keys (``secrets = [...]``): the pipeline leases one per request
+    pool: KeyPool | None = None
 
     def __repr__(self) -> str:
         return f"Account({self.cfg.name!r}, exchange={self.cfg.exchange!r}, loaded={self.creds is not None})"
@@ -40,4 +45,5 @@ def build(cfg: AccountConfig) -> Account:
         overrides["simulated_trading"] = True  # OKX demo trading header
     if overrides and dataclasses.is_dataclass(exchange):
         exchange = dataclasses.replace(exchange, **overrides)
-    return Account(cfg=cfg, exchange=exchange, host=urlsplit(cfg.base_url).netloc)
+    pool = KeyPool(cfg.secrets) if cfg.secrets else None
+    return Account(cfg=cfg, exchange=exchange, host=urlsplit(cfg.base_url).netloc, pool=pool)

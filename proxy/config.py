@@ -81,6 +81,15 @@ class AccountConfig:
     #: "transit": the secret lives only in Vault Transit, which signs (README "Transit mode")
     signing: Literal["local", "transit"] = "local"
     transit_key: str | None = None
+    #: a key pool: every KV path (the first is ``secret``); empty for a single key
+    secrets: tuple[str, ...] = ()
+    #: sign window-based exchanges with the exchange's clock (measured offset), not the host's
+    exchange_clock: bool = True
+
+    @property
+    def secret_paths(self) -> tuple[str, ...]:
+        """Every key of this account: the pool, or the single ``secret``."""
+        return self.secrets or (self.secret,)
 
 
 @dataclass(frozen=True)
@@ -285,9 +294,7 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     environment = s.get("environment", str, "live")
     if environment not in ("live", "testnet"):
         raise s.fail("environment", f"{environment!r}: use \"live\" or \"testnet\"")
-    secret = s.get("secret", str, required=True)
-    if not _KV_PATH.fullmatch(secret):
-        raise s.fail("secret", "must be a KV path such as \"exchanges/binance-main\"")
+    secret, pool = _secrets(s)
     try:
         official = module.base_url(environment)
     except (ValueError, KeyError):
@@ -311,12 +318,19 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
         raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
     weight_per_minute, unsafe_withdraw = _account_safety(s, exchange)
     signing, transit_key = _signing(s, name, exchange)
+    clock = s.get("exchange_clock", bool, True)
+    if "exchange_clock" in s.table and clock and getattr(module, "server_time", None) is None:
+        raise s.fail("exchange_clock", f"{exchange} has no server-time endpoint to follow; remove the key")
+    if signing == "transit" and pool:
+        raise s.fail("secrets", "a key pool cannot sign through Vault Transit (one transit_key per "
+                                "account); use one secret, or signing = \"local\"")
     s.finish()
     return AccountConfig(
         name=name, exchange=exchange, environment=environment, secret=secret, base_url=base_url,
         custom_base_url=base_url != official, recv_window_ms=recv_window, nonce_unit=nonce_unit,
         weight_per_minute=weight_per_minute, unsafe_allow_withdraw_capable_key=unsafe_withdraw,
         signing=signing, transit_key=transit_key,
+        secrets=pool, exchange_clock=clock,
     )
 
 
@@ -353,3 +367,28 @@ def _signing(s: _Section, name: str, exchange: str) -> tuple[Literal["local", "t
     if not _TRANSIT_KEY.fullmatch(key):
         raise s.fail("transit_key", f"{key!r}: use letters, digits, '-' and '_' (a Transit key name)")
     return "transit", key
+
+
+MAX_POOL = 32
+
+
+def _secrets(s: _Section) -> tuple[str, tuple[str, ...]]:
+    """``secret = "path"`` (one key) or ``secrets = ["path", ...]`` (a key pool), never both."""
+    single = s.get("secret", str)
+    listed = s.get("secrets", list)
+    if single is not None and listed is not None:
+        raise s.fail("secrets", "set either secret (one key) or secrets (a key pool), not both")
+    if single is None and listed is None:
+        raise s.fail("secret", "is required; use secret = \"exchanges/NAME\", "
+                               "or secrets = [...] for a key pool")
+    paths = [single] if single is not None else listed
+    key = "secret" if single is not None else "secrets"
+    if not paths or len(paths) > MAX_POOL:
+        raise s.fail(key, f"list 1 to {MAX_POOL} KV paths, "
+                          "e.g. [\"exchanges/kraken-a\", \"exchanges/kraken-b\"]")
+    for path in paths:
+        if not isinstance(path, str) or not _KV_PATH.fullmatch(path):
+            raise s.fail(key, "must be a KV path such as \"exchanges/binance-main\"")
+    if len(set(paths)) != len(paths):
+        raise s.fail(key, "a path is listed twice; each key of a pool once")
+    return paths[0], (tuple(paths) if listed is not None else ())

@@ -130,10 +130,13 @@ class KeyVetting:
     """Per account: which key version passed the check, or why it is refused."""
 
     def __init__(self, upstream: _Sender, *, clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 offset_ms: Callable[[str], int] = lambda account: 0) -> None:
         self.upstream = upstream
         self._clock = clock
         self._wall_ms = wall_ms
+        #: the account's exchange clock offset, so the check is signed with the exchange's time
+        self._offset_ms = offset_ms
         self._verdicts: dict[str, _Verdict] = {}
         self._passed: set[str] = set()   # accounts that have had a key pass
         self._warned: set[str] = set()
@@ -220,7 +223,7 @@ class KeyVetting:
     async def _ask(self, account: _Account, creds: Credentials, path: str) -> Permissions:
         exchange = account.exchange
         prepared = exchange.prepare(Inbound("GET", path, b"", (), b""))
-        now_ms = self._wall_ms()
+        now_ms = self._wall_ms() + self._offset_ms(account.name)
         stamp = Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
         outbound = exchange.sign(prepared, creds, stamp, account.host)
         response = await self.upstream.send(account.cfg.base_url, outbound)

@@ -71,6 +71,12 @@ NONCE_LOCK_TIMEOUT_S = 10.0
 IDEMPOTENCY_WAIT_S = 15.0
 
 
+class ClockOffsets(Protocol):
+    """Exchange time minus host time per account, in ms (0 when unknown)."""
+
+    def offset_ms(self, account: str) -> int: ...
+
+
 class AuditSink(Protocol):
     """Where decision and outcome records go; ``write`` returns once the record is durable."""
 
@@ -130,6 +136,8 @@ class Pipeline:
         #: rate limits, exchange cool-downs, key-permission verdicts, weight budgets
         self.safety = safety if safety is not None else ExchangeSafety(store=store, metrics=metrics)
         self._background: set[asyncio.Task[None]] = set()
+        #: exchange clock offsets for window-based exchanges (proxy.exchange_clock); set by the worker
+        self.exchange_clock: ClockOffsets | None = None
 
     # ------------------------------------------------------------------ ASGI
 
@@ -386,9 +394,21 @@ class Pipeline:
     async def _stamp_and_send(
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str
     ) -> Reply:
+        if account.pool is not None:  # a key pool: the key with the fewest requests in flight here
+            with account.pool.lease() as (index, leased):
+                ctx.key_version = leased.version
+                ctx.extra["key_index"] = index
+                return await self._stamp_and_send_with(ctx, account, prepared, leased, rule)
+        return await self._stamp_and_send_with(ctx, account, prepared, creds, rule)
+
+    async def _stamp_and_send_with(
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str
+    ) -> Reply:
         unit = account.exchange.nonce_unit
         if unit is None:
             now_ms = self.clock_ns() // 1_000_000
+            if self.exchange_clock is not None:  # sign with the exchange's clock, not the host's
+                now_ms += self.exchange_clock.offset_ms(account.name)
             stamp = Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
             return await self._send(ctx, account, prepared, creds, stamp, rule)
         if self.store is None:

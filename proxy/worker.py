@@ -33,8 +33,11 @@ from proxy.audit.writer import AuditWriter
 from proxy.client_auth import TokenVerifier
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
+from proxy.exchange_clock import ExchangeClock, targets_for
 from proxy.exchange_safety import ExchangeSafety, observe_store
+from proxy.exchanges.base import Credentials
 from proxy.key_permissions import KeyVetting, warn_unsafe_accounts
+from proxy.key_pool import KeyPool
 from proxy.metrics import Metrics
 from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.policy.model import PolicySet
@@ -111,7 +114,10 @@ class Worker:
         self.store = observe_store(store, self.metrics)
         self.limiter: WindowLimiter = MemoryLimiter() if store is None else open_limiter(
             cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
-        self.vetting = KeyVetting(self.upstream)
+        self.exchange_clock = ExchangeClock(self.upstream, targets_for({
+            a.name: (a.cfg.base_url, a.exchange, a.cfg.exchange_clock) for a in self.accounts.values()
+        }), self.metrics)
+        self.vetting = KeyVetting(self.upstream, offset_ms=self.exchange_clock.offset_ms)
         self.safety = ExchangeSafety(store=self.store, metrics=self.metrics, limiter=self.limiter,
                                      vetting=self.vetting)
         warn_unsafe_accounts(cfg.accounts)
@@ -124,6 +130,7 @@ class Worker:
         self.reloader = PolicyReloader(
             cfg.policies_dir, {a.name for a in cfg.accounts}, policies, self._swap_policies, self.metrics,
         )
+        self._clock_task: asyncio.Task[None] | None = None
 
     def _swap_policies(self, policies: PolicySet) -> None:
         """Hot reload: one assignment each, so every request sees one whole set."""
@@ -138,11 +145,15 @@ class Worker:
         return reasons
 
     def _account_problems(self) -> list[str]:
-        return [f"account {a.name}: {a.error or 'secret not loaded'}"
-                for a in self.accounts.values() if a.creds is None]
+        problems = [f"account {a.name}: {a.error or 'secret not loaded'}"
+                    for a in self.accounts.values() if a.creds is None]
+        problems += [f"account {a.name}: {why}"
+                     for a in self.accounts.values() if a.pool is not None for why in a.pool.missing()]
+        return problems
 
     def details(self) -> dict[str, object]:
-        """/readyz facts beyond ready or not: Vault's state and accounts that stopped."""
+        """/readyz facts beyond ready or not: Vault's state, accounts that stopped or were
+        refused, and the exchange clocks."""
         extra = dict(self.reloader.detail())
         state = self.health.state()
         if not state.up:
@@ -152,6 +163,7 @@ class Worker:
             extra["accounts_stopped"] = problems
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
+        extra["exchange_clock"] = self.exchange_clock.detail()
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -174,6 +186,8 @@ class Worker:
         bot.should_exit = admin.should_exit = True
         tasks[2].cancel()
         tasks[3].cancel()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
         if self.pipeline is not None:
@@ -269,13 +283,17 @@ class Worker:
             await self.audit.start()
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
         await self.upstream.start()
-        await self.vetting.vet_all(self.accounts.values())
+        if self._clock_task is None:  # measure exchange clocks before serving (bounded wait)
+            self._clock_task = asyncio.create_task(self.exchange_clock.run())
+            await self.exchange_clock.wait_first_round()
+        await self.vetting.vet_all(self.accounts.values())  # signed with the exchange clocks
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
             idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
         )
+        self.pipeline.exchange_clock = self.exchange_clock
         self.pipeline.ready = True
         self.switch.target = self.pipeline
         self.reasons = []
@@ -283,25 +301,43 @@ class Worker:
 
     def _load_account(self, account: Account, version: int | None = None) -> None:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""
-        try:
-            secret = self.source.read(account.cfg.secret, version)
-            if account.cfg.signing == "transit" and self.transit is not None:
-                creds = transit.load_credentials(account.exchange, secret.fields, secret.version,
-                                                 self.transit, account.cfg.transit_key or account.name)
-            else:
-                creds = account.exchange.load_credentials(secret.fields, secret.version)
-        except SecretSourceError as exc:
-            account.error = str(exc)
+        if account.pool is not None:  # a key pool: every key; the first is also account.creds
+            for index, path in enumerate(account.pool.paths):
+                creds, error = self._read_creds(account, path)
+                account.pool.set(index, creds, error)
+            first = account.pool.creds[0]
+            account.creds, account.error = first or account.creds, account.pool.errors[0]
+            if first is not None:
+                self.metrics.set("proxy_key_version", (("account", account.name),), first.version,
+                                 help="KV version of the key in use")
             return
-        except ValueError as exc:
-            account.error = f"secret {account.cfg.secret} is malformed: {exc}"
+        creds, error = self._read_creds(account, account.cfg.secret, version)
+        if creds is None:
+            account.error = error
             return
         account.creds, account.error = creds, ""
         self.metrics.set("proxy_key_version", (("account", account.name),), creds.version,
                          help="KV version of the key in use")
 
+    def _read_creds(
+        self, account: Account, path: str, version: int | None = None
+    ) -> tuple[Credentials | None, str]:
+        try:
+            secret = self.source.read(path, version)
+            if account.cfg.signing == "transit" and self.transit is not None:
+                return transit.load_credentials(account.exchange, secret.fields, secret.version,
+                                                self.transit, account.cfg.transit_key or account.name), ""
+            return account.exchange.load_credentials(secret.fields, secret.version), ""
+        except SecretSourceError as exc:
+            return None, str(exc)
+        except ValueError as exc:
+            return None, f"secret {path} is malformed: {exc}"
+
     def _refresh(self) -> None:
         for account in self.accounts.values():
+            if account.pool is not None:
+                self._refresh_pool(account, account.pool)
+                continue
             try:
                 meta = self.source.metadata(account.cfg.secret)
             except SecretMissing as exc:
@@ -330,6 +366,19 @@ class Worker:
             self.metrics.set("proxy_key_age_seconds", (("account", name),),
                              max(0.0, time.time() - meta.created.timestamp()),
                              help="age of the key version in use (KV v2 created_time)")
+
+    def _refresh_pool(self, account: Account, pool: KeyPool) -> None:
+        """Reload each key of a pool whose Vault version changed (rotation, key by key)."""
+        for index, path in enumerate(pool.paths):
+            current = self.source.current_version(path)
+            held = pool.creds[index]
+            if held is None or held.version != current:
+                creds, error = self._read_creds(account, path)
+                pool.set(index, creds, error)
+                if creds is not None and creds.version == current:
+                    log.info("account %s key %s now signs with version %d", account.name, path, current)
+        if pool.creds[0] is not None:
+            account.creds, account.error = pool.creds[0], ""
 
 
 def _server_config(app: Any) -> uvicorn.Config:

@@ -59,6 +59,8 @@ class BinanceState:
     )
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    #: the exchange's clock minus the real one (tests run the exchange minutes away)
+    skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: FaultSwitch = field(default_factory=FaultSwitch)
@@ -78,7 +80,7 @@ class BinanceState:
         self.keys[key.api_key] = key
 
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

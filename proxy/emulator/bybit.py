@@ -61,6 +61,8 @@ class BybitState:
     )
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    #: the exchange's clock minus the real one (tests run the exchange minutes away)
+    skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: GET /v5/user/query-api lists "Withdraw" under Wallet when True
@@ -68,7 +70,7 @@ class BybitState:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000_000))
 
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

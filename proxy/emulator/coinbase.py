@@ -64,6 +64,8 @@ class CoinbaseState:
     order_holds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     seen_nonces: dict[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    #: the exchange's clock minus the real one (tests run the exchange minutes away)
+    skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: what GET /api/v3/brokerage/key_permissions answers for can_transfer
@@ -71,7 +73,10 @@ class CoinbaseState:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def now(self) -> int:
-        return int(self.clock())
+        return self.now_ms() // 1000
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):
@@ -210,7 +215,7 @@ def _public(state: CoinbaseState, method: str, path: str, request: Request) -> A
     now = state.now()
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     if path == "/api/v3/brokerage/time":
-        return {"iso": iso, "epochSeconds": str(now), "epochMillis": str(now * 1000)}
+        return {"iso": iso, "epochSeconds": str(now), "epochMillis": str(state.now_ms())}
     if path == "/v2/time":
         return {"data": {"iso": iso, "epoch": now}}
     if path == "/api/v3/brokerage/market/products":

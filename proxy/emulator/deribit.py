@@ -69,13 +69,15 @@ class DeribitState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     nonces: dict[tuple[str, str], int] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    #: the exchange's clock minus the real one (tests run the exchange minutes away)
+    skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     testnet: bool = True
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):
@@ -104,7 +106,7 @@ def create_app(state: DeribitState) -> Starlette:
     """The emulator's ASGI app over ``state``."""
 
     async def handle(request: Request) -> JSONResponse:
-        us_in = int(state.clock() * 1_000_000)
+        us_in = int(state.clock() * 1_000_000) + state.skew_ms * 1000
         body = await request.body()
         raw_query = request.scope.get("query_string", b"").decode("latin-1")
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
@@ -125,7 +127,7 @@ def create_app(state: DeribitState) -> Starlette:
             state.recorder.add(Received(request.method, raw_path, raw_query, headers, body, True))
             envelope["result"] = result
             status = 200
-        us_out = int(state.clock() * 1_000_000)
+        us_out = int(state.clock() * 1_000_000) + state.skew_ms * 1000
         envelope.update(usIn=us_in, usOut=us_out, usDiff=us_out - us_in, testnet=state.testnet)
         return JSONResponse(envelope, status_code=status)
 

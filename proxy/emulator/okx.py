@@ -61,6 +61,8 @@ class OkxState:
         "USDT": Decimal("100000"), "BTC": Decimal("2"), "ETH": Decimal("10")})
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    #: the exchange's clock minus the real one (tests run the exchange minutes away)
+    skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: FaultSwitch = field(default_factory=FaultSwitch)
@@ -74,7 +76,7 @@ class OkxState:
         self.faults.arm(429, body, retry_after=retry_after, count=count)
 
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

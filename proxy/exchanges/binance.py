@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 from urllib.parse import quote
 
 from proxy.decimal_text import parse_decimal, parse_integer
@@ -38,6 +39,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import Ed25519Key, HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -116,6 +118,9 @@ class Binance:
     name: str = "binance"
     nonce_unit: NonceUnit | None = None
     recv_window: int | None = None
+
+    #: SPECS.md: GET /api/v3/time -> {"serverTime": ms}
+    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/time", ("serverTime",))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.binance.com", "testnet": "https://testnet.binance.vision"}[

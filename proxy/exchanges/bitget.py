@@ -14,7 +14,7 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from proxy.decimal_text import parse_decimal, parse_integer
@@ -41,6 +41,7 @@ from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     inbound_with,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -111,6 +112,9 @@ class Bitget:
     name: str = "bitget"
     nonce_unit: NonceUnit | None = None
     paper_trading: bool = False
+
+    #: SPECS.md: GET /api/v2/public/time -> data.serverTime (ms)
+    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/time", ("data", "serverTime"))
 
     def base_url(self, environment: Environment) -> str:
         # Demo trading uses the live host with the PAPTRADING header (see ``paper_trading``).

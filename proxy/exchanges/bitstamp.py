@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from proxy.decimal_text import parse_decimal, parse_integer
 from proxy.errors import BadRequest, EndpointForbidden
@@ -37,6 +38,7 @@ from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     inbound_with,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import (
     Category,
     Endpoint,
@@ -111,6 +113,9 @@ class Bitstamp:
 
     name: str = "bitstamp"
     nonce_unit: NonceUnit | None = None
+
+    #: SPECS.md: no server-time endpoint was verified; signed with the host clock
+    server_time: ClassVar[ServerTime | None] = None
 
     def base_url(self, environment: Environment) -> str:
         if environment != "live":

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
@@ -47,6 +47,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
@@ -126,6 +127,9 @@ class Bybit:
     name: str = "bybit"
     nonce_unit: NonceUnit | None = None
     recv_window: int = 5000
+
+    #: SPECS.md: GET /v5/market/time; result.timeNano is the finest field
+    server_time: ClassVar[ServerTime | None] = ServerTime("/v5/market/time", ("result", "timeNano"), "ns")
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.bybit.com", "testnet": "https://api-testnet.bybit.com"}[

@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -42,6 +42,7 @@ from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     Lookup,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import EcKey, Ed25519Key, load_pem_private_key, looks_like_pem
@@ -158,6 +159,9 @@ class Coinbase:
     name: str = "coinbase"
     nonce_unit: NonceUnit | None = None
     jwt_lifetime: int = 120
+
+    #: SPECS.md: GET /api/v3/brokerage/time -> epochMillis
+    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/brokerage/time", ("epochMillis",))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.coinbase.com", "testnet": "https://api-sandbox.coinbase.com"}[

@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
@@ -40,6 +41,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import (
     Action,
     Category,
@@ -121,6 +123,9 @@ class Deribit:
 
     name: str = "deribit"
     nonce_unit: NonceUnit | None = None
+
+    #: SPECS.md: GET /api/v2/public/get_time -> result (ms)
+    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/get_time", ("result",))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://www.deribit.com", "testnet": "https://test.deribit.com"}[

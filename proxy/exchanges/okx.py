@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
@@ -48,6 +48,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
@@ -121,6 +122,9 @@ class Okx:
     name: str = "okx"
     nonce_unit: NonceUnit | None = None
     simulated_trading: bool = False
+
+    #: SPECS.md: GET /api/v5/public/time -> data[0].ts (ms string)
+    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v5/public/time", ("data", 0, "ts"))
 
     def base_url(self, environment: Environment) -> str:
         # OKX demo trading shares the live host; the x-simulated-trading header selects it.

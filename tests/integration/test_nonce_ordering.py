@@ -1,20 +1,26 @@
 """Strictly increasing nonces through real proxy processes: many bots, several workers, and two
-proxies sharing Redis, all on one Kraken key, with zero nonce rejections at the strict emulator."""
+proxies sharing Redis, on one Kraken key and on one Bitfinex key, with zero nonce rejections at
+the strict emulator; and a Kraken key pool whose keys each keep their own increasing sequence."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 
+from proxy.audit.reader import iter_records
+from proxy.emulator.recorder import Received
 from proxy.emulator.server import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.stack import REPO, AccountSpec, Stack, start_stack
@@ -31,41 +37,74 @@ allow = ["read"]
 BOTS, CALLS = 50, 3
 
 
-async def _storm(urls: list[str], token: str) -> list[int]:
+@dataclass(frozen=True)
+class Case:
+    """One nonce exchange: its account, a signed read, and where its nonce travels."""
+
+    account: str
+    exchange: str
+    fields: dict[str, str]
+    path: str
+    content_type: str
+    body: bytes
+    nonce: Callable[[Received], int]
+
+
+KRAKEN = Case("kraken-main", "kraken", FIELDS, "/0/private/Balance",
+              "application/x-www-form-urlencoded", b"",
+              lambda r: int(dict(parse_qsl(r.body.decode()))["nonce"]))
+BITFINEX = Case("bitfinex-main", "bitfinex",
+                {"api_key": "bitfinex-nonce-key-01", "api_secret": "bitfinex-nonce-secret-0123456789"},
+                "/v2/auth/r/wallets", "application/json", b"{}",
+                lambda r: int(r.header("bfx-nonce") or "0"))
+CASES = [KRAKEN, BITFINEX]
+
+
+def _spec(case: Case) -> AccountSpec:
+    return AccountSpec(case.account, case.exchange, case.fields)
+
+
+def _policy(case: Case) -> dict[str, str]:
+    return {"bot": POLICY.replace("kraken-main", case.account)}
+
+
+async def _storm(urls: list[str], token: str, case: Case = KRAKEN) -> list[int]:
     async with httpx.AsyncClient(timeout=60) as client:
         async def bot(i: int) -> list[int]:
             statuses = []
             for _ in range(CALLS):
-                r = await client.post(urls[i % len(urls)] + "/x/kraken-main/0/private/Balance",
+                r = await client.post(urls[i % len(urls)] + f"/x/{case.account}{case.path}",
                                       headers={"Proxy-Authorization": f"Bearer {token}",
-                                               "Content-Type": "application/x-www-form-urlencoded"},
-                                      content=b"")
+                                               "Content-Type": case.content_type},
+                                      content=case.body)
                 statuses.append(r.status_code)
             return statuses
         results = await asyncio.gather(*(bot(i) for i in range(BOTS)))
     return [s for statuses in results for s in statuses]
 
 
-def _assert_ordered(stack: Stack) -> None:
-    received = [r for r in stack.emulator("kraken-main").recorder.all() if r.path == "/0/private/Balance"]
+def _assert_ordered(stack: Stack, case: Case = KRAKEN) -> None:
+    received = [r for r in stack.emulator(case.account).recorder.all() if r.path == case.path]
     assert len(received) >= BOTS * CALLS
     assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
-    nonces = [int(dict(parse_qsl(r.body.decode()))["nonce"]) for r in received]
+    nonces = [case.nonce(r) for r in received]
     assert all(b > a for a, b in itertools.pairwise(nonces)), "nonces must strictly increase"
 
 
-def test_nonce_ordering_four_workers_sqlite(tmp_path: Path) -> None:
-    with start_stack(tmp_path, [AccountSpec("kraken-main", "kraken", FIELDS)], {"bot": POLICY}, workers=4) as stack:
-        statuses = asyncio.run(_storm([stack.proxy_url], stack.token("bot")))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
+def test_nonce_ordering_four_workers_sqlite(tmp_path: Path, case: Case) -> None:
+    with start_stack(tmp_path, [_spec(case)], _policy(case), workers=4) as stack:
+        statuses = asyncio.run(_storm([stack.proxy_url], stack.token("bot"), case))
         assert statuses == [200] * (BOTS * CALLS)
-        _assert_ordered(stack)
+        _assert_ordered(stack, case)
 
 
-def test_nonce_ordering_two_proxies_sharing_redis(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
+def test_nonce_ordering_two_proxies_sharing_redis(tmp_path: Path, case: Case) -> None:
     with RedisServer() as redis:
         state = f'backend = "redis"\nurl = "{redis.url}"'
-        accounts = [AccountSpec("kraken-main", "kraken", FIELDS)]
-        with start_stack(tmp_path, accounts, {"bot": POLICY}, workers=2, state_toml=state) as stack:
+        accounts = [_spec(case)]
+        with start_stack(tmp_path, accounts, _policy(case), workers=2, state_toml=state) as stack:
             # A second proxy "host": same Vault, Redis and emulator, its own ports and audit dir.
             second_listen, second_admin = free_port(), free_port()
             text = stack.config_path.read_text()
@@ -92,9 +131,9 @@ def test_nonce_ordering_two_proxies_sharing_redis(tmp_path: Path) -> None:
                 asyncio.run(asyncio.sleep(0.05))
             else:
                 pytest.fail("second proxy not ready: " + (stack.dir / "second.log").read_text()[-2000:])
-            statuses = asyncio.run(_storm([stack.proxy_url, second_url], stack.token("bot")))
+            statuses = asyncio.run(_storm([stack.proxy_url, second_url], stack.token("bot"), case))
             assert statuses == [200] * (BOTS * CALLS)
-            _assert_ordered(stack)
+            _assert_ordered(stack, case)
 
 
 def test_nonce_ordering_redis_down_refuses_then_recovers(tmp_path: Path) -> None:
@@ -117,3 +156,47 @@ def test_nonce_ordering_redis_down_refuses_then_recovers(tmp_path: Path) -> None
                 asyncio.run(asyncio.sleep(0.1))
             else:
                 pytest.fail("service did not resume after Redis returned")
+
+
+FIELDS_B = {"api_key": "kraken-nonce-key-02", "api_secret": base64.b64encode(b"second-secret-" * 5).decode()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_nonce_ordering_key_pool_uses_every_key_in_order(tmp_path: Path, backend: str) -> None:
+    with contextlib.ExitStack() as resources:
+        state = None
+        if backend == "redis":
+            redis = resources.enter_context(RedisServer())
+            state = f'backend = "redis"\nurl = "{redis.url}"'
+        stack = resources.enter_context(start_stack(
+            tmp_path, [AccountSpec("kraken-main", "kraken", FIELDS)], {"bot": POLICY},
+            state_toml=state, start_proxy=False,
+        ))
+        # A second key of the same account: known to the exchange, in Vault, listed in the pool.
+        stack.emulator("kraken-main").secrets[FIELDS_B["api_key"]] = base64.b64decode(FIELDS_B["api_secret"])
+        stack.vault.client().secrets.kv.v2.create_or_update_secret(
+            path="exchanges/kraken-b", secret=FIELDS_B, mount_point="secret")
+        text = stack.config_path.read_text()
+        single = 'secret = "exchanges/kraken-main"'
+        assert single in text
+        stack.config_path.write_text(
+            text.replace(single, 'secrets = ["exchanges/kraken-main", "exchanges/kraken-b"]'))
+        stack.start_proxy(workers=4 if backend == "sqlite" else 2)
+        stack.wait_ready()
+
+        statuses = asyncio.run(_storm([stack.proxy_url], stack.token("bot")))
+        assert statuses == [200] * (BOTS * CALLS)
+        received = [r for r in stack.emulator("kraken-main").recorder.all() if r.path == KRAKEN.path]
+        assert len(received) == BOTS * CALLS
+        assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
+        by_key: dict[str, list[int]] = {}
+        for r in received:
+            by_key.setdefault(r.header("API-Key") or "", []).append(KRAKEN.nonce(r))
+        assert set(by_key) == {FIELDS["api_key"], FIELDS_B["api_key"]}, "both keys of the pool are used"
+        for key, nonces in by_key.items():
+            assert all(b > a for a, b in itertools.pairwise(nonces)), f"nonces of {key} must increase"
+        stack.stop_proxy()  # flush the audit trail
+        decisions = [r for r in iter_records(stack.dir / "audit")
+                     if r.get("phase") == "decision" and r.get("decision") == "allow"]
+        assert len(decisions) == BOTS * CALLS
+        assert {r["key_index"] for r in decisions} == {0, 1}, "the audit names the pool key used"
