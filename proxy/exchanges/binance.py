@@ -13,7 +13,6 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -160,23 +159,6 @@ class Binance:
             content_type="application/x-www-form-urlencoded" if body else None,
             endpoint=ep, intents=intents,
         )
-
-    def ticker_request(self, symbol: str) -> Outbound:
-        """The public last-price request for ``symbol`` (reference prices for price bands)."""
-        if not _SYMBOL.fullmatch(symbol):
-            raise ValueError("not a Binance symbol")
-        return Outbound("GET", f"/api/v3/ticker/price?symbol={symbol}", (), b"")
-
-    def parse_ticker(self, body: bytes) -> Decimal:
-        """The last price from a ``ticker/price`` answer; ValueError if it is not one."""
-        data = parse_json(body, "ticker")
-        price = data.get("price") if isinstance(data, dict) else None
-        if not isinstance(price, str):
-            raise ValueError("ticker: no price")
-        try:
-            return parse_decimal(price, "ticker price")
-        except BadRequest as exc:
-            raise ValueError(str(exc)) from None
 
     @property
     def client_order_id_rules(self) -> ClientOrderIdRules:

@@ -91,8 +91,10 @@ def test_failed_check_fails_closed_then_recovers(tmp_path: Path) -> None:
     """The exchange cannot answer the permission check at start: the account is refused (not
     guessed safe), the check is retried with backoff, and the account serves once it passes."""
     policy = POLICY.split("[[grants]]\naccount = \"okx-main\"", maxsplit=1)[0]
-    with start_stack(tmp_path, [AccountSpec("binance-main", "binance", BINANCE)], {"bot": policy},
-                     start_proxy=False) as stack:
+    # exchange_clock = false: the armed fault must meet the permission check, not the clock's
+    # first server-time request
+    spec = AccountSpec("binance-main", "binance", BINANCE, extra_toml="exchange_clock = false")
+    with start_stack(tmp_path, [spec], {"bot": policy}, start_proxy=False) as stack:
         emulator = stack.emulator("binance-main")
         emulator.faults.arm(500, {"code": -1000, "msg": "An unknown error occurred"}, count=1)
         stack.start_proxy(1)
