@@ -65,9 +65,7 @@ class Upstream:
                 out.method, url, headers=dict(out.headers), data=out.body or None,
                 allow_redirects=False,
             ) as resp:
-                body = await resp.content.read(self._max_body + 1)
-                if len(body) > self._max_body:
-                    raise UpstreamError("the exchange's answer was larger than the proxy accepts")
+                body = await self._read_all(resp)
                 headers = tuple(
                     (k, v) for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS
                 )
@@ -77,3 +75,15 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the exchange could not be reached ({type(exc).__name__})") from None
         return UpstreamResponse(status, headers, body, (loop.time() - started) * 1000)
+
+    async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body, up to the cap. ``content.read(n)`` alone returns whatever is
+        buffered (one chunk, one TLS record), not everything up to ``n``."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(64 * 1024):
+            size += len(chunk)
+            if size > self._max_body:
+                raise UpstreamError("the exchange's answer was larger than the proxy accepts")
+            chunks.append(chunk)
+        return b"".join(chunks)
