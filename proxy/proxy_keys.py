@@ -17,6 +17,7 @@ import secrets
 
 from proxy.client_auth import new_signing_key
 from proxy.config import VaultConfig
+from proxy.errors import SecretSourceError
 from proxy.secret_source import VaultSecretSource
 
 TOKEN_SIGNING = "token-signing"  # noqa: S105 - a Vault path, not a secret
@@ -44,8 +45,14 @@ def init_keys(source: VaultSecretSource, cfg: VaultConfig) -> list[str]:
 
 def read_revocations(source: VaultSecretSource, cfg: VaultConfig) -> dict[str, int]:
     raw = source.read(cfg.own(REVOCATIONS)).fields.get("clients")
-    data = json.loads(raw.reveal()) if raw else {}
-    return {str(k): int(v) for k, v in data.items()}
+    try:
+        data = json.loads(raw.reveal()) if raw else {}
+        return {str(k): int(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError):
+        raise SecretSourceError(
+            f"{cfg.own(REVOCATIONS)}: 'clients' is not a JSON object of client -> unix time; "
+            "fix it with `python -m proxy token revoke` or rewrite it as {}"
+        ) from None
 
 
 def revoke_client(source: VaultSecretSource, cfg: VaultConfig, client: str, before: int) -> None:

@@ -204,7 +204,9 @@ class Worker:
         while self.pipeline is None:
             try:
                 await self._load()
-            except (SecretSourceError, ProxyError, OSError) as exc:
+            except Exception as exc:  # never let the loader die: not ready, retry
+                if not isinstance(exc, SecretSourceError | ProxyError | OSError):
+                    exc = SecretSourceError(f"unexpected {type(exc).__name__} while loading")
                 self.reasons = [f"vault: {exc}"]
                 self._vault_failed(str(exc))
                 log.warning("not ready: %s; retrying in %.1fs", exc, delay)
@@ -220,7 +222,9 @@ class Worker:
         """One round: keep the token alive, pick up new versions; on failure count the grace."""
         try:
             await asyncio.to_thread(self._maintain_and_refresh)
-        except (SecretSourceError, ProxyError) as exc:
+        except Exception as exc:  # anything (an odd Vault answer too) counts against the grace
+            if not isinstance(exc, SecretSourceError | ProxyError):
+                exc = SecretSourceError(f"unexpected {type(exc).__name__} while refreshing from Vault")
             self._vault_failed(str(exc))
             state = self.health.state()
             log.warning("refresh from Vault failed: %s; serving from memory (%.0f s of grace left)",
@@ -277,10 +281,11 @@ class Worker:
         )
         for account in self.accounts.values():
             await asyncio.to_thread(self._load_account, account)
-        if self.audit is None:
+        if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            self.audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
-            await self.audit.start()
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            await audit.start()
+            self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
         await self.upstream.start()
         if self._clock_task is None:  # measure exchange clocks before serving (bounded wait)

@@ -219,3 +219,20 @@ path "secret/metadata/*" { capabilities = ["read"] }
 
 def _worker(stack: Stack) -> str:
     return str(stack.procs[0].pid)
+
+
+def test_an_unreadable_revocation_list_counts_against_the_grace_period(tmp_path: Path) -> None:
+    """A follow-up round that fails in an unexpected way (here a hand-edited revocation list)
+    must not end the refresh loop: revocations could not be enforced, so the grace period runs
+    out and the proxy refuses, then serves again once the list is fixed."""
+    with start_stack(tmp_path, [A], {"bot": POLICY_A}, vault_toml="grace_period_s = 3") as stack:
+        token = stack.token("bot")
+        assert balance(stack, "binance-a", token).status_code == 200
+        kv = stack.vault.client().secrets.kv.v2
+        kv.create_or_update_secret(path="proxy/revocations", secret={"clients": "[1, 2]"},
+                                   mount_point="secret")
+        eventually(lambda: balance(stack, "binance-a", token).status_code == 503, 20, "grace ends", stack)
+        assert sum(v for _, v in stack.metric("proxy_vault_errors_total")) >= 1
+        assert "revocations" in stack.proxy_log()
+        kv.create_or_update_secret(path="proxy/revocations", secret={"clients": "{}"}, mount_point="secret")
+        eventually(lambda: balance(stack, "binance-a", token).status_code == 200, 20, "serving again", stack)
