@@ -223,6 +223,8 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
         grace_period_s=v.get("grace_period_s", float, 300.0),
         transit_mount=v.get("transit_mount", str, "transit"),
     )
+    if not 0 < vault.timeout_s <= 60:
+        raise v.fail("timeout_s", "must be between 0 and 60 seconds; use e.g. 5")
     if not 0 <= vault.grace_period_s <= 7 * 86400:
         raise v.fail("grace_period_s", "must be between 0 and 604800 seconds (7 days); use e.g. 300")
     if auth == "approle" and (vault.role_id_file is None or vault.secret_id_file is None):

@@ -118,6 +118,7 @@ class Pipeline:
         upstream: Upstream, audit: AuditSink, metrics: Metrics, max_body_bytes: int,
         store: StateStore | None = None, idempotency_ttl_s: int = 24 * 3600,
         clock_ns: Callable[[], int] = time.time_ns, reference_prices: ReferencePrices | None = None,
+        upstream_timeout_s: float = 10.0, vault_timeout_s: float = 5.0,
         safety: ExchangeSafety | None = None,
     ) -> None:
         self.accounts = dict(accounts)
@@ -131,6 +132,8 @@ class Pipeline:
         self.max_body = max_body_bytes
         self.store = store
         self.idempotency_ttl_s = idempotency_ttl_s
+        #: how long a client order id stays claimed by a live request before it is presumed dead
+        self.lease_s = owner_lease_s(upstream_timeout_s, vault_timeout_s)
         self.clock_ns = clock_ns
         self.ready = False
         #: rate limits, exchange cool-downs, key-permission verdicts, weight budgets
@@ -255,10 +258,11 @@ class Pipeline:
         lookups = account.exchange if isinstance(account.exchange, LooksUpOrders) else None
         for n in range(MAX_LOOKUP_ROUNDS + 1):
             scope = round_scope(base, n)
-            result = await self.store.begin(scope, digest, self.idempotency_ttl_s)
+            result = await self.store.begin(scope, digest, self.idempotency_ttl_s, lease_s=self.lease_s)
             if isinstance(result, InFlight):
                 result = await self.store.wait(
-                    scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=self.idempotency_ttl_s
+                    scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=self.idempotency_ttl_s,
+                    lease_s=self.lease_s,
                 )
             if isinstance(result, InFlight):
                 raise NotReady("an order with this client order id is still in flight; retry shortly")
@@ -553,6 +557,13 @@ class Pipeline:
                 "category": ctx.category, "decision": decision, "rule": rule, "status": status,
                 "upstream_status": upstream, "ms": round(elapsed, 3),
             }))
+
+
+def owner_lease_s(upstream_timeout_s: float, vault_timeout_s: float) -> float:
+    """The idempotency lease: long enough that a live owner never loses its client order id.
+    One attempt may wait for the nonce lock, for a Transit signature and for the exchange; a
+    retry after a lost answer makes up to three such sends (two lookups, then the placement)."""
+    return 3 * (NONCE_LOCK_TIMEOUT_S + vault_timeout_s + upstream_timeout_s) + 10.0
 
 
 def _intent_fields(intent: Intent) -> dict[str, Any]:

@@ -297,6 +297,7 @@ class Worker:
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
             idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
+            upstream_timeout_s=self.cfg.server.upstream_timeout_s, vault_timeout_s=self.cfg.vault.timeout_s,
         )
         self.pipeline.exchange_clock = self.exchange_clock
         self.pipeline.ready = True
