@@ -69,6 +69,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _ACCOUNT = re.compile(rb"[a-z0-9][a-z0-9_-]{0,62}")
 NONCE_LOCK_TIMEOUT_S = 10.0
 IDEMPOTENCY_WAIT_S = 15.0
+#: exchange answers that mean the order was refused before execution (rate limit, IP ban)
+NOT_EXECUTED_STATUSES = frozenset({418, 429})
 
 
 class ClockOffsets(Protocol):
@@ -320,8 +322,17 @@ class Pipeline:
             if not ctx.sent:
                 await self.store.abandon(scope, token=token)
             raise
+        if reply.status in NOT_EXECUTED_STATUSES:
+            # Rate limited or banned: the exchange did not act, so a retry after the cool-down
+            # may place the order (replaying the 429 for a day would block the bot's retries).
+            await self.store.abandon(scope, token=token)
+            return reply
+        # A 5xx leaves the execution status unknown (Binance says so): where the exchange can be
+        # asked, the next retry looks the order up instead of replaying the 5xx.
+        unknown = mark_unknown and reply.status >= 500
+        headers = (*reply.headers, UNKNOWN_OUTCOME) if unknown else reply.headers
         await self.store.complete(
-            scope, StoredResponse(reply.status, reply.headers, reply.body), token=token,
+            scope, StoredResponse(reply.status, headers, reply.body), token=token,
             ttl_s=self.idempotency_ttl_s,
         )
         return reply
