@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME
+from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME, is_lost_answer
 
 RECENT_ROWS = 50
 """Decisions listed in "Recent decisions", newest first."""
@@ -82,12 +82,12 @@ def summarize(records: Sequence[Mapping[str, Any]], limit: int) -> Overview:
     rule_clients: dict[str, set[str]] = {}
     for r in denied:
         rule_clients.setdefault(_text(r.get("rule")), set()).add(_text(r.get("client")))
-    # As in verify: only an outcome closes an allowed decision. A timeout after sending is
-    # written as a second (deny) decision and stays listed: the order may have been placed.
+    # Only an outcome with an answer closes an allowed decision: a crash (no outcome) and a
+    # lost answer (timeout or unreachable after sending) stay listed, since the order may exist.
     pending = [
         r for r in decisions
-        if r.get("decision") == "allow" and r.get("request_id") not in outcomes
-        and r.get("idempotent_replay") is not True
+        if r.get("decision") == "allow" and r.get("idempotent_replay") is not True
+        and (r.get("request_id") not in outcomes or is_lost_answer(outcomes[r["request_id"]]))
     ]
     recent = [(r, outcomes.get(r.get("request_id", ""))) for r in reversed(decisions)]
     return Overview(

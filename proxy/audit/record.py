@@ -17,6 +17,14 @@ from proxy.sensitive import Secret
 PHASE = "phase"
 PHASE_DECISION = "decision"
 PHASE_OUTCOME = "outcome"
+#: outcome errors meaning "sent, but no usable answer came back": the order may exist
+LOST_ANSWER_ERRORS = frozenset({"upstream_timeout", "upstream_error"})
+
+
+def is_lost_answer(record: Mapping[str, Any]) -> bool:
+    """An outcome record of a request that was sent and got no answer the proxy could read."""
+    return (record.get(PHASE) == PHASE_OUTCOME and record.get("upstream_status") is None
+            and record.get("error") in LOST_ANSWER_ERRORS)
 
 CONTRACT_FIELDS = (
     "ts", "request_id", "client", "account", "exchange", "method", "path", "category",

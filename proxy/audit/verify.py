@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from proxy.audit import chain, layout
-from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME
+from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME, is_lost_answer
 from proxy.audit.retention import Tombstone, read_tombstones
 from proxy.sensitive import Secret
 
@@ -63,6 +63,8 @@ class VerifyReport:
     torn: tuple[Location, ...]
     open_chains: tuple[str, ...]
     intents_without_outcome: tuple[PendingIntent, ...]
+    #: requests sent whose answer was lost (timeout, unreachable): the order may exist
+    lost_answers: tuple[PendingIntent, ...] = ()
 
     def summary(self) -> str:
         """Human lines for ``audit verify``: the verdict first, then what deserves a look."""
@@ -77,6 +79,11 @@ class VerifyReport:
         lines += [
             f"intent without outcome: request {p.request_id} at {p.ts} ({p.location})"
             for p in self.intents_without_outcome
+        ]
+        lines += [
+            f"lost answer (the order may exist; look it up): request {p.request_id} at {p.ts} "
+            f"({p.location})"
+            for p in self.lost_answers
         ]
         return "\n".join(lines)
 
@@ -115,6 +122,7 @@ class _Chain:
 class _Intents:
     pending: dict[str, PendingIntent] = field(default_factory=dict)
     early_outcomes: set[str] = field(default_factory=set)
+    lost: dict[str, PendingIntent] = field(default_factory=dict)
 
     def see(self, rec: dict[str, Any], loc: Location) -> None:
         rid = rec.get("request_id")
@@ -128,8 +136,11 @@ class _Intents:
                 self.early_outcomes.discard(rid)
             else:
                 self.pending[rid] = PendingIntent(rid, str(rec.get("ts", "")), loc)
-        elif phase == PHASE_OUTCOME and self.pending.pop(rid, None) is None:
-            self.early_outcomes.add(rid)
+        elif phase == PHASE_OUTCOME:
+            if self.pending.pop(rid, None) is None:
+                self.early_outcomes.add(rid)
+            if is_lost_answer(rec):
+                self.lost[rid] = PendingIntent(rid, str(rec.get("ts", "")), loc)
 
 
 def verify(directory: Path, key: Secret) -> VerifyReport:
@@ -176,6 +187,7 @@ def _report(problems: list[Problem], chains: list[_Chain], intents: _Intents) ->
             c.writer for c in chains if not c.final and not c.problem and c.writer not in closed
         ),
         intents_without_outcome=tuple(sorted(intents.pending.values(), key=lambda p: p.ts)),
+        lost_answers=tuple(sorted(intents.lost.values(), key=lambda p: p.ts)),
     )
 
 

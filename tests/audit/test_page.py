@@ -143,3 +143,15 @@ def test_page_lists_a_bounded_number_of_pending_intents() -> None:
     assert parser.cells["pending-count"] == ["250"]
     assert "req-99<" in doc and "req-100<" not in doc.split('id="recent"')[0]
     assert "and 150 more" in doc
+
+
+def test_a_lost_answer_keeps_its_intent_listed_but_an_answered_failure_closes_it() -> None:
+    """A timeout after sending is written as an outcome naming the error; the order may exist,
+    so the page keeps listing it. An exchange answer (even a 4xx) closes the intent."""
+    records = [
+        decision(1, ts="2025-01-01T00:00:01.000000Z"),
+        outcome(1, ts="2025-01-01T00:00:02.000000Z", upstream_status=None, error="upstream_timeout"),
+        decision(3, ts="2025-01-01T00:00:03.000000Z"),
+        outcome(3, ts="2025-01-01T00:00:04.000000Z", upstream_status=400),
+    ]
+    assert [p["request_id"] for p in summarize(records, 100).pending] == ["req-1"]

@@ -36,4 +36,6 @@ def test_a_timed_out_order_has_one_decision_and_an_outcome_naming_the_timeout(tm
         assert len(outcomes) == 1
         assert outcomes[0]["decision"] == "allow" and outcomes[0]["error"] == "upstream_timeout"
         assert outcomes[0]["upstream_status"] is None
-        assert stack.cli("audit", "verify").returncode == 0
+        verified = stack.cli("audit", "verify")
+        assert verified.returncode == 0, verified.stderr
+        assert f"lost answer (the order may exist; look it up): request {rid}" in verified.stdout + verified.stderr
