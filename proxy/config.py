@@ -315,9 +315,13 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     recv_window = s.get("recv_window_ms", int)
     if recv_window is not None and not 0 < recv_window <= 60000:
         raise s.fail("recv_window_ms", "must be between 1 and 60000")
+    if recv_window is not None and not hasattr(module, "recv_window"):
+        raise s.fail("recv_window_ms", f"{exchange} has no receive window to set; remove the key")
     nonce_unit = s.get("nonce_unit", str)
     if nonce_unit is not None and nonce_unit not in ("ms", "us"):
         raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
+    if nonce_unit is not None and getattr(module, "nonce_unit", None) is None:
+        raise s.fail("nonce_unit", f"{exchange} signs with a timestamp, not a nonce; remove the key")
     weight_per_minute, unsafe_withdraw = _account_safety(s, exchange)
     signing, transit_key = _signing(s, name, exchange)
     clock = s.get("exchange_clock", bool, True)

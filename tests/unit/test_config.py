@@ -55,6 +55,11 @@ def test_config_loads_contract_example_with_defaults(tmp_path: Path) -> None:
          "no testnet environment"),
         ("[state]\nbackend = \"redis\"\n", "url"),
         ("not toml at all [", "not valid TOML"),
+        (BASE.replace('exchange = "binance"', 'exchange = "okx"') + "recv_window_ms = 5000\n",
+         "accounts[binance-main].recv_window_ms: okx has no receive window to set; remove the key"),
+        (BASE + 'nonce_unit = "us"\n',
+         "accounts[binance-main].nonce_unit: binance signs with a timestamp, not a nonce; remove the key"),
+        (BASE.replace('[vault]', '[vault]\ntimeout_s = 0'), "vault.timeout_s: must be between 0 and 60"),
     ],
 )
 def test_config_rejects_with_file_and_fix(tmp_path: Path, text: str, fragment: str) -> None:
