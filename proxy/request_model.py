@@ -31,6 +31,7 @@ class Action(enum.StrEnum):
     """What an endpoint does in more detail, for intent extraction and idempotency."""
 
     PLACE = "place"          # places one or more orders
+    VALIDATE = "validate"    # checks an order without placing it (policy applies; no budget, no id)
     AMEND = "amend"
     CANCEL = "cancel"
     QUERY = "query"          # reads orders, fills, balances, positions

@@ -282,6 +282,8 @@ def _private(state: BinanceState, key: BinanceKey, method: str, path: str, p: di
         return []
     if (method, path) == ("POST", "/api/v3/order"):
         return _new_order(state, p)
+    if (method, path) == ("POST", "/api/v3/order/test"):
+        return _new_order(state, p, place=False)  # validated as an order, nothing placed
     if path == "/api/v3/order" and method in ("GET", "DELETE"):
         order = _find(state, p)
         if method == "DELETE":
@@ -315,7 +317,7 @@ def _find(state: BinanceState, p: dict[str, str]) -> dict[str, Any]:
     raise _err(400, -2013, "Order does not exist.")
 
 
-def _new_order(state: BinanceState, p: dict[str, str]) -> dict[str, Any]:
+def _new_order(state: BinanceState, p: dict[str, str], *, place: bool = True) -> dict[str, Any]:
     symbol = p.get("symbol", "")
     if symbol not in SYMBOLS:
         raise _err(400, -1121, "Invalid symbol.")
@@ -345,6 +347,8 @@ def _new_order(state: BinanceState, p: dict[str, str]) -> dict[str, Any]:
     spend_asset, spend = (quote_asset, cost) if side == "BUY" else (base, qty)
     if state.balances.get(spend_asset, Decimal(0)) < spend:
         raise _err(400, -2010, "Account has insufficient balance for requested action.")
+    if not place:
+        return {}
     order_id = next(state._ids)
     filled = otype == "MARKET"
     if filled:

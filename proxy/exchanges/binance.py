@@ -67,7 +67,7 @@ CATALOGUE = Catalogue([
     endpoint("GET", "/sapi/v1/margin/isolated/allPairs", R),
     # trading
     endpoint("POST", "/api/v3/order", T, name="order"),
-    endpoint("POST", "/api/v3/order/test", T, name="order"),
+    endpoint("POST", "/api/v3/order/test", T, Action.VALIDATE, name="order"),
     endpoint("POST", "/api/v3/order/cancelReplace", T, Action.AMEND, name="order"),
     endpoint("DELETE", "/api/v3/order", C),
     endpoint("DELETE", "/api/v3/openOrders", C),

@@ -38,3 +38,23 @@ def test_a_rate_limited_order_is_placed_by_its_retry_after_the_cool_down(tmp_pat
         third = place()
         assert third.status_code == 200 and third.headers.get("x-proxy-idempotent-replay") == "true"
         assert third.content == second.content
+
+
+BUDGET_POLICY = POLICY + '\n[[grants.budgets]]\nper = "client"\nwindow = "1m"\nmax_orders = 1\n'
+
+
+def test_a_test_order_spends_neither_its_client_order_id_nor_the_budget(tmp_path: Path) -> None:
+    """Binance's order/test validates without placing: policy applies, but the id and the
+    order budget stay for the real order."""
+    with start_stack(tmp_path, [ACCOUNT], {"bot": BUDGET_POLICY}) as stack:
+        headers = {"Proxy-Authorization": f"Bearer {stack.token('bot')}"}
+        order = {**ORDER, "newClientOrderId": "validated-first"}
+        test = httpx.post(f"{stack.proxy_url}/x/binance-main/api/v3/order/test", data=order,
+                          headers=headers, timeout=15)
+        assert test.status_code == 200 and test.json() == {}, test.text
+        real = httpx.post(f"{stack.proxy_url}/x/binance-main/api/v3/order", data=order,
+                          headers=headers, timeout=15)
+        assert real.status_code == 200 and real.json()["clientOrderId"] == "validated-first", real.text
+        over = httpx.post(f"{stack.proxy_url}/x/binance-main/api/v3/order",
+                          data={**ORDER, "newClientOrderId": "second-real"}, headers=headers, timeout=15)
+        assert over.status_code == 429 and over.json()["error"]["rule"] == "budget.client.orders.1m"
