@@ -72,6 +72,12 @@ def import_key(client: TransitClient, name: str, key: HmacKey | AsymmetricKey) -
             f"transit key {name} is of type {existing.get('type')}, the new key is {kind}; "
             "use another transit_key name for a different kind of key"
         )
+    if existing and (existing.get("exportable") is not False
+                     or existing.get("allow_plaintext_backup") is not False):
+        raise TransitError(
+            f"transit key {name} can be exported or backed up in plaintext; an exchange secret must "
+            "never go into such a key: use a new transit_key name (import creates it non-exportable)"
+        )
     pem = client.call("GET", "wrapping_key").get("public_key")
     if not isinstance(pem, str):
         raise TransitError("Transit did not give its wrapping key")

@@ -156,6 +156,15 @@ def test_transit_import_refuses_another_key_type_under_the_same_name(transit: Tr
         import_key(transit, name, ed.key)
 
 
+def test_transit_import_refuses_an_exportable_key(transit: TransitClient) -> None:
+    """A key someone created exportable must never receive an exchange secret."""
+    local, _ = _both(transit, binance.EXCHANGE, {"api_key": "k", "api_secret": _HMAC})
+    name = f"exportable-{uuid.uuid4().hex[:10]}"
+    transit.call("POST", f"keys/{name}", {"type": "hmac", "key_size": 32, "exportable": True})
+    with pytest.raises(TransitError, match="can be exported"):
+        import_key(transit, name, local.key)
+
+
 def test_transit_credentials_refuse_api_secret_in_kv(transit: TransitClient) -> None:
     local, _ = _both(transit, binance.EXCHANGE, {"api_key": "k", "api_secret": _HMAC})
     name = f"kv-{uuid.uuid4().hex[:10]}"
