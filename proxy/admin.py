@@ -14,21 +14,28 @@ from starlette.routing import Route
 from proxy.audit.page import CONTENT_SECURITY_POLICY
 from proxy.audit.review_page import DEFAULT_LIMIT, MAX_LIMIT, AuditReview
 from proxy.metrics import Metrics
+from proxy.proxy_status import ProxyStatus
 
 
 def create_admin_app(
     readiness: Callable[[], list[str]], metrics: Metrics,
     details: Callable[[], dict[str, object]] | None = None,
     audit_review: Callable[[], AuditReview | None] | None = None,
+    status: ProxyStatus | None = None,
 ) -> Starlette:
     """``readiness()`` returns the reasons the worker is not ready (empty: ready);
     ``details()`` adds facts that do not affect readiness (e.g. a refused policy reload);
-    ``audit_review()`` gives the audit page once the chain key is loaded (None before)."""
+    ``audit_review()`` gives the audit page once the chain key is loaded (None before);
+    ``status``, when given, answers /readyz and /metrics for every worker of the ``serve``
+    (proxy/proxy_status.py) instead of this one alone."""
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
     async def readyz(request: Request) -> Response:
+        if status is not None:
+            code, body = status.readyz()
+            return JSONResponse(body, status_code=code)
         reasons = readiness()
         extra = details() if details is not None else {}
         if reasons:
@@ -36,7 +43,8 @@ def create_admin_app(
         return JSONResponse({"ready": True, **extra})
 
     async def metrics_view(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        text = status.metrics_text() if status is not None else metrics.render()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def audit_view(request: Request) -> Response:
         review = audit_review() if audit_review is not None else None

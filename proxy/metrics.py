@@ -1,17 +1,33 @@
-"""In-process Prometheus counters and histograms, rendered as text on the admin listener.
+"""In-process Prometheus counters and histograms.
 
-Deliberately tiny: a dict increment per request. With several workers each reports its own
-series, labelled ``worker``; Prometheus sums them.
+Deliberately tiny: a dict increment per request. ``render()`` shows this process alone
+(series labelled ``worker``); the admin listener serves ``snapshot()``s of every worker of a
+``serve`` merged into one view (proxy/metrics_merge.py, proxy/proxy_status.py).
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 _BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+BUCKETS_MS = _BUCKETS_MS
+#: a histogram series: one cumulative count per bucket, then the total count, then the sum (s)
+SERIES_LEN = len(_BUCKETS_MS) + 2
 
 Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One worker's metrics at one moment (or the folded totals of workers that exited)."""
+
+    help: Mapping[str, tuple[str, str]] = field(default_factory=dict)    # name -> (kind, help)
+    counters: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
+    gauges: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
+    hist: Mapping[str, Mapping[Labels, tuple[float, ...]]] = field(default_factory=dict)
 
 
 def _fmt(labels: Labels) -> str:
@@ -50,6 +66,15 @@ class Metrics:
                 series[i] += 1
         series[-2] += 1
         series[-1] += ms / 1000
+
+    def snapshot(self) -> Snapshot:
+        """A copy of every series now (the event loop is the only writer, so it is consistent)."""
+        return Snapshot(
+            help=dict(self._help),
+            counters={n: dict(series) for n, series in self._counters.items()},
+            gauges={n: dict(series) for n, series in self._gauges.items()},
+            hist={n: {labels: tuple(s) for labels, s in series.items()} for n, series in self._hist.items()},
+        )
 
     def render(self) -> str:
         lines: list[str] = []

@@ -1,7 +1,10 @@
 """``serve``: bind both listeners once, then run one worker in-process or supervise N forks.
 
 Sockets are bound by the parent before forking so every worker accepts on the same ports; a
-worker that dies is replaced; SIGTERM/SIGINT stop them all; SIGHUP is passed on.
+worker that dies is replaced; SIGTERM/SIGINT stop them all; SIGHUP is passed on. The
+supervisor also keeps the run directory (proxy/run_dir.py) through which any worker answers
+/metrics and /readyz for all of them: it records the live pids and folds the counters of a
+worker that exited into the retired totals.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from proxy.config import Config
 from proxy.policy.model import PolicySet
+from proxy.run_dir import RunDir
 from proxy.state import open_store
 from proxy.worker import Worker, bind
 
 log = logging.getLogger("proxy.serve")
 
 
-def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int) -> None:
+def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
+                run_dir: RunDir | None = None) -> None:
     import socket
 
     bot = socket.socket(fileno=bot_fd)
@@ -31,7 +38,7 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int) ->
 
     async def main() -> None:
         store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
-        worker = Worker(cfg, policies, store=store)
+        worker = Worker(cfg, policies, store=store, run_dir=run_dir)
         try:
             await worker.run(bot, admin)
         finally:
@@ -53,10 +60,15 @@ def serve(cfg: Config, policies: PolicySet, workers: int) -> int:
     if workers <= 1:
         _run_worker(cfg, policies, bot.fileno(), admin.fileno())
         return 0
-    return _supervise(cfg, policies, workers, bot.fileno(), admin.fileno())
+    run_dir = RunDir.create()
+    try:
+        return _supervise(cfg, policies, workers, bot.fileno(), admin.fileno(), run_dir)
+    finally:
+        run_dir.remove()
 
 
-def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: int) -> int:
+def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: int,
+               run_dir: RunDir) -> int:
     children: dict[int, int] = {}
     stopping = False
 
@@ -66,10 +78,12 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _run_worker(cfg, policies, bot_fd, admin_fd)
+                _run_worker(cfg, policies, bot_fd, admin_fd, run_dir)
             finally:
                 os._exit(0)
         children[pid] = slot
+        _bookkeep(run_dir.reuse, pid)
+        _bookkeep(run_dir.write_live, children)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -98,11 +112,21 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
         if pid not in children:
             continue
         slot = children.pop(pid)
+        _bookkeep(run_dir.retire, pid)
+        _bookkeep(run_dir.write_live, children)
         if not stopping:
             log.error("worker %d exited (status %d); starting a new one", pid, status)
             time.sleep(0.2)
             spawn(slot)
     return 0
+
+
+def _bookkeep(action: Callable[[Any], None], arg: Any) -> None:
+    """Run-directory upkeep must never take the supervisor down (e.g. a full /tmp)."""
+    try:
+        action(arg)
+    except OSError as exc:
+        log.error("run directory: %s failed: %s", getattr(action, "__name__", "update"), exc)
 
 
 class _quiet:

@@ -43,7 +43,9 @@ from proxy.pipeline import Pipeline, Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
+from proxy.proxy_status import ProxyStatus
 from proxy.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.run_dir import RunDir
 from proxy.secret_source import SecretMeta, VaultSecretSource
 from proxy.state import StateStore
 from proxy.upstream import Upstream
@@ -94,7 +96,8 @@ class _QuietServer(uvicorn.Server):
 
 
 class Worker:
-    def __init__(self, cfg: Config, policies: PolicySet, store: StateStore | None = None) -> None:
+    def __init__(self, cfg: Config, policies: PolicySet, store: StateStore | None = None,
+                 run_dir: RunDir | None = None) -> None:
         self.cfg = cfg
         self.policies = policies
         self.store = store
@@ -131,6 +134,8 @@ class Worker:
             cfg.policies_dir, {a.name for a in cfg.accounts}, policies, self._swap_policies, self.metrics,
         )
         self._clock_task: asyncio.Task[None] | None = None
+        # /readyz and /metrics for every worker of a `serve --workers N` (run_dir: shared files)
+        self.status = ProxyStatus(self.metrics, self.readiness, self.details, run_dir)
 
     def _swap_policies(self, policies: PolicySet) -> None:
         """Hot reload: one assignment each, so every request sees one whole set."""
@@ -174,18 +179,20 @@ class Worker:
         bot = _QuietServer(_server_config(self.switch))
         admin = _QuietServer(_server_config(
             create_admin_app(self.readiness, self.metrics, details=self.details,
-                             audit_review=lambda: self.audit_review)
+                             audit_review=lambda: self.audit_review, status=self.status)
         ))
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
             asyncio.create_task(admin.serve(sockets=[admin_sock])),
             asyncio.create_task(self._load_and_follow()),
             asyncio.create_task(self.reloader.run()),
+            asyncio.create_task(self.status.run()),
         ]
         await self._stop.wait()
         bot.should_exit = admin.should_exit = True
         tasks[2].cancel()
         tasks[3].cancel()
+        tasks[4].cancel()
         if self._clock_task is not None:
             self._clock_task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -195,6 +202,7 @@ class Worker:
         if self.audit is not None:
             await self.audit.close()
         await self.limiter.close()
+        self.status.publish()  # the last counts, for the supervisor to fold into the totals
 
     def stop(self) -> None:
         self._stop.set()

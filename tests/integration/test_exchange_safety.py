@@ -89,14 +89,11 @@ def _pids(stack: Stack, request_ids: set[str]) -> set[int]:
     return pids
 
 
-def _metrics(stack: Stack, tries: int = 12) -> str:
-    """/metrics of every worker (each answers for itself; a new connection picks one)."""
-    seen: dict[str, str] = {}
-    for _ in range(tries):
-        text = httpx.get(stack.admin_url + "/metrics", timeout=5, headers={"Connection": "close"}).text
-        worker = re.search(r'worker="(\d+)"', text)
-        seen[worker.group(1) if worker else str(len(seen))] = text
-    return "\n".join(seen.values())
+def _metrics(stack: Stack) -> str:
+    """/metrics of the whole proxy (whichever worker answers sums every worker's counters;
+    wait out the ~1 s in which a worker publishes its latest counts)."""
+    time.sleep(1.5)
+    return httpx.get(stack.admin_url + "/metrics", timeout=5, headers={"Connection": "close"}).text
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +135,8 @@ def test_exchange_429_pauses_the_account_on_every_worker(stack: Stack) -> None:
     time.sleep(max(0.0, 4.3 - (time.monotonic() - paused_at)))
     assert _order(stack, "bot", "binance-main").status_code == 200
     text = _metrics(stack)
-    assert re.search(r'proxy_account_pauses_total\{account="binance-main",status="429",worker="\d+"\} 1', text)
-    assert re.search(r'proxy_upstream_errors_total\{account="binance-main",class="4xx",worker="\d+"\} 1', text)
+    assert re.search(r'proxy_account_pauses_total\{account="binance-main",status="429"\} 1', text)
+    assert re.search(r'proxy_upstream_errors_total\{account="binance-main",class="4xx"\} 1', text)
 
 
 def test_exchange_418_ban_without_retry_after_uses_the_default(stack: Stack) -> None:
@@ -183,7 +180,7 @@ def test_client_rate_limit_refuses_exactly_the_excess_across_workers(stack: Stac
     assert _get(stack, "calm", "binance-other", "/api/v3/time").status_code == 200
     text = _metrics(stack)
     counts = [int(float(v)) for v in re.findall(
-        r'proxy_rate_limited_total\{account="binance-other",rule="rate_limit.client",worker="\d+"\} (\S+)', text)]
+        r'proxy_rate_limited_total\{account="binance-other",rule="rate_limit.client"\} (\S+)', text)]
     assert sum(counts) == 7, counts
 
 
@@ -193,7 +190,7 @@ def test_nonce_rejection_is_counted(stack: Stack) -> None:
                    headers={"Proxy-Authorization": f"Bearer {stack.token('bot')}",
                             "Content-Type": "application/x-www-form-urlencoded"})
     assert "EAPI:Invalid nonce" in r.text
-    assert re.search(r'proxy_nonce_rejections_total\{account="kraken-main",exchange="kraken",worker="\d+"\} 1',
+    assert re.search(r'proxy_nonce_rejections_total\{account="kraken-main",exchange="kraken"\} 1',
                      _metrics(stack))
     stack.emulator("kraken-main").last_nonce[KRAKEN["api_key"]] = 0
 
@@ -261,8 +258,8 @@ def test_state_store_outage_refuses_and_is_counted(tmp_path: pytest.TempPathFact
                 r = _get(s, "fast", "binance-other", "/api/v3/time")
                 assert r.status_code == 503 and r.headers["x-proxy-error"] == "not_ready", r.text
                 assert len(s.emulator("binance-other").recorder.all()) == seen
-                assert re.search(r'proxy_state_store_errors_total\{op="rate_limit",worker="\d+"\} [1-9]',
-                                 _metrics(s, tries=1))
+                assert re.search(r'proxy_state_store_errors_total\{op="rate_limit"\} [1-9]',
+                                 _metrics(s))
             finally:
                 redis.restart()
             deadline = time.monotonic() + 15
