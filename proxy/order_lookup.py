@@ -45,6 +45,21 @@ class LooksUpOrders(Protocol):
     def lookup_result(self, status: int, body: bytes) -> Lookup: ...
 
 
+@runtime_checkable
+class JudgesLookupsPerOrder(Protocol):
+    """An exchange whose lookup answers are lists to search (Bitfinex): the judgement needs
+    the order, and the bot is shown only the order found."""
+
+    def lookup_result_for(self, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]: ...
+
+
+def judge(exchange: LooksUpOrders, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]:
+    """What a lookup answer says about ``order``, and the body to show the bot if found."""
+    if isinstance(exchange, JudgesLookupsPerOrder):
+        return exchange.lookup_result_for(order, status, body)
+    return exchange.lookup_result(status, body), body
+
+
 def wants_client_order_id(prepared: Prepared) -> bool:
     """A single order placed without a client order id."""
     ep = prepared.endpoint

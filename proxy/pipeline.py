@@ -49,6 +49,7 @@ from proxy.order_lookup import (
     found_headers,
     inject,
     is_unknown,
+    judge,
     round_scope,
 )
 from proxy.policy.evaluate import Decision, evaluate
@@ -343,10 +344,10 @@ class Pipeline:
                     extra={"order_lookup_for": prepared.client_order_id},
                 )
                 answer = await self._stamp_and_send(child, account, lookup, creds, "idempotency.lookup")
-                outcome = lookups.lookup_result(answer.status, answer.body)
+                outcome, shown = judge(lookups, prepared, answer.status, answer.body)
                 if outcome is not Lookup.ABSENT:
                     ctx.extra["order_lookup"] = str(outcome)
-                    found = answer if outcome is Lookup.FOUND else None
+                    found = Reply(answer.status, answer.headers, shown) if outcome is Lookup.FOUND else None
                     break
             else:
                 ctx.extra["order_lookup"] = str(Lookup.ABSENT)

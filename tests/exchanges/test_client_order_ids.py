@@ -173,3 +173,58 @@ def test_client_order_ids_coinbase_lookup_is_the_idempotent_placement() -> None:
     assert coinbase.EXCHANGE.order_lookups(prepared) == (prepared,)
     assert coinbase.EXCHANGE.lookup_result(200, b'{"success":true,"success_response":{}}') is Lookup.FOUND
     assert coinbase.EXCHANGE.lookup_result(500, b'{"error":"INTERNAL"}') is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bitget_lookup_by_client_oid() -> None:
+    prepared, coid = _placed(bitget.EXCHANGE, CASES[3][1])
+    (lookup,) = bitget.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path, lookup.query) == ("GET", "/api/v2/spot/trade/orderInfo", f"clientOid={coid}")
+    result = bitget.EXCHANGE.lookup_result
+    found = {"code": "00000", "msg": "success", "data": [{"orderId": "1", "clientOid": coid, "status": "live"}]}
+    assert result(200, _json(found)) is Lookup.FOUND
+    assert result(200, _json({"code": "00000", "msg": "success", "data": []})) is Lookup.ABSENT
+    assert result(400, _json({"code": "43001", "msg": "The order does not exist", "data": None})) is Lookup.ABSENT
+    assert result(400, _json({"code": "40008", "msg": "Request timestamp expired", "data": None})) is Lookup.UNKNOWN
+    assert result(502, b"<html>bad gateway</html>") is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bitstamp_lookup_by_order_status() -> None:
+    prepared, coid = _placed(bitstamp.EXCHANGE, CASES[4][1])
+    (lookup,) = bitstamp.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path, lookup.body) == (
+        "POST", "/api/v2/order_status/", f"client_order_id={coid}".encode())
+    result = bitstamp.EXCHANGE.lookup_result
+    assert result(200, _json({"id": 1, "status": "Open", "client_order_id": coid, "transactions": []})) is Lookup.FOUND
+    not_found = {"status": "error", "reason": {"__all__": ["Order not found."]}, "response_code": "404.002"}
+    assert result(400, _json(not_found)) is Lookup.ABSENT
+    assert result(403, _json({"status": "error", "reason": "Invalid signature", "code": "API0005"})) is Lookup.UNKNOWN
+    assert result(502, b"<html>bad gateway</html>") is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bitfinex_lookup_reads_active_then_closed_and_matches_cid_and_order() -> None:
+    inbound = Inbound("POST", "/v2/auth/w/order/submit", b"", JSON, _json({
+        "type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "-0.5", "price": "50000", "cid": 77}))
+    prepared = bitfinex.EXCHANGE.prepare(inbound)
+    active, closed = bitfinex.EXCHANGE.order_lookups(prepared)
+    assert (active.path, active.body) == ("/v2/auth/r/orders/tBTCUSD", b"{}")
+    assert (closed.path, json.loads(closed.body)) == ("/v2/auth/r/orders/tBTCUSD/hist", {"limit": 2500})
+
+    def row(oid: int, cid: int, symbol: str, amount_orig: float) -> list[Any]:
+        return [oid, None, cid, symbol, 1, 1, 0, amount_orig, "EXCHANGE LIMIT", *[None] * 23]
+
+    judge = bitfinex.EXCHANGE.lookup_result_for
+    mine, other = row(9, 77, "tBTCUSD", -0.5), row(8, 5, "tBTCUSD", 1.0)
+    outcome, shown = judge(prepared, 200, _json_list([other, mine]))
+    assert outcome is Lookup.FOUND and json.loads(shown) == [mine]  # never the other orders
+    # the same cid on another day's order (other amount, or other symbol) is not this order
+    assert judge(prepared, 200, _json_list([row(7, 77, "tBTCUSD", 0.5), row(6, 77, "tETHUSD", -0.5)]))[0] \
+        is Lookup.ABSENT
+    assert judge(prepared, 200, b"[]")[0] is Lookup.ABSENT
+    full = [row(i, 1000 + i, "tBTCUSD", 1.0) for i in range(2500)]  # a full page may be cut short
+    assert judge(prepared, 200, _json_list(full))[0] is Lookup.UNKNOWN
+    assert judge(prepared, 500, b'["error",10114,"nonce: small"]')[0] is Lookup.UNKNOWN
+    assert bitfinex.EXCHANGE.lookup_result(200, b"[]") is Lookup.UNKNOWN  # needs the order
+
+
+def _json_list(rows: list[Any]) -> bytes:
+    return json.dumps(rows).encode()
