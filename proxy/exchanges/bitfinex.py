@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -48,6 +48,7 @@ from proxy.exchanges.base import (
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     Lookup,
+    batch_inbound_with,
     inbound_with,
 )
 from proxy.request_model import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
@@ -188,6 +189,12 @@ class Bitfinex:
         the bot sees that array alone, never the account's other orders. Absent: a complete
         list without it (a list of LOOKUP_LIMIT entries may be cut short: unknown)."""
         return _lookup_result(order.intents[0], status, body)
+
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
+        """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
+        values = [None if c is None else int(c) for c in ids]
+        field = CLIENT_ORDER_ID_RULES.field
+        return self.prepare(batch_inbound_with(prepared, "ops", field, values, item_index=1))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path

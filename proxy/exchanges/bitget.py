@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -40,6 +40,7 @@ from proxy.exchanges.base import (
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     Lookup,
+    batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
@@ -182,6 +183,11 @@ class Bitget:
         """``00000`` with the order: found; ``43001`` (ccxt: OrderNotFound) or an empty list:
         absent; anything else proves nothing."""
         return _lookup_result(status, body)
+
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
+        """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
+        values = [c for c in ids]
+        return self.prepare(batch_inbound_with(prepared, "orderList", CLIENT_ORDER_ID_RULES.field, values))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         headers: tuple[tuple[str, str], ...] = ()
