@@ -228,3 +228,52 @@ def test_client_order_ids_bitfinex_lookup_reads_active_then_closed_and_matches_c
 
 def _json_list(rows: list[Any]) -> bytes:
     return json.dumps(rows).encode()
+
+
+def test_client_order_ids_batch_gets_one_id_per_missing_order_in_batch_order() -> None:
+    from proxy.order_lookup import batch_scope, inject_batch
+
+    orders = [{"symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": q, "price": "50000"}
+              for q in ("0.01", "0.02", "0.03")]
+    orders[1]["orderLinkId"] = "mine-1"
+    prepared = bybit.EXCHANGE.prepare(Inbound("POST", "/v5/order/create-batch", b"", JSON,
+                                              _json({"category": "spot", "request": orders})))
+    changed, header = inject_batch(bybit.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    assert header is not None
+    ids = header.split(",")
+    body = json.loads(changed.body)["request"]
+    assert [o.get("orderLinkId") for o in body] == ids and ids[1] == "mine-1"
+    assert [o["qty"] for o in body] == ["0.01", "0.02", "0.03"]  # nothing else changed
+    assert len(set(ids)) == 3 and all(re.fullmatch(r"[A-Za-z0-9\-_]{1,36}", c) for c in ids)
+    # the batch's record is its set of ids, whatever their order; no single id can name it
+    assert batch_scope("bot", "a", ids) == batch_scope("bot", "a", list(reversed(ids)))
+    assert "\n" in batch_scope("bot", "a", ids).client_order_id
+
+
+def test_client_order_ids_bitfinex_batch_ids_are_integers() -> None:
+    from proxy.order_lookup import inject_batch
+
+    ops = [["on", {"type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": a, "price": "50000"}]
+           for a in ("0.1", "-0.2")]
+    prepared = bitfinex.EXCHANGE.prepare(Inbound("POST", "/v2/auth/w/order/multi", b"", JSON, _json({"ops": ops})))
+    changed, header = inject_batch(bitfinex.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    assert header is not None
+    cids = [op[1]["cid"] for op in json.loads(changed.body)["ops"]]
+    assert all(isinstance(c, int) and 0 < c < 2**45 for c in cids)
+    assert header == ",".join(str(c) for c in cids)
+
+
+def test_client_order_ids_batch_refused_when_ids_cannot_be_added_or_repeat() -> None:
+    from proxy.errors import BadRequest
+    from proxy.order_lookup import inject_batch
+
+    kraken_batch = _json({"pair": "XBTUSD", "orders": [
+        {"type": "buy", "ordertype": "limit", "volume": "0.01", "price": "50000"}]})
+    prepared = kraken.EXCHANGE.prepare(Inbound("POST", "/0/private/AddOrderBatch", b"", JSON, kraken_batch))
+    with pytest.raises(BadRequest, match="cl_ord_id"):
+        inject_batch(kraken.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    twice = [{"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01",
+              "px": "50000", "clOrdId": "same1"}] * 2
+    prepared = okx.EXCHANGE.prepare(Inbound("POST", "/api/v5/trade/batch-orders", b"", JSON, json.dumps(twice).encode()))
+    with pytest.raises(BadRequest, match="its own client order id"):
+        inject_batch(okx.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
