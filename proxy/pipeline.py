@@ -311,6 +311,7 @@ class Pipeline:
         another batch. A lost answer is kept as the batch's answer (no lookup for batches)."""
         assert self.store is not None and ctx.client is not None
         ids = batch_ids(prepared)
+        ctx.extra["client_order_ids"] = list(ids)  # the audit record's client_order_id is per order
         scope, digest = batch_scope(ctx.client, account.name, ids), content_digest(prepared)
         ttl = self.idempotency_ttl_s
         result = await self.store.begin(scope, digest, ttl)

@@ -78,6 +78,8 @@ def test_batch_identical_retry_is_placed_once_and_replayed(stack: Stack) -> None
     assert all(r.headers.get("x-proxy-idempotent-replay") == "true" for r in retries)
     assert _sent(stack, "bybit-main", BYBIT_BATCH) == before + 1
     assert [_held(stack, "bybit-main", "orderLinkId", c) for c in ids] == [1, 1]
+    mine = [r for r in stack.audit_records() if r.get("client_order_ids") == ids]
+    assert {r["rule"] for r in mine} >= {"grant", "idempotency.replay"}
 
 
 def test_batch_reusing_ids_for_other_content_is_a_conflict(stack: Stack) -> None:
