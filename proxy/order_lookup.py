@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from proxy.errors import BadRequest
 from proxy.exchanges.base import parse_json, parse_pairs
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup, make_client_order_id
 from proxy.request_model import Action, Prepared
@@ -45,6 +47,21 @@ class LooksUpOrders(Protocol):
     def lookup_result(self, status: int, body: bytes) -> Lookup: ...
 
 
+@runtime_checkable
+class JudgesLookupsPerOrder(Protocol):
+    """An exchange whose lookup answers are lists to search (Bitfinex): the judgement needs
+    the order, and the bot is shown only the order found."""
+
+    def lookup_result_for(self, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]: ...
+
+
+def judge(exchange: LooksUpOrders, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]:
+    """What a lookup answer says about ``order``, and the body to show the bot if found."""
+    if isinstance(exchange, JudgesLookupsPerOrder):
+        return exchange.lookup_result_for(order, status, body)
+    return exchange.lookup_result(status, body), body
+
+
 def wants_client_order_id(prepared: Prepared) -> bool:
     """A single order placed without a client order id."""
     ep = prepared.endpoint
@@ -54,9 +71,63 @@ def wants_client_order_id(prepared: Prepared) -> bool:
     )
 
 
+@runtime_checkable
+class InjectsBatchClientOrderIds(Protocol):
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared: ...
+
+
+def is_batch_placement(prepared: Prepared) -> bool:
+    return prepared.endpoint.action is Action.PLACE and prepared.endpoint.batch
+
+
+def batch_ids(prepared: Prepared) -> tuple[str, ...]:
+    """The client order ids of a batch placement, in batch order (all set after inject)."""
+    return tuple(i.client_order_id or "" for i in prepared.intents)
+
+
+def batch_scope(client: str, account: str, ids: Sequence[str]) -> IdempotencyScope:
+    """The idempotency record of a whole batch: its *set* of ids (sorted, hashed). A newline
+    cannot occur in any exchange's client order id, so no single id can name it."""
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+    return IdempotencyScope(client, account, f"\nbatch\n{digest}")
+
+
+def inject_batch(
+    exchange: object, prepared: Prepared, client: str, token: str
+) -> tuple[Prepared, str | None]:
+    """Every order of a batch placement gets a client order id: the ones missing are made
+    (one per order, from ``token``) and added where the exchange takes them in batches; where
+    it does not, the batch is refused. Returns all the batch's ids, comma-separated in batch
+    order, when any was injected."""
+    have = [i.client_order_id for i in prepared.intents]
+    sent = [c for c in have if c]
+    if len(sent) != len(set(sent)):
+        raise BadRequest("every order in a batch needs its own client order id; send each id once")
+    if all(have):
+        return prepared, None
+    rules = exchange.client_order_id_rules if isinstance(exchange, InjectsClientOrderIds) else None
+    if rules is None or not isinstance(exchange, InjectsBatchClientOrderIds):
+        field = rules.field if rules is not None else "client order id"
+        raise BadRequest(f"{field}: every order in a batch needs a client order id (the proxy "
+                         "cannot add one to this exchange's batches); send one per order")
+    made = [
+        None if c else make_client_order_id(
+            rules, client, hashlib.sha256(f"{token}:{n}".encode()).hexdigest()[:32])
+        for n, c in enumerate(have)
+    ]
+    changed = exchange.with_batch_client_order_ids(prepared, made)
+    ids = batch_ids(changed)
+    if len(changed.intents) != len(have) or not all(ids) or len(set(ids)) != len(ids):
+        raise BadRequest("the proxy could not give every order in this batch a client order id; "
+                         "send one per order")
+    return changed, ",".join(ids)
+
+
 def inject(exchange: object, prepared: Prepared, client: str, token: str) -> tuple[Prepared, str | None]:
     """``prepared`` with a fresh client order id when it needs one and the exchange can take
-    one; the id is returned too (None: nothing injected)."""
+    one; the id is returned too (None: nothing injected). Batches: :func:`inject_batch`."""
+    if is_batch_placement(prepared):
+        return inject_batch(exchange, prepared, client, token)
     if not wants_client_order_id(prepared) or not isinstance(exchange, InjectsClientOrderIds):
         return prepared, None
     coid = make_client_order_id(exchange.client_order_id_rules, client, token)

@@ -45,10 +45,14 @@ from proxy.order_lookup import (
     MAX_LOOKUP_ROUNDS,
     UNKNOWN_OUTCOME,
     LooksUpOrders,
+    batch_ids,
+    batch_scope,
     content_digest,
     found_headers,
     inject,
+    is_batch_placement,
     is_unknown,
+    judge,
     round_scope,
 )
 from proxy.policy.evaluate import Decision, evaluate
@@ -57,7 +61,7 @@ from proxy.policy.runtime import PolicyRuntime, log_would_deny
 from proxy.policy.runtime import refusal as policy_refusal
 from proxy.reference_prices import ReferencePrices
 from proxy.request_model import Action, Category, Inbound, Intent, Prepared, Stamp
-from proxy.state import Conflict, IdempotencyScope, InFlight, Replay, StateStore, StoredResponse
+from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, Replay, StateStore, StoredResponse
 from proxy.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("proxy.decision")
@@ -229,6 +233,8 @@ class Pipeline:
                            + (f": {account.error}" if account.error else ""))
         ctx.key_version = creds.version
         self.safety.check_key(account.name, creds.version)
+        if is_batch_placement(prepared) and self.store is not None:
+            return await self._once_batch(ctx, account, prepared, creds, decision)
         coid = prepared.client_order_id
         if prepared.endpoint.action is Action.PLACE and coid and self.store is not None:
             return await self._once(ctx, account, prepared, creds, decision, coid)
@@ -302,6 +308,64 @@ class Pipeline:
             "lookups; query the order by that id yourself", rule="idempotency.unknown_outcome",
         )
 
+    async def _once_batch(
+        self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, decision: Decision,
+    ) -> Reply:
+        """Place a batch at most once (README "Client order ids", batches): its record is its
+        sorted set of ids; an identical retry replays, the same ids with other content are a
+        conflict. Each id is also claimed on its own, so no id is reused by a single order or
+        another batch. A lost answer is kept as the batch's answer (no lookup for batches)."""
+        assert self.store is not None and ctx.client is not None
+        ids = batch_ids(prepared)
+        ctx.extra["client_order_ids"] = list(ids)  # the audit record's client_order_id is per order
+        scope, digest = batch_scope(ctx.client, account.name, ids), content_digest(prepared)
+        ttl = self.idempotency_ttl_s
+        result = await self.store.begin(scope, digest, ttl)
+        if isinstance(result, InFlight):
+            result = await self.store.wait(scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=ttl)
+        if isinstance(result, InFlight):
+            raise NotReady("a batch with these client order ids is still in flight; retry shortly")
+        if isinstance(result, Conflict):
+            raise IdempotencyConflict("these client order ids were already used for a different "
+                                      "batch; use new ids", rule="idempotency")
+        if isinstance(result, Replay):
+            ctx.extra["idempotent_replay"] = True
+            await self._audit(ctx, "allow", "idempotency.replay", phase="decision")
+            self._log(ctx, "allow", "idempotency.replay", result.response.status, None)
+            stored = result.response
+            return Reply(stored.status, (*stored.headers, ("x-proxy-idempotent-replay", "true")), stored.body)
+        if result.previous_unknown:  # an earlier attempt died mid-flight: it may have been placed
+            refusal = UpstreamError("an earlier attempt of this batch ended without an answer; query "
+                                    "its orders by id", rule="idempotency.unknown_outcome")
+            await self.store.complete(scope, self._stored(ctx, refusal), token=result.token, ttl_s=ttl)
+            raise refusal
+        claimed: list[tuple[IdempotencyScope, str]] = []
+        try:
+            for coid in ids:  # every id on its own: "batch:" content never equals a single order's
+                one = IdempotencyScope(ctx.client, account.name, coid)
+                mine = await self.store.begin(one, f"batch:{digest}", ttl)
+                if isinstance(mine, Owner):
+                    claimed.append((one, mine.token))
+                    continue
+                raise IdempotencyConflict(f"client order id {coid!r} was already used for another "
+                                          "order or batch; use a new id", rule="idempotency")
+        except BaseException:
+            for one, token in claimed:
+                await self.store.abandon(one, token=token)
+            await self.store.abandon(scope, token=result.token)
+            raise
+        try:
+            return await self._place(ctx, account, prepared, creds, decision, scope, result.token,
+                                     mark_unknown=False)
+        finally:
+            used = self._stored(ctx, IdempotencyConflict("this client order id was used in a batch",
+                                                         rule="idempotency"))
+            for one, token in claimed:
+                if ctx.sent:
+                    await self.store.complete(one, used, token=token, ttl_s=ttl)
+                else:
+                    await self.store.abandon(one, token=token)
+
     async def _place(
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, decision: Decision,
         scope: IdempotencyScope, token: str, *, mark_unknown: bool,
@@ -358,10 +422,10 @@ class Pipeline:
                     extra={"order_lookup_for": prepared.client_order_id},
                 )
                 answer = await self._stamp_and_send(child, account, lookup, creds, "idempotency.lookup")
-                outcome = lookups.lookup_result(answer.status, answer.body)
+                outcome, shown = judge(lookups, prepared, answer.status, answer.body)
                 if outcome is not Lookup.ABSENT:
                     ctx.extra["order_lookup"] = str(outcome)
-                    found = answer if outcome is Lookup.FOUND else None
+                    found = Reply(answer.status, answer.headers, shown) if outcome is Lookup.FOUND else None
                     break
             else:
                 ctx.extra["order_lookup"] = str(Lookup.ABSENT)

@@ -197,6 +197,11 @@ def _private(state: BitfinexState, name: str, p: dict[str, Any]) -> Any:
                   if (o["status"] == "ACTIVE") != bool(hist)
                   and (symbol is None or o["symbol"] == symbol)
                   and (not ids or o["id"] in ids)]
+        if hist:  # most recent first, ``limit`` of them (default 25, at most 2500)
+            limit = p.get("limit", 25)
+            if type(limit) is not int or not 0 < limit <= 2500:
+                raise _Reject(10020, "limit: invalid")
+            chosen = sorted(chosen, key=lambda o: o["id"], reverse=True)[:limit]
         return [_array(o) for o in chosen]
     raise _Reject(10020, "request: invalid")
 

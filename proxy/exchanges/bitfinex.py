@@ -21,9 +21,11 @@ Bitfinex has no separate testnet: paper trading is a sub-account on the same hos
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from proxy.decimal_text import parse_decimal
@@ -45,6 +47,8 @@ from proxy.exchanges.base import (
 )
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
+    Lookup,
+    batch_inbound_with,
     inbound_with,
 )
 from proxy.request_model import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
@@ -160,6 +164,37 @@ class Bitfinex:
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` with the integer ``cid`` added (scoped by Bitfinex to the UTC day)."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, int(coid)))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """The symbol's active orders, then its recent closed ones (``/hist``, up to
+        LOOKUP_LIMIT). Filtering by ``cid`` needs the order's UTC ``cid_date``, which a retry
+        cannot know for sure, so the proxy reads the lists and finds the order itself
+        (:meth:`lookup_result_for`). Active first: an order that closes between the two reads
+        is then still seen in the second."""
+        symbol = prepared.intents[0].symbol
+        assert symbol is not None
+        active = Inbound("POST", f"{_AUTH}r/orders/{symbol}", b"", (("content-type", JSON),), b"{}")
+        closed = Inbound("POST", f"{_AUTH}r/orders/{symbol}/hist", b"", (("content-type", JSON),),
+                         dump_json({"limit": LOOKUP_LIMIT}).encode())
+        return (self.prepare(active), self.prepare(closed))
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """A list of orders proves nothing without the order it is searched for: see
+        :meth:`lookup_result_for`."""
+        return Lookup.UNKNOWN
+
+    def lookup_result_for(self, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]:
+        """Found: an order array with the same ``cid``, symbol and signed original amount
+        (a ``cid`` is unique per UTC day only, so an older order reusing it must not count);
+        the bot sees that array alone, never the account's other orders. Absent: a complete
+        list without it (a list of LOOKUP_LIMIT entries may be cut short: unknown)."""
+        return _lookup_result(order.intents[0], status, body)
+
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
+        """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
+        values = [None if c is None else int(c) for c in ids]
+        field = CLIENT_ORDER_ID_RULES.field
+        return self.prepare(batch_inbound_with(prepared, "ops", field, values, item_index=1))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -349,6 +384,38 @@ def _meta(value: Any) -> None:
 
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cid", 0, max_int=MAX_CID)
+
+#: Closed orders asked for when looking one up (Bitfinex's documented maximum per request).
+LOOKUP_LIMIT = 2500
+
+
+def _lookup_result(intent: Intent, status: int, body: bytes) -> tuple[Lookup, bytes]:
+    try:  # the exchange's own JSON (JavaScript numbers, exponents included), only read here
+        orders = json.loads(body)
+    except ValueError:
+        return Lookup.UNKNOWN, body
+    if status != 200 or not isinstance(orders, list):
+        return Lookup.UNKNOWN, body
+    assert intent.client_order_id is not None and intent.quantity is not None
+    amount = intent.quantity if intent.side == "buy" else -intent.quantity
+    for row in orders:
+        if not (isinstance(row, list) and len(row) > 7):
+            return Lookup.UNKNOWN, body
+        if row[2] == int(intent.client_order_id) and row[3] == intent.symbol \
+                and _same_amount(row[7], amount):
+            return Lookup.FOUND, json.dumps([row], separators=(",", ":")).encode()
+    if len(orders) >= LOOKUP_LIMIT:
+        return Lookup.UNKNOWN, body
+    return Lookup.ABSENT, body
+
+
+def _same_amount(value: Any, amount: Decimal) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        return Decimal(str(value)) == amount
+    except InvalidOperation:
+        return False
 
 
 EXCHANGE = Bitfinex()

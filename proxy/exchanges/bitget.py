@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -39,7 +39,10 @@ from proxy.exchanges.base import (
 )
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
+    Lookup,
+    batch_inbound_with,
     inbound_with,
+    lookup_inbound,
 )
 from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -167,6 +170,24 @@ class Bitget:
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``GET /api/v2/spot/trade/orderInfo?clientOid=..``: open and past orders alike
+        (``clientOid`` is unique per account over all orders)."""
+        coid = prepared.client_order_id
+        assert coid is not None
+        return (self.prepare(lookup_inbound("GET", "/api/v2/spot/trade/orderInfo",
+                                            [("clientOid", coid)])),)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """``00000`` with the order: found; ``43001`` (ccxt: OrderNotFound) or an empty list:
+        absent; anything else proves nothing."""
+        return _lookup_result(status, body)
+
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
+        """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
+        values = [c for c in ids]
+        return self.prepare(batch_inbound_with(prepared, "orderList", CLIENT_ORDER_ID_RULES.field, values))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         headers: tuple[tuple[str, str], ...] = ()
@@ -331,6 +352,22 @@ def _cancel_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
 
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clientOid", 49)
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json_object(body)
+    except BadRequest:
+        return Lookup.UNKNOWN
+    code, orders = data.get("code"), data.get("data")
+    if status == 200 and code == "00000" and isinstance(orders, list):
+        if not orders:
+            return Lookup.ABSENT
+        if isinstance(orders[0], dict) and isinstance(orders[0].get("orderId"), str):
+            return Lookup.FOUND
+    if status == 400 and code == "43001":
+        return Lookup.ABSENT
+    return Lookup.UNKNOWN
 
 
 EXCHANGE = Bitget()

@@ -29,6 +29,7 @@ from proxy.exchanges.base import (
     NonceUnit,
     encode_pairs,
     endpoint,
+    parse_json_object,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
@@ -36,7 +37,9 @@ from proxy.exchanges.base import (
 )
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
+    Lookup,
     inbound_with,
+    lookup_inbound,
 )
 from proxy.exchanges.server_time import ServerTime
 from proxy.request_model import (
@@ -163,6 +166,18 @@ class Bitstamp:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
 
+    def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
+        """``POST /api/v2/order_status/`` with ``client_order_id`` (open and finished orders)."""
+        coid = prepared.client_order_id
+        assert coid is not None
+        return (self.prepare(lookup_inbound("POST", f"{V2}/order_status/",
+                                            [("client_order_id", coid)])),)
+
+    def lookup_result(self, status: int, body: bytes) -> Lookup:
+        """200 with the order: found; ``404.002`` "Order not found." (ccxt: OrderNotFound):
+        absent; anything else proves nothing."""
+        return _lookup_result(status, body)
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
         if prepared.category is Category.PUBLIC:
@@ -285,6 +300,22 @@ def _other_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
 
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 64)
+
+
+def _lookup_result(status: int, body: bytes) -> Lookup:
+    try:
+        data = parse_json_object(body)
+    except BadRequest:
+        return Lookup.UNKNOWN
+    if status == 200 and data.get("id") is not None and isinstance(data.get("status"), str) \
+            and data.get("status") != "error":
+        return Lookup.FOUND
+    reason = data.get("reason")
+    reasons = reason.get("__all__") if isinstance(reason, dict) else [reason]
+    if data.get("response_code") == "404.002" or (
+            isinstance(reasons, list) and "Order not found." in reasons):
+        return Lookup.ABSENT
+    return Lookup.UNKNOWN
 
 
 EXCHANGE = Bitstamp()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -44,6 +44,7 @@ from proxy.exchanges.base import (
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     Lookup,
+    batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
@@ -193,6 +194,11 @@ class Bybit:
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """retCode 0 with the order in ``result.list``: found; with an empty list: absent."""
         return _lookup_result(status, body)
+
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
+        """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
+        values = [c for c in ids]
+        return self.prepare(batch_inbound_with(prepared, "request", CLIENT_ORDER_ID_RULES.field, values))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path

@@ -11,10 +11,11 @@ then exactly what is signed and sent.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.exchanges.base import dump_json, encode_pairs, parse_json_object
+from proxy.exchanges.base import dump_json, encode_pairs, parse_json, parse_json_object
 from proxy.request_model import Inbound, Prepared
 
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -85,6 +86,27 @@ def inbound_with(prepared: Prepared, name: str, value: str | int) -> Inbound:
         pair_text = encode_pairs([(name, str(value))])
         query = f"{query}&{pair_text}" if query else pair_text
     return Inbound(prepared.method, prepared.path, query.encode(), headers, body)
+
+
+def batch_inbound_with(
+    prepared: Prepared, items_key: str | None, name: str, ids: Sequence[str | int | None],
+    *, item_index: int | None = None,
+) -> Inbound:
+    """The canonical JSON batch of ``prepared`` as an Inbound with ``ids[i]`` added as
+    ``name`` to order ``i`` (None: that order keeps its own). ``items_key`` names the list
+    in the body object (None: the body is the list); ``item_index`` picks the order object
+    inside each entry (Bitfinex's ``["on", {...}]``)."""
+    whole: Any = parse_json(prepared.body)
+    items = whole if items_key is None else whole[items_key]
+    if not isinstance(items, list) or len(items) != len(ids):
+        raise ValueError("batch_inbound_with: one id (or None) per order in the batch")
+    for item, coid in zip(items, ids, strict=True):
+        order = item if item_index is None else item[item_index]
+        if coid is not None:
+            order[name] = coid
+    headers = (("content-type", prepared.content_type or "application/json"),)
+    return Inbound(prepared.method, prepared.path, prepared.query.encode(), headers,
+                   dump_json(whole).encode())
 
 
 def lookup_inbound(method: str, path: str, params: list[tuple[str, str]], *, json: bool = False) -> Inbound:

@@ -15,7 +15,7 @@ derivatives) except a spot Market order, where ``tgtCcy`` (default ``quote_ccy``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,6 +45,7 @@ from proxy.exchanges.base import (
 from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     Lookup,
+    batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
@@ -179,6 +180,11 @@ class Okx:
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """code "0" with the order: found; 51603 "Order does not exist": absent."""
         return _lookup_result(status, body)
+
+    def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
+        """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
+        values = [c for c in ids]
+        return self.prepare(batch_inbound_with(prepared, None, CLIENT_ORDER_ID_RULES.field, values))
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path

@@ -173,3 +173,107 @@ def test_client_order_ids_coinbase_lookup_is_the_idempotent_placement() -> None:
     assert coinbase.EXCHANGE.order_lookups(prepared) == (prepared,)
     assert coinbase.EXCHANGE.lookup_result(200, b'{"success":true,"success_response":{}}') is Lookup.FOUND
     assert coinbase.EXCHANGE.lookup_result(500, b'{"error":"INTERNAL"}') is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bitget_lookup_by_client_oid() -> None:
+    prepared, coid = _placed(bitget.EXCHANGE, CASES[3][1])
+    (lookup,) = bitget.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path, lookup.query) == ("GET", "/api/v2/spot/trade/orderInfo", f"clientOid={coid}")
+    result = bitget.EXCHANGE.lookup_result
+    found = {"code": "00000", "msg": "success", "data": [{"orderId": "1", "clientOid": coid, "status": "live"}]}
+    assert result(200, _json(found)) is Lookup.FOUND
+    assert result(200, _json({"code": "00000", "msg": "success", "data": []})) is Lookup.ABSENT
+    assert result(400, _json({"code": "43001", "msg": "The order does not exist", "data": None})) is Lookup.ABSENT
+    assert result(400, _json({"code": "40008", "msg": "Request timestamp expired", "data": None})) is Lookup.UNKNOWN
+    assert result(502, b"<html>bad gateway</html>") is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bitstamp_lookup_by_order_status() -> None:
+    prepared, coid = _placed(bitstamp.EXCHANGE, CASES[4][1])
+    (lookup,) = bitstamp.EXCHANGE.order_lookups(prepared)
+    assert (lookup.method, lookup.path, lookup.body) == (
+        "POST", "/api/v2/order_status/", f"client_order_id={coid}".encode())
+    result = bitstamp.EXCHANGE.lookup_result
+    assert result(200, _json({"id": 1, "status": "Open", "client_order_id": coid, "transactions": []})) is Lookup.FOUND
+    not_found = {"status": "error", "reason": {"__all__": ["Order not found."]}, "response_code": "404.002"}
+    assert result(400, _json(not_found)) is Lookup.ABSENT
+    assert result(403, _json({"status": "error", "reason": "Invalid signature", "code": "API0005"})) is Lookup.UNKNOWN
+    assert result(502, b"<html>bad gateway</html>") is Lookup.UNKNOWN
+
+
+def test_client_order_ids_bitfinex_lookup_reads_active_then_closed_and_matches_cid_and_order() -> None:
+    inbound = Inbound("POST", "/v2/auth/w/order/submit", b"", JSON, _json({
+        "type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "-0.5", "price": "50000", "cid": 77}))
+    prepared = bitfinex.EXCHANGE.prepare(inbound)
+    active, closed = bitfinex.EXCHANGE.order_lookups(prepared)
+    assert (active.path, active.body) == ("/v2/auth/r/orders/tBTCUSD", b"{}")
+    assert (closed.path, json.loads(closed.body)) == ("/v2/auth/r/orders/tBTCUSD/hist", {"limit": 2500})
+
+    def row(oid: int, cid: int, symbol: str, amount_orig: float) -> list[Any]:
+        return [oid, None, cid, symbol, 1, 1, 0, amount_orig, "EXCHANGE LIMIT", *[None] * 23]
+
+    judge = bitfinex.EXCHANGE.lookup_result_for
+    mine, other = row(9, 77, "tBTCUSD", -0.5), row(8, 5, "tBTCUSD", 1.0)
+    outcome, shown = judge(prepared, 200, _json_list([other, mine]))
+    assert outcome is Lookup.FOUND and json.loads(shown) == [mine]  # never the other orders
+    # the same cid on another day's order (other amount, or other symbol) is not this order
+    assert judge(prepared, 200, _json_list([row(7, 77, "tBTCUSD", 0.5), row(6, 77, "tETHUSD", -0.5)]))[0] \
+        is Lookup.ABSENT
+    assert judge(prepared, 200, b"[]")[0] is Lookup.ABSENT
+    full = [row(i, 1000 + i, "tBTCUSD", 1.0) for i in range(2500)]  # a full page may be cut short
+    assert judge(prepared, 200, _json_list(full))[0] is Lookup.UNKNOWN
+    assert judge(prepared, 500, b'["error",10114,"nonce: small"]')[0] is Lookup.UNKNOWN
+    assert bitfinex.EXCHANGE.lookup_result(200, b"[]") is Lookup.UNKNOWN  # needs the order
+
+
+def _json_list(rows: list[Any]) -> bytes:
+    return json.dumps(rows).encode()
+
+
+def test_client_order_ids_batch_gets_one_id_per_missing_order_in_batch_order() -> None:
+    from proxy.order_lookup import batch_scope, inject_batch
+
+    orders = [{"symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": q, "price": "50000"}
+              for q in ("0.01", "0.02", "0.03")]
+    orders[1]["orderLinkId"] = "mine-1"
+    prepared = bybit.EXCHANGE.prepare(Inbound("POST", "/v5/order/create-batch", b"", JSON,
+                                              _json({"category": "spot", "request": orders})))
+    changed, header = inject_batch(bybit.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    assert header is not None
+    ids = header.split(",")
+    body = json.loads(changed.body)["request"]
+    assert [o.get("orderLinkId") for o in body] == ids and ids[1] == "mine-1"
+    assert [o["qty"] for o in body] == ["0.01", "0.02", "0.03"]  # nothing else changed
+    assert len(set(ids)) == 3 and all(re.fullmatch(r"[A-Za-z0-9\-_]{1,36}", c) for c in ids)
+    # the batch's record is its set of ids, whatever their order; no single id can name it
+    assert batch_scope("bot", "a", ids) == batch_scope("bot", "a", list(reversed(ids)))
+    assert "\n" in batch_scope("bot", "a", ids).client_order_id
+
+
+def test_client_order_ids_bitfinex_batch_ids_are_integers() -> None:
+    from proxy.order_lookup import inject_batch
+
+    ops = [["on", {"type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": a, "price": "50000"}]
+           for a in ("0.1", "-0.2")]
+    prepared = bitfinex.EXCHANGE.prepare(Inbound("POST", "/v2/auth/w/order/multi", b"", JSON, _json({"ops": ops})))
+    changed, header = inject_batch(bitfinex.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    assert header is not None
+    cids = [op[1]["cid"] for op in json.loads(changed.body)["ops"]]
+    assert all(isinstance(c, int) and 0 < c < 2**45 for c in cids)
+    assert header == ",".join(str(c) for c in cids)
+
+
+def test_client_order_ids_batch_refused_when_ids_cannot_be_added_or_repeat() -> None:
+    from proxy.errors import BadRequest
+    from proxy.order_lookup import inject_batch
+
+    kraken_batch = _json({"pair": "XBTUSD", "orders": [
+        {"type": "buy", "ordertype": "limit", "volume": "0.01", "price": "50000"}]})
+    prepared = kraken.EXCHANGE.prepare(Inbound("POST", "/0/private/AddOrderBatch", b"", JSON, kraken_batch))
+    with pytest.raises(BadRequest, match="cl_ord_id"):
+        inject_batch(kraken.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+    twice = [{"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01",
+              "px": "50000", "clOrdId": "same1"}] * 2
+    prepared = okx.EXCHANGE.prepare(Inbound("POST", "/api/v5/trade/batch-orders", b"", JSON, json.dumps(twice).encode()))
+    with pytest.raises(BadRequest, match="its own client order id"):
+        inject_batch(okx.EXCHANGE, prepared, "bot", uuid.uuid4().hex)

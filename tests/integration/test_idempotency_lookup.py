@@ -5,6 +5,7 @@ Real proxy process, real OpenBao, strict emulators with a fault switch, sqlite a
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ ACCOUNTS = [
     AccountSpec("deribit-main", "deribit", {"api_key": "drbLookup1", "api_secret": "deribit-lookup-secret-0123456789"}),
     AccountSpec("bitget-main", "bitget", {"api_key": "bg_lookup_key_0123", "api_secret": "bg-lookup-secret-0123456789",
                                           "passphrase": "LookPass1"}),
+    AccountSpec("bitstamp-main", "bitstamp", {"api_key": "bitstampLookupKey0123456789abcd",
+                                              "api_secret": "bitstamp-lookup-secret-0123"}),
+    AccountSpec("bitfinex-main", "bitfinex", {"api_key": "bitfinex-lookup-key-0123",
+                                              "api_secret": "bitfinex-lookup-secret-0123456789"}),
 ]
 POLICY = 'version = 1\nclient = "lookup-bot"\n' + "".join(
     f'\n[[grants]]\naccount = "{a.name}"\nallow = ["read", "trade", "cancel"]\n' for a in ACCOUNTS
@@ -76,7 +81,21 @@ ORDERS = {
                                                                       "limit_price": "40000"}}}).encode(), "")),
     "deribit": Order("deribit-main", "GET", "/api/v2/private/buy", "label", lambda c: (
         {}, b"", f"instrument_name=BTC-PERPETUAL&amount=10&type=limit&price=40000&label={c}")),
+    "bitget": Order("bitget-main", "POST", "/api/v2/spot/trade/place-order", "clientOid", lambda c: (
+        JSON, json.dumps({"symbol": "BTCUSDT", "side": "buy", "orderType": "limit", "force": "gtc",
+                          "price": "40000", "size": "0.01", "clientOid": c}).encode(), "")),
+    "bitstamp": Order("bitstamp-main", "POST", "/api/v2/buy/btcusd/", "client_order_id", lambda c: (
+        FORM, _form({"amount": "0.01", "price": "40000", "client_order_id": c}), "")),
+    # Bitfinex ids are integers: the test's text id is turned into one
+    "bitfinex": Order("bitfinex-main", "POST", "/v2/auth/w/order/submit", "cid", lambda c: (
+        JSON, json.dumps({"type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "0.01",
+                          "price": "40000", "cid": _int_id(c)}).encode(), "")),
 }
+
+
+def _int_id(coid: str) -> int:
+    """A stable integer stand-in for a text id (Bitfinex ``cid``), below 2**45."""
+    return int.from_bytes(hashlib.sha256(coid.encode()).digest()[:8], "big") % (2**45 - 1) + 1
 
 
 def _start(tmp_path: Path, state_toml: str | None) -> Iterator[Stack]:
@@ -109,7 +128,8 @@ def _send(stack: Stack, order: Order, coid: str) -> httpx.Response:
 def _orders(stack: Stack, order: Order, coid: str) -> int:
     """Orders the exchange holds under ``coid`` (its own book, not the proxy's word)."""
     state: Any = stack.emulator(order.account)
-    return sum(1 for o in state.orders.values() if o.get(order.field) == coid)
+    want = str(_int_id(coid)) if order.field == "cid" else coid
+    return sum(1 for o in state.orders.values() if str(o.get(order.field)) == want)
 
 
 @pytest.mark.parametrize("exchange", sorted(ORDERS))
@@ -123,7 +143,7 @@ def test_idempotency_lookup_answer_lost_after_placing_finds_the_order(stack: Sta
     retry = _send(stack, order, coid)
     assert retry.status_code == 200, retry.text
     assert retry.headers.get("x-proxy-order-lookup") == "found"
-    assert coid in retry.text
+    assert (str(_int_id(coid)) if exchange == "bitfinex" else coid) in retry.text
     again = _send(stack, order, coid)
     assert again.status_code == 200 and again.content == retry.content
     assert again.headers.get("x-proxy-idempotent-replay") == "true"
@@ -175,18 +195,24 @@ def test_idempotency_lookup_injected_id_on_a_normal_order(stack: Stack) -> None:
     assert r.json()["data"][0]["clOrdId"] == coid and coid.isalnum()
 
 
-def test_idempotency_lookup_exchange_without_lookup_keeps_the_lost_answer(stack: Stack) -> None:
-    """Bitget has no lookup yet: a lost answer is final, every retry replays it, nothing more
-    is sent."""
-    coid = f"bgLost{stack.dir.name[-3:]}".replace("-", "")
-    body = json.dumps({"symbol": "BTCUSDT", "side": "buy", "orderType": "limit", "force": "gtc",
-                       "price": "40000", "size": "0.01", "clientOid": coid}).encode()
-    order = Order("bitget-main", "POST", "/api/v2/spot/trade/place-order", "clientOid", lambda c: (JSON, body, ""))
+def test_idempotency_lookup_bitfinex_shows_only_the_order_and_keeps_nonces_in_order(stack: Stack) -> None:
+    """Bitfinex lookups read the symbol's order lists: the bot sees its own order only, and the
+    lookups take the key's nonce lock like any request (no nonce rejection, increasing nonces)."""
+    order = ORDERS["bitfinex"]
+    other = ORDERS["bitfinex"].make(f"other{stack.dir.name[-3:]}")
+    auth = {"Proxy-Authorization": f"Bearer {stack.token('lookup-bot')}"}
+    placed = httpx.post(f"{stack.proxy_url}/x/bitfinex-main{order.path}", content=other[1],
+                        headers={**other[0], **auth}, timeout=30)
+    assert placed.status_code == 200, placed.text
+    coid = f"bfxShow{stack.dir.name[-3:]}"
     stack.faults[order.account].arm(order.method, order.path, when="after")
-    first = _send(stack, order, coid)
-    assert first.status_code == 504
+    assert _send(stack, order, coid).status_code == 504
     retry = _send(stack, order, coid)
-    assert retry.status_code == 504 and retry.headers.get("x-proxy-idempotent-replay") == "true"
-    assert "x-proxy-outcome" not in retry.headers
-    placements = [r for r in stack.emulator("bitget-main").recorder.all() if r.path == order.path]
-    assert len(placements) == 1 and _orders(stack, order, coid) == 1
+    assert retry.status_code == 200 and retry.headers.get("x-proxy-order-lookup") == "found"
+    rows = retry.json()
+    assert len(rows) == 1 and rows[0][2] == _int_id(coid) and rows[0][3] == "tBTCUSD"
+    received = stack.emulator("bitfinex-main").recorder.all()
+    assert all(r.accepted for r in received), [r.error for r in received if not r.accepted]
+    nonces = [int(dict(r.headers)["bfx-nonce"]) for r in received]
+    assert nonces == sorted(nonces) and len(set(nonces)) == len(nonces)
+    assert any(r.path == "/v2/auth/r/orders/tBTCUSD" for r in received)
