@@ -320,9 +320,10 @@ class Pipeline:
         ctx.extra["client_order_ids"] = list(ids)  # the audit record's client_order_id is per order
         scope, digest = batch_scope(ctx.client, account.name, ids), content_digest(prepared)
         ttl = self.idempotency_ttl_s
-        result = await self.store.begin(scope, digest, ttl)
+        result = await self.store.begin(scope, digest, ttl, lease_s=self.lease_s)
         if isinstance(result, InFlight):
-            result = await self.store.wait(scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=ttl)
+            result = await self.store.wait(scope, IDEMPOTENCY_WAIT_S, content_hash=digest, ttl_s=ttl,
+                                           lease_s=self.lease_s)
         if isinstance(result, InFlight):
             raise NotReady("a batch with these client order ids is still in flight; retry shortly")
         if isinstance(result, Conflict):
@@ -343,7 +344,7 @@ class Pipeline:
         try:
             for coid in ids:  # every id on its own: "batch:" content never equals a single order's
                 one = IdempotencyScope(ctx.client, account.name, coid)
-                mine = await self.store.begin(one, f"batch:{digest}", ttl)
+                mine = await self.store.begin(one, f"batch:{digest}", ttl, lease_s=self.lease_s)
                 if isinstance(mine, Owner):
                     claimed.append((one, mine.token))
                     continue
@@ -354,14 +355,18 @@ class Pipeline:
                 await self.store.abandon(one, token=token)
             await self.store.abandon(scope, token=result.token)
             raise
+        reply: Reply | None = None
         try:
-            return await self._place(ctx, account, prepared, creds, decision, scope, result.token,
-                                     mark_unknown=False)
+            reply = await self._place(ctx, account, prepared, creds, decision, scope, result.token,
+                                      mark_unknown=False)
+            return reply
         finally:
             used = self._stored(ctx, IdempotencyConflict("this client order id was used in a batch",
                                                          rule="idempotency"))
+            # refused unexecuted (429, 418): the ids stay free for the retry, as the batch does
+            executed = ctx.sent and not (reply is not None and reply.status in NOT_EXECUTED_STATUSES)
             for one, token in claimed:
-                if ctx.sent:
+                if executed:
                     await self.store.complete(one, used, token=token, ttl_s=ttl)
                 else:
                     await self.store.abandon(one, token=token)

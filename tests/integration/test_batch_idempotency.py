@@ -6,6 +6,7 @@ process, real OpenBao, strict emulators; sqlite and Redis."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,3 +130,17 @@ def test_batch_refused_where_an_id_cannot_be_added(stack: Stack) -> None:
     assert _sent(stack, "kraken-main", "/0/private/AddOrderBatch") == 0
     dup = _post(stack, "bybit-main", BYBIT_BATCH, _bybit(["sameId1", "sameId1"]))
     assert dup.status_code == 400 and dup.headers["x-proxy-error"] == "bad_request"
+
+
+def test_a_rate_limited_batch_keeps_its_ids_for_the_retry(stack: Stack) -> None:
+    """429: the exchange placed nothing, so neither the batch nor its ids are spent."""
+    tag = stack.dir.name[-3:].replace("-", "")
+    orders = [{"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01",
+               "px": "40000", "clOrdId": f"okxRl{tag}{i}"} for i in (1, 2)]
+    stack.emulator("okx-main").rate_limit(retry_after="1")
+    limited = _post(stack, "okx-main", OKX_BATCH, orders)
+    assert limited.status_code == 429, limited.text
+    time.sleep(1.5)  # the cool-down the exchange asked for
+    placed = _post(stack, "okx-main", OKX_BATCH, orders)
+    assert placed.status_code == 200 and "x-proxy-idempotent-replay" not in placed.headers, placed.text
+    assert [_held(stack, "okx-main", "clOrdId", o["clOrdId"]) for o in orders] == [1, 1]
