@@ -84,6 +84,10 @@ class ExchangeSafety:
             if refusal is not None:
                 raise refusal
 
+    def key_refusal(self, account: str, version: int, key: str) -> NotReady | None:
+        """Why the pool key ``key`` (its KV path) may not sign now, or None."""
+        return None if self.vetting is None else self.vetting.refusal(account, version, key)
+
     async def spend_weight(self, account: str, exchange: str, budget: int | None, prepared: Prepared) -> None:
         """The account's outbound budget in the exchange's request weights per minute."""
         if not budget:

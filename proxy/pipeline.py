@@ -395,7 +395,10 @@ class Pipeline:
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str
     ) -> Reply:
         if account.pool is not None:  # a key pool: the key with the fewest requests in flight here
-            with account.pool.lease() as (index, leased):
+            def refusal(path: str, key: Credentials) -> NotReady | None:  # never a refused key
+                return self.safety.key_refusal(account.name, key.version, path)
+
+            with account.pool.lease(refusal) as (index, leased):
                 ctx.key_version = leased.version
                 ctx.extra["key_index"] = index
                 return await self._stamp_and_send_with(ctx, account, prepared, leased, rule)
