@@ -39,6 +39,17 @@ class KeyPool:
             self.creds[index] = creds
         self.errors[index] = error
 
+    def forget(self, index: int, reason: str) -> bool:
+        """The key's secret is gone in Vault: never lease it again (the others serve).
+        True if it was loaded until now."""
+        was = self.creds[index] is not None
+        self.creds[index], self.errors[index] = None, reason
+        return was
+
+    def first_loaded(self) -> Credentials | None:
+        """The first key that is loaded: the account's reference key (``Account.creds``)."""
+        return next((c for c in self.creds if c is not None), None)
+
     def missing(self) -> list[str]:
         """Why each key that is not loaded is not (for readiness)."""
         return [f"key {path}: {self.errors[i] or 'secret not loaded'}"
