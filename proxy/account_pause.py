@@ -110,9 +110,9 @@ class AccountPauses:
             raise self._refusal(account, until, now)
 
     async def pause(self, account: str, cool: Cooldown) -> float:
-        """Start (or extend, never shorten) the account's cool-down; returns its end. A store
-        failure keeps the pause local and is reported, never raised: the bot still gets the
-        exchange's answer."""
+        """Start (or extend, never shorten, here or on any other worker) the account's
+        cool-down; returns its end. A store failure keeps the pause local and is reported,
+        never raised: the bot still gets the exchange's answer."""
         now = self._clock()
         until = now + cool.seconds
         known = self._cache.get(account, (0.0, 0.0))[1]
@@ -122,10 +122,14 @@ class AccountPauses:
         if self.store is not None:
             try:
                 value = f"{until:.3f}|{cool.status}"
-                await self.store.set_flag(pause_flag(account), value, ttl_s=cool.seconds)
+                # atomic in the store: a longer pause set by another worker is never shortened
+                kept = await self.store.extend_flag(pause_flag(account), value, ttl_s=cool.seconds)
             except NotReady:
                 if self._on_store_error is not None:
                     self._on_store_error("pause_set")
+            else:
+                until = max(until, _until_from(kept))
+                self._cache[account] = (now, until)
         return until
 
     @staticmethod
