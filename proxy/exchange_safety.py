@@ -13,10 +13,10 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
-from proxy.account_pause import AccountPauses, cooldown
+from proxy.account_pause import AccountPauses, cooldown, egress_scope
 from proxy.errors import NotReady, RateLimited
 from proxy.exchanges.weights import request_weight
 from proxy.key_permissions import KeyVetting
@@ -63,6 +63,16 @@ class ExchangeSafety:
         self.vetting = vetting
         self._clock = clock
         self.pauses = AccountPauses(store, clock=clock)  # store errors: counted by ObservedStore
+        #: account -> what its exchange counts per IP (Binance: 418 bans, request weight)
+        self._egress: dict[str, str] = {}
+
+    def know_accounts(self, accounts: Iterable[tuple[str, str, str]]) -> None:
+        """(name, exchange, base URL) of every account: which of them share an IP-wide ban
+        and weight budget (proxy.account_pause.egress_scope)."""
+        for name, exchange, base_url in accounts:
+            scope = egress_scope(exchange, base_url)
+            if scope is not None:
+                self._egress[name] = scope
 
     # ------------------------------------------------------------------ before sending
 
@@ -76,7 +86,7 @@ class ExchangeSafety:
                               "rate_limit.grant", account, limit)
 
     async def check_pause(self, account: str) -> None:
-        await self.pauses.check(account)
+        await self.pauses.check(account, self._egress.get(account))
 
     def check_key(self, account: str, version: int) -> None:
         if self.vetting is not None:
@@ -93,7 +103,9 @@ class ExchangeSafety:
         if not budget:
             return
         weight = request_weight(exchange, prepared.method, prepared.path, prepared.query, prepared.body)
-        await self._spend(f"weight|{_who(account)}", budget, 60, weight, "rate_limit.account", account, None)
+        scope = self._egress.get(account)  # Binance counts weight per IP: one budget for all
+        key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
+        await self._spend(key, budget, 60, weight, "rate_limit.account", account, None)
 
     async def _spend(
         self, key: str, amount: int, window_s: int, cost: int, rule: str, account: str,
@@ -125,10 +137,12 @@ class ExchangeSafety:
         cool = cooldown(status, headers, self._clock())
         if cool is None:
             return
-        until = await self.pauses.pause(account, cool)
+        scope = self._egress.get(account) if status == 418 else None
+        until = await self.pauses.pause(scope or account, cool)  # a 418 bans the IP: all accounts
         self.metrics.inc("proxy_account_pauses_total", (("account", account), ("status", str(status))),
                          help="exchange cool-downs started (429, 418 or Retry-After), by account and status")
-        log.warning("account %s paused for %d s until %.0f: the exchange answered %d%s", account,
+        log.warning("%s paused for %d s until %.0f: the exchange answered %d%s",
+                    f"account {account}" if scope is None else f"every account at {scope}",
                     cool.seconds, until, status, " with Retry-After" if cool.named else "")
 
     def upstream_error(self, account: str, kind: str) -> None:
