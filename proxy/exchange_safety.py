@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from proxy.account_pause import AccountPauses, cooldown, egress_scope
-from proxy.errors import NotReady, RateLimited
+from proxy.errors import AccountPaused, NotReady, RateLimited
 from proxy.exchanges.weights import request_weight
 from proxy.key_permissions import KeyVetting
 from proxy.metrics import Metrics
@@ -65,11 +65,13 @@ class ExchangeSafety:
         self.pauses = AccountPauses(store, clock=clock)  # store errors: counted by ObservedStore
         #: account -> what its exchange counts per IP (Binance: 418 bans, request weight)
         self._egress: dict[str, str] = {}
+        self._urls: dict[str, tuple[str, str]] = {}  # account -> (exchange, base URL)
 
     def know_accounts(self, accounts: Iterable[tuple[str, str, str]]) -> None:
         """(name, exchange, base URL) of every account: which of them share an IP-wide ban
         and weight budget (proxy.account_pause.egress_scope)."""
         for name, exchange, base_url in accounts:
+            self._urls[name] = (exchange, base_url)
             scope = egress_scope(exchange, base_url)
             if scope is not None:
                 self._egress[name] = scope
@@ -87,6 +89,27 @@ class ExchangeSafety:
 
     async def check_pause(self, account: str) -> None:
         await self.pauses.check(account, self._egress.get(account))
+
+    async def paused(self, account: str) -> bool:
+        """Whether the proxy's own requests for ``account`` (exchange clock, key checks) must
+        wait: its cool-down or its IP ban, or a state store that cannot say (add no traffic
+        then; the bots' requests are refused meanwhile anyway)."""
+        try:
+            await self.check_pause(account)
+        except (AccountPaused, NotReady):
+            return True
+        return False
+
+    async def observe_url(self, exchange: str, base_url: str, status: int,
+                          headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        """An answer to a public request of the proxy's own (a reference price), made for no
+        one account: a cool-down it asks for applies to every account of that exchange at
+        that base URL (public limits count per IP)."""
+        if cooldown(status, headers, self._clock()) is None:
+            return
+        for name, (known_exchange, known_url) in list(self._urls.items()):
+            if known_exchange == exchange and known_url == base_url:
+                await self.observe(name, exchange, status, headers, body)
 
     def check_key(self, account: str, version: int) -> None:
         if self.vetting is not None:

@@ -130,6 +130,15 @@ class _Sender(Protocol):
     async def send(self, base_url: str, out: Any) -> Any: ...
 
 
+class _Guard(Protocol):
+    """Exchange cool-downs (proxy.exchange_safety.ExchangeSafety)."""
+
+    async def paused(self, account: str) -> bool: ...
+
+    async def observe(self, account: str, exchange: str, status: int,
+                      headers: tuple[tuple[str, str], ...], body: bytes) -> None: ...
+
+
 @dataclass
 class _Verdict:
     version: int
@@ -160,6 +169,9 @@ class KeyVetting:
         self._passed: set[_KeyId] = set()   # keys that have had a version pass
         self._warned: set[str] = set()
         self._pools: dict[str, _Pool] = {}  # pool accounts seen by vet_all
+        #: set by the worker: no check is sent while the account is paused (cool-down, IP ban),
+        #: and a check's 429/418 starts one
+        self.guard: _Guard | None = None
 
     def refusal(self, account: str, version: int, key: str = "") -> NotReady | None:
         """The reason this key version may not sign, or None. ``key``: the pool key's KV path.
@@ -229,6 +241,8 @@ class KeyVetting:
             self._set(ident, _Verdict(creds.version, True))
             self._passed.add(ident)  # a rotation must not wait for the next round
             return
+        if self.guard is not None and await self.guard.paused(name):
+            return  # asked at the next round after the cool-down; until then the pause refuses
         previous = self._verdicts.get(ident)
         failures = previous.failures if previous is not None and previous.version == creds.version else 0
         try:
@@ -277,6 +291,9 @@ class KeyVetting:
         else:
             outbound = exchange.sign(prepared, creds, stamp, account.host)
         response = await self.upstream.send(account.cfg.base_url, outbound)
+        if self.guard is not None:
+            await self.guard.observe(account.name, exchange.name, response.status, response.headers,
+                                     response.body)
         return parse_answer(exchange.name, response.status, response.body)
 
 

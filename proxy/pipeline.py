@@ -136,6 +136,8 @@ class Pipeline:
         #: rate limits, exchange cool-downs, key-permission verdicts, weight budgets
         self.safety = safety if safety is not None else ExchangeSafety(store=store, metrics=metrics)
         self.safety.know_accounts((a.name, a.cfg.exchange, a.cfg.base_url) for a in self.accounts.values())
+        if self.policy_runtime.prices is not None:  # a ticker's 429/418 pauses its accounts too
+            self.policy_runtime.prices.on_answer = self.safety.observe_url
         self._background: set[asyncio.Task[None]] = set()
         #: exchange clock offsets for window-based exchanges (proxy.exchange_clock); set by the worker
         self.exchange_clock: ClockOffsets | None = None

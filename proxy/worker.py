@@ -120,6 +120,8 @@ class Worker:
         self.vetting = KeyVetting(self.upstream, offset_ms=self.exchange_clock.offset_ms)
         self.safety = ExchangeSafety(store=self.store, metrics=self.metrics, limiter=self.limiter,
                                      vetting=self.vetting)
+        self.safety.know_accounts((a.name, a.cfg.exchange, a.cfg.base_url) for a in self.accounts.values())
+        self.exchange_clock.guard = self.vetting.guard = self.safety  # cool-downs apply to them too
         warn_unsafe_accounts(cfg.accounts)
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None

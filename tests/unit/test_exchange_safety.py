@@ -13,8 +13,10 @@ from proxy.account_pause import egress_scope
 from proxy.errors import AccountPaused, NotReady, RateLimited
 from proxy.exchange_safety import ExchangeSafety, nonce_rejected, observe_store
 from proxy.metrics import Metrics
+from proxy.reference_prices import ReferencePrices
 from proxy.request_model import Inbound
 from proxy.state.base import LockTimeout
+from proxy.upstream import UpstreamResponse
 
 
 @pytest.mark.parametrize(("exchange", "body", "expected"), [
@@ -116,5 +118,28 @@ def test_binance_weight_budget_is_shared_by_the_accounts_behind_one_ip() -> None
         with pytest.raises(RateLimited):
             await safety.spend_weight("bn-a", "binance", 50, prepared)
         await safety.spend_weight("bn-us", "binance", 50, prepared)  # another IP budget
+
+    asyncio.run(run())
+
+
+class _BannedTicker:
+    async def send(self, base_url: str, out: Any) -> UpstreamResponse:
+        return UpstreamResponse(418, (), b'{"code":-1003,"msg":"Way too many requests; IP banned"}', 1.0)
+
+
+def test_a_reference_price_answered_418_bans_the_accounts_behind_that_ip() -> None:
+    """Reference prices are fetched for no one account: their 429/418 applies to every account
+    of that exchange at that base URL."""
+    safety = _ip_safety()
+    prices = ReferencePrices(_BannedTicker())
+    prices.on_answer = safety.observe_url
+
+    async def run() -> None:
+        assert await prices.get(exchanges.get("binance"), "https://api.binance.com", "BTCUSDT") is None
+        for account in ("bn-a", "bn-b"):
+            with pytest.raises(AccountPaused):
+                await safety.check_pause(account)
+        await safety.check_pause("bn-us")
+        await safety.check_pause("kr")
 
     asyncio.run(run())

@@ -11,10 +11,12 @@ import pytest
 
 from proxy import exchanges
 from proxy.accounts import Account
-from proxy.errors import NotReady
+from proxy.errors import AccountPaused, NotReady
+from proxy.exchange_safety import ExchangeSafety
 from proxy.exchanges.base import Credentials
 from proxy.key_permissions import KeyVetting, Permissions, parse_answer
 from proxy.key_pool import KeyPool
+from proxy.metrics import Metrics
 from proxy.sensitive import Secret
 from proxy.signing_keys import HmacKey
 from proxy.upstream import UpstreamResponse
@@ -183,3 +185,29 @@ class _Signing:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+class _RateLimited(_Answers):
+    async def send(self, base_url: str, out: Any) -> UpstreamResponse:
+        self.asked.append(dict(out.headers)["X-MBX-APIKEY"])
+        return UpstreamResponse(429, (("Retry-After", "30"),), b'{"code":-1003}', 1.0)
+
+
+def test_key_checks_pause_on_429_and_send_nothing_while_paused() -> None:
+    answers = _RateLimited({})
+    vetting = KeyVetting(answers)
+    safety = ExchangeSafety(store=None, metrics=Metrics(), clock=lambda: 1000.0)
+    vetting.guard = safety
+    account = _account("main", "binance", _creds("keyAAAAAAAA"))
+
+    async def run() -> None:
+        await vetting.vet_all([account])  # the check meets a 429: refused, and the account pauses
+        refusal = vetting.refusal("main", 1)
+        assert refusal is not None and "could not check" in refusal.message
+        with pytest.raises(AccountPaused):
+            await safety.check_pause("main")
+        vetting._verdicts[("main", "")].retry_at = 0.0  # its retry is due, the pause is not over
+        await vetting.vet_all([account])
+
+    asyncio.run(run())
+    assert answers.asked == ["keyAAAAAAAA"], "nothing more was sent while paused"
