@@ -21,6 +21,11 @@ could not vet is not used. A refused withdraw-capable key is asked about again e
 switching withdrawals off at the exchange brings the account back without a restart.
 A *rotated* key (a new version of a key that already passed) keeps serving while its check
 runs, which takes one round trip, so a rotation causes no failed request.
+
+Each key of a key pool is checked on its own (verdicts are per account and KV path): a pool key
+that is refused or not checked yet is never leased, and the pool serves with the others. No
+check is sent while the account is paused (an exchange cool-down); a check's own 429/418
+starts one.
 """
 
 from __future__ import annotations
