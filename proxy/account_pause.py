@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 from proxy.errors import AccountPaused, NotReady
 from proxy.state import StateStore
@@ -73,8 +74,22 @@ def cooldown(status: int, headers: Iterable[tuple[str, str]], now_s: float) -> C
 
 
 def pause_flag(account: str) -> str:
-    """The state-store flag of an account's exchange cool-down (length-prefixed name)."""
+    """The state-store flag of an account's exchange cool-down (length-prefixed name); also of
+    an IP-wide one, named by :func:`egress_scope`."""
     return f"pause|{len(account)}:{account}"
+
+
+IP_WIDE_EXCHANGES = frozenset({"binance"})
+"""Exchanges whose IP ban (418) and request-weight limit count per IP address, not per key."""
+
+
+def egress_scope(exchange: str, base_url: str) -> str | None:
+    """What the exchange counts per IP for this account: ``exchange@host`` (every account of
+    that exchange behind this proxy shares the proxy's address), or None where it counts per
+    key. The ``@`` keeps it apart from account names."""
+    if exchange not in IP_WIDE_EXCHANGES:
+        return None
+    return f"{exchange}@{urlsplit(base_url).hostname or ''}"
 
 
 class AccountPauses:
@@ -89,30 +104,37 @@ class AccountPauses:
         self._cache: dict[str, tuple[float, float]] = {}  # account -> (read at, pause end; epoch s)
         self._on_store_error = on_store_error
 
-    async def check(self, account: str) -> None:
-        """Raise AccountPaused (with Retry-After) while ``account`` is cooling down."""
+    async def check(self, account: str, scope: str | None = None) -> None:
+        """Raise AccountPaused (with Retry-After) while ``account`` is cooling down, or its
+        IP-wide ``scope`` (:func:`egress_scope`) is banned."""
         now = self._clock()
-        cached = self._cache.get(account)
-        if cached is not None and (self.store is None or now - cached[0] < CACHE_S):
-            until = cached[1]
-        elif self.store is None:
-            return
-        else:
-            try:
-                value = await self.store.get_flag(pause_flag(account))
-            except NotReady:
-                if self._on_store_error is not None:
-                    self._on_store_error("pause_check")
-                raise
-            until = 0.0 if value is None else _until_from(value)
-            self._cache[account] = (now, until)
+        until = await self._until(account, now)
+        wide = 0.0 if scope is None else await self._until(scope, now)
+        if wide > now and wide >= until:  # the later end is the one the bot must wait for
+            raise self._refusal(account, wide, now, scope)
         if until > now:
             raise self._refusal(account, until, now)
 
+    async def _until(self, name: str, now: float) -> float:
+        cached = self._cache.get(name)
+        if cached is not None and (self.store is None or now - cached[0] < CACHE_S):
+            return cached[1]
+        if self.store is None:
+            return 0.0
+        try:
+            value = await self.store.get_flag(pause_flag(name))
+        except NotReady:
+            if self._on_store_error is not None:
+                self._on_store_error("pause_check")
+            raise
+        until = 0.0 if value is None else _until_from(value)
+        self._cache[name] = (now, until)
+        return until
+
     async def pause(self, account: str, cool: Cooldown) -> float:
-        """Start (or extend, never shorten) the account's cool-down; returns its end. A store
-        failure keeps the pause local and is reported, never raised: the bot still gets the
-        exchange's answer."""
+        """Start (or extend, never shorten, here or on any other worker) the account's
+        cool-down; returns its end. A store failure keeps the pause local and is reported,
+        never raised: the bot still gets the exchange's answer."""
         now = self._clock()
         until = now + cool.seconds
         known = self._cache.get(account, (0.0, 0.0))[1]
@@ -122,15 +144,26 @@ class AccountPauses:
         if self.store is not None:
             try:
                 value = f"{until:.3f}|{cool.status}"
-                await self.store.set_flag(pause_flag(account), value, ttl_s=cool.seconds)
+                # atomic in the store: a longer pause set by another worker is never shortened
+                kept = await self.store.extend_flag(pause_flag(account), value, ttl_s=cool.seconds)
             except NotReady:
                 if self._on_store_error is not None:
                     self._on_store_error("pause_set")
+            else:
+                until = max(until, _until_from(kept))
+                self._cache[account] = (now, until)
         return until
 
     @staticmethod
-    def _refusal(account: str, until: float, now: float) -> AccountPaused:
+    def _refusal(account: str, until: float, now: float, scope: str | None = None) -> AccountPaused:
         wait = max(1, math.ceil(until - now))
+        if scope is not None:
+            exchange, _, host = scope.partition("@")
+            return AccountPaused(
+                f"account {account} is paused for {wait} s: {exchange} banned this proxy's IP address "
+                f"at {host}, which every {exchange} account here shares; nothing was sent; retry "
+                "after the cool-down", rule=RULE, retry_after=wait,
+            )
         return AccountPaused(
             f"account {account} is paused for {wait} s: the exchange asked the proxy to back off "
             "(rate limit or ban); nothing was sent; retry after the cool-down",

@@ -90,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, parser_class=_Parser)
     kr = with_config(keys.add_parser("rotate", help="write a new key version read from stdin"))
     kr.add_argument("--account", required=True)
+    kr.add_argument("--secret", metavar="PATH",
+                    help="which key of a key pool (one of the account's secrets); default: its first")
     with_config(keys.add_parser(
         "status", help="each account's key version and age",
-        description="One JSON line per account: key version, creation time and age in days.",
+        description="One JSON line per key (every key of a key pool, each with its KV path as "
+                    "\"secret\"): key version, creation time and age in days.",
         epilog="exit codes: 0 every key younger than keys.rotation_warn_days (90 by default); "
                "5 a key is past it (rotate it); 1 a secret could not be read",
     ))
@@ -357,6 +360,11 @@ def _keys_rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     if account is None:
         print(f"error: no account named {args.account!r} in {cfg.path}", file=sys.stderr)
         return EXIT_USAGE
+    path = args.secret or account.secret
+    if path not in account.secret_paths:
+        print(f"error: {path!r} is not a key of account {account.name}; use one of "
+              f"{', '.join(account.secret_paths)}", file=sys.stderr)
+        return EXIT_USAGE
     if account.signing == "transit":  # its secret must never be written to KV
         return _keys_import_transit(cfg, args)
     try:
@@ -376,8 +384,8 @@ def _keys_rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: the new key is not usable for {account.exchange}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    version = _source(cfg).write(account.secret, data)
-    print(f"wrote {cfg.vault.mount}/{account.secret} version {version}; running proxies switch "
+    version = _source(cfg).write(path, data)
+    print(f"wrote {cfg.vault.mount}/{path} version {version}; running proxies switch "
           "to it within a few seconds", file=sys.stderr)
     return EXIT_OK
 
@@ -407,28 +415,32 @@ def _keys_import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> in
 
 
 def _keys_status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    """One JSON line per account; warnings on stderr; exit 5 past the rotation age, 1 on errors."""
+    """One JSON line per key (each key of a pool); warnings on stderr; exit 5 past the rotation
+    age, 1 on errors."""
     from proxy import key_age
 
     source = _source(cfg)
     now = datetime.now(UTC)
     reports = []
     for account in cfg.accounts:
-        try:
-            meta = source.metadata(account.secret)
-            state = key_age.KeyState(account.name, meta.current_version, meta.created)
-            if meta.deleted:
-                state = key_age.KeyState(account.name, meta.current_version, meta.created,
-                                         f"version {meta.current_version} was deleted or destroyed; "
-                                         "write a new one with `keys rotate`")
-        except SecretSourceError as exc:
-            state = key_age.KeyState(account.name, error=str(exc))
-        report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
-        reports.append(report)
-        print(json.dumps(report.as_dict()))
-        if report.status != "ok":
-            print(f"{'warning' if report.status == 'rotate' else 'error'}: account {account.name}: "
-                  f"{report.message}", file=sys.stderr)
+        for path in account.secret_paths:
+            rotate = "`keys rotate`" if path == account.secret else f"`keys rotate --secret {path}`"
+            try:
+                meta = source.metadata(path)
+                state = key_age.KeyState(account.name, meta.current_version, meta.created)
+                if meta.deleted:
+                    state = key_age.KeyState(account.name, meta.current_version, meta.created,
+                                             f"version {meta.current_version} was deleted or destroyed; "
+                                             f"write a new one with {rotate}")
+            except SecretSourceError as exc:
+                state = key_age.KeyState(account.name, error=str(exc))
+            report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
+            reports.append(report)
+            print(json.dumps({**report.as_dict(), "secret": path}))
+            if report.status != "ok":
+                which = f"account {account.name}" + (f" key {path}" if account.secrets else "")
+                print(f"{'warning' if report.status == 'rotate' else 'error'}: {which}: "
+                      f"{report.message}", file=sys.stderr)
     return key_age.exit_code(reports)
 
 

@@ -47,6 +47,16 @@ class Sender(Protocol):
     async def send(self, base_url: str, out: Outbound) -> UpstreamResponse: ...
 
 
+class Guard(Protocol):
+    """Exchange cool-downs (proxy.exchange_safety.ExchangeSafety): the clock sends nothing for
+    a paused account, and its answers may start a cool-down like a bot's."""
+
+    async def paused(self, account: str) -> bool: ...
+
+    async def observe(self, account: str, exchange: str, status: int,
+                      headers: tuple[tuple[str, str], ...], body: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
 class Target:
     """One account whose exchange has a server-time endpoint."""
@@ -54,6 +64,7 @@ class Target:
     account: str
     base_url: str
     server_time: ServerTime
+    exchange: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,8 @@ class ExchangeClock:
         self.errors: dict[str, str] = {}
         self.first_round = asyncio.Event()
         self._tried: set[str] = set()
+        #: set by the worker: skip paused accounts, report 429/418 answers
+        self.guard: Guard | None = None
 
     def offset_ms(self, account: str) -> int:
         """Exchange time minus host time for ``account``; 0 (host clock) until measured.
@@ -159,12 +172,16 @@ class ExchangeClock:
         samples: list[Sample] = []
         problem = ""
         for _ in range(self._samples):
+            if self.guard is not None and await self.guard.paused(target.account):
+                break  # the exchange asked for quiet: keep the last offset
             try:
                 samples.append(await self._sample(target))
             except (ProxyError, TimeoutError, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"[:200]
         best = best_offset(samples, self._max_rtt)
         name = target.account
+        if best is None and not samples and not problem:
+            return None  # paused before the first sample: nothing was asked
         if best is None:
             self.errors[name] = problem or f"every round trip was over {self._max_rtt:g} ms"
             log.warning("exchange clock for %s not measured: %s", name, self.errors[name])
@@ -190,6 +207,9 @@ class ExchangeClock:
         sent_mono, sent = self._mono_ns(), self._wall_ns()
         response = await asyncio.wait_for(self._sender.send(target.base_url, request), FETCH_TIMEOUT_S)
         received, received_mono = self._wall_ns(), self._mono_ns()
+        if self.guard is not None:
+            await self.guard.observe(target.account, target.exchange, response.status, response.headers,
+                                     response.body)
         if response.status != 200:
             raise ValueError(f"server time answered HTTP {response.status}")
         server_ms = target.server_time.parse(response.body)
@@ -203,5 +223,5 @@ def targets_for(accounts: Mapping[str, tuple[str, object, bool]]) -> list[Target
     for name, (base_url, exchange, enabled) in accounts.items():
         server_time = getattr(exchange, "server_time", None)
         if enabled and getattr(exchange, "nonce_unit", None) is None and isinstance(server_time, ServerTime):
-            found.append(Target(name, base_url, server_time))
+            found.append(Target(name, base_url, server_time, str(getattr(exchange, "name", ""))))
     return found

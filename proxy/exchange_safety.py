@@ -13,11 +13,11 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
-from proxy.account_pause import AccountPauses, cooldown
-from proxy.errors import NotReady, RateLimited
+from proxy.account_pause import AccountPauses, cooldown, egress_scope
+from proxy.errors import AccountPaused, NotReady, RateLimited
 from proxy.exchanges.weights import request_weight
 from proxy.key_permissions import KeyVetting
 from proxy.metrics import Metrics
@@ -63,6 +63,18 @@ class ExchangeSafety:
         self.vetting = vetting
         self._clock = clock
         self.pauses = AccountPauses(store, clock=clock)  # store errors: counted by ObservedStore
+        #: account -> what its exchange counts per IP (Binance: 418 bans, request weight)
+        self._egress: dict[str, str] = {}
+        self._urls: dict[str, tuple[str, str]] = {}  # account -> (exchange, base URL)
+
+    def know_accounts(self, accounts: Iterable[tuple[str, str, str]]) -> None:
+        """(name, exchange, base URL) of every account: which of them share an IP-wide ban
+        and weight budget (proxy.account_pause.egress_scope)."""
+        for name, exchange, base_url in accounts:
+            self._urls[name] = (exchange, base_url)
+            scope = egress_scope(exchange, base_url)
+            if scope is not None:
+                self._egress[name] = scope
 
     # ------------------------------------------------------------------ before sending
 
@@ -76,7 +88,28 @@ class ExchangeSafety:
                               "rate_limit.grant", account, limit)
 
     async def check_pause(self, account: str) -> None:
-        await self.pauses.check(account)
+        await self.pauses.check(account, self._egress.get(account))
+
+    async def paused(self, account: str) -> bool:
+        """Whether the proxy's own requests for ``account`` (exchange clock, key checks) must
+        wait: its cool-down or its IP ban, or a state store that cannot say (add no traffic
+        then; the bots' requests are refused meanwhile anyway)."""
+        try:
+            await self.check_pause(account)
+        except (AccountPaused, NotReady):
+            return True
+        return False
+
+    async def observe_url(self, exchange: str, base_url: str, status: int,
+                          headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        """An answer to a public request of the proxy's own (a reference price), made for no
+        one account: a cool-down it asks for applies to every account of that exchange at
+        that base URL (public limits count per IP)."""
+        if cooldown(status, headers, self._clock()) is None:
+            return
+        for name, (known_exchange, known_url) in list(self._urls.items()):
+            if known_exchange == exchange and known_url == base_url:
+                await self.observe(name, exchange, status, headers, body)
 
     def check_key(self, account: str, version: int) -> None:
         if self.vetting is not None:
@@ -84,12 +117,18 @@ class ExchangeSafety:
             if refusal is not None:
                 raise refusal
 
+    def key_refusal(self, account: str, version: int, key: str) -> NotReady | None:
+        """Why the pool key ``key`` (its KV path) may not sign now, or None."""
+        return None if self.vetting is None else self.vetting.refusal(account, version, key)
+
     async def spend_weight(self, account: str, exchange: str, budget: int | None, prepared: Prepared) -> None:
         """The account's outbound budget in the exchange's request weights per minute."""
         if not budget:
             return
         weight = request_weight(exchange, prepared.method, prepared.path, prepared.query, prepared.body)
-        await self._spend(f"weight|{_who(account)}", budget, 60, weight, "rate_limit.account", account, None)
+        scope = self._egress.get(account)  # Binance counts weight per IP: one budget for all
+        key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
+        await self._spend(key, budget, 60, weight, "rate_limit.account", account, None)
 
     async def _spend(
         self, key: str, amount: int, window_s: int, cost: int, rule: str, account: str,
@@ -121,10 +160,12 @@ class ExchangeSafety:
         cool = cooldown(status, headers, self._clock())
         if cool is None:
             return
-        until = await self.pauses.pause(account, cool)
+        scope = self._egress.get(account) if status == 418 else None
+        until = await self.pauses.pause(scope or account, cool)  # a 418 bans the IP: all accounts
         self.metrics.inc("proxy_account_pauses_total", (("account", account), ("status", str(status))),
                          help="exchange cool-downs started (429, 418 or Retry-After), by account and status")
-        log.warning("account %s paused for %d s until %.0f: the exchange answered %d%s", account,
+        log.warning("%s paused for %d s until %.0f: the exchange answered %d%s",
+                    f"account {account}" if scope is None else f"every account at {scope}",
                     cool.seconds, until, status, " with Retry-After" if cool.named else "")
 
     def upstream_error(self, account: str, kind: str) -> None:

@@ -13,7 +13,7 @@ credentials it leased.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from proxy.errors import NotReady
@@ -39,6 +39,17 @@ class KeyPool:
             self.creds[index] = creds
         self.errors[index] = error
 
+    def forget(self, index: int, reason: str) -> bool:
+        """The key's secret is gone in Vault: never lease it again (the others serve).
+        True if it was loaded until now."""
+        was = self.creds[index] is not None
+        self.creds[index], self.errors[index] = None, reason
+        return was
+
+    def first_loaded(self) -> Credentials | None:
+        """The first key that is loaded: the account's reference key (``Account.creds``)."""
+        return next((c for c in self.creds if c is not None), None)
+
     def missing(self) -> list[str]:
         """Why each key that is not loaded is not (for readiness)."""
         return [f"key {path}: {self.errors[i] or 'secret not loaded'}"
@@ -48,17 +59,28 @@ class KeyPool:
         return tuple(self._busy)
 
     @contextmanager
-    def lease(self) -> Iterator[tuple[int, Credentials]]:
+    def lease(
+        self, refusal: Callable[[str, Credentials], NotReady | None] | None = None,
+    ) -> Iterator[tuple[int, Credentials]]:
         """The loaded key with the fewest requests in flight here (ties in turn), held until
-        the block ends. NotReady if no key is loaded."""
+        the block ends. ``refusal(path, creds)``: why a key may not sign (its permission
+        check, proxy/key_permissions.py), or None; such a key is never leased. NotReady if no
+        key is loaded, the first key's refusal if none may sign."""
         n = len(self.paths)
         best: int | None = None
+        refused: NotReady | None = None
         for step in range(n):
             i = (self._turn + step) % n
-            if self.creds[i] is not None and (best is None or self._busy[i] < self._busy[best]):
-                best = i
+            held = self.creds[i]
+            if held is None or (best is not None and self._busy[i] >= self._busy[best]):
+                continue
+            why = refusal(self.paths[i], held) if refusal is not None else None
+            if why is not None:
+                refused = refused or why
+                continue
+            best = i
         if best is None:
-            raise NotReady("no key of this account's pool is loaded")
+            raise refused or NotReady("no key of this account's pool is loaded")
         creds = self.creds[best]
         assert creds is not None
         self._turn = (best + 1) % n

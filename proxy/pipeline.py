@@ -144,6 +144,9 @@ class Pipeline:
         self.ready = False
         #: rate limits, exchange cool-downs, key-permission verdicts, weight budgets
         self.safety = safety if safety is not None else ExchangeSafety(store=store, metrics=metrics)
+        self.safety.know_accounts((a.name, a.cfg.exchange, a.cfg.base_url) for a in self.accounts.values())
+        if self.policy_runtime.prices is not None:  # a ticker's 429/418 pauses its accounts too
+            self.policy_runtime.prices.on_answer = self.safety.observe_url
         self._background: set[asyncio.Task[None]] = set()
         #: exchange clock offsets for window-based exchanges (proxy.exchange_clock); set by the worker
         self.exchange_clock: ClockOffsets | None = None
@@ -479,7 +482,10 @@ class Pipeline:
         self, ctx: _Ctx, account: Account, prepared: Prepared, creds: Credentials, rule: str
     ) -> Reply:
         if account.pool is not None:  # a key pool: the key with the fewest requests in flight here
-            with account.pool.lease() as (index, leased):
+            def refusal(path: str, key: Credentials) -> NotReady | None:  # never a refused key
+                return self.safety.key_refusal(account.name, key.version, path)
+
+            with account.pool.lease(refusal) as (index, leased):
                 ctx.key_version = leased.version
                 ctx.extra["key_index"] = index
                 return await self._stamp_and_send_with(ctx, account, prepared, leased, rule)

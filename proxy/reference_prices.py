@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -36,6 +36,11 @@ class Sender(Protocol):
     async def send(self, base_url: str, out: Outbound) -> UpstreamResponse: ...
 
 
+#: (exchange, base URL, status, headers, body) of every ticker answer: a 429/418 starts a
+#: cool-down (proxy.exchange_safety.ExchangeSafety.observe_url)
+AnswerObserver = Callable[[str, str, int, tuple[tuple[str, str], ...], bytes], Awaitable[None]]
+
+
 class ReferencePrices:
     """Cached last prices per (base URL, exchange, market, symbol)."""
 
@@ -50,6 +55,8 @@ class ReferencePrices:
         self._wall_ms = wall_ms
         self._cache: dict[tuple[str, str, str, str], tuple[float, Decimal]] = {}
         self._inflight: dict[tuple[str, str, str, str], asyncio.Future[Decimal | None]] = {}
+        #: set by the pipeline; a fetch happens only for a request whose account is not paused
+        self.on_answer: AnswerObserver | None = None
 
     async def prices(
         self, exchange: Any, base_url: str, symbols: Iterable[str], market: str = "",
@@ -93,6 +100,8 @@ class ReferencePrices:
         try:
             request = ticker_request(exchange, symbol, market)
             response = await asyncio.wait_for(self._sender.send(base_url, request), FETCH_TIMEOUT_S)
+            if self.on_answer is not None:
+                await self.on_answer(exchange, base_url, response.status, response.headers, response.body)
             if response.status != 200:
                 log.warning("reference price for %s: ticker answered %d", symbol, response.status)
                 return None

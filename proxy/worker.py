@@ -123,6 +123,8 @@ class Worker:
         self.vetting = KeyVetting(self.upstream, offset_ms=self.exchange_clock.offset_ms)
         self.safety = ExchangeSafety(store=self.store, metrics=self.metrics, limiter=self.limiter,
                                      vetting=self.vetting)
+        self.safety.know_accounts((a.name, a.cfg.exchange, a.cfg.base_url) for a in self.accounts.values())
+        self.exchange_clock.guard = self.vetting.guard = self.safety  # cool-downs apply to them too
         warn_unsafe_accounts(cfg.accounts)
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
@@ -319,8 +321,8 @@ class Worker:
             for index, path in enumerate(account.pool.paths):
                 creds, error = self._read_creds(account, path)
                 account.pool.set(index, creds, error)
-            first = account.pool.creds[0]
-            account.creds, account.error = first or account.creds, account.pool.errors[0]
+            first = account.pool.first_loaded()
+            account.creds, account.error = first or account.creds, "" if first else account.pool.errors[0]
             if first is not None:
                 self.metrics.set("proxy_key_version", (("account", account.name),), first.version,
                                  help="KV version of the key in use")
@@ -382,17 +384,32 @@ class Worker:
                              help="age of the key version in use (KV v2 created_time)")
 
     def _refresh_pool(self, account: Account, pool: KeyPool) -> None:
-        """Reload each key of a pool whose Vault version changed (rotation, key by key)."""
+        """Reload each key of a pool whose Vault version changed (rotation, key by key). A key
+        whose secret is gone stops alone, as a single key does: the pool serves with the others."""
         for index, path in enumerate(pool.paths):
-            current = self.source.current_version(path)
+            try:
+                meta = self.source.metadata(path)
+            except SecretMissing as exc:
+                self._stop_pool_key(account, pool, index, f"{exc}; write it with `keys rotate`")
+                continue
+            if meta.deleted:
+                self._stop_pool_key(account, pool, index,
+                                    f"version {meta.current_version} of {path} was deleted or "
+                                    "destroyed; write a new one with `keys rotate`")
+                continue
+            current = meta.current_version
             held = pool.creds[index]
             if held is None or held.version != current:
                 creds, error = self._read_creds(account, path)
                 pool.set(index, creds, error)
                 if creds is not None and creds.version == current:
                     log.info("account %s key %s now signs with version %d", account.name, path, current)
-        if pool.creds[0] is not None:
-            account.creds, account.error = pool.creds[0], ""
+        first = pool.first_loaded()
+        account.creds, account.error = first, "" if first is not None else "; ".join(pool.missing())
+
+    def _stop_pool_key(self, account: Account, pool: KeyPool, index: int, reason: str) -> None:
+        if pool.forget(index, reason):
+            log.error("account %s key %s stopped: %s", account.name, pool.paths[index], reason)
 
 
 def _server_config(app: Any) -> uvicorn.Config:

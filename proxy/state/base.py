@@ -202,6 +202,13 @@ class StateStore(Protocol):
     ) -> None:
         """Set a shared flag (kill switch, account pause) for ``ttl_s`` (None: until cleared)."""
 
+    async def extend_flag(
+        self, name: str, value: str, ttl_s: float, *, now_us: int | None = None
+    ) -> str:
+        """Set the flag for ``ttl_s`` unless it is already set to end later (or never), in one
+        atomic step, so a shorter pause never replaces a longer one set by another worker.
+        Returns the value in force afterwards: ``value``, or the one that ends later."""
+
     async def get_flag(self, name: str, *, now_us: int | None = None) -> str | None:
         """The flag's value, or None if unset or expired."""
 

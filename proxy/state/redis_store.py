@@ -161,6 +161,20 @@ return total
 """
 )
 
+_EXTEND_FLAG_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ends = string.match(cur, '^(%d*):')
+  -- microsecond ends compared as decimal strings (no leading zeros), never as Lua numbers
+  if ends == '' or (ends and (#ends > #ARGV[1] or (#ends == #ARGV[1] and ends >= ARGV[1]))) then
+    return cur
+  end
+end
+local new = ARGV[1] .. ':' .. ARGV[2]
+redis.call('SET', KEYS[1], new, 'PX', ARGV[3])
+return new
+"""
+
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -213,6 +227,7 @@ class RedisStateStore:
         self._complete = self._redis.register_script(_COMPLETE_LUA)
         self._abandon = self._redis.register_script(_ABANDON_LUA)
         self._window = self._redis.register_script(_WINDOW_LUA)
+        self._extend_flag = self._redis.register_script(_EXTEND_FLAG_LUA)
         self._unlock = self._redis.register_script(_UNLOCK_LUA)
         self._extend = self._redis.register_script(_EXTEND_LUA)
         self._local_locks: dict[str, asyncio.Lock] = {}
@@ -437,6 +452,16 @@ class RedisStateStore:
         expires = self._now(now_us) + ttl_us
         gc_ms = ttl_us // 1000 + _GC_MARGIN_MS
         await self._guard(self._redis.set(key, f"{expires}:{value}", px=gc_ms))
+
+    async def extend_flag(
+        self, name: str, value: str, ttl_s: float, *, now_us: int | None = None
+    ) -> str:
+        ttl_us = to_us(ttl_s)
+        expires = self._now(now_us) + ttl_us
+        gc_ms = ttl_us // 1000 + _GC_MARGIN_MS
+        raw = await self._eval(self._extend_flag, [self._key("flag", name)],
+                               [str(expires), value, str(gc_ms)])
+        return _text(raw).partition(":")[2]
 
     async def get_flag(self, name: str, *, now_us: int | None = None) -> str | None:
         raw = await self._guard(self._redis.get(self._key("flag", name)))

@@ -376,6 +376,22 @@ class SqliteStateStore:
             )
         )
 
+    async def extend_flag(
+        self, name: str, value: str, ttl_s: float, *, now_us: int | None = None
+    ) -> str:
+        now = self._now(now_us)
+        expires = now + to_us(ttl_s)
+
+        def fn(c: sqlite3.Connection) -> str:  # one BEGIN IMMEDIATE transaction: atomic
+            row = c.execute("SELECT value, expires_us FROM flags WHERE name = ?", (name,)).fetchone()
+            if row is not None and (row[1] is None or int(row[1]) >= expires):
+                return str(row[0])  # already ends later (or never): keep it
+            c.execute("INSERT OR REPLACE INTO flags (name, value, expires_us) VALUES (?, ?, ?)",
+                      (name, value, expires))
+            return value
+
+        return await self._run(fn)
+
     async def get_flag(self, name: str, *, now_us: int | None = None) -> str | None:
         now = self._now(now_us)
 

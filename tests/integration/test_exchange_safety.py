@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from proxy.account_pause import pause_flag
+from proxy.account_pause import egress_scope, pause_flag
 from proxy.audit.reader import iter_records
 from proxy.state import open_store
 from tests.support.redis_server import RedisServer
@@ -139,18 +139,30 @@ def test_exchange_429_pauses_the_account_on_every_worker(stack: Stack) -> None:
     assert re.search(r'proxy_upstream_errors_total\{account="binance-main",class="4xx"\} 1', text)
 
 
-def test_exchange_418_ban_without_retry_after_uses_the_default(stack: Stack) -> None:
+def test_exchange_418_ban_pauses_every_binance_account_behind_the_ip(stack: Stack) -> None:
+    """Binance bans an IP address, not a key: a 418 on one account pauses every Binance account
+    of this proxy (same host), on every worker; other exchanges go on. Without Retry-After the
+    default applies."""
     stack.emulator("binance-other").rate_limit(418)
     r = _get(stack, "bot", "binance-other", "/api/v3/account")
     assert r.status_code == 418
     time.sleep(0.6)
-    paused = _get(stack, "bot", "binance-other", "/api/v3/account")
-    assert paused.headers["x-proxy-error"] == "account_paused"
-    assert 100 <= int(paused.headers["retry-after"]) <= 120
+    seen = len(stack.emulator("binance-main").recorder.all())
+    for account in ("binance-other", "binance-main", "binance-main", "binance-other"):
+        paused = _get(stack, "bot", account, "/api/v3/account")
+        assert paused.headers["x-proxy-error"] == "account_paused", paused.text
+        assert 100 <= int(paused.headers["retry-after"]) <= 120
+        assert "IP address" in paused.json()["error"]["message"]
+    assert len(stack.emulator("binance-main").recorder.all()) == seen, "nothing reached the exchange"
+    kraken = httpx.post(stack.proxy_url + "/x/kraken-main/0/private/Balance", content=b"", timeout=15,
+                        headers={"Proxy-Authorization": f"Bearer {stack.token('bot')}",
+                                 "Content-Type": "application/x-www-form-urlencoded"})
+    assert kraken.status_code == 200, kraken.text  # other exchanges go on
     # an operator may end a cool-down early by clearing the flag; workers see it within 0.25 s
-    asyncio.run(_clear_pause(stack, "binance-other"))
+    asyncio.run(_clear_pause(stack, egress_scope("binance", stack.emulators["binance-main"][1].url) or ""))
     time.sleep(0.6)
     assert _get(stack, "bot", "binance-other", "/api/v3/account").status_code == 200
+    assert _get(stack, "bot", "binance-main", "/api/v3/account").status_code == 200
 
 
 async def _clear_pause(stack: Stack, account: str) -> None:

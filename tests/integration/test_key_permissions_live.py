@@ -131,3 +131,42 @@ def test_bybit_and_coinbase_withdraw_capable_keys_are_refused(tmp_path: Path) ->
         assert set(refused) == {"bybit-main", "coinbase-main"}
         r = _account(stack, "coinbase-main", "/api/v3/brokerage/accounts")
         assert r.status_code == 503 and r.json()["error"]["rule"] == "key_permissions"
+
+
+BINANCE_B = {"api_key": "binanceWithdrawKey0002B", "api_secret": "e" * 64}
+
+
+def _binance_pool(stack: Stack) -> None:
+    """A second key for binance-main: known to the emulator, in Vault, listed in the pool."""
+    from proxy.emulator.binance import BinanceKey
+
+    stack.emulator("binance-main").add_key(BinanceKey(BINANCE_B["api_key"], hmac_secret=BINANCE_B["api_secret"]))
+    stack.vault.client().secrets.kv.v2.create_or_update_secret(
+        path="exchanges/binance-b", secret=BINANCE_B, mount_point="secret")
+    stack.edit_config('secret = "exchanges/binance-main"',
+                      'secrets = ["exchanges/binance-main", "exchanges/binance-b"]')
+
+
+def test_a_withdraw_capable_pool_key_is_never_used_the_others_serve(tmp_path: Path) -> None:
+    """Every key of a pool is vetted, not just the first: the second key can withdraw, so no
+    request is ever signed with it (beyond its permission check); the first keeps serving."""
+    policy = POLICY.split("[[grants]]\naccount = \"okx-main\"", maxsplit=1)[0]
+    with start_stack(tmp_path, [AccountSpec("binance-main", "binance", BINANCE)], {"bot": policy},
+                     start_proxy=False) as stack:
+        _binance_pool(stack)
+        emulator = stack.emulator("binance-main")
+        emulator.keys[BINANCE_B["api_key"]].can_withdraw = True
+        stack.start_proxy(1)
+        stack.wait_ready()
+        for _ in range(6):
+            r = _account(stack, "binance-main", "/api/v3/account")
+            assert r.status_code == 200, r.text
+        used = {r.header("X-MBX-APIKEY") for r in emulator.recorder.all() if r.path == "/api/v3/account"}
+        assert used == {BINANCE["api_key"]}
+        asked = {r.header("X-MBX-APIKEY") for r in emulator.recorder.all()
+                 if r.path == "/sapi/v1/account/apiRestrictions"}
+        assert asked == {BINANCE["api_key"], BINANCE_B["api_key"]}, "every key of the pool is checked"
+        ready = httpx.get(stack.admin_url + "/readyz", timeout=5).json()
+        refused = ready["accounts_refused"]
+        assert list(refused) == ["binance-main key exchanges/binance-b"], refused
+        assert "can withdraw" in refused["binance-main key exchanges/binance-b"]

@@ -232,3 +232,98 @@ def test_an_unreadable_revocation_list_counts_against_the_grace_period(tmp_path:
         assert "revocations" in stack.proxy_log()
         kv.create_or_update_secret(path="proxy/revocations", secret={"clients": "{}"}, mount_point="secret")
         eventually(lambda: balance(stack, "binance-a", token).status_code == 200, 20, "serving again", stack)
+
+
+POOL_B = {"api_key": "lifeKeyPoolB0123456", "api_secret": "p" * 64}
+
+
+def test_a_deleted_pool_key_stops_alone_the_pool_and_other_accounts_serve(tmp_path: Path) -> None:
+    """A pool key whose secret is deleted (or whose current version is) is forgotten alone: the
+    pool keeps serving with its other key, the other account is still refreshed (a rotation of
+    it is picked up), and /readyz says which key stopped. Not a Vault outage."""
+    from proxy.emulator.binance import BinanceKey
+
+    with start_stack(tmp_path, [A, B], {"bot": POLICY}, start_proxy=False) as stack:
+        stack.emulator("binance-a").add_key(BinanceKey(POOL_B["api_key"], hmac_secret=POOL_B["api_secret"]))
+        kv(stack).create_or_update_secret(path="exchanges/binance-a2", secret=POOL_B, mount_point="secret")
+        stack.edit_config('secret = "exchanges/binance-a"',
+                          'secrets = ["exchanges/binance-a", "exchanges/binance-a2"]')
+        stack.start_proxy(1)
+        stack.wait_ready()
+        token = stack.token("bot")
+        emulator = stack.emulator("binance-a")
+
+        def keys_used(n: int) -> set[str | None]:
+            emulator.recorder.clear()
+            for _ in range(n):
+                assert balance(stack, "binance-a", token).status_code == 200
+            return {r.header("X-MBX-APIKEY") for r in emulator.recorder.all() if r.path == "/api/v3/account"}
+
+        assert keys_used(4) == {A.fields["api_key"], POOL_B["api_key"]}
+
+        # the first key of the pool deleted entirely
+        kv(stack).delete_metadata_and_all_versions(path="exchanges/binance-a", mount_point="secret")
+        eventually(lambda: any("exchanges/binance-a:" in s for s in stack.readyz()[1].get("accounts_stopped", [])),
+                   15, "readyz names the stopped pool key", stack)
+        assert keys_used(4) == {POOL_B["api_key"]}
+        code, body = stack.readyz()
+        assert code == 200 and "vault" not in body, body
+        # the refresh round still reaches the other account: its rotation is picked up
+        kv(stack).create_or_update_secret(path="exchanges/binance-b", secret=dict(B.fields), mount_point="secret")
+        eventually(lambda: ("{account=\"binance-b\"", 2.0) in
+                   [(labels.split(",")[0].rstrip("}"), v) for labels, v in stack.metric("proxy_key_version")],
+                   15, "binance-b rotated to version 2", stack)
+
+        # the second key's current version soft-deleted too: the pool has no key left
+        kv(stack).delete_latest_version_of_secret(path="exchanges/binance-a2", mount_point="secret")
+        eventually(lambda: balance(stack, "binance-a", token).status_code == 503, 15, "pool stops", stack)
+        assert balance(stack, "binance-b", token).status_code == 200
+        assert "refresh from Vault failed" not in stack.proxy_log()
+
+        # written again: the pool serves with both keys, no restart
+        kv(stack).create_or_update_secret(path="exchanges/binance-a", secret=dict(A.fields), mount_point="secret")
+        kv(stack).create_or_update_secret(path="exchanges/binance-a2", secret=POOL_B, mount_point="secret")
+        eventually(lambda: balance(stack, "binance-a", token).status_code == 200, 15, "pool back", stack)
+        eventually(lambda: "accounts_stopped" not in stack.readyz()[1], 15, "nothing stopped", stack)
+        assert keys_used(4) == {A.fields["api_key"], POOL_B["api_key"]}
+
+
+def test_keys_status_and_rotate_cover_every_key_of_a_pool(tmp_path: Path) -> None:
+    """`keys status` prints one line per pool key with its path; `keys rotate --secret PATH`
+    rotates a key other than the first, and refuses a path that is not the account's."""
+    with start_stack(tmp_path, [A], {"bot": POLICY_A}, start_proxy=False) as stack:
+        kv(stack).create_or_update_secret(path="exchanges/binance-a2", secret=POOL_B, mount_point="secret")
+        stack.edit_config('secret = "exchanges/binance-a"',
+                          'secrets = ["exchanges/binance-a", "exchanges/binance-a2"]')
+        out = stack.cli("keys", "status")
+        assert out.returncode == 0, out.stderr
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [(r["account"], r["secret"], r["version"], r["status"]) for r in rows] == [
+            ("binance-a", "exchanges/binance-a", 1, "ok"), ("binance-a", "exchanges/binance-a2", 1, "ok")]
+
+        new = {"api_key": "lifeKeyPoolB2nd01234", "api_secret": "q" * 64}
+        rotated = stack.cli("keys", "rotate", "--account", "binance-a", "--secret", "exchanges/binance-a2",
+                            stdin=json.dumps(new))
+        assert rotated.returncode == 0, rotated.stderr
+        assert "exchanges/binance-a2 version 2" in rotated.stderr
+        read = kv(stack).read_secret_version(path="exchanges/binance-a2", mount_point="secret",
+                                             raise_on_deleted_version=True)["data"]
+        assert read["metadata"]["version"] == 2 and read["data"]["api_key"] == new["api_key"]
+        first = kv(stack).read_secret_metadata(path="exchanges/binance-a", mount_point="secret")
+        assert first["data"]["current_version"] == 1, "the first key is untouched"
+
+        # a path that is not one of the account's keys: refused, nothing written
+        wrong = stack.cli("keys", "rotate", "--account", "binance-a", "--secret", "exchanges/other",
+                          stdin=json.dumps(new))
+        assert wrong.returncode == 2 and "is not a key of account binance-a" in wrong.stderr
+        assert "exchanges/binance-a, exchanges/binance-a2" in wrong.stderr
+
+        # a deleted pool key: an error line naming its path, exit 1
+        kv(stack).delete_metadata_and_all_versions(path="exchanges/binance-a2", mount_point="secret")
+        out = stack.cli("keys", "status")
+        assert out.returncode == 1
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [(r["secret"], r["status"]) for r in rows] == [
+            ("exchanges/binance-a", "ok"), ("exchanges/binance-a2", "error")]
+        assert "key exchanges/binance-a2" in out.stderr
+        assert "q" * 64 not in out.stdout + out.stderr + rotated.stdout + rotated.stderr

@@ -113,3 +113,46 @@ def test_flag_shared_between_store_objects(target: Target) -> None:
             await b.close()
 
     asyncio.run(body())
+
+
+def test_extend_flag_keeps_the_later_end(target: Target) -> None:
+    """A 3-day ban is not shortened by a 30 s cool-down met later; a longer one extends it."""
+    async def fn(store: StateStore) -> None:
+        day3 = 3 * 86400
+        assert await store.extend_flag("pause", "ban", day3, now_us=NOW) == "ban"
+        assert await store.extend_flag("pause", "429", 30, now_us=NOW + 1_000_000) == "ban"
+        assert await store.get_flag("pause", now_us=NOW + 60_000_000) == "ban"
+        assert await store.get_flag("pause", now_us=NOW + day3 * 1_000_000) is None
+        # a shorter first, then a longer: the longer wins
+        assert await store.extend_flag("p2", "short", 30, now_us=NOW) == "short"
+        assert await store.extend_flag("p2", "long", 120, now_us=NOW) == "long"
+        assert await store.get_flag("p2", now_us=NOW + 60_000_000) == "long"
+        # an expired flag is replaced, whatever its value
+        assert await store.extend_flag("p2", "again", 5, now_us=NOW + 200_000_000) == "again"
+        # a flag without an end (until cleared) is kept
+        await store.set_flag("kill", "on")
+        assert await store.extend_flag("kill", "x", 10, now_us=NOW) == "on"
+        # ends of different lengths compare as numbers, not as text
+        assert await store.extend_flag("s1", "a", 0.05, now_us=950_000) == "a"   # ends 1_000_000
+        assert await store.extend_flag("s1", "b", 0.009, now_us=990_000) == "a"  # ends 999_000
+        assert await store.extend_flag("s2", "a", 0.009, now_us=990_000) == "a"  # ends 999_000
+        assert await store.extend_flag("s2", "b", 0.05, now_us=950_000) == "b"   # ends 1_000_000
+
+    run(target, fn)
+
+
+def test_extend_flag_keeps_the_latest_end_under_concurrency(target: Target) -> None:
+    """Several workers (store objects) race to pause the same account with different
+    cool-downs: the one that ends last is in force afterwards."""
+    async def body() -> None:
+        stores = [target.open() for _ in range(3)]
+        try:
+            ttls = [30, 259_200, 120, 30, 60, 1, 259_100, 45] * 4
+            await asyncio.gather(*(stores[i % 3].extend_flag("pause", f"v{ttl}", ttl, now_us=NOW)
+                                   for i, ttl in enumerate(ttls)))
+            assert await stores[0].get_flag("pause", now_us=NOW + 259_150_000_000) == "v259200"
+        finally:
+            for s in stores:
+                await s.close()
+
+    asyncio.run(body())

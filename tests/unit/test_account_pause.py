@@ -75,6 +75,29 @@ def test_pause_is_shared_through_the_store_and_ends_by_itself(tmp_path: Path) ->
     asyncio.run(run())
 
 
+def test_a_ban_is_not_shortened_by_another_workers_later_429(tmp_path: Path) -> None:
+    """Worker a meets a 418 (3-day ban); worker b, which has not read the flag yet, meets a 429
+    (30 s) just after: the ban stays in force for both."""
+    async def run() -> None:
+        clock = [NOW]
+        store = open_store("sqlite", path=tmp_path / "state.db", url=None,
+                           clock=lambda: int(clock[0] * 1_000_000))
+        a = AccountPauses(store, clock=lambda: clock[0])
+        b = AccountPauses(store, clock=lambda: clock[0])
+        try:
+            await a.pause("main", Cooldown(MAX_PAUSE_S, 418, named=True))
+            assert await b.pause("main", Cooldown(30, 429, named=False)) == NOW + MAX_PAUSE_S
+            clock[0] = NOW + 3600
+            for worker in (a, b):
+                with pytest.raises(AccountPaused) as exc:
+                    await worker.check("main")
+                assert exc.value.retry_after == MAX_PAUSE_S - 3600
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
 def test_pause_without_a_store_is_local() -> None:
     async def run() -> None:
         clock = [NOW]

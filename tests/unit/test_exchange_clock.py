@@ -9,7 +9,9 @@ import json
 import pytest
 
 from proxy import exchanges
+from proxy.errors import AccountPaused
 from proxy.exchange_clock import ExchangeClock, Sample, Target, best_offset, sample_offset, targets_for
+from proxy.exchange_safety import ExchangeSafety
 from proxy.exchanges.server_time import ServerTime, epoch_ms
 from proxy.metrics import Metrics
 from proxy.request_model import Outbound
@@ -178,3 +180,43 @@ def test_targets_for_window_exchanges_with_tracking_on() -> None:
         "s": ("http://s", exchanges.get("bitstamp"), True),
     })
     assert [t.account for t in found] == ["b"]
+
+
+def _guarded(fake: _FakeExchange) -> tuple[ExchangeClock, ExchangeSafety]:
+    clock = _clock(fake, Metrics())
+    safety = ExchangeSafety(store=None, metrics=Metrics(), clock=lambda: fake.now() / 1e9)
+    safety.know_accounts([("binance-main", "binance", "http://exchange.test")])
+    clock.guard = safety
+    return clock, safety
+
+
+def test_exchange_clock_sends_nothing_while_the_account_is_paused() -> None:
+    fake = _FakeExchange(skew_ms=5_000)
+    clock, safety = _guarded(fake)
+
+    async def run() -> None:
+        await safety.observe("binance-main", "binance", 429, (("Retry-After", "60"),), b"{}")
+        assert await clock.measure(clock.targets["binance-main"]) is None
+
+    asyncio.run(run())
+    assert fake.sent == []
+    assert "error" not in clock.detail()["binance-main"]  # skipped, not failed
+
+
+class _Banned(_FakeExchange):
+    async def send(self, base_url: str, out: Outbound) -> UpstreamResponse:
+        self.sent.append((base_url, out))
+        return UpstreamResponse(418, (("Retry-After", "120"),), b'{"code":-1003}', 1.0)
+
+
+def test_exchange_clock_answer_418_starts_the_ip_ban_and_stops_the_round() -> None:
+    fake = _Banned(skew_ms=0)
+    clock, safety = _guarded(fake)
+
+    async def run() -> None:
+        assert await clock.measure(clock.targets["binance-main"]) is None
+        with pytest.raises(AccountPaused):
+            await safety.check_pause("binance-main")
+
+    asyncio.run(run())
+    assert len(fake.sent) == 1, "no second sample after the ban"

@@ -66,3 +66,15 @@ def test_key_pool_reload_keeps_old_creds_on_failure() -> None:
     pool.set(0, None, "vault down")
     with pool.lease() as (_, creds):
         assert creds.api_key == "k0"
+
+
+def test_key_pool_forgets_a_key_whose_secret_is_gone() -> None:
+    pool = _pool(True, True)
+    assert pool.forget(0, "no secret at secret/exchanges/k0") is True
+    assert pool.forget(0, "no secret at secret/exchanges/k0") is False  # already forgotten
+    first = pool.first_loaded()
+    assert first is not None and first.api_key == "k1"
+    for _ in range(3):
+        with pool.lease() as (index, _):
+            assert index == 1
+    assert pool.missing() == ["key exchanges/k0: no secret at secret/exchanges/k0"]
