@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -11,12 +12,25 @@ from typing import Any
 
 import uvicorn
 
+#: below Linux's ephemeral range (32768-60999), so no outgoing connection can take a port
+#: between the moment it is picked and the moment a server binds it
+_PORTS = range(20000, 32768)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free right now, picked at random outside the ephemeral range (several
+    test processes run at once; the kernel's own pick for port 0 is in the range outgoing
+    connections draw from, and one of them can take it before the server binds)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port found")
 
 
 class BackgroundServer:

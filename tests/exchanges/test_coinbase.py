@@ -304,6 +304,7 @@ def test_coinbase_credentials_load_and_hide_secret() -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()).decode(),
     ],
+    ids=["legacy-hmac", "seed-only", "mismatched-halves", "bad-pem", "p384-key"],
 )
 def test_coinbase_malformed_secrets_refused_without_echo(secret: str) -> None:
     with pytest.raises(ValueError, match="api_secret") as info:

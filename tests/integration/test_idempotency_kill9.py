@@ -95,7 +95,14 @@ async def _load(
 
 
 def test_idempotency_kill9_a_worker_under_load(tmp_path: Path) -> None:
-    with start_stack(tmp_path, [KRAKEN, BINANCE], {"bot": POLICY}, workers=4) as stack:
+    # Short timeouts: a dead worker's claims are taken over after the idempotency lease, which
+    # follows them (proxy.pipeline.owner_lease_s), so the retries finish sooner.
+    with start_stack(tmp_path, [KRAKEN, BINANCE], {"bot": POLICY}, start_proxy=False,
+                     vault_toml="timeout_s = 1") as stack:
+        text = stack.config_path.read_text()
+        stack.config_path.write_text(text.replace("[server]\n", "[server]\nupstream_timeout_s = 1.0\n", 1))
+        stack.start_proxy(4)
+        stack.wait_ready()
         serve_pid = stack.procs[0].pid
         before = _children(serve_pid)
         assert len(before) == 4

@@ -188,7 +188,7 @@ path "secret/data/*" { capabilities = ["read"] }
 path "secret/metadata/*" { capabilities = ["read"] }
 """)
         client.auth.approle.create_or_update_approle(
-            "proxy", token_policies=["proxy-read"], token_ttl="10s", token_max_ttl="25s")
+            "proxy", token_policies=["proxy-read"], token_ttl="8s", token_max_ttl="18s")
         role_id = client.auth.approle.read_role_id("proxy")["data"]["role_id"]
         secret_id = client.auth.approle.generate_secret_id("proxy")["data"]["secret_id"]
         for name, value in (("role-id", role_id), ("secret-id", secret_id)):
@@ -202,9 +202,9 @@ path "secret/metadata/*" { capabilities = ["read"] }
 
         started = time.monotonic()
         version = 1
-        while time.monotonic() - started < 32:  # past three TTLs and the max TTL
+        while time.monotonic() - started < 22:  # past two TTLs and the max TTL
             assert balance(stack, "binance-a", token).status_code == 200
-            if time.monotonic() - started > 12 * version:  # refreshing still works: follow a rotation
+            if time.monotonic() - started > 9 * version:  # refreshing still works: follow a rotation
                 version += 1
                 kv(stack).create_or_update_secret(path="exchanges/binance-a", secret=dict(A.fields),
                                                   mount_point="secret")
