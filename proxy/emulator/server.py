@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -15,15 +18,32 @@ import uvicorn
 #: below Linux's ephemeral range (32768-60999), so no outgoing connection can take a port
 #: between the moment it is picked and the moment a server binds it
 _PORTS = range(20000, 32768)
+#: ports picked in the last few minutes, by any process on this host (marker files)
+_PICKED = Path(tempfile.gettempdir()) / "proxy-picked-ports"
+_HOLD_S = 300.0
 
 
 def free_port() -> int:
-    """A loopback port free right now, picked at random outside the ephemeral range (several
-    test processes run at once; the kernel's own pick for port 0 is in the range outgoing
-    connections draw from, and one of them can take it before the server binds)."""
+    """A loopback port free right now and not handed out by this function to any process on
+    this host in the last few minutes. Tests run in several processes, and a port is often
+    bound only seconds after it is picked (written into a config, then a server starts): a
+    marker file per port keeps another process from picking it meanwhile. Random picks stay
+    outside the ephemeral range, where outgoing connections could take them."""
+    _PICKED.mkdir(exist_ok=True)
     rng = random.SystemRandom()
-    for _ in range(200):
+    for _ in range(500):
         port = rng.choice(_PORTS)
+        marker = _PICKED / str(port)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            try:
+                if time.time() - marker.stat().st_mtime < _HOLD_S:
+                    continue
+                marker.unlink()  # an old pick: free to take again (once: O_EXCL decides)
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except OSError:
+                continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
