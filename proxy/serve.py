@@ -75,12 +75,16 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
+            status = 0
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _run_worker(cfg, policies, bot_fd, admin_fd, run_dir)
+            except BaseException as exc:  # say why (type and message; never a traceback of values)
+                log.error("worker %d failed: %s: %s", os.getpid(), type(exc).__name__, exc)
+                status = 1
             finally:
-                os._exit(0)
+                os._exit(status)
         children[pid] = slot
         _bookkeep(run_dir.reuse, pid)
         _bookkeep(run_dir.write_live, children)
@@ -113,11 +117,14 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
             continue
         slot = children.pop(pid)
         _bookkeep(run_dir.retire, pid)
-        _bookkeep(run_dir.write_live, children)
-        if not stopping:
-            log.error("worker %d exited (status %d); starting a new one", pid, status)
-            time.sleep(0.2)
-            spawn(slot)
+        if stopping:
+            _bookkeep(run_dir.write_live, children)
+            continue
+        # the live list changes once, dead pid out and its replacement in (spawn writes it), so
+        # /readyz never sees a moment with fewer workers that all look ready
+        log.error("worker %d exited (status %d); starting a new one", pid, status)
+        time.sleep(0.2)
+        spawn(slot)
     return 0
 
 

@@ -59,6 +59,7 @@ class Stack:
     emulators: dict[str, tuple[Any, BackgroundServer]]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     faults: dict[str, Faults] = field(default_factory=dict)
+    _workers: int = 1  # of the last start_proxy: wait_ready waits for every one of them
 
     def emulator(self, account: str) -> Any:
         """The emulator state of ``account`` (``.recorder`` lists what it received)."""
@@ -120,6 +121,7 @@ class Stack:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=_env(self), start_new_session=True)
         self.procs.append(proc)
+        self._workers = workers
         return proc
 
     def wait_ready(self, timeout_s: float = 30) -> None:
@@ -128,9 +130,11 @@ class Stack:
             if any(p.poll() is not None for p in self.procs):
                 raise RuntimeError(f"proxy exited early:\n{self.proxy_log()[-3000:]}")
             try:
-                if httpx.get(self.admin_url + "/readyz", timeout=1).status_code == 200:
+                r = httpx.get(self.admin_url + "/readyz", timeout=1)
+                # with several workers: every one of them has reported ready
+                if r.status_code == 200 and len(r.json().get("workers", [None])) >= self._workers:
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"proxy not ready in {timeout_s}s:\n{self.proxy_log()[-3000:]}")
