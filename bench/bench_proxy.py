@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--connections", default="1,16,64")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--synchronous", choices=("full", "normal"), default="full",
+                    help="[state] synchronous: sqlite durability of nonces and idempotency records")
     ap.add_argument("--weight-per-minute", type=int, default=10_000_000,
                     help="the account's outbound weight budget (0: none); the default never refuses "
                          "but pays for the shared counter, as a real Binance account does")
@@ -125,6 +127,7 @@ def main() -> None:
         cfg.write_text(
             f'[server]\nlisten = "127.0.0.1:{listen}"\nadmin_listen = "127.0.0.1:{admin}"\n'
             f'[vault]\naddr = "{vault.addr}"\ntoken_file = "vault-token"\n'
+            f'[state]\nsynchronous = "{args.synchronous}"\n'
             '[[accounts]]\nname = "binance-main"\nexchange = "binance"\nsecret = "exchanges/binance-main"\n'
             f'base_url = "http://127.0.0.1:{emu_port}"\nunsafe_custom_base_url = true\n'
             f'weight_per_minute = {args.weight_per_minute}\n')

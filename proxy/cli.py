@@ -331,7 +331,8 @@ def _kill(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def flip() -> None:
-        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
+        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url,
+                           sqlite_synchronous="FULL" if cfg.state.synchronous == "full" else "NORMAL")
         try:
             if args.off:
                 await store.clear_flag(kill_flag(kind, name))

@@ -62,6 +62,8 @@ class StateConfig:
     path: Path | None
     url: str | None
     idempotency_ttl_s: int = 24 * 3600
+    #: sqlite: "full" survives power loss; "normal" survives crashes (kill -9) and is faster
+    synchronous: Literal["full", "normal"] = "full"
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     state = StateConfig(
         backend=backend, path=st.path("path") or (file.parent / "state.db"),
         url=st.get("url", str), idempotency_ttl_s=st.get("idempotency_ttl_s", int, 24 * 3600),
+        synchronous=_synchronous(st),
     )
     if backend == "redis" and not state.url:
         raise st.fail("url", "is required with backend = \"redis\"; use e.g. \"redis://127.0.0.1:6379/0\"")
@@ -280,6 +283,16 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
         name = sorted(dupes)[0]
         raise ConfigError(str(file), f"accounts: name {name!r} is used twice; names must be unique")
     return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys)
+
+
+def _synchronous(st: _Section) -> Literal["full", "normal"]:
+    value = st.get("synchronous", str, "full")
+    if value == "full":
+        return "full"
+    if value == "normal":
+        return "normal"
+    raise st.fail("synchronous", f"{value!r}: use \"full\" (survives power loss, the default) or "
+                                 "\"normal\" (survives crashes, faster)")
 
 
 def _account(file: Path, index: int, item: object) -> AccountConfig:

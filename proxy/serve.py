@@ -37,7 +37,8 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
     admin = socket.socket(fileno=admin_fd)
 
     async def main() -> None:
-        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
+        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url,
+                           sqlite_synchronous="FULL" if cfg.state.synchronous == "full" else "NORMAL")
         worker = Worker(cfg, policies, store=store, run_dir=run_dir)
         try:
             await worker.run(bot, admin)

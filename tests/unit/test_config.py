@@ -60,6 +60,7 @@ def test_config_loads_contract_example_with_defaults(tmp_path: Path) -> None:
         (BASE + 'nonce_unit = "us"\n',
          "accounts[binance-main].nonce_unit: binance signs with a timestamp, not a nonce; remove the key"),
         (BASE.replace('[vault]', '[vault]\ntimeout_s = 0'), "vault.timeout_s: must be between 0 and 60"),
+        ("[state]\nsynchronous = \"off\"\n" + BASE, "state.synchronous: 'off': use \"full\""),
     ],
 )
 def test_config_rejects_with_file_and_fix(tmp_path: Path, text: str, fragment: str) -> None:
