@@ -21,7 +21,7 @@ from proxy.audit import chain
 from proxy.audit.record import check_record
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 def sample(i: int) -> dict[str, Any]:

@@ -28,12 +28,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from proxy import client_auth  # noqa: E402
-from proxy.dev_vault import start_openbao  # noqa: E402
-from proxy.emulator.server import free_port  # noqa: E402
 from proxy.exchanges.binance import EXCHANGE  # noqa: E402
-from proxy.request_model import Inbound, Stamp  # noqa: E402
-from proxy.sensitive import Secret  # noqa: E402
+from proxy.model.request import Inbound, Stamp  # noqa: E402
+from proxy.model.sensitive import Secret  # noqa: E402
+from proxy.pipeline import auth as client_auth  # noqa: E402
+from proxy_devkit.dev_vault import start_openbao  # noqa: E402
+from proxy_devkit.emulator.server import free_port  # noqa: E402
 
 BODY = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"
 
@@ -107,7 +107,7 @@ def main() -> None:
     api_key, api_secret = "bench" + secrets.token_hex(8), secrets.token_hex(32)
     vault = start_openbao(work)
     emu_port, listen, admin = free_port(), free_port(), free_port()
-    emu = subprocess.Popen([sys.executable, "-m", "proxy.emulator", "binance", "--port", str(emu_port),
+    emu = subprocess.Popen([sys.executable, "-m", "proxy_devkit.emulator", "binance", "--port", str(emu_port),
                             "--api-key", api_key], stdin=subprocess.PIPE, cwd=REPO)
     assert emu.stdin is not None
     emu.stdin.write(api_secret.encode())

@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proxy.exchanges.base import Credentials
-from proxy.key_pool import KeyPool
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey
+from proxy.keys.pool import KeyPool
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
 from proxy.state import IdempotencyScope, Owner, StateStore, StoredResponse
 from proxy.state.redis_store import RedisStateStore
 from proxy.state.sqlite_store import SqliteStateStore

@@ -38,13 +38,13 @@ from bench_proxy import run  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 
-from proxy import client_auth  # noqa: E402
-from proxy.dev_vault import OpenBao, start_openbao  # noqa: E402
-from proxy.emulator.server import free_port  # noqa: E402
 from proxy.exchanges import binance, kraken  # noqa: E402
-from proxy.sensitive import Secret  # noqa: E402
-from proxy.transit import TransitClient, signer  # noqa: E402
-from proxy.transit_import import import_key  # noqa: E402
+from proxy.keys.transit.signer import TransitClient, signer  # noqa: E402
+from proxy.keys.transit.wrap import import_key  # noqa: E402
+from proxy.model.sensitive import Secret  # noqa: E402
+from proxy.pipeline import auth as client_auth  # noqa: E402
+from proxy_devkit.dev_vault import OpenBao, start_openbao  # noqa: E402
+from proxy_devkit.emulator.server import free_port  # noqa: E402
 
 MSG = b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000&timestamp=1700000000000"
 
@@ -124,7 +124,7 @@ def signatures(vault: OpenBao, n: int) -> None:
 def end_to_end(vault: OpenBao, work: Path, seconds: float, conns: list[int]) -> None:
     api_key, api_secret = "bench" + secrets.token_hex(8), secrets.token_hex(32)
     emu_port, listen, admin = free_port(), free_port(), free_port()
-    emu = subprocess.Popen([sys.executable, "-m", "proxy.emulator", "binance", "--port", str(emu_port),
+    emu = subprocess.Popen([sys.executable, "-m", "proxy_devkit.emulator", "binance", "--port", str(emu_port),
                             "--api-key", api_key], stdin=subprocess.PIPE, cwd=REPO)
     assert emu.stdin is not None
     emu.stdin.write(api_secret.encode())

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from proxy import exchanges, transit
+from proxy import exchanges
 from proxy.errors import ConfigError
+from proxy.keys.transit import signer as transit
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import aiohttp
 from yarl import URL
 
 from proxy.errors import UpstreamError, UpstreamTimeout
-from proxy.request_model import Outbound
+from proxy.model.request import Outbound
 
 #: Response headers never passed back to the bot (hop-by-hop, or recomputed by the proxy).
 DROP_RESPONSE_HEADERS = frozenset({

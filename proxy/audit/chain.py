@@ -21,7 +21,7 @@ from typing import Any, NoReturn, final
 
 import orjson
 
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 GENESIS_PREV = bytes(32)
 """The ``prev_mac`` of a writer's very first record."""

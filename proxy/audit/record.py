@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 PHASE = "phase"
 PHASE_DECISION = "decision"

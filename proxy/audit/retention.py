@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from proxy.audit import chain, layout
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 @dataclass(frozen=True)

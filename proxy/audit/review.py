@@ -22,7 +22,7 @@ import orjson
 from proxy.audit import chain, layout
 from proxy.audit.record import PHASE, PHASE_OUTCOME
 from proxy.errors import ProxyError
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 class AuditIntegrityError(ProxyError):

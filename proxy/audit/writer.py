@@ -28,7 +28,7 @@ import orjson
 from proxy.audit import chain, layout
 from proxy.audit.record import UnsafeAuditRecord, check_record
 from proxy.errors import NotReady
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_SEGMENT_AGE_S = 24 * 3600.0

@@ -1,7 +1,7 @@
 """What every exchange module provides, and the strict parsing they all share.
 
 An exchange module is pure: no I/O, no clock, no environment. Time and nonces arrive in a
-:class:`~proxy.request_model.Stamp`. A module exposes one object named ``EXCHANGE`` that
+:class:`~proxy.model.request.Stamp`. A module exposes one object named ``EXCHANGE`` that
 satisfies :class:`Exchange`.
 
 The parsing helpers here refuse anything that two parsers could read differently (duplicate
@@ -19,9 +19,9 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from proxy.errors import BadRequest, EndpointForbidden
-from proxy.request_model import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import AsymmetricKey, HmacKey
+from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import AsymmetricKey, HmacKey
 
 MAX_PARAMS = 64
 MAX_VALUE_LEN = 1024

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import (
     Catalogue,
@@ -51,9 +50,10 @@ from proxy.exchanges.client_order_ids import (
     batch_inbound_with,
     inbound_with,
 )
-from proxy.request_model import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey
+from proxy.model.decimals import parse_decimal
+from proxy.model.request import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
 
 P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
 W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN

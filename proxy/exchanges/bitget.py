@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from proxy.decimal_text import parse_decimal, parse_integer
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
     Catalogue,
@@ -45,9 +44,10 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.exchanges.server_time import ServerTime
-from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
+from proxy.model.decimals import parse_decimal, parse_integer
+from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
 P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
 W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
     Catalogue,
@@ -49,9 +48,10 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.exchanges.server_time import ServerTime
-from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
+from proxy.model.decimals import parse_decimal
+from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
 P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
 W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.exchanges.base import dump_json, encode_pairs, parse_json, parse_json_object
-from proxy.request_model import Inbound, Prepared
+from proxy.model.request import Inbound, Prepared
 
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

@@ -23,7 +23,6 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
     Catalogue,
@@ -43,9 +42,10 @@ from proxy.exchanges.client_order_ids import (
     Lookup,
 )
 from proxy.exchanges.server_time import ServerTime
-from proxy.request_model import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import EcKey, Ed25519Key, load_pem_private_key, looks_like_pem
+from proxy.model.decimals import parse_decimal
+from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import EcKey, Ed25519Key, load_pem_private_key, looks_like_pem
 
 P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
 W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
     Catalogue,
@@ -42,7 +41,8 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.exchanges.server_time import ServerTime
-from proxy.request_model import (
+from proxy.model.decimals import parse_decimal
+from proxy.model.request import (
     Action,
     Category,
     Endpoint,
@@ -52,8 +52,8 @@ from proxy.request_model import (
     Prepared,
     Stamp,
 )
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey, looks_like_pem
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey, looks_like_pem
 
 P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
 W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN

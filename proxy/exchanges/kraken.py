@@ -32,7 +32,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from proxy.decimal_text import parse_decimal, parse_integer
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
     Catalogue,
@@ -56,9 +55,10 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
-from proxy.request_model import Category, Inbound, Intent, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey
+from proxy.model.decimals import parse_decimal, parse_integer
+from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
 
 P, R, T, C = Category.PUBLIC, Category.READ, Category.TRADE, Category.CANCEL
 W, X, A = Category.WITHDRAW, Category.TRANSFER, Category.ADMIN

@@ -2,7 +2,7 @@
 
 Window-based exchanges (Binance, Bybit, OKX, Bitget, Coinbase, Deribit) reject a request whose
 timestamp is too far from *their* clock, so the proxy measures the offset of each exchange's
-clock from the host's (:mod:`proxy.exchange_clock`) and signs with corrected time. Each exchange
+clock from the host's (:mod:`proxy.guards.clock`) and signs with corrected time. Each exchange
 module declares ``server_time: ClassVar[ServerTime | None]`` from SPECS.md's "Server time" line;
 this module is pure (no I/O, no clock): the caller sends the request and passes the body here.
 """
@@ -14,7 +14,7 @@ from typing import Literal
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import parse_json
-from proxy.request_model import Outbound
+from proxy.model.request import Outbound
 
 TimeUnit = Literal["s", "ms", "ns"]
 

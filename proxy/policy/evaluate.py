@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
+from proxy.model.request import Action, Category, Intent, Prepared
 from proxy.policy.model import Grant, PolicySet
-from proxy.request_model import Action, Category, Intent, Prepared
 
 Code = Literal["allow", "forbidden", "policy_denied", "account_paused", "rate_limited"]
 

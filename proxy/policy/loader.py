@@ -16,7 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from proxy.decimal_text import decimal_from_config
+from proxy.model.decimals import decimal_from_config
+from proxy.model.request import GRANTABLE, NEVER_GRANTABLE, Category
 from proxy.policy.model import (
     SCHEMA_VERSION,
     Budget,
@@ -29,7 +30,6 @@ from proxy.policy.model import (
     RateLimit,
     SymbolLimits,
 )
-from proxy.request_model import GRANTABLE, NEVER_GRANTABLE, Category
 
 TEST_SUFFIX = ".tests.toml"
 _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from proxy.request_model import Category
+from proxy.model.request import Category
 
 Mode = Literal["enforce", "report"]
 BudgetScope = Literal["client", "account"]

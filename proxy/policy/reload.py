@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from proxy.metrics import Metrics
+from proxy.ops.metrics import Metrics
 from proxy.policy.loader import PolicyError, dir_digest, load_dir
 from proxy.policy.model import PolicySet
 

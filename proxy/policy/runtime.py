@@ -2,7 +2,7 @@
 
 ``evaluate`` stays pure; this module does the I/O around it: kill-switch flags from the state
 store (cached locally for at most ``FLAG_CACHE_S`` so a switch is in force within a second on
-every worker and host), reference prices from :mod:`proxy.reference_prices`, and budget charges
+every worker and host), reference prices from :mod:`proxy.guards.prices`, and budget charges
 applied atomically with ``add_to_window(limit=...)``.
 """
 
@@ -16,11 +16,11 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
+from proxy.exchanges.tickers import ticker_market
+from proxy.guards.prices import ReferencePrices
+from proxy.model.request import Prepared
 from proxy.policy.evaluate import Decision, EvalContext, over_budget, reference_symbols
 from proxy.policy.model import PolicySet
-from proxy.policy.tickers import ticker_market
-from proxy.reference_prices import ReferencePrices
-from proxy.request_model import Prepared
 from proxy.state import StateStore
 
 log = logging.getLogger("proxy.policy")

@@ -15,13 +15,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from proxy.decimal_text import decimal_from_config
 from proxy.errors import Refusal
 from proxy.exchanges.base import Exchange
+from proxy.model.decimals import decimal_from_config
+from proxy.model.request import Inbound
 from proxy.policy.evaluate import EvalContext, evaluate
 from proxy.policy.loader import TEST_SUFFIX, PolicyError
 from proxy.policy.model import PolicySet
-from proxy.request_model import Inbound
 
 _TOP_KEYS = ("version", "reference_prices", "cases")
 _CASE_KEYS = (

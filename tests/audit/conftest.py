@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from proxy.audit import chain
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 def test_canonical_sorts_keys_compact_utf8() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import lines, put_lines
 
 ROOT = Path(__file__).resolve().parents[2]

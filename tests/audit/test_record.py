@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.audit.record import UnsafeAuditRecord, check_record
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from proxy.audit import chain
 from proxy.audit.retention import prune
 from proxy.audit.review import AuditIntegrityError
 from proxy.audit.verify import verify
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import lines, put_lines, write_trail
 
 LATER = time.time() + 3600

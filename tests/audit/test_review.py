@@ -22,7 +22,7 @@ from proxy.audit.reader import (
     query,
 )
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import decision, lines, outcome, put_lines, write_trail
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)

@@ -10,10 +10,10 @@ from typing import TypeVar
 
 import httpx
 
-from proxy.admin import create_admin_app
-from proxy.audit.review_page import AuditReview
-from proxy.metrics import Metrics
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
+from proxy.ops.admin import create_admin_app
+from proxy.ops.metrics import Metrics
+from proxy.ops.review_page import AuditReview
 from tests.audit.conftest import decision, lines, outcome, put_lines, write_trail
 
 T = TypeVar("T")

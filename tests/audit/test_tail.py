@@ -12,7 +12,7 @@ from proxy.audit.reader import Filters
 from proxy.audit.retention import prune
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import decision, outcome, write_trail
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)

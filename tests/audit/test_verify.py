@@ -9,7 +9,7 @@ import orjson
 
 from proxy.audit import chain
 from proxy.audit.verify import verify
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import decision, lines, outcome, put_lines, write_trail
 
 SEG0 = "w1.000000.jsonl"

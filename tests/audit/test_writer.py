@@ -16,7 +16,7 @@ from proxy.audit.record import UnsafeAuditRecord
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter, default_writer_id
 from proxy.errors import NotReady
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import decision, write_trail
 
 

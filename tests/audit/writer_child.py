@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 
 
 async def main(directory: str, writer_id: str, count: int, concurrency: int) -> None:

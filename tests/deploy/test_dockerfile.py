@@ -17,7 +17,7 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 from proxy import config as proxy_config  # noqa: E402
-from proxy.process_guard import check_listen_address  # noqa: E402
+from proxy.server.hardening import check_listen_address  # noqa: E402
 
 DOCKER = Path(__file__).resolve().parents[2] / "deploy" / "docker"
 HEALTHCHECK = DOCKER / "healthcheck.py"

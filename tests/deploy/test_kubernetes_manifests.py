@@ -18,7 +18,7 @@ yaml = pytest.importorskip("yaml")
 from proxy import config as proxy_config  # noqa: E402
 from proxy import exchanges  # noqa: E402
 from proxy.policy.loader import load_dir  # noqa: E402
-from proxy.process_guard import check_listen_address, check_private_file  # noqa: E402
+from proxy.server.hardening import check_listen_address, check_private_file  # noqa: E402
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 Doc = dict[str, Any]

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.binance import EXCHANGE, signature_for
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 # SPECS.md, "Test vectors" #1 and #2 (Binance's own documentation).
 VEC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"

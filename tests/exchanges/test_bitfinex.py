@@ -18,8 +18,8 @@ import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.bitfinex import EXCHANGE
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 KEY = "placeholder-bitfinex-key"
 SECRET = "bfx-secret-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"

@@ -11,11 +11,11 @@ import ccxt
 import httpx
 import pytest
 
-from proxy.emulator.bitfinex import BitfinexState, create
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.bitfinex import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator.bitfinex import BitfinexState, create
+from proxy_devkit.emulator.server import BackgroundServer
 
 KEY = "emulator-bitfinex-key"
 SECRET = "emulator-bitfinex-secret-0123456789abcdefghijkl"

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.bitget import EXCHANGE, PAPER_TRADING, prehash
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 KEY = "bg_0123456789abcdef0123456789abcdef"
 SECRET = "5f0c0d3e4a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"

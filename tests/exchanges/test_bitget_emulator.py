@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from proxy.emulator.bitget import BitgetState, create
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.bitget import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator.bitget import BitgetState, create
+from proxy_devkit.emulator.server import BackgroundServer
 
 KEY, SECRET, PASSPHRASE = "bg_emulator_key", "emulator-secret-0123456789", "Pass-phrase1"
 RSA_KEY = "bg_rsa_key"

@@ -12,8 +12,8 @@ import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.bitstamp import EXCHANGE
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 KEY = "abcdefghijklmnopqrstuvwxyz012345"
 SECRET = "ZYXWVUTSRQPONMLKJIHGFEDCBA987654"

@@ -15,11 +15,11 @@ import ccxt
 import httpx
 import pytest
 
-from proxy.emulator.bitstamp import BitstampState, create
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.bitstamp import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator.bitstamp import BitstampState, create
+from proxy_devkit.emulator.server import BackgroundServer
 
 KEY, SECRET = "bitstampemulatorkey0123456789abc", "bitstamp-emulator-secret-0123456789"
 FORM = "application/x-www-form-urlencoded"

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.bybit import EXCHANGE
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 API_KEY = "XXXXXXXXXXXXXXXXXX"
 HMAC_SECRET = "YYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYY"

@@ -14,12 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from proxy.emulator.bybit import BybitState, create
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.bybit import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator.bybit import BybitState, create
+from proxy_devkit.emulator.server import BackgroundServer
 
 HMAC_KEY, HMAC_SECRET = "HMACKEY0001", "hmac-secret-0001"
 RSA_KEY = "RSAKEY0001"

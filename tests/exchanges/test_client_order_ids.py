@@ -12,8 +12,8 @@ import pytest
 
 from proxy.exchanges import binance, bitfinex, bitget, bitstamp, bybit, coinbase, deribit, kraken, okx
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup, make_client_order_id
-from proxy.order_lookup import content_digest, inject
-from proxy.request_model import Inbound
+from proxy.model.request import Inbound
+from proxy.pipeline.lookup import content_digest, inject
 
 FORM = (("content-type", "application/x-www-form-urlencoded"),)
 JSON = (("content-type", "application/json"),)
@@ -231,7 +231,7 @@ def _json_list(rows: list[Any]) -> bytes:
 
 
 def test_client_order_ids_batch_gets_one_id_per_missing_order_in_batch_order() -> None:
-    from proxy.order_lookup import batch_scope, inject_batch
+    from proxy.pipeline.lookup import batch_scope, inject_batch
 
     orders = [{"symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": q, "price": "50000"}
               for q in ("0.01", "0.02", "0.03")]
@@ -251,7 +251,7 @@ def test_client_order_ids_batch_gets_one_id_per_missing_order_in_batch_order() -
 
 
 def test_client_order_ids_bitfinex_batch_ids_are_integers() -> None:
-    from proxy.order_lookup import inject_batch
+    from proxy.pipeline.lookup import inject_batch
 
     ops = [["on", {"type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": a, "price": "50000"}]
            for a in ("0.1", "-0.2")]
@@ -265,7 +265,7 @@ def test_client_order_ids_bitfinex_batch_ids_are_integers() -> None:
 
 def test_client_order_ids_batch_refused_when_ids_cannot_be_added_or_repeat() -> None:
     from proxy.errors import BadRequest
-    from proxy.order_lookup import inject_batch
+    from proxy.pipeline.lookup import inject_batch
 
     kraken_batch = _json({"pair": "XBTUSD", "orders": [
         {"type": "buy", "ordertype": "limit", "volume": "0.01", "price": "50000"}]})

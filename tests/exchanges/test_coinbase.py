@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.coinbase import EXCHANGE
-from proxy.request_model import Action, Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Action, Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 KEY_NAME = "organizations/0a1b2c3d-org/apiKeys/4e5f6a7b-key"
 TS_MS = 1_700_000_000_123

@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from proxy.emulator import coinbase as emulator
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.coinbase import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator import coinbase as emulator
+from proxy_devkit.emulator.server import BackgroundServer
 
 KEY_NAME = "organizations/org-1/apiKeys/key-1"
 ED_NAME = "organizations/org-1/apiKeys/key-ed"

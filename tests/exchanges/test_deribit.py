@@ -14,8 +14,8 @@ import pytest
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.deribit import EXCHANGE
-from proxy.request_model import Action, Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Action, Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 # SPECS.md "Test vectors" #4 (Deribit's own documentation).
 VEC_ID, VEC_SECRET = "AMANDA", "AMANDASECRECT"

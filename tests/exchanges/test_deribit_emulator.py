@@ -12,12 +12,12 @@ import ccxt
 import httpx
 import pytest
 
-from proxy.emulator import deribit as emulator
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.deribit import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator import deribit as emulator
+from proxy_devkit.emulator.server import BackgroundServer
 
 CLIENT_ID, SECRET = "emuClient1", "emulator-client-secret-0123456789"
 

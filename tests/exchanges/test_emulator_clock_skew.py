@@ -10,9 +10,9 @@ import importlib
 import pytest
 
 from proxy import exchanges
-from proxy.emulator.server import BackgroundServer
-from proxy.exchange_clock import ExchangeClock, targets_for
+from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.upstream import Upstream
+from proxy_devkit.emulator.server import BackgroundServer
 
 FIELDS = {
     "binance": {"api_key": "binanceSkewKey0123", "api_secret": "s" * 64},
@@ -25,7 +25,7 @@ FIELDS = {
 
 
 def _emulator(name: str) -> tuple[object, object]:
-    module = importlib.import_module(f"proxy.emulator.{name}")
+    module = importlib.import_module(f"proxy_devkit.emulator.{name}")
     fields = dict(FIELDS[name])
     if name == "coinbase":
         from cryptography.hazmat.primitives import serialization

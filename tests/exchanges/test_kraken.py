@@ -13,8 +13,8 @@ import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.kraken import EXCHANGE, Kraken
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 # SPECS.md, "Test vectors" #3 (Kraken's own documentation).
 VEC_SECRET = (

@@ -12,11 +12,11 @@ import ccxt
 import httpx
 import pytest
 
-from proxy.emulator.kraken import KrakenState, create
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.kraken import EXCHANGE
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator.kraken import KrakenState, create
+from proxy_devkit.emulator.server import BackgroundServer
 
 KEY = "emulator-kraken-key"
 SECRET = base64.b64encode(bytes(range(64))).decode()

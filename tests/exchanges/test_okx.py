@@ -19,8 +19,8 @@ import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.okx import EXCHANGE, TESTNET, for_environment, iso8601_ms
-from proxy.request_model import Category, Inbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Category, Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 API_KEY = "6f1e3a4c-1111-2222-3333-444455556666"
 SECRET = "0123456789ABCDEF0123456789ABCDEF"

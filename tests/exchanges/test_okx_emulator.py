@@ -13,12 +13,12 @@ import ccxt
 import httpx
 import pytest
 
-from proxy.emulator.okx import OkxState, create
-from proxy.emulator.server import BackgroundServer
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.okx import EXCHANGE, TESTNET, Okx
-from proxy.request_model import Inbound, Outbound, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Outbound, Stamp
+from proxy.model.sensitive import Secret
+from proxy_devkit.emulator.okx import OkxState, create
+from proxy_devkit.emulator.server import BackgroundServer
 
 KEY, SECRET, PASSPHRASE = "okx-key-1", "okx-secret-1", "okx-pass-1"
 NOW = 1_750_000_000.0

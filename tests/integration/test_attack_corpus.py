@@ -176,7 +176,7 @@ def test_attack_corpus_has_at_least_100_requests_across_the_exchanges() -> None:
 def test_attack_corpus_baselines_are_accepted(stack: Stack) -> None:
     """The unmutated orders pass canonicalisation, so every refusal below is the mutation's."""
     from proxy import exchanges
-    from proxy.request_model import Inbound
+    from proxy.model.request import Inbound
 
     for ex, (method, path, query, ctype, body, _) in BASE.items():
         headers = (("content-type", ctype),) if ctype else ()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.audit.conftest import decision, lines, outcome, put_lines, write_trail
 from tests.support.stack import REPO, AccountSpec, Stack, _env, start_stack
 

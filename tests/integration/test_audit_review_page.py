@@ -19,7 +19,7 @@ import pytest
 
 from proxy.audit.review import iter_records
 from proxy.audit.writer import AuditWriter
-from proxy.sensitive import Secret
+from proxy.model.sensitive import Secret
 from tests.support.stack import REPO, AccountSpec, Stack, start_stack
 
 ARTIFACTS = REPO / "tests" / "artifacts"

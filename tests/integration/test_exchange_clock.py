@@ -41,7 +41,7 @@ READS = {
     "coinbase": "/api/v3/brokerage/accounts",
     "deribit": "/api/v2/private/get_account_summary?currency=BTC",
 }
-#: exchanges whose keys the proxy asks for their permissions at start (proxy/key_permissions.py)
+#: exchanges whose keys the proxy asks for their permissions at start (proxy/guards/key_vetting.py)
 KEY_CHECKED = {"binance", "bybit", "okx", "coinbase"}
 ACCOUNTS = [AccountSpec(f"{x}-synced", x, FIELDS[x]) for x in READS] + [
     AccountSpec(f"{x}-host", x, FIELDS[x], extra_toml="exchange_clock = false") for x in READS

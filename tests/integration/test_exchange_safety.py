@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from proxy.account_pause import egress_scope, pause_flag
 from proxy.audit.reader import iter_records
+from proxy.guards.cooldowns import egress_scope, pause_flag
 from proxy.state import open_store
 from tests.support.redis_server import RedisServer
 from tests.support.stack import AccountSpec, Stack, start_stack

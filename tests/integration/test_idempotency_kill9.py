@@ -96,7 +96,7 @@ async def _load(
 
 def test_idempotency_kill9_a_worker_under_load(tmp_path: Path) -> None:
     # Short timeouts: a dead worker's claims are taken over after the idempotency lease, which
-    # follows them (proxy.pipeline.owner_lease_s), so the retries finish sooner.
+    # follows them (proxy.pipeline.app.owner_lease_s), so the retries finish sooner.
     with start_stack(tmp_path, [KRAKEN, BINANCE], {"bot": POLICY}, start_proxy=False,
                      vault_toml="timeout_s = 1") as stack:
         text = stack.config_path.read_text()

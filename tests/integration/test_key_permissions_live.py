@@ -138,7 +138,7 @@ BINANCE_B = {"api_key": "binanceWithdrawKey0002B", "api_secret": "e" * 64}
 
 def _binance_pool(stack: Stack) -> None:
     """A second key for binance-main: known to the emulator, in Vault, listed in the pool."""
-    from proxy.emulator.binance import BinanceKey
+    from proxy_devkit.emulator.binance import BinanceKey
 
     stack.emulator("binance-main").add_key(BinanceKey(BINANCE_B["api_key"], hmac_secret=BINANCE_B["api_secret"]))
     stack.vault.client().secrets.kv.v2.create_or_update_secret(

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from proxy.audit.reader import iter_records
-from proxy.emulator.recorder import Received
-from proxy.emulator.server import free_port
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.server import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.stack import REPO, AccountSpec, Stack, start_stack
 

@@ -164,7 +164,7 @@ def test_live_price_band_follows_the_exchange_price(stack: Stack, monkeypatch: p
     """Move every emulator's BTC price to 60000: once the 3 s cache has passed, 50900 is out of
     band and 60500 is in."""
     for exchange, (_, table, key) in SYMBOL.items():
-        prices = getattr(importlib.import_module(f"proxy.emulator.{exchange}"), table)
+        prices = getattr(importlib.import_module(f"proxy_devkit.emulator.{exchange}"), table)
         old = prices[key]
         if isinstance(old, Decimal):
             new: Any = Decimal(60000)
@@ -187,7 +187,7 @@ def test_live_price_band_follows_the_exchange_price(stack: Stack, monkeypatch: p
 
 def test_live_no_ticker_answer_refuses(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """A symbol the exchange has no ticker for: the band cannot be checked, so it is refused."""
-    okx = importlib.import_module("proxy.emulator.okx")
+    okx = importlib.import_module("proxy_devkit.emulator.okx")
     monkeypatch.delitem(okx.INSTRUMENTS, "BTC-USDT")
     time.sleep(3.5)
     r = send(stack, "okx", limit("okx", "50000"))

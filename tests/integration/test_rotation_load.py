@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from proxy.emulator.binance import BinanceKey
+from proxy_devkit.emulator.binance import BinanceKey
 from tests.support.stack import AccountSpec, start_stack
 
 OLD_KEY, OLD_SECRET = "rotOldKey0123456789", "o" * 64

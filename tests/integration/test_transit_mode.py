@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from proxy.emulator.binance import BinanceKey
+from proxy_devkit.emulator.binance import BinanceKey
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 CANARY = "CANARYtransit0123456789abcdefCANARYtransit0123456789abcdefCANARY"

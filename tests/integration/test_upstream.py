@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from proxy.emulator.server import BackgroundServer
 from proxy.errors import UpstreamError
-from proxy.request_model import Outbound
+from proxy.model.request import Outbound
 from proxy.upstream import Upstream
+from proxy_devkit.emulator.server import BackgroundServer
 
 CHUNK = b"x" * 9_973  # prime-sized chunks: no buffer boundary lines up with them
 

@@ -241,7 +241,7 @@ def test_a_deleted_pool_key_stops_alone_the_pool_and_other_accounts_serve(tmp_pa
     """A pool key whose secret is deleted (or whose current version is) is forgotten alone: the
     pool keeps serving with its other key, the other account is still refreshed (a rotation of
     it is picked up), and /readyz says which key stopped. Not a Vault outage."""
-    from proxy.emulator.binance import BinanceKey
+    from proxy_devkit.emulator.binance import BinanceKey
 
     with start_stack(tmp_path, [A, B], {"bot": POLICY}, start_proxy=False) as stack:
         stack.emulator("binance-a").add_key(BinanceKey(POOL_B["api_key"], hmac_secret=POOL_B["api_secret"]))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from proxy.exchanges.binance import EXCHANGE as BINANCE
+from proxy.model.request import Inbound, Prepared
 from proxy.policy.evaluate import EvalContext, evaluate, reference_symbols
 from proxy.policy.loader import parse_file
 from proxy.policy.model import PolicySet
-from proxy.request_model import Inbound, Prepared
 
 POLICY = """
 version = 1

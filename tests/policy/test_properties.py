@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.binance import EXCHANGE as BINANCE
+from proxy.model.request import Inbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
 from proxy.policy.evaluate import EvalContext, evaluate
 from proxy.policy.loader import parse_file
 from proxy.policy.model import PolicySet
-from proxy.request_model import Inbound, Prepared, Stamp
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey
 
 POLICY = """
 version = 1

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from proxy.exchanges.binance import EXCHANGE as BINANCE
-from proxy.metrics import Metrics
+from proxy.guards.prices import ReferencePrices
+from proxy.model.request import Inbound, Outbound
+from proxy.ops.metrics import Metrics
 from proxy.policy.evaluate import EvalContext, evaluate
 from proxy.policy.loader import load_dir, parse_file
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.policy.runtime import PolicyRuntime, kill_flag, refusal
-from proxy.reference_prices import ReferencePrices
-from proxy.request_model import Inbound, Outbound
 from proxy.state import open_store
 from proxy.upstream import UpstreamResponse
 

@@ -26,8 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.exchanges.base import Credentials
-from proxy.request_model import Inbound, Intent, Outbound, Prepared, Stamp
-from proxy.sensitive import Secret
+from proxy.model.request import Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.sensitive import Secret
 
 PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,

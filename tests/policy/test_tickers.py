@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from proxy.exchanges.bybit import EXCHANGE as BYBIT
-from proxy.policy.tickers import Quote, TickerError, parse_ticker, ticker_market, ticker_request
-from proxy.reference_prices import ReferencePrices
-from proxy.request_model import Inbound, Outbound
+from proxy.exchanges.tickers import Quote, TickerError, parse_ticker, ticker_market, ticker_request
+from proxy.guards.prices import ReferencePrices
+from proxy.model.request import Inbound, Outbound
 from proxy.upstream import UpstreamResponse
 
 # (exchange, symbol, market, expected path and query, documented answer, price, quote time ms)

@@ -11,7 +11,7 @@ Usage::
                       headers={"Proxy-Authorization": f"Bearer {token}"})
         stack.emulator("binance-main").recorder.all()   # what the exchange received
 
-Each account gets its own strict emulator (``proxy.emulator.<exchange>.create``) and its
+Each account gets its own strict emulator (``proxy_devkit.emulator.<exchange>.create``) and its
 secret written to OpenBao at ``secret/exchanges/<name>``. ``python -m proxy init`` runs, then
 ``python -m proxy serve`` in a subprocess (``workers`` of them), and the stack waits for
 ``/readyz``. ``stack.proxy_log()`` is everything the proxy wrote to stdout/stderr.
@@ -33,10 +33,10 @@ from typing import Any
 
 import httpx
 
-from proxy import client_auth
-from proxy.dev_vault import OpenBao, start_openbao, start_persistent_openbao
-from proxy.emulator.faults import Faults
-from proxy.emulator.server import BackgroundServer, free_port
+from proxy.pipeline import auth as client_auth
+from proxy_devkit.dev_vault import OpenBao, start_openbao, start_persistent_openbao
+from proxy_devkit.emulator.faults import Faults
+from proxy_devkit.emulator.server import BackgroundServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -194,7 +194,7 @@ def start_stack(
     stack: Stack | None = None
     try:
         for acct in accounts:
-            module = importlib.import_module(f"proxy.emulator.{acct.exchange}")
+            module = importlib.import_module(f"proxy_devkit.emulator.{acct.exchange}")
             state, app = module.create({acct.fields["api_key"]: dict(acct.fields)})
             faults[acct.name] = Faults()  # stack.faults[account].arm(...) loses answers on purpose
             emulators[acct.name] = (state, BackgroundServer(faults[acct.name].wrap(app)).start())

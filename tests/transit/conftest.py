@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.dev_vault import OpenBao, start_openbao
-from proxy.transit import TransitClient
+from proxy.keys.transit.signer import TransitClient
+from proxy_devkit.dev_vault import OpenBao, start_openbao
 
 
 @pytest.fixture(scope="module")

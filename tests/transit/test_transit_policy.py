@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from proxy.dev_vault import OpenBao
 from proxy.exchanges import binance
-from proxy.sensitive import Secret
-from proxy.transit import TransitClient, TransitError, signer
-from proxy.transit_import import import_key
+from proxy.keys.transit.signer import TransitClient, TransitError, signer
+from proxy.keys.transit.wrap import import_key
+from proxy.model.sensitive import Secret
+from proxy_devkit.dev_vault import OpenBao
 
 POLICIES = Path(__file__).resolve().parents[2] / "deploy" / "vault"
 HMAC_SECRET = "policy-test-secret-" + "x" * 40

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from proxy import exchanges
 from proxy.exchanges import binance
 from proxy.exchanges.base import Credentials, Exchange
-from proxy.request_model import Inbound, Stamp
-from proxy.sensitive import Secret
-from proxy.transit import TransitClient, TransitError, TransitHmacKey, load_credentials, signer
-from proxy.transit_import import import_key
+from proxy.keys.transit.signer import TransitClient, TransitError, TransitHmacKey, load_credentials, signer
+from proxy.keys.transit.wrap import import_key
+from proxy.model.request import Inbound, Stamp
+from proxy.model.sensitive import Secret
 
 FORM, JSON = "application/x-www-form-urlencoded", "application/json"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.account_pause import (
+from proxy.errors import AccountPaused
+from proxy.guards.cooldowns import (
     DEFAULT_418_S,
     DEFAULT_429_S,
     MAX_PAUSE_S,
@@ -17,7 +18,6 @@ from proxy.account_pause import (
     cooldown,
     parse_retry_after,
 )
-from proxy.errors import AccountPaused
 from proxy.state import open_store
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z

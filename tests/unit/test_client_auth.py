@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from proxy import client_auth
 from proxy.errors import Unauthenticated
+from proxy.keys.proxy_keys import new_signing_key
+from proxy.pipeline import auth as client_auth
 
-PRIVATE, PUBLIC = client_auth.new_signing_key()
+PRIVATE, PUBLIC = new_signing_key()
 NOW = 1_800_000_000
 
 
@@ -27,7 +28,7 @@ def test_client_auth_accepts_a_good_token() -> None:
 @pytest.mark.parametrize(
     "headers",
     [[], ["Basic abc"], ["Bearer"], ["Bearer a.b.c"], [f"Bearer {token()}", f"Bearer {token()}"],
-     [f"Bearer {token(private=client_auth.new_signing_key()[0])}"], [f"Token {token()}"]],
+     [f"Bearer {token(private=new_signing_key()[0])}"], [f"Token {token()}"]],
     ids=["missing", "basic", "empty", "malformed", "two-headers", "other-key", "wrong-scheme"],
 )
 def test_client_auth_refuses_bad_headers(headers: list[str]) -> None:

@@ -10,11 +10,11 @@ import pytest
 
 from proxy import exchanges
 from proxy.errors import AccountPaused
-from proxy.exchange_clock import ExchangeClock, Sample, Target, best_offset, sample_offset, targets_for
-from proxy.exchange_safety import ExchangeSafety
 from proxy.exchanges.server_time import ServerTime, epoch_ms
-from proxy.metrics import Metrics
-from proxy.request_model import Outbound
+from proxy.guards.clock import ExchangeClock, Sample, Target, best_offset, sample_offset, targets_for
+from proxy.guards.hooks import ExchangeSafety
+from proxy.model.request import Outbound
+from proxy.ops.metrics import Metrics
 from proxy.upstream import UpstreamResponse
 
 #: (exchange, the documented example answer, its time in ms): from each exchange's API docs

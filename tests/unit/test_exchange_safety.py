@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from proxy import exchanges
-from proxy.account_pause import egress_scope
 from proxy.errors import AccountPaused, NotReady, RateLimited
-from proxy.exchange_safety import ExchangeSafety, nonce_rejected, observe_store
-from proxy.metrics import Metrics
-from proxy.reference_prices import ReferencePrices
-from proxy.request_model import Inbound
+from proxy.guards.cooldowns import egress_scope
+from proxy.guards.hooks import ExchangeSafety, nonce_rejected, observe_store
+from proxy.guards.prices import ReferencePrices
+from proxy.model.request import Inbound
+from proxy.ops.metrics import Metrics
 from proxy.state.base import LockTimeout
 from proxy.upstream import UpstreamResponse
 

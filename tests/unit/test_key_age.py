@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from proxy.key_age import EXIT_ERROR, EXIT_ROTATE, KeyState, assess, exit_code
-from proxy.secret_source import parse_vault_time
+from proxy.keys.age import EXIT_ERROR, EXIT_ROTATE, KeyState, assess, exit_code
+from proxy.keys.vault import parse_vault_time
 
 CREATED = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

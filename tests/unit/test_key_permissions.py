@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from proxy import exchanges
-from proxy.accounts import Account
 from proxy.errors import AccountPaused, NotReady
-from proxy.exchange_safety import ExchangeSafety
 from proxy.exchanges.base import Credentials
-from proxy.key_permissions import KeyVetting, Permissions, parse_answer
-from proxy.key_pool import KeyPool
-from proxy.metrics import Metrics
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey
+from proxy.guards.hooks import ExchangeSafety
+from proxy.guards.key_vetting import KeyVetting, Permissions, parse_answer
+from proxy.keys.pool import KeyPool
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
+from proxy.ops.metrics import Metrics
+from proxy.pipeline.accounts import Account
 from proxy.upstream import UpstreamResponse
 
 

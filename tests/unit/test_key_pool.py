@@ -8,9 +8,9 @@ import pytest
 
 from proxy.errors import NotReady
 from proxy.exchanges.base import Credentials
-from proxy.key_pool import KeyPool
-from proxy.sensitive import Secret
-from proxy.signing_keys import HmacKey
+from proxy.keys.pool import KeyPool
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
 
 
 def _creds(name: str) -> Credentials:

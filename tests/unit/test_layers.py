@@ -81,5 +81,5 @@ def test_layers_pure_core_does_no_io(path: Path) -> None:
 
 def test_layers_emulators_do_not_use_the_proxy_signers() -> None:
     for path in (PROXY / "emulator").glob("*.py"):
-        bad = {i for i in _imports(path) if i.startswith(("proxy.exchanges", "proxy.signing_keys"))}
+        bad = {i for i in _imports(path) if i.startswith(("proxy.exchanges", "proxy.model.signers"))}
         assert not bad, f"{path.name} is not independent of the signer: {bad}"

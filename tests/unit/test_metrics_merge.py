@@ -1,4 +1,4 @@
-"""Merging several workers' metrics into one Prometheus view (proxy/metrics_merge.py): sums
+"""Merging several workers' metrics into one Prometheus view (proxy/ops/metrics_merge.py): sums
 for counters and histograms, retired totals folded in, gauges combined or per worker."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from proxy.metrics import Metrics, Snapshot
-from proxy.metrics_merge import add, from_json, render, to_json
+from proxy.ops.metrics import Metrics, Snapshot
+from proxy.ops.metrics_merge import add, from_json, render, to_json
 
 REQ = (("client", "bot"), ("account", "main"))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy import process_guard
 from proxy.errors import ConfigError
+from proxy.server import hardening as process_guard
 
 LINUX = sys.platform.startswith("linux")
 
@@ -33,7 +33,7 @@ def test_harden_process_disables_core_dumps_dumpability_and_sets_umask() -> None
     result = _run_isolated(
         """
         import json, os, resource
-        from proxy import process_guard
+        from proxy.server import hardening as process_guard
         os.umask(0o022)
         before = process_guard.is_dumpable()
         process_guard.harden_process()
@@ -57,7 +57,7 @@ def test_harden_process_core_limit_cannot_be_raised_again() -> None:
     result = _run_isolated(
         """
         import json, resource
-        from proxy import process_guard
+        from proxy.server import hardening as process_guard
         process_guard.harden_process()
         try:
             resource.setrlimit(resource.RLIMIT_CORE, (1 << 20, 1 << 20))
@@ -79,7 +79,7 @@ def test_harden_process_makes_proc_mem_owned_by_root() -> None:
     result = _run_isolated(
         """
         import json, os
-        from proxy import process_guard
+        from proxy.server import hardening as process_guard
         process_guard.harden_process()
         st = os.stat(f"/proc/{os.getpid()}/environ")
         print(json.dumps({"uid": st.st_uid}))
@@ -93,7 +93,7 @@ def test_files_created_after_hardening_are_private(tmp_path: Path) -> None:
     _run_isolated(
         f"""
         import json
-        from proxy import process_guard
+        from proxy.server import hardening as process_guard
         process_guard.harden_process()
         open({str(target)!r}, "w").close()
         print("{{}}")

@@ -1,4 +1,4 @@
-"""Workers sharing a run directory (proxy/run_dir.py, proxy/proxy_status.py), in one process:
+"""Workers sharing a run directory (proxy/ops/run_dir.py, proxy/ops/status.py), in one process:
 each ``ProxyStatus`` plays one worker (its pid set by hand), the test plays the supervisor."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy.metrics import Metrics
-from proxy.proxy_status import STALE_S, ProxyStatus
-from proxy.run_dir import RunDir
+from proxy.ops.metrics import Metrics
+from proxy.ops.status import STALE_S, ProxyStatus
+from proxy.ops.run_dir import RunDir
 
 
 def _total(text: str, name: str = "proxy_requests_total") -> float:

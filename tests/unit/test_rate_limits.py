@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.rate_limits import Hit, MemoryLimiter, SqliteLimiter, decide
+from proxy.guards.rate_limits import Hit, MemoryLimiter, SqliteLimiter, decide
 
 S = 1_000_000
 

@@ -1,9 +1,9 @@
-"""/readyz for the whole proxy (proxy/readiness_merge.py): ready only when every live worker
+"""/readyz for the whole proxy (proxy/ops/readiness.py): ready only when every live worker
 is, with fresh status; one worker keeps the body it always had."""
 
 from __future__ import annotations
 
-from proxy.readiness_merge import WorkerReadiness, merge
+from proxy.ops.readiness import WorkerReadiness, merge
 
 DETAILS = {"policy_version": "abc", "policy_reload_error": None, "exchange_clock": {}}
 

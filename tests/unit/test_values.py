@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.decimal_text import parse_decimal
 from proxy.errors import BadRequest
-from proxy.pipeline import exchange_order_id
-from proxy.sensitive import Secret
+from proxy.model.decimals import parse_decimal
+from proxy.model.sensitive import Secret
+from proxy.pipeline.app import exchange_order_id
 
 
 @pytest.mark.parametrize("text", ["0", "1", "0.5", "50000", "0.00000001", "123.456"])

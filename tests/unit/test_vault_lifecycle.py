@@ -8,8 +8,8 @@ import pytest
 
 from proxy.config import load
 from proxy.errors import ConfigError, SecretSourceError, VaultUnreachable
-from proxy.secret_source import TokenLease
-from proxy.vault_lifecycle import TokenKeeper, VaultHealth, renewal_capped, token_action, vault_state
+from proxy.keys.session import TokenKeeper, VaultHealth, renewal_capped, token_action, vault_state
+from proxy.keys.vault import TokenLease
 
 
 def test_token_action_renews_at_two_thirds_of_the_ttl() -> None:

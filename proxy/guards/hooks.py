@@ -1,0 +1,223 @@
+"""Exchange-side safety around each request: the hooks the pipeline calls, in one place.
+
+Before sending: the client's inbound rate limits (policy ``rate_limit``), the account's exchange
+cool-down (:mod:`proxy.guards.cooldowns`), the key-permission verdict
+(:mod:`proxy.guards.key_vetting`) and the account's outbound weight budget
+(:mod:`proxy.exchanges.weights`). After the exchange answers: start a cool-down on 429, 418 or
+``Retry-After``; count upstream errors and nonce rejections. Refusals are contract errors
+(``rate_limited`` / ``account_paused`` / ``not_ready``), so the pipeline audits them like any other.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+from proxy.errors import AccountPaused, NotReady, RateLimited
+from proxy.exchanges.weights import request_weight
+from proxy.guards.cooldowns import AccountPauses, cooldown, egress_scope
+from proxy.guards.key_vetting import KeyVetting
+from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter
+from proxy.model.request import Prepared
+from proxy.ops.metrics import Metrics
+from proxy.policy.model import ClientPolicy, Grant, RateLimit
+from proxy.state import StateStore
+
+log = logging.getLogger("proxy.guards.hooks")
+
+#: Answer bodies that mean "nonce too low / reused" (SPECS.md: Kraken, Bitfinex, Bitstamp).
+NONCE_MARKERS: dict[str, tuple[bytes, ...]] = {
+    "kraken": (b"EAPI:Invalid nonce",),
+    "bitfinex": (b"nonce: small",),
+    "bitstamp": (b"Invalid nonce",),
+}
+_NONCE_SCAN_BYTES = 4096
+
+
+def nonce_rejected(exchange: str, body: bytes) -> bool:
+    """Whether an exchange answer says the nonce was too low (Kraken answers 200 with it)."""
+    markers = NONCE_MARKERS.get(exchange)
+    if not markers:
+        return False
+    head = body[:_NONCE_SCAN_BYTES]
+    return any(m in head for m in markers)
+
+
+def _who(*names: str) -> str:
+    """Length-prefixed, so no client or account name can forge another's key."""
+    return "|".join(f"{len(n)}:{n}" for n in names)
+
+
+class ExchangeSafety:
+    """One per worker. Without a shared ``limiter`` limits are per process (tests, no store)."""
+
+    def __init__(
+        self, *, store: StateStore | None, metrics: Metrics, limiter: WindowLimiter | None = None,
+        vetting: KeyVetting | None = None, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.limiter: WindowLimiter = limiter if limiter is not None else MemoryLimiter()
+        self.vetting = vetting
+        self._clock = clock
+        self.pauses = AccountPauses(store, clock=clock)  # store errors: counted by ObservedStore
+        #: account -> what its exchange counts per IP (Binance: 418 bans, request weight)
+        self._egress: dict[str, str] = {}
+        self._urls: dict[str, tuple[str, str]] = {}  # account -> (exchange, base URL)
+
+    def know_accounts(self, accounts: Iterable[tuple[str, str, str]]) -> None:
+        """(name, exchange, base URL) of every account: which of them share an IP-wide ban
+        and weight budget (proxy.guards.cooldowns.egress_scope)."""
+        for name, exchange, base_url in accounts:
+            self._urls[name] = (exchange, base_url)
+            scope = egress_scope(exchange, base_url)
+            if scope is not None:
+                self._egress[name] = scope
+
+    # ------------------------------------------------------------------ before sending
+
+    async def admit_client(self, client: str, account: str, policy: ClientPolicy, grant: Grant) -> None:
+        """The policy's inbound rate limits: per client (every account), then per grant."""
+        for limit in policy.rate_limits:
+            await self._spend(f"client|{_who(client)}", limit.amount, limit.window_s, 1,
+                              "rate_limit.client", account, limit)
+        for limit in grant.rate_limits:
+            await self._spend(f"grant|{_who(client, account)}", limit.amount, limit.window_s, 1,
+                              "rate_limit.grant", account, limit)
+
+    async def check_pause(self, account: str) -> None:
+        await self.pauses.check(account, self._egress.get(account))
+
+    async def paused(self, account: str) -> bool:
+        """Whether the proxy's own requests for ``account`` (exchange clock, key checks) must
+        wait: its cool-down or its IP ban, or a state store that cannot say (add no traffic
+        then; the bots' requests are refused meanwhile anyway)."""
+        try:
+            await self.check_pause(account)
+        except (AccountPaused, NotReady):
+            return True
+        return False
+
+    async def observe_url(self, exchange: str, base_url: str, status: int,
+                          headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        """An answer to a public request of the proxy's own (a reference price), made for no
+        one account: a cool-down it asks for applies to every account of that exchange at
+        that base URL (public limits count per IP)."""
+        if cooldown(status, headers, self._clock()) is None:
+            return
+        for name, (known_exchange, known_url) in list(self._urls.items()):
+            if known_exchange == exchange and known_url == base_url:
+                await self.observe(name, exchange, status, headers, body)
+
+    def check_key(self, account: str, version: int) -> None:
+        if self.vetting is not None:
+            refusal = self.vetting.refusal(account, version)
+            if refusal is not None:
+                raise refusal
+
+    def key_refusal(self, account: str, version: int, key: str) -> NotReady | None:
+        """Why the pool key ``key`` (its KV path) may not sign now, or None."""
+        return None if self.vetting is None else self.vetting.refusal(account, version, key)
+
+    async def spend_weight(self, account: str, exchange: str, budget: int | None, prepared: Prepared) -> None:
+        """The account's outbound budget in the exchange's request weights per minute."""
+        if not budget:
+            return
+        weight = request_weight(exchange, prepared.method, prepared.path, prepared.query, prepared.body)
+        scope = self._egress.get(account)  # Binance counts weight per IP: one budget for all
+        key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
+        await self._spend(key, budget, 60, weight, "rate_limit.account", account, None)
+
+    async def _spend(
+        self, key: str, amount: int, window_s: int, cost: int, rule: str, account: str,
+        limit: RateLimit | None,
+    ) -> None:
+        try:
+            hit = await self.limiter.hit(key, amount, window_s, cost)
+        except NotReady:
+            self.store_error("rate_limit")
+            raise
+        if hit.allowed:
+            return
+        self.metrics.inc("proxy_rate_limited_total", (("account", account), ("rule", rule)),
+                         help="requests refused by a rate limit or weight budget, by rule")
+        what = f"{limit.text}" if limit is not None else f"{amount} weight/minute on account {account}"
+        raise RateLimited(f"rate limit {what} reached; retry after {hit.retry_after} s",
+                          retry_after=hit.retry_after, rule=rule)
+
+    # ------------------------------------------------------------------ after the answer
+
+    async def observe(self, account: str, exchange: str, status: int,
+                      headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        """Look at the exchange's answer (the bot gets it unchanged)."""
+        if status >= 400:
+            self.upstream_error(account, f"{status // 100}xx")
+        if nonce_rejected(exchange, body):
+            self.metrics.inc("proxy_nonce_rejections_total", (("account", account), ("exchange", exchange)),
+                             help="exchange answers saying the nonce was too low or reused")
+        cool = cooldown(status, headers, self._clock())
+        if cool is None:
+            return
+        scope = self._egress.get(account) if status == 418 else None
+        until = await self.pauses.pause(scope or account, cool)  # a 418 bans the IP: all accounts
+        self.metrics.inc("proxy_account_pauses_total", (("account", account), ("status", str(status))),
+                         help="exchange cool-downs started (429, 418 or Retry-After), by account and status")
+        log.warning("%s paused for %d s until %.0f: the exchange answered %d%s",
+                    f"account {account}" if scope is None else f"every account at {scope}",
+                    cool.seconds, until, status, " with Retry-After" if cool.named else "")
+
+    def upstream_error(self, account: str, kind: str) -> None:
+        """``kind``: "4xx", "5xx", "unreachable" or "timeout"."""
+        self.metrics.inc("proxy_upstream_errors_total", (("account", account), ("class", kind)),
+                         help="exchange answers >= 400 and failed exchange calls, by account and class")
+
+    def store_error(self, op: str) -> None:
+        self.metrics.inc("proxy_state_store_errors_total", (("op", op),),
+                         help="state-store calls that failed (the request was refused, fail closed)")
+
+
+class ObservedStore:
+    """A state store that counts its failures (NotReady from an unreachable store) in
+    ``proxy_state_store_errors_total{op}``; everything else passes through."""
+
+    def __init__(self, inner: StateStore, on_error: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._on_error = on_error
+        self._wrapped: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        wrapped = self._wrapped.get(name)
+        if wrapped is not None:
+            return wrapped
+        attr = getattr(self._inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        wrapped = self._wrapped[name] = self._count(name, attr)
+        return wrapped
+
+    def _count(self, name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        on_error = self._on_error
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except NotReady as exc:
+                if type(exc) is NotReady:  # not a lock timeout or a nonce-unit change
+                    on_error(name)
+                raise
+
+        return call
+
+
+def observe_store(store: StateStore | None, metrics: Metrics) -> StateStore | None:
+    """``store`` with its failures counted in ``proxy_state_store_errors_total``."""
+    if store is None:
+        return None
+
+    def count(op: str) -> None:
+        metrics.inc("proxy_state_store_errors_total", (("op", op),),
+                    help="state-store calls that failed (the request was refused, fail closed)")
+
+    return cast(StateStore, ObservedStore(store, count))
