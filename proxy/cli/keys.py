@@ -1,0 +1,129 @@
+"""``keys rotate``, ``keys status`` and ``keys import-transit``: the exchange keys in Vault."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from proxy import config as config_mod
+from proxy.cli.common import EXIT_OK, EXIT_USAGE, Subparsers, group, source, with_config
+from proxy.errors import SecretSourceError
+
+
+def register(sub: Subparsers) -> None:
+    keys = group(sub, "keys", "exchange keys")
+    kr = with_config(keys.add_parser("rotate", help="write a new key version read from stdin"))
+    kr.add_argument("--account", required=True)
+    kr.add_argument("--secret", metavar="PATH",
+                    help="which key of a key pool (one of the account's secrets); default: its first")
+    ks = with_config(keys.add_parser(
+        "status", help="each account's key version and age",
+        description="One JSON line per key (every key of a key pool, each with its KV path as "
+                    "\"secret\"): key version, creation time and age in days.",
+        epilog="exit codes: 0 every key younger than keys.rotation_warn_days (90 by default); "
+               "5 a key is past it (rotate it); 1 a secret could not be read",
+    ))
+    kt = with_config(keys.add_parser(
+        "import-transit", help="import a key read from stdin into Vault Transit (signing = \"transit\")",
+        description="Read the key as issued (JSON: api_key, api_secret, passphrase) on stdin, import "
+                    "api_secret into Vault Transit as a new key or key version, and write api_key "
+                    "(and passphrase) to KV without it. Running proxies switch within seconds.",
+    ))
+    kt.add_argument("--account", required=True)
+    kr.set_defaults(handler=rotate)
+    ks.set_defaults(handler=status)
+    kt.set_defaults(handler=import_transit)
+
+
+def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from proxy import exchanges
+    from proxy.model.sensitive import Secret
+
+    account = cfg.account(args.account)
+    if account is None:
+        print(f"error: no account named {args.account!r} in {cfg.path}", file=sys.stderr)
+        return EXIT_USAGE
+    path = args.secret or account.secret
+    if path not in account.secret_paths:
+        print(f"error: {path!r} is not a key of account {account.name}; use one of "
+              f"{', '.join(account.secret_paths)}", file=sys.stderr)
+        return EXIT_USAGE
+    if account.signing == "transit":  # its secret must never be written to KV
+        return import_transit(cfg, args)
+    try:
+        data = json.loads(sys.stdin.read())
+    except ValueError:
+        print("error: stdin must be a JSON object with api_key, api_secret (and passphrase)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    allowed = {"api_key", "api_secret", "passphrase"}
+    if not isinstance(data, dict) or not {"api_key", "api_secret"} <= set(data) or set(data) - allowed \
+            or not all(isinstance(v, str) for v in data.values()):
+        print("error: stdin must be a JSON object of strings with api_key, api_secret "
+              "(and passphrase for OKX and Bitget), nothing else", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # refuse material the exchange module cannot load before any proxy sees it
+        exchanges.get(account.exchange).load_credentials({k: Secret(v) for k, v in data.items()}, 0)
+    except ValueError as exc:
+        print(f"error: the new key is not usable for {account.exchange}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    version = source(cfg).write(path, data)
+    print(f"wrote {cfg.vault.mount}/{path} version {version}; running proxies switch "
+          "to it within a few seconds", file=sys.stderr)
+    return EXIT_OK
+
+
+def import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from proxy.keys.transit.importer import KeyInputError, import_account_key
+
+    account = cfg.account(args.account)
+    if account is None:
+        print(f"error: no account named {args.account!r} in {cfg.path}", file=sys.stderr)
+        return EXIT_USAGE
+    if account.signing != "transit":
+        print(f"error: account {account.name} signs locally; set signing = \"transit\" in its "
+              f"[[accounts]] table in {cfg.path} first (README \"Transit mode\")", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = import_account_key(cfg.vault, account, source(cfg), sys.stdin.read())
+    except KeyInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    what = "created" if result.created else "new version of"
+    print(f"{what} {cfg.vault.transit_mount}/keys/{result.transit_key}: version "
+          f"{result.transit_version}; wrote {cfg.vault.mount}/{account.secret} version "
+          f"{result.kv_version} without api_secret; running proxies switch to it within a few "
+          "seconds", file=sys.stderr)
+    return EXIT_OK
+
+
+def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    """One JSON line per key (each key of a pool); warnings on stderr; exit 5 past the rotation
+    age, 1 on errors."""
+    from proxy.keys import age as key_age
+
+    vault = source(cfg)
+    now = datetime.now(UTC)
+    reports = []
+    for account in cfg.accounts:
+        for path in account.secret_paths:
+            rotate = "`keys rotate`" if path == account.secret else f"`keys rotate --secret {path}`"
+            try:
+                meta = vault.metadata(path)
+                state = key_age.KeyState(account.name, meta.current_version, meta.created)
+                if meta.deleted:
+                    state = key_age.KeyState(account.name, meta.current_version, meta.created,
+                                             f"version {meta.current_version} was deleted or destroyed; "
+                                             f"write a new one with {rotate}")
+            except SecretSourceError as exc:
+                state = key_age.KeyState(account.name, error=str(exc))
+            report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
+            reports.append(report)
+            print(json.dumps({**report.as_dict(), "secret": path}))
+            if report.status != "ok":
+                which = f"account {account.name}" + (f" key {path}" if account.secrets else "")
+                print(f"{'warning' if report.status == 'rotate' else 'error'}: {which}: "
+                      f"{report.message}", file=sys.stderr)
+    return key_age.exit_code(reports)
