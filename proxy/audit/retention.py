@@ -20,53 +20,9 @@ from typing import Any
 import orjson
 
 from proxy.audit import chain, layout
+from proxy.audit.review import AuditIntegrityError
+from proxy.audit.verify import verify
 from proxy.model.sensitive import Secret
-
-
-@dataclass(frozen=True)
-class Tombstone:
-    """Segments ``< upto`` of ``writer`` were pruned; the last of them sealed at ``seq``/``mac``."""
-
-    writer: str
-    upto: int
-    seq: int
-    mac: str
-    whole: bool
-
-
-@dataclass(frozen=True)
-class TombstoneProblem:
-    line: int
-    reason: str
-
-
-def read_tombstones(
-    directory: Path, tkey: chain.MacKey
-) -> tuple[dict[str, Tombstone], list[TombstoneProblem]]:
-    """The newest valid tombstone per writer, and any line that fails its MAC."""
-    path = directory / layout.TOMBSTONE_FILE
-    found: dict[str, Tombstone] = {}
-    problems: list[TombstoneProblem] = []
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return found, problems
-    for n, raw in enumerate(data.splitlines(), start=1):
-        try:
-            rec = orjson.loads(raw)
-            mac = rec.pop("_mac")
-            tomb = Tombstone(rec["writer"], rec["upto"], rec["seq"], rec["mac"], rec["whole"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            problems.append(TombstoneProblem(n, "tombstone is malformed"))
-            continue
-        if not (isinstance(mac, str) and chain.mac_equal(
-                bytes.fromhex(chain.tombstone_mac(tkey, rec)), mac)):
-            problems.append(TombstoneProblem(n, "tombstone MAC does not match (forged or edited)"))
-            continue
-        old = found.get(tomb.writer)
-        if old is None or tomb.upto > old.upto:
-            found[tomb.writer] = tomb
-    return found, problems
 
 
 @dataclass(frozen=True)
@@ -90,8 +46,6 @@ def prune(
     tampering into a tombstone. Run it from cron with the same key the writers use.
     ``dry_run`` reports what would go and changes nothing.
     """
-    from proxy.audit.review import AuditIntegrityError
-    from proxy.audit.verify import verify
 
     report = verify(directory, key)
     if not report.ok:

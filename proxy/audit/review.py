@@ -21,6 +21,7 @@ import orjson
 
 from proxy.audit import chain, layout
 from proxy.audit.record import PHASE, PHASE_OUTCOME
+from proxy.audit.verify import verify
 from proxy.errors import ProxyError
 from proxy.model.sensitive import Secret
 
@@ -108,8 +109,6 @@ def iter_records(directory: Path, key: Secret | None = None) -> Iterator[dict[st
     """
     directory = Path(directory)
     if key is not None:
-        from proxy.audit.verify import verify
-
         report = verify(directory, key)
         if not report.ok:
             raise AuditIntegrityError(f"audit trail failed verification: {report.first_bad}")

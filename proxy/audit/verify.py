@@ -16,7 +16,7 @@ import orjson
 
 from proxy.audit import chain, layout
 from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME, is_lost_answer
-from proxy.audit.retention import Tombstone, read_tombstones
+from proxy.audit.tombstones import Tombstone, read_tombstones
 from proxy.model.sensitive import Secret
 
 

@@ -44,8 +44,9 @@ from proxy.ops.run_dir import RunDir
 from proxy.ops.status import ProxyStatus
 from proxy.pipeline import accounts as accounts_mod
 from proxy.pipeline.accounts import Account
-from proxy.pipeline.app import Pipeline, Receive, Scope, Send
+from proxy.pipeline.app import Pipeline
 from proxy.pipeline.auth import TokenVerifier
+from proxy.pipeline.http import Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.state import StateStore

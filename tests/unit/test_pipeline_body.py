@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.errors import BadRequest, TooLarge
-from proxy.pipeline.app import _read_body
+from proxy.pipeline.http import read_body as _read_body
 
 
 def _read(headers: list[tuple[str, str]], chunks: list[bytes], limit: int = 10) -> bytes:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.ops.metrics import Metrics
-from proxy.ops.status import STALE_S, ProxyStatus
 from proxy.ops.run_dir import RunDir
+from proxy.ops.status import STALE_S, ProxyStatus
 
 
 def _total(text: str, name: str = "proxy_requests_total") -> float:

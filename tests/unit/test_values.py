@@ -10,7 +10,7 @@ import pytest
 from proxy.errors import BadRequest
 from proxy.model.decimals import parse_decimal
 from proxy.model.sensitive import Secret
-from proxy.pipeline.app import exchange_order_id
+from proxy.pipeline.decision import exchange_order_id
 
 
 @pytest.mark.parametrize("text", ["0", "1", "0.5", "50000", "0.00000001", "123.456"])
