@@ -47,9 +47,15 @@ class Credentials:
 class Exchange(Protocol):
     """The pure surface of one exchange."""
 
-    name: str
-    #: None for window-based exchanges; otherwise the unit of a strictly increasing nonce.
-    nonce_unit: NonceUnit | None
+    @property
+    def name(self) -> str:
+        """The exchange's name in configuration (``binance``...)."""
+        ...
+
+    @property
+    def nonce_unit(self) -> NonceUnit | None:
+        """None for window-based exchanges; otherwise the unit of a strictly increasing nonce."""
+        ...
 
     def base_url(self, environment: Environment) -> str:
         """The official base URL for ``environment``."""

@@ -119,8 +119,8 @@ class Pipeline:
             log.error("internal error on %s: %s", ctx.request_id, type(exc).__name__, exc_info=False)
             self.metrics.inc("proxy_internal_errors_total", help="requests failed by a proxy bug")
             fate = "it may have reached the exchange" if ctx.sent else "nothing was sent"
-            refusal = NotReady(f"internal error ({type(exc).__name__}); {fate}")
-            return await self.decisions.refused(ctx, refusal)
+            failure = NotReady(f"internal error ({type(exc).__name__}); {fate}")
+            return await self.decisions.refused(ctx, failure)
 
     async def _pipeline(self, ctx: RequestContext, scope: Scope, receive: Receive, raw_path: bytes) -> Reply:
         if not self.ready:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from proxy.audit import writer as writer_mod
 from proxy.audit.record import UnsafeAuditRecord
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter, default_writer_id
@@ -28,7 +27,7 @@ def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(threading.current_thread().name)
         real(fd)
 
-    monkeypatch.setattr(writer_mod.os, "fdatasync", counting)
+    monkeypatch.setattr(os, "fdatasync", counting)
     return calls
 
 
@@ -119,7 +118,7 @@ def test_writer_failed_write_raises_not_ready_and_recovers(
 
     w = AuditWriter(tmp_path, key, "w1")
     w.start_sync()
-    monkeypatch.setattr(writer_mod.os, "write", flaky)
+    monkeypatch.setattr(os, "write", flaky)
     with pytest.raises(NotReady, match="not writable"):
         w.write_sync(decision(0))
     w.write_sync(decision(1))
@@ -137,7 +136,7 @@ def test_writer_failed_fsync_fails_closed_for_good(
     async def run() -> None:
         w = AuditWriter(tmp_path, key, "w1")
         await w.start()
-        monkeypatch.setattr(writer_mod.os, "fdatasync", broken)
+        monkeypatch.setattr(os, "fdatasync", broken)
         with pytest.raises(NotReady, match="fsync"):
             await w.write(decision(0))
         monkeypatch.undo()

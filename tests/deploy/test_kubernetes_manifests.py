@@ -199,9 +199,9 @@ def test_init_container_makes_private_copies_the_proxy_accepts(
         copied = out / path.relative_to(etc_dir)
         assert copied.exists(), path
         check_private_file(copied)
-    for f in (out / "policies").iterdir():
-        check_private_file(f)
-        assert stat.S_IMODE(f.stat().st_mode) == 0o400
+    for policy_file in (out / "policies").iterdir():
+        check_private_file(policy_file)
+        assert stat.S_IMODE(policy_file.stat().st_mode) == 0o400
     assert proxy["args"] == ["serve", "--config", str(etc_dir / "config.toml")]
 
 

@@ -17,6 +17,7 @@ import ccxt
 import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
+from proxy.exchanges.base import Credentials
 from proxy.exchanges.bitfinex import EXCHANGE
 from proxy.model.request import Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
@@ -27,7 +28,7 @@ JSON = "application/json"
 NONCE = 1_700_000_000_123_456
 
 
-def creds():  # type: ignore[no-untyped-def]
+def creds() -> Credentials:
     return EXCHANGE.load_credentials({"api_key": Secret(KEY), "api_secret": Secret(SECRET)}, 1)
 
 

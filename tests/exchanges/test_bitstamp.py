@@ -11,6 +11,7 @@ import ccxt
 import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
+from proxy.exchanges.base import Credentials
 from proxy.exchanges.bitstamp import EXCHANGE
 from proxy.model.request import Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
@@ -23,7 +24,7 @@ HOST = "www.bitstamp.net"
 FORM = "application/x-www-form-urlencoded"
 
 
-def creds():  # type: ignore[no-untyped-def]
+def creds() -> Credentials:
     return EXCHANGE.load_credentials({"api_key": Secret(KEY), "api_secret": Secret(SECRET)}, 1)
 
 

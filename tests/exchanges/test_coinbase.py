@@ -116,7 +116,7 @@ def test_coinbase_jwt_claims_and_request_match_ccxt(
     got, theirs = (h["Authorization"].split(" ", 1)[1] for h in (got_headers, want["headers"]))
     assert jwt.get_unverified_header(got) == jwt.get_unverified_header(theirs)
     alg = {"es256": "ES256", "ed25519": "EdDSA"}[kind]
-    options = {"verify_exp": False, "verify_nbf": False, "verify_aud": False, "verify_iat": False}
+    options: jwt.types.Options = {"verify_exp": False, "verify_nbf": False, "verify_aud": False, "verify_iat": False}
     public = _public_key(secret)
     mine = jwt.decode(got, public, algorithms=[alg], options=options)
     ref = jwt.decode(theirs, public, algorithms=[alg], options=options)

@@ -187,7 +187,7 @@ def test_coinbase_emulator_is_parsed_by_ccxt(emu: Any) -> None:
     ex = ccxt.coinbase({"apiKey": KEY_NAME, "secret": PEM})
     ex.urls["api"]["rest"] = url.replace("http://", "https://")  # ccxt strips only https://
     fetch = ex.fetch
-    ex.fetch = lambda u, method="GET", headers=None, body=None: fetch(  # type: ignore[method-assign]
+    ex.fetch = lambda u, method="GET", headers=None, body=None: fetch(
         u.replace("https://", "http://"), method, headers, body)
     markets = ex.load_markets()
     assert "BTC/USD" in markets

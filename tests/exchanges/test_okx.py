@@ -18,6 +18,7 @@ import ccxt
 import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
+from proxy.exchanges.base import Credentials
 from proxy.exchanges.okx import EXCHANGE, TESTNET, for_environment, iso8601_ms
 from proxy.model.request import Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
@@ -28,7 +29,7 @@ PASSPHRASE = "Pass-phrase 1!"
 TS = 1_607_418_537_715  # 2020-12-08T09:08:57.715Z, the docs' example timestamp
 
 
-def creds():  # type: ignore[no-untyped-def]
+def creds() -> Credentials:
     return EXCHANGE.load_credentials({"api_key": Secret(API_KEY), "api_secret": Secret(SECRET),
                                       "passphrase": Secret(PASSPHRASE)}, 1)
 

@@ -100,7 +100,7 @@ def _number_attacks(ctype: str, where: str) -> list[tuple[str, str]]:
     ]
 
 
-def corpus() -> list[tuple[str, str, str, str, str, str, int, str]]:
+def corpus() -> list[tuple[str, str, str, str, str, str, str, int, str]]:
     """(id, exchange, method, path, query, ctype, body, status, code)."""
     out = []
     for ex, (method, path, query, ctype, body, qty) in BASE.items():
@@ -155,6 +155,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def send(stack: Stack, token: str, method: str, target: str, ctype: str, body: str) -> tuple[int, dict[str, str],
                                                                                               bytes]:
     url = urlsplit(stack.proxy_url)
+    assert url.hostname is not None
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
     headers = {"Proxy-Authorization": f"Bearer {token}"}
     if ctype:

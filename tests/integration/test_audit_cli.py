@@ -105,7 +105,11 @@ def test_audit_tail_follow_sees_new_records_from_every_writer(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=_env(stack), text=True,
     )
     lines_q: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines_q.put(x) for x in proc.stdout or []], daemon=True).start()
+    def pump() -> None:
+        for x in proc.stdout or []:
+            lines_q.put(x)
+
+    threading.Thread(target=pump, daemon=True).start()
 
     def next_id() -> str:
         return str(json.loads(lines_q.get(timeout=30))["request_id"])

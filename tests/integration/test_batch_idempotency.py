@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -48,7 +48,7 @@ def _post(stack: Stack, account: str, path: str, body: Any) -> httpx.Response:
                                "Proxy-Authorization": f"Bearer {stack.token('batch-bot')}"})
 
 
-def _bybit(ids: list[str | None], qty: str = "0.01") -> dict[str, Any]:
+def _bybit(ids: Sequence[str | None], qty: str = "0.01") -> dict[str, Any]:
     orders = []
     for coid in ids:
         order = {"symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": qty, "price": "40000"}

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -225,7 +226,7 @@ allow = ["read", "trade", "cancel"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_account_weight_budget_follows_binance_weights(tmp_path: pytest.TempPathFactory, backend: str) -> None:
+def test_account_weight_budget_follows_binance_weights(tmp_path: Path, backend: str) -> None:
     """weight_per_minute = 50: GET /api/v3/account weighs 20, so two pass and the third is
     refused before sending, on either worker; orders (weight 1) still fit."""
     with RedisServer() if backend == "redis" else _Nothing() as redis:
@@ -244,7 +245,7 @@ def test_account_weight_budget_follows_binance_weights(tmp_path: pytest.TempPath
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_policy_rate_limit_two_workers_by_backend(tmp_path: pytest.TempPathFactory, backend: str) -> None:
+def test_policy_rate_limit_two_workers_by_backend(tmp_path: Path, backend: str) -> None:
     with RedisServer() if backend == "redis" else _Nothing() as redis:
         state = f'backend = "redis"\nurl = "{redis.url}"' if redis is not None else None
         accounts = [AccountSpec("binance-other", "binance", OTHER)]
@@ -263,7 +264,7 @@ class _Nothing:
         return None
 
 
-def test_state_store_outage_refuses_and_is_counted(tmp_path: pytest.TempPathFactory) -> None:
+def test_state_store_outage_refuses_and_is_counted(tmp_path: Path) -> None:
     """Redis down: a rate-limited client is refused (fail closed, nothing sent) and
     /metrics counts the state-store errors; Redis back: service resumes."""
     with RedisServer() as redis:

@@ -122,7 +122,7 @@ def accepted(exchange: str, r: httpx.Response) -> bool:
     if exchange == "bitget":
         return bool(data["code"] == "00000")
     if exchange == "kraken":
-        return data["error"] == []
+        return bool(data["error"] == [])
     if exchange == "coinbase":
         return data.get("success") is True
     if exchange == "bitfinex":

@@ -159,7 +159,7 @@ def test_vault_down_while_serving_grace_then_not_ready_then_back(tmp_path: Path)
         eventually(lambda: "vault" in stack.readyz()[1], 10, "readyz notices Vault down", stack)
         code, body = stack.readyz()
         if time.monotonic() - down_at < 5:
-            assert code == 200 and body["vault"]["up"] is False  # type: ignore[index]
+            assert code == 200 and body["vault"]["up"] is False
             assert balance(stack, "binance-a", token).status_code == 200
 
         # past it: 503 not_ready with a clear reason

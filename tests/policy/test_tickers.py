@@ -114,7 +114,7 @@ PRICE_AT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("kraken", "XBTUSD", ("result", "XXBTZUSD", "c", 0)), ("coinbase", "BTC-USD", ("price",)),
     ("deribit", "BTC-PERPETUAL", ("result", "last_price")),
 ]
-BAD_PRICES = ["0", "-1", "", None, True, "1e5", "NaN", "Infinity", " 5", "５", 0, -3, [], {}]
+BAD_PRICES: list[object] = ["0", "-1", "", None, True, "1e5", "NaN", "Infinity", " 5", "５", 0, -3, [], {}]
 
 
 @pytest.mark.parametrize(("exchange", "symbol", "where"), PRICE_AT, ids=[p[0] for p in PRICE_AT])

@@ -15,6 +15,7 @@ from proxy.exchanges import binance
 from proxy.keys.transit.signer import TransitClient, TransitError, signer
 from proxy.keys.transit.wrap import import_key
 from proxy.model.sensitive import Secret
+from proxy.model.signers import AsymmetricKey, HmacKey
 from proxy_devkit.dev_vault import OpenBao
 
 POLICIES = Path(__file__).resolve().parents[2] / "deploy" / "vault"
@@ -33,7 +34,7 @@ def _denied(call: Callable[[], object]) -> None:
         call()
 
 
-def _ed25519_key():  # type: ignore[no-untyped-def]
+def _ed25519_key() -> HmacKey | AsymmetricKey:
     pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return binance.EXCHANGE.load_credentials({"api_key": Secret("k"), "api_secret": Secret(pem.decode())}, 1).key

@@ -20,6 +20,7 @@ from proxy.keys.transit.signer import TransitClient, TransitError, TransitHmacKe
 from proxy.keys.transit.wrap import import_key
 from proxy.model.request import Inbound, Stamp
 from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
 
 FORM, JSON = "application/x-www-form-urlencoded", "application/json"
 
@@ -123,8 +124,9 @@ def test_transit_signed_request_equals_local_byte_for_byte(
 def test_transit_hmac_matches_the_hmac_module(transit: TransitClient, algorithm: str) -> None:
     _, creds = _both(transit, binance.EXCHANGE, {"api_key": "k", "api_secret": _HMAC})
     message = b"any message \x00\xff"
+    assert isinstance(creds.key, HmacKey)
     assert creds.key.digest(message, algorithm) == \
-        hmac.new(_HMAC.encode(), message, getattr(hashlib, algorithm)).digest()  # type: ignore[union-attr]
+        hmac.new(_HMAC.encode(), message, getattr(hashlib, algorithm)).digest()
 
 
 def test_transit_rotation_pins_versions(transit: TransitClient) -> None:

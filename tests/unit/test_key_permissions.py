@@ -158,7 +158,7 @@ def test_a_transit_key_is_signed_off_the_event_loop() -> None:
     loop_thread: list[int] = []
     signed_in: list[int] = []
     answers = _Answers({"keyAAAAAAAA": False})
-    account = _account("main", "binance", Credentials("keyAAAAAAAA", _RemoteKey(Secret("s" * 64)), 1))
+    account = _account("main", "binance", Credentials("keyAAAAAAAA", _RemoteKey(Secret("s" * 64)), version=1))
     real_sign = account.exchange.sign
 
     def sign(*args: Any) -> Any:

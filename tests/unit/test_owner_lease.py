@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.pipeline.app import NONCE_LOCK_TIMEOUT_S, owner_lease_s
+from proxy.pipeline.app import owner_lease_s
+from proxy.pipeline.send import NONCE_LOCK_TIMEOUT_S
 from proxy.state.base import DEFAULT_RECORD_TTL_S
 
 

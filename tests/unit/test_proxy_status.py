@@ -157,13 +157,17 @@ def test_readyz_needs_every_live_worker_ready_and_fresh(tmp_path: Path) -> None:
     b.status.publish()
     W(run, 103).status.publish()
     code, body = a.status.readyz()
-    assert code == 200 and body["ready"] is True and [w["pid"] for w in body["workers"]] == ["101", "102", "103"]
+    workers = body["workers"]
+    assert isinstance(workers, list)
+    assert code == 200 and body["ready"] is True and [w["pid"] for w in workers] == ["101", "102", "103"]
     # b stops publishing: after STALE_S it counts as not ready, named by pid
     doc = run.read_workers()[102]
     doc["mono"] = time.monotonic() - STALE_S - 3
     run.write_worker(102, doc)
     code, body = a.status.readyz()
-    assert code == 503 and body["reasons"][0].startswith("worker 102: no status for")
+    reasons = body["reasons"]
+    assert isinstance(reasons, list)
+    assert code == 503 and reasons[0].startswith("worker 102: no status for")
     # once the supervisor has reaped it, it is not waited for
     run.retire(102)
     run.write_live([101, 103])

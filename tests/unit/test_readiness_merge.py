@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from proxy.ops.readiness import WorkerReadiness, merge
 
-DETAILS = {"policy_version": "abc", "policy_reload_error": None, "exchange_clock": {}}
+DETAILS: dict[str, object] = {"policy_version": "abc", "policy_reload_error": None, "exchange_clock": {}}
 
 
 def test_single_worker_body_is_unchanged() -> None:
