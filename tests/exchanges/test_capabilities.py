@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 
 from proxy import exchanges
+from proxy.config import Config, load
+from proxy.errors import ConfigError
 from proxy.exchanges.base import Exchange
 from proxy.exchanges.capabilities import Capabilities, find_order_id
 from proxy.model.request import Category, Inbound
 from proxy.model.sensitive import Secret
+from proxy.pipeline.accounts import build
 from proxy.pipeline.lookup import InjectsBatchClientOrderIds, InjectsClientOrderIds
 
 NAMES = exchanges.NAMES
@@ -162,3 +165,57 @@ def test_capabilities_order_id_from_a_placement_answer(name: str, answer: Any, e
     assert find_order_id(json.dumps(answer).encode(), fields) == expected
     assert find_order_id(b"not json", fields) is None
     assert find_order_id(b'{"x": 1}', fields) is None
+
+
+# ---------------------------------------------------------------- what the configuration does with them
+
+CONFIG = """
+[vault]
+addr = "http://127.0.0.1:8200"
+[[accounts]]
+name = "main"
+exchange = "{name}"
+secret = "exchanges/main"
+{extra}
+"""
+
+
+def _load(tmp_path: Path, name: str, extra: str = "") -> Config:
+    path = tmp_path / "proxy.toml"
+    path.write_text(CONFIG.format(name=name, extra=extra))
+    return load(path)
+
+
+def _has_testnet(exchange: Exchange) -> bool:
+    try:
+        exchange.base_url("testnet")
+    except (ValueError, KeyError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capabilities_account_options_follow_the_declaration(tmp_path: Path, name: str) -> None:
+    exchange = exchanges.get(name)
+    caps = exchange.capabilities
+    live = build(_load(tmp_path, name).accounts[0]).exchange
+    assert all(getattr(live, s) is False for s in caps.testnet_switches)
+    if _has_testnet(exchange):
+        testnet = build(_load(tmp_path, name, 'environment = "testnet"').accounts[0]).exchange
+        assert all(getattr(testnet, s) is True for s in caps.testnet_switches)
+    if caps.receive_window:
+        windowed = build(_load(tmp_path, name, "recv_window_ms = 1234").accounts[0]).exchange
+        assert vars(windowed)["recv_window"] == 1234
+    else:
+        with pytest.raises(ConfigError, match="no receive window"):
+            _load(tmp_path, name, "recv_window_ms = 1234")
+    if caps.server_time is None:
+        with pytest.raises(ConfigError, match="no server-time endpoint"):
+            _load(tmp_path, name, "exchange_clock = true")
+    if caps.transit_signing:
+        assert _load(tmp_path, name, 'signing = "transit"').accounts[0].signing == "transit"
+    else:
+        with pytest.raises(ConfigError, match="cannot sign through Vault Transit"):
+            _load(tmp_path, name, 'signing = "transit"')
+    weights = caps.weights
+    assert _load(tmp_path, name).accounts[0].weight_per_minute == (weights.per_minute if weights else None)
