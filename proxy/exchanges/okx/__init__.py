@@ -4,8 +4,8 @@ Signing (SPECS.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + requestPath
 ``timestamp`` is ISO-8601 UTC with milliseconds and ``Z`` (``2020-12-08T09:08:57.715Z``),
 ``requestPath`` includes ``?query`` for GET, and ``body`` is the JSON exactly as sent (empty
 when there is none). The passphrase travels in plain text in ``OK-ACCESS-PASSPHRASE``. Demo
-trading uses the same host with ``x-simulated-trading: 1``: use :data:`TESTNET` (or
-:func:`for_environment`) for testnet accounts.
+trading uses the same host with ``x-simulated-trading: 1``: a testnet account's exchange object
+has ``simulated_trading`` set (``capabilities.testnet_switches``), like :data:`TESTNET`.
 
 Quantity semantics: ``sz`` is the exchange's own quantity (base for spot, contracts for
 derivatives) except a spot Market order, where ``tgtCcy`` (default ``quote_ccy`` for a buy,
@@ -327,8 +327,3 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
 
 EXCHANGE = Okx()
 TESTNET = Okx(simulated_trading=True)
-
-
-def for_environment(environment: Environment) -> Okx:
-    """The OKX module for an account's environment (demo trading needs its header)."""
-    return TESTNET if environment == "testnet" else EXCHANGE
