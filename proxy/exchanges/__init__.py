@@ -1,11 +1,11 @@
-"""The exchanges in scope. Each lives in its own module exposing ``EXCHANGE``, which satisfies
+"""The exchanges in scope. Each is a package here exposing ``EXCHANGE``, which satisfies
 :class:`~proxy.exchanges.base.Exchange` and declares every
 :class:`~proxy.exchanges.capabilities.Capabilities` (or says it has none).
 
-Adding an exchange means one module here (plus its loader below) and one emulator; nothing
+Adding an exchange means one package here (plus its loader below) and one emulator; nothing
 else changes: generic code asks the exchange object, never a table keyed by its name. The
 loaders are typed imports, so mypy proves each ``EXCHANGE`` satisfies the protocol, and an
-exchange module is imported only when an account (or a test) asks for it.
+exchange package is imported only when an account (or a test) asks for it.
 """
 
 from __future__ import annotations
