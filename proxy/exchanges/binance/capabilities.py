@@ -107,6 +107,7 @@ def request_weight(method: str, path: str, query: str, body: bytes) -> int:
 # ---------------------------------------------------------------- order lookups
 # What an answer to the module's order_lookups says about the order (proxy.pipeline.lookup).
 
+
 def lookup_result(status: int, body: bytes) -> Lookup:
     try:
         data = parse_json(body, "lookup")

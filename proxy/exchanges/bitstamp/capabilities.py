@@ -37,6 +37,7 @@ TICKER = Ticker(re.compile(r"[a-z0-9]{4,20}(?:-perp)?"),
 # ---------------------------------------------------------------- order lookups
 # What an answer to the module's order_lookups says about the order (proxy.pipeline.lookup).
 
+
 def lookup_result(status: int, body: bytes) -> Lookup:
     try:
         data = parse_json_object(body)

@@ -72,6 +72,7 @@ def _permissions(data: Any) -> Permissions:
 # ---------------------------------------------------------------- order lookups
 # What an answer to the module's order_lookups says about the order (proxy.pipeline.lookup).
 
+
 def lookup_result(status: int, body: bytes) -> Lookup:
     try:
         data = parse_json_object(body, "lookup")

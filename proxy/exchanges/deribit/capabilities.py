@@ -39,6 +39,7 @@ TICKER = Ticker(re.compile(r"[A-Z0-9]{1,10}(?:_[A-Z0-9]{1,10})?(?:-[A-Z0-9]{1,12
 # ---------------------------------------------------------------- order lookups
 # What an answer to the module's order_lookups says about the order (proxy.pipeline.lookup).
 
+
 def lookup_result(status: int, body: bytes) -> Lookup:
     try:
         data = parse_json_object(body, "lookup")

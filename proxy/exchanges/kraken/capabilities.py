@@ -59,6 +59,7 @@ def request_weight(_method: str, path: str, _query: str, _body: bytes) -> int:
 # ---------------------------------------------------------------- order lookups
 # What an answer to the module's order_lookups says about the order (proxy.pipeline.lookup).
 
+
 def lookup_result(status: int, body: bytes) -> Lookup:
     try:
         data = parse_json_object(body, "lookup")
