@@ -20,13 +20,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
+from proxy.errors import TickerError
 from proxy.model.request import Outbound, Prepared
 
 MAX_ANSWER_BYTES = 256 * 1024
-
-
-class TickerError(ValueError):
-    """The answer is not a usable price for the asked symbol (the caller refuses)."""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.server_time import ServerTime
-from proxy.exchanges.tickers import Quote, Ticker, TickerError
+from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("newClientOrderId", 36)
 

@@ -11,10 +11,11 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from proxy.errors import TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
-from proxy.exchanges.tickers import Quote, Ticker, TickerError
+from proxy.exchanges.tickers import Quote, Ticker
 from proxy.model.request import Intent
 
 #: A trading pair's symbol: ``tBTCUSD``, or ``tTESTBTC:TESTUSD`` for longer names.

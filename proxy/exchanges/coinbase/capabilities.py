@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from proxy.errors import TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
 from proxy.exchanges.server_time import ServerTime
-from proxy.exchanges.tickers import Quote, Ticker, TickerError
+from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 128)
 

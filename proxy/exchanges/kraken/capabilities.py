@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
-from proxy.exchanges.tickers import Quote, Ticker, TickerError
+from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
 #: The User-Agent the proxy sends on every request to the exchange (ticker included).

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.server_time import ServerTime
-from proxy.exchanges.tickers import Quote, Ticker, TickerError
+from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clOrdId", 32, separator="")
 
