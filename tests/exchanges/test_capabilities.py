@@ -7,6 +7,7 @@ module that forgets a capability fails here (and under mypy), not in production.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import sys
 import types
@@ -49,6 +50,13 @@ def test_the_registry_lists_every_exchange_module() -> None:
     modules = {p.stem for p in here.glob("*.py") if "\nEXCHANGE = " in p.read_text()}
     modules |= {p.parent.name for p in here.glob("*/__init__.py") if "\nEXCHANGE = " in p.read_text()}
     assert modules == set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capabilities_every_exchange_has_its_strict_emulator(name: str) -> None:
+    """The other half of "one package plus one emulator": the test stack starts it by name."""
+    module = importlib.import_module(f"proxy_devkit.emulator.{name}")
+    assert callable(module.create) and callable(module.create_app)
 
 
 @pytest.mark.parametrize("name", NAMES)
