@@ -17,9 +17,16 @@ from typing import Any
 
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
 from proxy.exchanges.tickers import ticker_market
+from proxy.guards.instruments import Instruments
 from proxy.guards.prices import ReferencePrices
 from proxy.model.request import Prepared
-from proxy.policy.evaluate import Decision, EvalContext, over_budget, reference_symbols
+from proxy.policy.evaluate import (
+    Decision,
+    EvalContext,
+    instrument_symbols,
+    over_budget,
+    reference_symbols,
+)
 from proxy.policy.model import PolicySet
 from proxy.state import StateStore
 
@@ -40,10 +47,13 @@ class PolicyRuntime:
 
     def __init__(
         self, store: StateStore | None, prices: ReferencePrices | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, instruments: Instruments | None = None,
     ) -> None:
         self.store = store
         self.prices = prices
+        #: contract sizes from the exchange's instruments endpoint (None: notional rules on
+        #: instruments the request does not describe refuse)
+        self.instruments = instruments
         self._clock = clock
         self._flags: dict[str, tuple[float, bool]] = {}
 
@@ -51,13 +61,18 @@ class PolicyRuntime:
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
         exchange: Any, base_url: str,
     ) -> EvalContext:
-        symbols = reference_symbols(policies, client, account, prepared)
+        canonical = canonical_symbols(exchange)
+        symbols = reference_symbols(policies, client, account, prepared, canonical)
         refs = {}
         if symbols and self.prices is not None:
             market = ticker_market(str(getattr(exchange, "name", "")), prepared)
             refs = await self.prices.prices(exchange, base_url, sorted(symbols), market)
+        wanted = instrument_symbols(policies, client, account, prepared, canonical)
+        instruments = {}
+        if wanted and self.instruments is not None:
+            instruments = await self.instruments.lookup(exchange, base_url, account, wanted)
         return EvalContext(
-            reference_prices=refs,
+            reference_prices=refs, instruments=instruments, canonical=canonical,
             kill_client=await self._flag(kill_flag("client", client)),
             kill_account=await self._flag(kill_flag("account", account)),
         )
@@ -88,6 +103,12 @@ class PolicyRuntime:
             if total > charge.limit:
                 return over_budget(decision, charge, total)
         return decision
+
+
+def canonical_symbols(exchange: Any) -> Callable[[str], str]:
+    """The exchange module's alias resolution (``canonical_symbol``), else symbols as written."""
+    fn = getattr(exchange, "canonical_symbol", None)
+    return fn if callable(fn) else str
 
 
 def refusal(decision: Decision) -> Refusal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,9 @@ def run_case(policies: PolicySet, exchanges: Mapping[str, Exchange], case: Case)
         prepared = exchange.prepare(case.inbound)
     except Refusal as refusal:
         return Outcome(case, "deny", refusal.rule or refusal.code, refusal.message)
-    decision = evaluate(policies, case.client, case.account, prepared, case.context)
+    canonical = getattr(exchange, "canonical_symbol", None)
+    context = replace(case.context, canonical=canonical) if callable(canonical) else case.context
+    decision = evaluate(policies, case.client, case.account, prepared, context)
     if decision.would_deny is not None:
         return Outcome(case, "would_deny", decision.would_deny.rule, decision.would_deny.message)
     return Outcome(case, "allow" if decision.allowed else "deny", decision.rule, decision.message)
