@@ -32,7 +32,7 @@ from proxy.pipeline.once import Once
 from proxy.pipeline.send import NONCE_LOCK_TIMEOUT_S, ClockOffsets, Sender
 from proxy.policy.evaluate import Decision, evaluate
 from proxy.policy.model import PolicySet
-from proxy.policy.runtime import PolicyRuntime, log_would_deny
+from proxy.policy.runtime import PolicyRuntime, log_would_deny, with_instruments
 from proxy.policy.runtime import refusal as policy_refusal
 from proxy.state import StateStore
 from proxy.upstream import Upstream
@@ -175,6 +175,8 @@ class Pipeline:
             policies, ctx.client, account.name, prepared, exchange=account.exchange,
             base_url=account.cfg.base_url,
         )
+        # the instruments read for the decision size the audit record's notional too
+        prepared = ctx.prepared = with_instruments(prepared, context.instruments)
         decision = evaluate(policies, ctx.client, account.name, prepared, context)
         if not decision.allowed:
             raise policy_refusal(decision)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -19,7 +20,7 @@ from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Re
 from proxy.exchanges.tickers import ticker_market
 from proxy.guards.instruments import Instruments
 from proxy.guards.prices import ReferencePrices
-from proxy.model.request import Prepared
+from proxy.model.request import Instrument, Prepared
 from proxy.policy.evaluate import (
     Decision,
     EvalContext,
@@ -103,6 +104,17 @@ class PolicyRuntime:
             if total > charge.limit:
                 return over_budget(decision, charge, total)
         return decision
+
+
+def with_instruments(prepared: Prepared, instruments: Mapping[str, Instrument]) -> Prepared:
+    """``prepared`` with the instruments read from the exchange on its intents (what is signed
+    and sent does not change)."""
+    if not instruments:
+        return prepared
+    intents = tuple(
+        replace(i, instrument=instruments.get(i.symbol or "", i.instrument)) if i.instrument is None else i
+        for i in prepared.intents)
+    return replace(prepared, intents=intents)
 
 
 def canonical_symbols(exchange: Any) -> Callable[[str], str]:

@@ -125,6 +125,9 @@ def test_case4_okx_linear_swap_counts_contracts_times_contract_size(stack: Stack
     assert sent(stack, "okx-main", "/api/v5/trade/order") == before + 1
     placed = [o for o in stack.emulator("okx-main").orders.values() if o["instId"] == "DOGE-USDT-SWAP"]
     assert [o["_notional"] for o in placed] == [10000]  # the emulator's own arithmetic agrees
+    record = next(r for r in stack.audit_records() if r.get("request_id") == ok.headers["x-proxy-request-id"]
+                  and r.get("phase") == "decision")
+    assert record["intent"]["notional"] == "10000.0"  # the audit counts it the same way
 
 
 def test_case4_okx_inverse_swap_counts_usd_per_contract(stack: Stack) -> None:
