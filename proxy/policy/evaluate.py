@@ -159,8 +159,8 @@ def instrument_symbols(policies: PolicySet, client: str, account: str, prepared:
     notional_budget = any(b.max_notional is not None for b in grant.budgets)
     wanted: set[tuple[str, str]] = set()
     for intent in prepared.intents:
-        if intent.symbol is None or intent.instrument is not None or intent.quote_quantity is not None:
-            continue
+        if intent.symbol is None or intent.instrument is not None or intent.quantity is None:
+            continue  # nothing to size (a quantity-less amend refuses a notional rule anyway)
         if grant.symbols is not None and not _granted_symbol(grant.symbols, intent.symbol, canonical):
             continue  # refused without asking the exchange anything
         limits = _limits(grant, intent.symbol, canonical)
