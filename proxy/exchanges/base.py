@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-from proxy.errors import BadRequest, EndpointForbidden
+from proxy.errors import BadRequest, EndpointForbidden, InstrumentError
 from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import AsymmetricKey, HmacKey
@@ -350,11 +350,6 @@ def reject_unused_body(inbound: Inbound) -> None:
 
 
 # ---------------------------------------------------------------- instruments
-
-
-class InstrumentError(ValueError):
-    """An instruments answer that does not describe the asked instrument exactly (the proxy
-    then refuses every notional rule on it: a contract size is never guessed)."""
 
 
 def instrument_answer(body: bytes) -> Any:

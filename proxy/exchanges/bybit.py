@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
     Environment,
-    InstrumentError,
     NonceUnit,
     drop_keys,
     dump_json,

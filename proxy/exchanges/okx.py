@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
     Environment,
-    InstrumentError,
     NonceUnit,
     dump_json,
     encode_pairs,

@@ -18,8 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from proxy.errors import ProxyError
-from proxy.exchanges.base import InstrumentError
+from proxy.errors import InstrumentError, ProxyError
 from proxy.model.request import Instrument, Outbound
 from proxy.upstream import UpstreamResponse
 

@@ -12,8 +12,8 @@ from typing import Any
 import ccxt
 import pytest
 
-from proxy.errors import BadRequest, EndpointForbidden
-from proxy.exchanges.base import Credentials, InstrumentError
+from proxy.errors import BadRequest, EndpointForbidden, InstrumentError
+from proxy.exchanges.base import Credentials
 from proxy.exchanges.deribit import EXCHANGE
 from proxy.model.request import Action, Category, Inbound, Stamp
 from proxy.model.sensitive import Secret

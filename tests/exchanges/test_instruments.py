@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.exchanges.base import InstrumentError
+from proxy.errors import InstrumentError
 from proxy.exchanges.bybit import EXCHANGE as BYBIT
 from proxy.exchanges.coinbase import EXCHANGE as COINBASE
 from proxy.exchanges.kraken import EXCHANGE as KRAKEN
