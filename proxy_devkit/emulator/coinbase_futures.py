@@ -3,6 +3,7 @@ them (product_type FUTURE, future_product_details.contract_size)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -33,3 +34,29 @@ def order_notional(product_id: str, base_size: Decimal, price: Decimal) -> Decim
     base units, a futures base_size is contracts of contract_size base units."""
     size = FUTURES[product_id][2] if product_id in FUTURES else Decimal(1)
     return base_size * size * price
+
+
+def place_future(
+    orders: dict[str, dict[str, Any]], order_id: str, req: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """A futures order as Coinbase takes one here: ``limit_limit_gtc`` with a whole number of
+    contracts as ``base_size``; it rests (margin is not modelled). The success answer, or
+    None when malformed."""
+    config = req.get("order_configuration")
+    fields = config.get("limit_limit_gtc") if isinstance(config, dict) and len(config) == 1 else None
+    try:
+        size, price = Decimal(str(fields["base_size"])), Decimal(str(fields["limit_price"]))  # type: ignore[index]
+    except (KeyError, TypeError, ArithmeticError):
+        return None
+    if not size.is_finite() or size <= 0 or size != size.to_integral_value() or not price > 0:
+        return None
+    product = str(req["product_id"])
+    orders[order_id] = order = {
+        "order_id": order_id, "product_id": product, "user_id": "emulator-user",
+        "order_configuration": config, "side": req.get("side"), "client_order_id": req.get("client_order_id"),
+        "status": "OPEN", "time_in_force": "GOOD_UNTIL_CANCELLED", "order_type": "LIMIT",
+        "product_type": "FUTURE", "filled_size": "0", "average_filled_price": "0",
+        "_notional": order_notional(product, size, price),
+    }
+    summary = {k: order[k] for k in ("order_id", "product_id", "side", "client_order_id")}
+    return {"success": True, "success_response": summary, "order_configuration": config}

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.stack import AccountSpec, Stack, start_stack
 
@@ -35,6 +37,10 @@ FIELDS = {
     "binance": {"api_key": "binanceCapsKey0123456", "api_secret": "c" * 64},
     "bitfinex": {"api_key": "bitfinex-caps-key-0123", "api_secret": "bitfinex-caps-secret-0123456789"},
     "deribit": {"api_key": "drbCapsClient1", "api_secret": "deribit-caps-secret-0123456789"},
+    "coinbase": {"api_key": "organizations/org-caps/apiKeys/key-caps",
+                 "api_secret": ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                     serialization.NoEncryption()).decode()},
 }
 ALL = ["read", "trade", "cancel"]
 
@@ -49,7 +55,8 @@ POLICIES = {
                 + _grant("okx-main", 'max_order_notional = "10000"')
                 + _grant("bybit-main", 'max_order_notional = "10000"')
                 + _grant("deribit-main", 'max_order_notional = "10000"')
-                + _grant("okx-tight", 'max_order_notional = "10000"'),
+                + _grant("okx-tight", 'max_order_notional = "10000"')
+                + _grant("coinbase-main", 'max_order_notional = "1000"'),
     # case 5: every price within 2% of the exchange's last price
     "banded": 'version = 1\nclient = "banded"\n'
               + _grant("binance-main", 'price_band = "2%"')
@@ -198,6 +205,19 @@ def test_case4_deribit_inverse_amount_is_usd_linear_amount_is_coin(stack: Stack)
     refused(order("BTC-PERPETUAL", "10010", "1"), "policy_denied", "max_order_notional")
     assert "result" in order("BTC_USDC-PERPETUAL", "0.2", "50000").json()
     refused(order("BTC_USDC-PERPETUAL", "0.201", "50000"), "policy_denied", "max_order_notional")
+
+
+def test_case4_coinbase_futures_count_contracts_of_contract_size(stack: Stack) -> None:
+    """BIT is 0.01 BTC a contract: 2 contracts at 50,000 are 1,000 USD (the cap), 3 are over."""
+    def order(size: str, coid: str) -> httpx.Response:
+        return call(stack, "notional", "coinbase-main", "POST", "/api/v3/brokerage/orders", json_body={
+            "client_order_id": coid, "product_id": "BIT-26DEC25-CDE", "side": "BUY",
+            "order_configuration": {"limit_limit_gtc": {"base_size": size, "limit_price": "50000"}}})
+    ok = order("2", "caps-fut-1")
+    assert ok.status_code == 200 and ok.json()["success"] is True, ok.text
+    refused(order("3", "caps-fut-2"), "policy_denied", "max_order_notional")
+    placed = [o["_notional"] for o in stack.emulator("coinbase-main").orders.values() if "_notional" in o]
+    assert placed == [1000]
 
 
 # ---------------------------------------------------------------- 5. every price
