@@ -4,12 +4,16 @@ every price banded, legs checked, aliases resolved (two overrides for one market
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 from proxy.exchanges.base import endpoint
 from proxy.exchanges.kraken import canonical_pair
+from proxy.exchanges.okx import EXCHANGE as OKX
 from proxy.model.request import Category, Instrument, Intent, Prepared
 from proxy.policy.evaluate import EvalContext, evaluate, instrument_symbols
+from proxy.policy.loader import parse_file
 from proxy.policy.model import Budget, ClientPolicy, Grant, PolicySet, PriceBand, SymbolLimits
+from proxy.policy.testing import load_cases, run_case
 
 ALL = frozenset({Category.READ, Category.TRADE, Category.CANCEL})
 PLACE = endpoint("POST", "/order", Category.TRADE)
@@ -73,3 +77,24 @@ def test_aliases_resolve_and_two_overrides_for_one_market_refuse() -> None:
     twice = policies(per_symbol={"XBTUSD": SymbolLimits(Decimal(5)), "XXBTZUSD": SymbolLimits(Decimal(1))})
     denied = evaluate(twice, "bot", "main", order(intent), kraken)
     assert denied.rule == "symbols" and "XBTUSD, XXBTZUSD" in denied.message
+
+
+def test_policy_test_files_give_contract_sizes_as_the_exchange_would(tmp_path: Path) -> None:
+    """A policy test file names the instruments the proxy would read; without them a notional
+    rule on a contract refuses, as the proxy does when it cannot read the size."""
+    policy = 'version = 1\nclient = "bot"\n[[grants]]\naccount = "okx-main"\nallow = ["trade"]\n' \
+             'max_order_notional = "10000"\n'
+    tests = tmp_path / "bot.tests.toml"
+    body = '{"instId":"DOGE-USDT-SWAP","tdMode":"cross","side":"buy","ordType":"limit","sz":"%s","px":"0.1"}'
+    cases = "".join(
+        f'\n[[cases]]\nname = "{sz}"\nclient = "bot"\naccount = "okx-main"\nmethod = "POST"\n'
+        f"path = \"/api/v5/trade/order\"\nbody = '{body % sz}'\nexpect = \"{expect}\"\n"
+        for sz, expect in (("100", "allow"), ("101", "deny")))
+    tests.write_text('version = 1\n[instruments.okx-main]\n'
+                     '"DOGE-USDT-SWAP" = { kind = "linear", contract_size = "1000" }\n' + cases)
+    policies = PolicySet({"bot": parse_file(tmp_path / "bot.toml", policy.encode())}, "v1")
+    outcomes = [run_case(policies, {"okx-main": OKX}, case) for case in load_cases(tests)]
+    assert [(o.decision, o.passed) for o in outcomes] == [("allow", True), ("deny", True)]
+    tests.write_text("version = 1\n" + cases)  # no instruments: the size is unknown
+    assert [run_case(policies, {"okx-main": OKX}, c).rule for c in load_cases(tests)] == \
+        ["max_order_notional", "max_order_notional"]
