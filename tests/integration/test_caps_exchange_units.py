@@ -147,6 +147,17 @@ def test_case4_okx_inverse_swap_counts_usd_per_contract(stack: Stack) -> None:
     refused(r, "policy_denied", "max_order_notional")
 
 
+def test_case4_amends_count_contracts_too(stack: Stack) -> None:
+    """An amend carrying only a new size is sized the same way (priced from the ticker)."""
+    before = sent(stack, "okx-main", "/api/v5/trade/amend-order")
+    for body in ({"instId": "DOGE-USDT-SWAP", "ordId": "1", "newSz": "101"},
+                 {"instId": "DOGE-USDT-SWAP", "ordId": "1", "newSz": "101", "newPx": "0.1"},
+                 {"instId": "DOGE-USDT-SWAP", "ordId": "1", "newPx": "0.1"}):  # size unknown
+        r = call(stack, "notional", "okx-main", "POST", "/api/v5/trade/amend-order", json_body=body)
+        refused(r, "policy_denied", "max_order_notional")
+    assert sent(stack, "okx-main", "/api/v5/trade/amend-order") == before
+
+
 def test_case4_unknown_contract_size_is_refused_never_guessed(stack: Stack) -> None:
     before = sent(stack, "okx-main", "/api/v5/trade/order")
     r = call(stack, "notional", "okx-main", "POST", "/api/v5/trade/order",
@@ -257,6 +268,9 @@ def test_case5_stop_and_take_profit_prices_are_banded(stack: Stack) -> None:
         "category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01",
         "price": "50000", "takeProfit": "90000"})
     refused(tp, "policy_denied", "price_band")
+    amend = call(stack, "banded", "bybit-main", "POST", "/v5/order/amend", json_body={
+        "category": "linear", "symbol": "BTCUSDT", "orderId": "1", "triggerPrice": "10000"})
+    refused(amend, "policy_denied", "price_band")  # an amend carrying only a trigger price
     trigger = call(stack, "banded", "bybit-main", "POST", "/v5/order/create", json_body={
         "category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01",
         "price": "50000", "triggerPrice": "10000", "triggerDirection": 2})
