@@ -37,6 +37,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -120,6 +121,8 @@ class Binance:
 
     #: SPECS.md: GET /api/v3/time -> {"serverTime": ms}
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/time", ("serverTime",))
+    #: POST /api/v3/order answers {"orderId": 28, ...} (ccxt binance parse_order)
+    order_ids: ClassVar[OrderIds] = OrderIds(("orderId",))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.binance.com", "testnet": "https://testnet.binance.vision"}[

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import (
@@ -50,6 +50,7 @@ from proxy.exchanges.client_order_ids import (
     batch_inbound_with,
     inbound_with,
 )
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -125,6 +126,9 @@ class Bitfinex:
 
     name: str = "bitfinex"
     nonce_unit: NonceUnit | None = "us"
+    #: w/order/submit answers a notification [MTS, TYPE, MSG_ID, null, [ORDER, ...], CODE, STATUS,
+    #: TEXT] whose ORDER[0] is the id; order/multi nests one such notification per operation at [4]
+    order_ids: ClassVar[OrderIds] = OrderIds((4, 0, 0), (4, EVERY, 4, 0, 0))
 
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):

@@ -43,6 +43,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -118,6 +119,8 @@ class Bitget:
 
     #: SPECS.md: GET /api/v2/public/time -> data.serverTime (ms)
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/time", ("data", "serverTime"))
+    #: place-order answers {"data": {"orderId"}}; batch-orders {"data": {"successList": [{"orderId"}]}}
+    order_ids: ClassVar[OrderIds] = OrderIds(("data", "orderId"), ("data", "successList", EVERY, "orderId"))
 
     def base_url(self, environment: Environment) -> str:
         # Demo trading uses the live host with the PAPTRADING header (see ``paper_trading``).

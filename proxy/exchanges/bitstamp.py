@@ -40,6 +40,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import (
@@ -119,6 +120,8 @@ class Bitstamp:
 
     #: SPECS.md: no server-time endpoint was verified; signed with the host clock
     server_time: ClassVar[ServerTime | None] = None
+    #: buy/sell answer the order itself: {"id": "1234", ...}
+    order_ids: ClassVar[OrderIds] = OrderIds(("id",))
 
     def base_url(self, environment: Environment) -> str:
         if environment != "live":

@@ -47,6 +47,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -131,6 +132,8 @@ class Bybit:
 
     #: SPECS.md: GET /v5/market/time; result.timeNano is the finest field
     server_time: ClassVar[ServerTime | None] = ServerTime("/v5/market/time", ("result", "timeNano"), "ns")
+    #: v5 order/create answers {"result": {"orderId": ...}}; create-batch {"result": {"list": [{"orderId"}]}}
+    order_ids: ClassVar[OrderIds] = OrderIds(("result", "orderId"), ("result", "list", EVERY, "orderId"))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.bybit.com", "testnet": "https://api-testnet.bybit.com"}[

@@ -41,6 +41,7 @@ from proxy.exchanges.client_order_ids import (
     ClientOrderIdRules,
     Lookup,
 )
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -162,6 +163,8 @@ class Coinbase:
 
     #: SPECS.md: GET /api/v3/brokerage/time -> epochMillis
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/brokerage/time", ("epochMillis",))
+    #: POST /api/v3/brokerage/orders answers {"success": true, "success_response": {"order_id"}}
+    order_ids: ClassVar[OrderIds] = OrderIds(("success_response", "order_id"))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.coinbase.com", "testnet": "https://api-sandbox.coinbase.com"}[

@@ -40,6 +40,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import (
@@ -126,6 +127,9 @@ class Deribit:
 
     #: SPECS.md: GET /api/v2/public/get_time -> result (ms)
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/get_time", ("result",))
+    #: private/buy|sell answer {"jsonrpc", "id", "result": {"order": {"order_id"}}}; the top-level
+    #: "id" is the JSON-RPC request's id, not the order's
+    order_ids: ClassVar[OrderIds] = OrderIds(("result", "order", "order_id"))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://www.deribit.com", "testnet": "https://test.deribit.com"}[

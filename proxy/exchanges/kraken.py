@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from proxy.errors import BadRequest
@@ -55,6 +55,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -129,6 +130,8 @@ class Kraken:
 
     name: str = "kraken"
     nonce_unit: NonceUnit | None = "us"
+    #: AddOrder answers {"result": {"txid": ["OXXXX-..."]}}; AddOrderBatch {"result": {"orders": [{"txid"}]}}
+    order_ids: ClassVar[OrderIds] = OrderIds(("result", "txid", 0), ("result", "orders", EVERY, "txid"))
 
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):

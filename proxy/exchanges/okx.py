@@ -48,6 +48,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
@@ -126,6 +127,8 @@ class Okx:
 
     #: SPECS.md: GET /api/v5/public/time -> data[0].ts (ms string)
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v5/public/time", ("data", 0, "ts"))
+    #: trade/order and batch-orders answer {"data": [{"ordId": ...}]}
+    order_ids: ClassVar[OrderIds] = OrderIds(("data", 0, "ordId"), ("data", EVERY, "ordId"))
 
     def base_url(self, environment: Environment) -> str:
         # OKX demo trading shares the live host; the x-simulated-trading header selects it.

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from proxy import exchanges
 from proxy.errors import NotReady, Refusal, Unauthenticated
+from proxy.exchanges.order_ids import OrderIds
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
@@ -60,6 +62,8 @@ class RequestContext:
     upstream_status: int | None = None
     upstream_latency_ms: float | None = None
     exchange_order_id: str | None = None
+    #: a batch placement: every order's id, in order
+    exchange_order_ids: tuple[str, ...] | None = None
     error: str | None = None
 
     def lookup(self, prepared: Prepared) -> RequestContext:
@@ -70,7 +74,7 @@ class RequestContext:
             client_order_id_injected=False, would_deny=None, idempotent_replay=False,
             client_order_ids=None, order_lookup=None, order_lookup_for=self.prepared_coid,
             key_index=None, upstream_status=None, upstream_latency_ms=None, exchange_order_id=None,
-            error=None,
+            exchange_order_ids=None, error=None,
         )
 
     @property
@@ -79,7 +83,8 @@ class RequestContext:
 
 
 _OPTIONAL = ("client_order_id_injected", "would_deny", "idempotent_replay", "order_lookup",
-             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id", "error")
+             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id",
+             "exchange_order_ids", "error")
 
 
 class Decisions:
@@ -135,7 +140,10 @@ class Decisions:
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
-            ctx.exchange_order_id = exchange_order_id(response.body)
+            batch = ctx.prepared.endpoint.batch
+            ids = exchange_order_ids(ctx.exchange, response.body, batch=batch)
+            ctx.exchange_order_id = ids[0] if ids else None
+            ctx.exchange_order_ids = ids if batch and ids else None
         task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", "grant", "outcome")))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -213,31 +221,12 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
     }
 
 
-_ORDER_ID_KEYS = ("orderId", "ordId", "order_id", "txid", "id")
-
-
-def exchange_order_id(body: bytes) -> str | None:
-    """Best effort: the exchange's order id from a placement answer, for the audit record.
-    Looks for the usual id fields in the top three levels of a JSON answer."""
-    if len(body) > 64 * 1024:
-        return None
+def exchange_order_ids(exchange: str | None, body: bytes, *, batch: bool = False) -> tuple[str, ...]:
+    """The order ids in a placement answer, from the field the exchange's module declares
+    (``order_ids``; proxy/exchanges/order_ids.py); () for an answer without one there."""
     try:
-        data = json.loads(body)
+        module = exchanges.get(exchange or "")
     except ValueError:
-        return None
-    level: list[Any] = [data]
-    for _ in range(3):
-        nxt: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                for key in _ORDER_ID_KEYS:
-                    value = node.get(key)
-                    if isinstance(value, str | int) and not isinstance(value, bool):
-                        return str(value)
-                    if isinstance(value, list) and value and isinstance(value[0], str | int):
-                        return str(value[0])
-                nxt.extend(node.values())
-            elif isinstance(node, list):
-                nxt.extend(node[:4])
-        level = nxt
-    return None
+        return ()
+    fields = getattr(module, "order_ids", None)
+    return fields.extract(body, batch=batch) if isinstance(fields, OrderIds) else ()
