@@ -3,7 +3,8 @@
 # It may read exactly what it needs to serve bots, and nothing else:
 #   - exchange API secrets, and their KV metadata (to notice new versions: key rotation);
 #   - the public key that verifies bot tokens (never the private signing key);
-#   - the audit-chain key;
+#   - the audit-chain key, and the key that signs audit checkpoints (audit.checkpoint_signing
+#     = "kv"; in "transit" mode that key stays in Transit and only transit/sign is used);
 #   - the revocation list.
 # It can write nothing, list nothing, and read no other path. In particular it cannot read
 # proxy/token-signing: a compromised proxy host cannot mint bot tokens for other proxies.
@@ -32,6 +33,12 @@ path "secret/data/proxy/token-verify" {
 
 # 32-byte key (64 hex chars) that chains audit records.
 path "secret/data/proxy/audit-chain" {
+  capabilities = ["read"]
+}
+
+# Ed25519 private key (PEM) that signs audit checkpoints; no one else reads it: auditors get
+# only the public half (proxy/audit-verify).
+path "secret/data/proxy/audit-signing" {
   capabilities = ["read"]
 }
 

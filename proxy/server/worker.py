@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from proxy.audit.checkpointer import CheckpointPolicy
 from proxy.audit.writer import AuditWriter
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
@@ -32,6 +33,7 @@ from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.keys import audit_signing
 from proxy.keys.pool import KeyPool
 from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
@@ -112,7 +114,8 @@ class Worker:
         self.transit = transit.TransitClient(
             cfg.vault.addr, self.source.token, mount=cfg.vault.transit_mount,
             timeout_s=cfg.vault.timeout_s, ca_file=cfg.vault.ca_file,
-        ) if any(a.signing == "transit" for a in cfg.accounts) else None
+        ) if any(a.signing == "transit" for a in cfg.accounts) or cfg.checkpoints.signing == "transit" \
+            else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
         self.store = observe_store(store, self.metrics)
@@ -172,6 +175,8 @@ class Worker:
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
         extra["exchange_clock"] = self.exchange_clock.detail()
+        if self.audit is not None and self.audit.checkpoint_error:  # logged; trading goes on
+            extra["audit_checkpoints"] = self.audit.checkpoint_error
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -294,7 +299,8 @@ class Worker:
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id,
+                                checkpoints=await asyncio.to_thread(self._checkpoint_policy))
             await audit.start()
             self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
@@ -315,6 +321,15 @@ class Worker:
         self.switch.target = self.pipeline
         self.reasons = []
         log.info("ready: %d accounts, %d clients", len(self.accounts), len(self.policies.clients))
+
+    def _checkpoint_policy(self) -> CheckpointPolicy | None:
+        """The audit checkpoint signer (Vault KV key or Transit) and when to sign."""
+        signer = audit_signing.load_signer(self.source, self.cfg, self.transit)
+        if signer is None:
+            return None
+        ck = self.cfg.checkpoints
+        return CheckpointPolicy(signer, every_records=ck.every_records, every_s=ck.every_s,
+                                witness_dir=ck.witness_dir)
 
     def _load_account(self, account: Account, version: int | None = None) -> None:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""

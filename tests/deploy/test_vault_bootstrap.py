@@ -1,8 +1,9 @@
 """deploy/vault/bootstrap.sh against a real OpenBao dev server, then the AppRole it made.
 
-The proxy's AppRole must read exchanges/*, their metadata, proxy/token-verify, audit-chain and
-revocations, and be denied everything else, token-signing above all. The script must never put
-a secret on its output.
+The proxy's AppRole must read exchanges/*, their metadata, proxy/token-verify, audit-chain,
+audit-signing and revocations, and be denied everything else, token-signing above all. An
+auditor reads the checkpoint public key (audit-verify) and nothing else. The script must never
+put a secret on its output.
 """
 
 from __future__ import annotations
@@ -197,8 +198,9 @@ def test_bootstrap_prints_no_secret(bao: Bao, default_run: Bootstrapped) -> None
         default_run.secret_id,
         read(root, "proxy/audit-chain")["key"],
     ]
-    pem = read(root, "proxy/token-signing")["private_key"]
-    secrets_made += [line for line in pem.splitlines() if "-----" not in line]
+    for path in ("proxy/token-signing", "proxy/audit-signing"):
+        pem = read(root, path)["private_key"]
+        secrets_made += [line for line in pem.splitlines() if "-----" not in line]
     printed = default_run.result.stdout + default_run.result.stderr
     for value in secrets_made:
         assert value not in printed
@@ -226,6 +228,13 @@ def test_bootstrap_creates_the_proxys_keys_in_the_agreed_layout(bao: Bao) -> Non
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     assert public.public_bytes(*raw) == private.public_key().public_bytes(*raw)
     assert re.fullmatch(r"[0-9a-f]{64}", read(root, "proxy/audit-chain")["key"])
+    checkpoint_private = serialization.load_pem_private_key(
+        read(root, "proxy/audit-signing")["private_key"].encode(), password=None)
+    assert isinstance(checkpoint_private, ed25519.Ed25519PrivateKey)
+    checkpoint_public = serialization.load_pem_public_key(read(root, "proxy/audit-verify")["public_key"].encode())
+    assert isinstance(checkpoint_public, ed25519.Ed25519PublicKey)
+    assert checkpoint_public.public_bytes(*raw) == checkpoint_private.public_key().public_bytes(*raw)
+    assert checkpoint_public.public_bytes(*raw) != public.public_bytes(*raw)  # not the token key
     assert json.loads(read(root, "proxy/revocations")["clients"]) == {}
 
 
@@ -247,6 +256,7 @@ def test_approle_reads_exactly_its_own_paths(bao: Bao, default_run: Bootstrapped
     assert meta["data"]["current_version"] >= 1
     assert "public_key" in read(client, "proxy/token-verify")
     assert "key" in read(client, "proxy/audit-chain")
+    assert "private_key" in read(client, "proxy/audit-signing")
     assert "clients" in read(client, "proxy/revocations")
     client.auth.token.renew_self()
     client.auth.token.lookup_self()
@@ -317,7 +327,10 @@ def test_operator_and_auditor_policies(bao: Bao, default_run: Bootstrapped) -> N
         url=bao.addr,
         token=root.auth.token.create(policies=["signing-proxy-auditor"], ttl="5m")["auth"]["client_token"],
     )
-    assert "key" in read(auditor, "proxy/audit-chain")
+    assert "PUBLIC KEY" in read(auditor, "proxy/audit-verify")["public_key"]
+    _denied(lambda: read(auditor, "proxy/audit-chain"))  # would let the auditor forge a trail
+    _denied(lambda: read(auditor, "proxy/audit-signing"))
+    _denied(lambda: read(op, "proxy/audit-signing"))  # operators create it, never read it
     _denied(lambda: read(auditor, "proxy/token-signing"))
     _denied(lambda: read(auditor, "exchanges/binance-main"))
 
