@@ -168,11 +168,17 @@ class Proof:
                 "path": [h.hex() for h in self.path], "checkpoint": self.checkpoint.as_json()}
 
 
-def make_proof(leaf_hashes: Sequence[bytes], index: int, record: bytes, cp: Checkpoint) -> Proof:
-    """The proof of line ``index`` (``record``) against ``cp``, from the chain's leaf hashes."""
-    if cp.size > len(leaf_hashes) or index >= cp.size:
+def make_proof(leaf_hashes: Sequence[bytes], index: int, record: bytes, cp: Checkpoint, *,
+               start: int = 0, frontier: Sequence[bytes] = ()) -> Proof:
+    """The proof of line ``index`` (``record``) against ``cp``, from the chain's leaf hashes
+    (from line ``start`` on, with the tree's ``frontier`` there when older lines were pruned)."""
+    if cp.size > start + len(leaf_hashes) or not start <= index < cp.size:
         raise CheckpointError(f"checkpoint of size {cp.size} does not cover line {index}")
-    path = merkle.inclusion_proof(leaf_hashes[: cp.size], index)
+    try:
+        path = merkle.inclusion_proof(leaf_hashes[: cp.size - start], index, start=start,
+                                      frontier=frontier)
+    except merkle.ProofError as exc:
+        raise CheckpointError(str(exc)) from None
     return Proof(record, index, tuple(path), cp)
 
 

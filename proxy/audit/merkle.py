@@ -49,23 +49,53 @@ def _mth(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
     return node_hash(_mth(hashes, lo, lo + k), _mth(hashes, lo + k, hi))
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """PATH(index, D[n]) of RFC 9162 2.1.3.1, from the leaf hashes of the whole tree."""
-    n = len(leaf_hashes)
-    if not 0 <= index < n:
-        raise ProofError(f"leaf {index} is not in a tree of {n}")
+def inclusion_proof(
+    leaf_hashes: Sequence[bytes], index: int, *, start: int = 0, frontier: Sequence[bytes] = (),
+) -> list[bytes]:
+    """PATH(index, D[n]) of RFC 9162 2.1.3.1 for the tree of ``start + len(leaf_hashes)`` leaves.
+
+    ``leaf_hashes`` are the leaves from ``start`` on; the ones before (pruned) are represented by
+    ``frontier``, the tree's right edge at ``start`` (see CompactTree). That is enough for any
+    leaf at or after ``start``: every sibling on its path that lies wholly before ``start`` is a
+    maximal aligned subtree there, which is exactly a frontier node.
+    """
+    n = start + len(leaf_hashes)
+    if not start <= index < n:
+        raise ProofError(f"leaf {index} is not among the leaves {start}..{n - 1} of the tree")
+    known = dict(zip(_frontier_ranges(start), frontier, strict=True))
+
+    def subtree(lo: int, hi: int) -> bytes:
+        if hi <= start:
+            if (lo, hi) not in known:
+                raise ProofError("the proof needs a subtree of pruned lines that is not kept")
+            return known[(lo, hi)]
+        if lo >= start:
+            return _mth(leaf_hashes, lo - start, hi - start)
+        k = _split(hi - lo)
+        return node_hash(subtree(lo, lo + k), subtree(lo + k, hi))
+
     proof: list[bytes] = []
     lo, hi, m = 0, n, index
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            proof.append(_mth(leaf_hashes, lo + k, hi))
+            proof.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_mth(leaf_hashes, lo, lo + k))
+            proof.append(subtree(lo, lo + k))
             lo, m = lo + k, m - k
     proof.reverse()  # the path is listed from the leaf up
     return proof
+
+
+def _frontier_ranges(size: int) -> list[tuple[int, int]]:
+    """The leaf ranges of a tree's frontier nodes, largest first (one per set bit of size)."""
+    ranges, lo = [], 0
+    for bit in reversed(range(size.bit_length())):
+        if size >> bit & 1:
+            ranges.append((lo, lo + (1 << bit)))
+            lo += 1 << bit
+    return ranges
 
 
 def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:

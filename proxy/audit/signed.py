@@ -376,13 +376,17 @@ def prove(
     needle = orjson.dumps(request_id)
     proofs: list[checkpoint.Proof] = []
     for writer, segs in sorted(layout.list_chains(directory).items()):
-        if segs[0] != 0:
-            continue  # pruned chains: the proof would need the pruned subtrees (not kept)
+        tree = merkle.CompactTree()
+        if segs[0] != 0:  # older segments pruned: start from the kept one's frontier
+            resumed = _resume(directory / layout.segment_name(writer, segs[0]))
+            if resumed is None:
+                continue
+            tree = resumed
+        start, frontier = tree.size, tree.frontier
         found: list[tuple[int, bytes]] = []
         leaves: list[bytes] = []
         cps = _checkpoints_of(directory, trail_id, writer, witness_dir)
         sizes = {cp.size for cp in cps}
-        tree = merkle.CompactTree()
         roots: dict[int, bytes] = {}
         for seg in segs:
             for _, raw, complete in _lines(directory / layout.segment_name(writer, seg)):
@@ -391,7 +395,7 @@ def prove(
                 if needle in raw:
                     rec = orjson.loads(raw)
                     if rec.get("request_id") == request_id:
-                        found.append((len(leaves), raw))
+                        found.append((start + len(leaves), raw))
                 leaf = merkle.leaf_hash(raw)
                 leaves.append(leaf)
                 tree.append(leaf)
@@ -401,7 +405,8 @@ def prove(
         for index, raw in found:
             cover = [cp for cp in good if cp.size > index]
             if cover:
-                proofs.append(checkpoint.make_proof(leaves, index, raw, cover[-1]))
+                proofs.append(checkpoint.make_proof(leaves, index, raw, cover[-1], start=start,
+                                                    frontier=frontier))
     return proofs
 
 

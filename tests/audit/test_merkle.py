@@ -107,6 +107,20 @@ def test_merkle_proofs_fail_for_another_leaf_index_size_or_length() -> None:
         merkle.inclusion_proof(hashes, 8)
 
 
+def test_merkle_proofs_after_pruning_need_only_the_frontier() -> None:
+    hashes = [merkle.leaf_hash(bytes([i])) for i in range(40)]
+    for start in range(0, 40, 3):
+        tree = merkle.CompactTree()
+        for h in hashes[:start]:
+            tree.append(h)
+        for n in range(start + 1, 41, 5):
+            for m in range(start, n):
+                got = merkle.inclusion_proof(hashes[start:n], m, start=start, frontier=tree.frontier)
+                assert got == merkle.inclusion_proof(hashes[:n], m), (start, n, m)
+    with pytest.raises(merkle.ProofError):  # a pruned leaf itself cannot be proved
+        merkle.inclusion_proof(hashes[8:20], 3, start=8, frontier=[merkle.root_of(hashes[:8])])
+
+
 def test_merkle_a_tree_resumed_from_its_frontier_goes_on_identically() -> None:
     hashes = [merkle.leaf_hash(bytes([i])) for i in range(45)]
     whole = merkle.CompactTree()

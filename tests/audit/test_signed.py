@@ -252,6 +252,9 @@ def test_signed_pruned_trail_still_verifies_from_the_frontier(
     assert len(result.removed) == 3
     report = _check(d, signer, wit)
     assert report.ok, report.summary()
+    (proof,) = signed.prove(d, "req-55", witness_dir=wit)  # a kept record still has its proof
+    assert checkpoint.verify_proof(proof, public(signer))["request_id"] == "req-55"
+    assert signed.prove(d, "req-1", witness_dir=wit) == []  # a pruned one is gone
     seg = sorted(d.glob("w1.[0-9]*.jsonl"))[1]
     content = lines(seg)
     content[1] = content[1].replace(b'"decision":"allow"', b'"decision":"deny"')
