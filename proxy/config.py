@@ -111,16 +111,16 @@ class KeysConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """Signed audit checkpoints (docs/audit.md): with which key, how often, and the witness."""
+    """Signed audit checkpoints (docs/audit.md): ``signing`` "kv" (an Ed25519 key only serving
+    proxies read), "transit" (the non-exportable ``transit_key``) or "off"; how often; and the
+    witnesses: a folder on another volume the proxy can only append to, and Vault KV."""
 
-    #: "kv": an Ed25519 key at {proxy_path}/audit-signing that only serving proxies read;
-    #: "transit": the non-exportable Transit key ``transit_key``; "off": HMAC chain only
     signing: Literal["kv", "transit", "off"] = "kv"
     transit_key: str = "audit-checkpoint"
     every_records: int = 1000
     every_s: float = 10.0
-    #: a folder on another volume the proxy can only append to (None: no witness)
     witness_dir: Path | None = None
+    witness_vault: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,7 @@ def _checkpoints(a: _Section) -> CheckpointConfig:
         signing=signing, transit_key=a.get("checkpoint_transit_key", str, "audit-checkpoint"),
         every_records=a.get("checkpoint_every_records", int, 1000),
         every_s=a.get("checkpoint_every_s", float, 10.0), witness_dir=a.path("witness_dir"),
+        witness_vault=a.get("witness_vault", bool, False),
     )
     if not 1 <= cfg.every_records <= 1_000_000:
         raise a.fail("checkpoint_every_records", "must be between 1 and 1000000; use e.g. 1000")

@@ -12,3 +12,13 @@
 path "secret/data/proxy/audit-verify" {
   capabilities = ["read"]
 }
+
+# The checkpoints the proxies witnessed in Vault (audit.witness_vault = true): public data, read
+# to catch a trail cut or rolled back together with the checkpoints beside it.
+path "secret/data/proxy/audit-witness/*" {
+  capabilities = ["read"]
+}
+
+path "secret/metadata/proxy/audit-witness/*" {
+  capabilities = ["list"]
+}

@@ -42,6 +42,15 @@ path "secret/data/proxy/audit-signing" {
   capabilities = ["create"]
 }
 
+# The checkpoints witnessed in Vault, for `audit verify` (audit.witness_vault = true).
+path "secret/data/proxy/audit-witness/*" {
+  capabilities = ["read"]
+}
+
+path "secret/metadata/proxy/audit-witness/*" {
+  capabilities = ["list"]
+}
+
 # Its public half, for auditors; `init` rewrites it after a Transit key rotation.
 path "secret/data/proxy/audit-verify" {
   capabilities = ["create", "read", "update"]

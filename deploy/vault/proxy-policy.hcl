@@ -42,6 +42,12 @@ path "secret/data/proxy/audit-signing" {
   capabilities = ["read"]
 }
 
+# audit.witness_vault = true: each writer's newest audit checkpoint, as a new KV version. Create
+# and update only: the proxy cannot read, delete or destroy what it witnessed earlier.
+path "secret/data/proxy/audit-witness/*" {
+  capabilities = ["create", "update"]
+}
+
 # client -> unix time before which its tokens are revoked.
 path "secret/data/proxy/revocations" {
   capabilities = ["read"]

@@ -31,6 +31,8 @@ class CheckpointPolicy:
     every_s: float = DEFAULT_CHECKPOINT_S
     #: an existing folder on another volume the proxy can only append to; None: local only
     witness_dir: Path | None = None
+    #: one more witness (Vault KV): handed each checkpoint once it is stored; must not block
+    publish: Callable[[checkpoint.Checkpoint], None] | None = None
 
 
 class Checkpointer:
@@ -89,6 +91,11 @@ class Checkpointer:
             return
         self._signed_size, self._signed_at = size, self._clock()
         self.error = None
+        if policy.publish is not None:
+            try:
+                policy.publish(cp)
+            except Exception as exc:  # a witness's trouble is reported, never the writer's
+                self._failed(f"the extra witness refused the checkpoint ({type(exc).__name__})")
         if policy.witness_dir is not None:
             try:
                 witness.append(witness.witness_path(policy.witness_dir, trail_id, writer), line)

@@ -20,8 +20,7 @@ the chain key still checks their HMAC links.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,9 +104,11 @@ class _Walk:
 
 def verify_signed(
     directory: Path, keys: Mapping[str, ed25519.Ed25519PublicKey], *, witness_dir: Path | None = None,
+    vault_witness: Sequence[tuple[str, checkpoint.Checkpoint | None]] = (),
 ) -> SignedReport:
     """Check every chain in ``directory`` against its signed checkpoints; never raises for
-    tampering. ``keys`` are the trusted public keys by key id (see checkpoint.public_keys_from_pem)."""
+    tampering. ``keys`` are the trusted public keys by key id (see checkpoint.public_keys_from_pem);
+    ``vault_witness`` the (writer, newest checkpoint) pairs read from Vault KV, if kept there."""
     directory = Path(directory)
     problems: list[Problem] = []
     trail_id = layout.read_trail_id_unverified(directory)
@@ -115,7 +116,7 @@ def verify_signed(
         problems.append(Problem(Location(layout.TRAIL_FILE, 1),
                                 f"{layout.TRAIL_FILE} is missing or unreadable"))
         return _report(problems, [], 0, 0, {}, keys)
-    claims, bad = _claims(directory, trail_id, keys, witness_dir)
+    claims, bad = _claims(directory, trail_id, keys, witness_dir, vault_witness)
     problems += bad
     listing = layout.list_chains(directory)
     anchored = _prescan_anchors(directory, listing)
@@ -159,9 +160,11 @@ def _report(problems: list[Problem], walks: list[_Walk], n: int, witnessed: int,
 
 def _claims(
     directory: Path, trail_id: str, keys: Mapping[str, ed25519.Ed25519PublicKey],
-    witness_dir: Path | None,
+    witness_dir: Path | None, vault: Sequence[tuple[str, checkpoint.Checkpoint | None]],
 ) -> tuple[dict[str, list[_Claim]], list[Problem]]:
     """Every well-signed checkpoint, by writer; a problem for each one that is not."""
+    entries = [(w, True, witness.Entry(f"vault:{w}", 1, cp, None if cp else "malformed checkpoint"))
+               for w, cp in vault]
     sources: list[tuple[str, Path, str, bool]] = [
         (w, witness.local_path(directory, w), witness.local_path(directory, w).name, False)
         for w in witness.local_writers(directory)
@@ -173,22 +176,23 @@ def _claims(
         ]
     claims: dict[str, list[_Claim]] = {}
     problems: list[Problem] = []
-    for writer, path, label, witnessed in sources:
-        for entry in witness.read(path, label):
-            where = Location(entry.file, entry.line, writer)
-            cp = entry.checkpoint
-            if cp is None:
-                problems.append(Problem(where, entry.error or "malformed checkpoint"))
-                continue
-            reason = checkpoint.check_signature(cp, keys)
-            if reason is None and cp.trail != trail_id:
-                reason = f"checkpoint names trail {cp.trail}, not this trail {trail_id} (copied in)"
-            if reason is None and cp.writer != writer:
-                reason = f"checkpoint names writer {cp.writer}, not {writer} (moved between files)"
-            if reason is not None:
-                problems.append(Problem(where, reason))
-                continue
-            claims.setdefault(writer, []).append(_Claim(cp, where, witnessed))
+    entries += [(w, witnessed, e) for w, path, label, witnessed in sources
+                for e in witness.read(path, label)]
+    for writer, witnessed, entry in entries:
+        where = Location(entry.file, entry.line, writer)
+        cp = entry.checkpoint
+        if cp is None:
+            problems.append(Problem(where, entry.error or "malformed checkpoint"))
+            continue
+        reason = checkpoint.check_signature(cp, keys)
+        if reason is None and cp.trail != trail_id:
+            reason = f"checkpoint names trail {cp.trail}, not this trail {trail_id} (copied in)"
+        if reason is None and cp.writer != writer:
+            reason = f"checkpoint names writer {cp.writer}, not {writer} (moved between files)"
+        if reason is not None:
+            problems.append(Problem(where, reason))
+            continue
+        claims.setdefault(writer, []).append(_Claim(cp, where, witnessed))
     return claims, problems
 
 
@@ -200,7 +204,7 @@ def _walk_chain(
     pending = iter(wanted)
     nxt = next(pending, None)
     if segs[0] != 0:
-        resumed = _resume(directory / layout.segment_name(writer, segs[0]))
+        resumed = resume(directory / layout.segment_name(writer, segs[0]))
         if resumed is None and not wanted:
             walk.blind = True  # pruned before checkpoints existed: nothing signed to check
             return
@@ -351,7 +355,7 @@ def _structure(raw: bytes, seq: int) -> tuple[str | None, dict[str, object] | No
     return None, rec
 
 
-def _resume(path: Path) -> merkle.CompactTree | None:
+def resume(path: Path) -> merkle.CompactTree | None:
     """The tree as it stood before a kept segment, from its open record's ``_frontier``."""
     line = _first_line(path)
     try:
@@ -362,74 +366,4 @@ def _resume(path: Path) -> merkle.CompactTree | None:
         return None
 
 
-# ---------------------------------------------------------------- proofs
-
-
-def prove(
-    directory: Path, request_id: str, *, witness_dir: Path | None = None,
-) -> list[checkpoint.Proof]:
-    """Inclusion proofs for every line with ``request_id`` (its decision and outcome), each
-    against the newest checkpoint that covers it and matches the chain. Lines no checkpoint
-    covers yet are left out (run it again after the next checkpoint)."""
-    directory = Path(directory)
-    trail_id = layout.read_trail_id_unverified(directory) or ""
-    needle = orjson.dumps(request_id)
-    proofs: list[checkpoint.Proof] = []
-    for writer, segs in sorted(layout.list_chains(directory).items()):
-        tree = merkle.CompactTree()
-        if segs[0] != 0:  # older segments pruned: start from the kept one's frontier
-            resumed = _resume(directory / layout.segment_name(writer, segs[0]))
-            if resumed is None:
-                continue
-            tree = resumed
-        start, frontier = tree.size, tree.frontier
-        found: list[tuple[int, bytes]] = []
-        leaves: list[bytes] = []
-        cps = _checkpoints_of(directory, trail_id, writer, witness_dir)
-        sizes = {cp.size for cp in cps}
-        roots: dict[int, bytes] = {}
-        for seg in segs:
-            for _, raw, complete in _lines(directory / layout.segment_name(writer, seg)):
-                if not complete:
-                    break
-                if needle in raw:
-                    rec = orjson.loads(raw)
-                    if rec.get("request_id") == request_id:
-                        found.append((start + len(leaves), raw))
-                leaf = merkle.leaf_hash(raw)
-                leaves.append(leaf)
-                tree.append(leaf)
-                if tree.size in sizes:
-                    roots[tree.size] = tree.root()
-        good = [cp for cp in cps if roots.get(cp.size) == cp.root]
-        for index, raw in found:
-            cover = [cp for cp in good if cp.size > index]
-            if cover:
-                proofs.append(checkpoint.make_proof(leaves, index, raw, cover[-1], start=start,
-                                                    frontier=frontier))
-    return proofs
-
-
-def _checkpoints_of(
-    directory: Path, trail_id: str, writer: str, witness_dir: Path | None,
-) -> list[checkpoint.Checkpoint]:
-    """The writer's checkpoints, local and witnessed, oldest first (signatures unchecked here:
-    the proof's reader checks the one it gets)."""
-    paths = [witness.local_path(directory, writer)]
-    if witness_dir is not None:
-        paths.append(witness.witness_path(witness_dir, trail_id, writer))
-    seen: dict[bytes, checkpoint.Checkpoint] = {}
-    for path in paths:
-        for entry in witness.read(path):
-            cp = entry.checkpoint
-            if cp is not None and cp.writer == writer and cp.trail == trail_id:
-                seen[hashlib.sha256(cp.line()).digest()] = cp
-    return sorted(seen.values(), key=lambda cp: cp.size)
-
-
-def iter_proof_lines(proofs: list[checkpoint.Proof]) -> Iterator[bytes]:
-    for p in proofs:
-        yield orjson.dumps(p.as_json(), option=orjson.OPT_SORT_KEYS)
-
-
-__all__ = ["SignedReport", "Unsigned", "iter_proof_lines", "prove", "verify_signed"]
+__all__ = ["SignedReport", "Unsigned", "resume", "verify_signed"]

@@ -158,9 +158,20 @@ def verify(_: object, args: argparse.Namespace) -> int:
     if keys is None:
         print("signed checkpoints: off (audit.checkpoint_signing = \"off\")")
         return EXIT_OK if ok else EXIT_FAIL
-    signed_report = signed.verify_signed(directory, keys, witness_dir=witness_dir)
+    signed_report = signed.verify_signed(directory, keys, witness_dir=witness_dir,
+                                         vault_witness=_vault_witnessed(cfg, args, directory))
     print(signed_report.summary())
     return EXIT_OK if ok and signed_report.ok else EXIT_FAIL
+
+
+def _vault_witnessed(cfg: config_mod.Config | None, args: argparse.Namespace, directory: Path) -> Any:
+    """The newest checkpoints kept in Vault KV (audit.witness_vault), unless running keyless."""
+    from proxy.audit import layout
+    from proxy.keys.audit_witness import read_witnessed
+
+    if cfg is None or args.public_key is not None or not cfg.checkpoints.witness_vault:
+        return ()
+    return read_witnessed(source(cfg), cfg.vault, layout.read_trail_id_unverified(directory) or "")
 
 
 def _chain_key_if_readable(cfg: config_mod.Config) -> Any:
@@ -188,17 +199,17 @@ def _published_keys(cfg: config_mod.Config | None) -> Any:
 
 
 def prove(_: object, args: argparse.Namespace) -> int:
-    from proxy.audit import signed
+    from proxy.audit import proofs as proving
 
     cfg = _config_for(args, "" if args.dir else "give --config (or DIR)")
     directory: Path = args.dir or (cfg.audit_dir if cfg else Path())
     witness_dir = args.witness or (cfg.checkpoints.witness_dir if cfg else None)
-    proofs = signed.prove(directory, args.request_id, witness_dir=witness_dir)
-    if not proofs:
+    found = proving.prove(directory, args.request_id, witness_dir=witness_dir)
+    if not found:
         print(f"error: no checkpointed record of request {args.request_id} in {directory} (none, "
               "or not yet covered by a checkpoint: try again in a few seconds)", file=sys.stderr)
         return EXIT_FAIL
-    for line in signed.iter_proof_lines(proofs):
+    for line in proving.iter_proof_lines(found):
         print(line.decode())
     return EXIT_OK
 

@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from proxy.audit import checkpoint
+from proxy.audit.checkpointer import CheckpointPolicy
 from proxy.errors import SecretSourceError
+from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.transit import signer as transit
 from proxy.model.signers import Ed25519Key, KeyFormatError, load_pem_private_key
 
@@ -128,6 +130,21 @@ def load_signer(
     if not isinstance(key, Ed25519Key):
         raise SecretSourceError(f"{path}: the checkpoint key must be Ed25519")
     return key
+
+
+def checkpoint_policy(
+    source: VaultSecretSource, cfg: Config, client: transit.TransitClient | None,
+) -> tuple[CheckpointPolicy | None, VaultWitness | None]:
+    """A serving proxy's checkpoint policy (signer, schedule, witnesses), and its Vault
+    witness thread when ``audit.witness_vault`` is on; (None, None) with checkpoints off."""
+    signer = load_signer(source, cfg, client)
+    if signer is None:
+        return None, None
+    ck = cfg.checkpoints
+    vault = VaultWitness(source, cfg.vault) if ck.witness_vault else None
+    return CheckpointPolicy(signer, every_records=ck.every_records, every_s=ck.every_s,
+                            witness_dir=ck.witness_dir,
+                            publish=vault.offer if vault else None), vault
 
 
 def read_public_keys(source: VaultSecretSource, cfg: Config) -> dict[str, ed25519.Ed25519PublicKey]:

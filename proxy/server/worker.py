@@ -24,7 +24,6 @@ from typing import Any
 
 import uvicorn
 
-from proxy.audit.checkpointer import CheckpointPolicy
 from proxy.audit.writer import AuditWriter
 from proxy.config import Config
 from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
@@ -34,6 +33,7 @@ from proxy.guards.hooks import ExchangeSafety, observe_store
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
 from proxy.keys import audit_signing
+from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
 from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
@@ -133,6 +133,7 @@ class Worker:
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
+        self.vault_witness: VaultWitness | None = None
         self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
@@ -177,6 +178,8 @@ class Worker:
         extra["exchange_clock"] = self.exchange_clock.detail()
         if self.audit is not None and self.audit.checkpoint_error:  # logged; trading goes on
             extra["audit_checkpoints"] = self.audit.checkpoint_error
+        if self.vault_witness is not None and self.vault_witness.error:
+            extra["audit_vault_witness"] = self.vault_witness.error
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -209,6 +212,8 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        if self.vault_witness is not None:
+            await asyncio.to_thread(self.vault_witness.close)
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
 
@@ -299,8 +304,9 @@ class Worker:
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id,
-                                checkpoints=await asyncio.to_thread(self._checkpoint_policy))
+            policy, self.vault_witness = await asyncio.to_thread(
+                audit_signing.checkpoint_policy, self.source, self.cfg, self.transit)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy)
             await audit.start()
             self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
@@ -321,15 +327,6 @@ class Worker:
         self.switch.target = self.pipeline
         self.reasons = []
         log.info("ready: %d accounts, %d clients", len(self.accounts), len(self.policies.clients))
-
-    def _checkpoint_policy(self) -> CheckpointPolicy | None:
-        """The audit checkpoint signer (Vault KV key or Transit) and when to sign."""
-        signer = audit_signing.load_signer(self.source, self.cfg, self.transit)
-        if signer is None:
-            return None
-        ck = self.cfg.checkpoints
-        return CheckpointPolicy(signer, every_records=ck.every_records, every_s=ck.every_s,
-                                witness_dir=ck.witness_dir)
 
     def _load_account(self, account: Account, version: int | None = None) -> None:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from proxy.audit import chain, checkpoint, merkle, retention, signed, witness
+from proxy.audit import chain, checkpoint, merkle, proofs, retention, signed, witness
 from proxy.audit.checkpointer import CheckpointPolicy
 from proxy.audit.writer import AuditWriter
 from proxy.errors import NotReady
@@ -252,9 +252,9 @@ def test_signed_pruned_trail_still_verifies_from_the_frontier(
     assert len(result.removed) == 3
     report = _check(d, signer, wit)
     assert report.ok, report.summary()
-    (proof,) = signed.prove(d, "req-55", witness_dir=wit)  # a kept record still has its proof
+    (proof,) = proofs.prove(d, "req-55", witness_dir=wit)  # a kept record still has its proof
     assert checkpoint.verify_proof(proof, public(signer))["request_id"] == "req-55"
-    assert signed.prove(d, "req-1", witness_dir=wit) == []  # a pruned one is gone
+    assert proofs.prove(d, "req-1", witness_dir=wit) == []  # a pruned one is gone
     seg = sorted(d.glob("w1.[0-9]*.jsonl"))[1]
     content = lines(seg)
     content[1] = content[1].replace(b'"decision":"allow"', b'"decision":"deny"')
@@ -268,18 +268,18 @@ def test_signed_prove_and_verify_a_single_record(tmp_path: Path, key: Secret, si
     pol = CheckpointPolicy(signer, every_records=4, witness_dir=wit)
     write_trail(d, key, "w1", records=9, make=lambda i: decision(i) if i % 2 else outcome(i - 1),
                 max_segment_bytes=3000, checkpoints=pol)
-    proofs = signed.prove(d, "req-3", witness_dir=wit)
-    assert [orjson.loads(p.record)["phase"] for p in proofs] == ["decision", "outcome"]
+    found = proofs.prove(d, "req-3", witness_dir=wit)
+    assert [orjson.loads(p.record)["phase"] for p in found] == ["decision", "outcome"]
     keys = public(signer)
-    for p in proofs:
+    for p in found:
         assert checkpoint.verify_proof(p, keys)["request_id"] == "req-3"
-    forged = orjson.loads(proofs[0].record)
+    forged = orjson.loads(found[0].record)
     forged["intent"]["quantity"] = "100"
-    altered = checkpoint.Proof(chain.canonical(forged), proofs[0].index, proofs[0].path,
-                               proofs[0].checkpoint)
+    altered = checkpoint.Proof(chain.canonical(forged), found[0].index, found[0].path,
+                               found[0].checkpoint)
     with pytest.raises(checkpoint.CheckpointError, match="altered"):
         checkpoint.verify_proof(altered, keys)
-    assert signed.prove(d, "req-404", witness_dir=wit) == []
+    assert proofs.prove(d, "req-404", witness_dir=wit) == []
 
 
 def test_signed_writer_refuses_to_start_without_its_witness_directory(

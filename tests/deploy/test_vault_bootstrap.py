@@ -267,13 +267,36 @@ def _denied(call: Any) -> None:
         call()
 
 
+def test_approle_may_only_add_versions_to_the_audit_witness(bao: Bao, default_run: Bootstrapped) -> None:
+    kv = proxy_client(bao, default_run).secrets.kv.v2
+    path = "proxy/audit-witness/trail-1/host-1-2"
+    for size in (5, 10):
+        kv.create_or_update_secret(path=path, secret={"checkpoint": f'{{"size":{size}}}'}, mount_point="secret")
+    # It cannot read, erase or shorten the history of what it witnessed.
+    _denied(lambda: kv.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True))
+    _denied(lambda: kv.delete_latest_version_of_secret(path, "secret"))
+    _denied(lambda: kv.destroy_secret_versions(path, [1], "secret"))
+    _denied(lambda: kv.delete_metadata_and_all_versions(path, "secret"))
+    _denied(lambda: kv.update_metadata(path, max_versions=1, mount_point="secret"))
+    root = bao.root()
+    auditor = hvac.Client(
+        url=bao.addr,
+        token=root.auth.token.create(policies=["signing-proxy-auditor"], ttl="5m")["auth"]["client_token"],
+    )
+    assert auditor.secrets.kv.v2.list_secrets(path="proxy/audit-witness/trail-1", mount_point="secret")[
+        "data"]["keys"] == ["host-1-2"]
+    assert read(auditor, path)["checkpoint"] == '{"size":10}'
+    _denied(lambda: auditor.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"checkpoint": "{}"}, mount_point="secret"))
+
+
 def test_approle_is_denied_everything_else(bao: Bao, default_run: Bootstrapped) -> None:
     c = proxy_client(bao, default_run)
     kv = c.secrets.kv.v2
     # Above all: it cannot mint bot tokens.
     _denied(lambda: read(c, "proxy/token-signing"))
     _denied(lambda: kv.read_secret_metadata(path="proxy/token-signing", mount_point="secret"))
-    # No writes anywhere, not even its own paths.
+    # No writes anywhere but the audit witness (below), not even its own paths.
     _denied(
         lambda: kv.create_or_update_secret(
             path="exchanges/binance-main", secret={"api_key": "x"}, mount_point="secret"

@@ -53,7 +53,7 @@ def test_audit_signed_checkpoints_verify_for_an_auditor_holding_only_the_public_
     with start_stack(tmp_path, [account], {"grid-bot": POLICY}, start_proxy=False) as stack:
         (tmp_path / "witness").mkdir()
         stack.edit_config('dir = "audit"', 'dir = "audit"\nwitness_dir = "witness"\n'
-                                           "checkpoint_every_records = 5")
+                                           "witness_vault = true\ncheckpoint_every_records = 5")
         stack.start_proxy(2)
         stack.wait_ready()
         token = stack.token("grid-bot")
@@ -102,3 +102,10 @@ def test_audit_signed_checkpoints_verify_for_an_auditor_holding_only_the_public_
              "--witness", str(witness)], capture_output=True, text=True, cwd=REPO, env=_env(stack),
             timeout=60, check=False)
         assert cut.returncode == 1 and f"chain {writer} is gone" in cut.stdout, cut.stdout
+
+        # ...and with the witness folder's copy gone too, Vault still holds its newest checkpoint
+        trail = json.loads((audit / "TRAIL.json").read_text())["trail_id"]
+        (witness / trail / f"{writer}.jsonl").unlink()
+        vault_only = _auditor_cli(stack, auditor, "audit", "verify", "--witness", str(tmp_path / "none"))
+        assert vault_only.returncode == 1, vault_only.stdout + vault_only.stderr
+        assert f"chain {writer} is gone" in vault_only.stdout and f"vault:{writer}" in vault_only.stdout

@@ -10,7 +10,7 @@ import hvac
 import pytest
 
 from proxy import config as config_mod
-from proxy.audit import checkpoint, signed
+from proxy.audit import checkpoint, proofs, signed
 from proxy.audit.checkpointer import CheckpointPolicy
 from proxy.audit.writer import AuditWriter
 from proxy.keys import audit_signing
@@ -60,7 +60,7 @@ def test_transit_checkpoint_key_signs_and_auditors_verify_with_the_published_key
     public = audit_signing.read_public_keys(source, cfg)  # what the auditor's policy grants
     report = signed.verify_signed(tmp_path / "audit", public)
     assert report.ok and report.checkpoints >= 3 and not report.unsigned, report.summary()
-    (proof,) = signed.prove(tmp_path / "audit", "r4")
+    (proof,) = proofs.prove(tmp_path / "audit", "r4")
     assert checkpoint.verify_proof(proof, public)["request_id"] == "r4"
 
     transit.call("POST", "keys/audit-checkpoint-test/rotate", {})  # a new key version...
