@@ -6,8 +6,9 @@
 #   - the audit-chain key, and the key that signs audit checkpoints (audit.checkpoint_signing
 #     = "kv"; in "transit" mode that key stays in Transit and only transit/sign is used);
 #   - the revocation list.
-# It can write nothing, list nothing, and read no other path. In particular it cannot read
-# proxy/token-signing: a compromised proxy host cannot mint bot tokens for other proxies.
+# It can write nothing (but add audit checkpoint versions to audit-witness), list nothing, and
+# read no other path. In particular it cannot read proxy/token-signing: a compromised proxy host
+# cannot mint bot tokens for other proxies.
 #
 # The KV v2 mount is "secret" here. deploy/vault/bootstrap.sh rewrites the "secret/" prefix
 # when you use another mount (KV_MOUNT).
