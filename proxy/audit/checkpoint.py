@@ -26,14 +26,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from proxy.audit import merkle
+from proxy.errors import CheckpointError, ProofError
 
 DOMAIN = b"signing-proxy audit checkpoint v1\n"
 PROOF_VERSION = 1
 _FIELDS = frozenset({"trail", "writer", "size", "root", "ts", "key_id", "sig"})
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or proof that is malformed, or not signed by a trusted key."""
 
 
 class CheckpointSigner(Protocol):
@@ -177,7 +174,7 @@ def make_proof(leaf_hashes: Sequence[bytes], index: int, record: bytes, cp: Chec
     try:
         path = merkle.inclusion_proof(leaf_hashes[: cp.size - start], index, start=start,
                                       frontier=frontier)
-    except merkle.ProofError as exc:
+    except ProofError as exc:
         raise CheckpointError(str(exc)) from None
     return Proof(record, index, tuple(path), cp)
 
@@ -211,7 +208,7 @@ def verify_proof(proof: Proof, keys: Mapping[str, ed25519.Ed25519PublicKey]) -> 
     try:
         root = merkle.root_from_inclusion(
             proof.index, proof.checkpoint.size, merkle.leaf_hash(proof.record), proof.path)
-    except merkle.ProofError as exc:
+    except ProofError as exc:
         raise CheckpointError(f"inclusion proof does not fit: {exc}") from None
     if root != proof.checkpoint.root:
         raise CheckpointError("inclusion proof does not lead to the signed root: the record "

@@ -13,13 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from proxy.errors import ProofError
+
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """MTH({}): the hash of an empty string (RFC 9162 2.1.1)."""
-
-
-class ProofError(ValueError):
-    """An inclusion proof that cannot be right for its index and tree size."""
 
 
 def leaf_hash(data: bytes) -> bytes:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.audit import checkpoint, layout
+from proxy.errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def read(path: Path, label: str | None = None) -> Iterator[Entry]:
     for n, raw in enumerate(lines, start=1):
         try:
             yield Entry(name, n, checkpoint.parse_line(raw))
-        except checkpoint.CheckpointError as exc:
+        except CheckpointError as exc:
             yield Entry(name, n, None, str(exc))
 
 

@@ -137,6 +137,7 @@ def _config_for(args: argparse.Namespace, need: str) -> config_mod.Config | None
 def verify(_: object, args: argparse.Namespace) -> int:
     """Public-key verify always; the HMAC verify too when the chain key is readable."""
     from proxy.audit import checkpoint, reader, signed
+    from proxy.errors import CheckpointError
 
     cfg = _config_for(args, "" if args.public_key and args.dir else
                       "give --config (or --public-key and DIR)")
@@ -152,7 +153,7 @@ def verify(_: object, args: argparse.Namespace) -> int:
     try:
         keys = (checkpoint.public_keys_from_pem(args.public_key.read_bytes()) if args.public_key
                 else _published_keys(cfg))
-    except (OSError, checkpoint.CheckpointError) as exc:
+    except (OSError, CheckpointError) as exc:
         print(f"error: the checkpoint public key: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if keys is None:
@@ -216,11 +217,12 @@ def prove(_: object, args: argparse.Namespace) -> int:
 
 def verify_proof(_: object, args: argparse.Namespace) -> int:
     from proxy.audit import checkpoint
+    from proxy.errors import CheckpointError
 
     try:
         keys = checkpoint.public_keys_from_pem(args.public_key.read_bytes())
         data = sys.stdin.buffer.read() if str(args.proof) == "-" else args.proof.read_bytes()
-    except (OSError, checkpoint.CheckpointError) as exc:
+    except (OSError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     lines = [line for line in data.splitlines() if line.strip()]
@@ -232,7 +234,7 @@ def verify_proof(_: object, args: argparse.Namespace) -> int:
         try:
             proof = checkpoint.parse_proof(json.loads(line))
             record = checkpoint.verify_proof(proof, keys)
-        except (ValueError, checkpoint.CheckpointError) as exc:
+        except (ValueError, CheckpointError) as exc:
             print(f"proof {n}: FAILED: {exc}")
             failed += 1
             continue
@@ -348,7 +350,7 @@ def export(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 def prune(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from proxy.audit import retention
-    from proxy.audit.review import AuditIntegrityError
+    from proxy.errors import AuditIntegrityError
 
     directory = _audit_dir(cfg, args)
     if directory is None:

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from proxy.audit import checkpoint
 from proxy.audit.checkpointer import CheckpointPolicy
-from proxy.errors import SecretSourceError
+from proxy.errors import CheckpointError, KeyFormatError, SecretSourceError, TransitKeyMissing
 from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.transit import signer as transit
-from proxy.model.signers import Ed25519Key, KeyFormatError, load_pem_private_key
+from proxy.model.signers import Ed25519Key, load_pem_private_key
 
 if TYPE_CHECKING:  # annotations only: keys/ sits below the configuration layer
     from proxy.config import Config
@@ -65,7 +65,7 @@ def init_checkpoint_keys(
     written: list[str] = []
     try:
         info = client.key_info(name)
-    except transit.TransitKeyMissing:
+    except TransitKeyMissing:
         client.call("POST", f"keys/{name}", {"type": "ed25519", "exportable": False,
                                              "allow_plaintext_backup": False})
         info = client.key_info(name)
@@ -155,5 +155,5 @@ def read_public_keys(source: VaultSecretSource, cfg: Config) -> dict[str, ed2551
         raise SecretSourceError(f"{path} has no public_key; run `python -m proxy init`")
     try:
         return checkpoint.public_keys_from_pem(value.reveal())
-    except checkpoint.CheckpointError as exc:
+    except CheckpointError as exc:
         raise SecretSourceError(f"{cfg.vault.own(AUDIT_VERIFY)}: {exc}") from None

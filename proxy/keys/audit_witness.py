@@ -18,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from proxy.audit import checkpoint
-from proxy.errors import SecretSourceError
+from proxy.errors import CheckpointError, SecretSourceError
 
 if TYPE_CHECKING:  # annotations only: keys/ sits below the configuration layer
     from proxy.config import VaultConfig
@@ -103,6 +103,6 @@ def read_witnessed(
         value = source.read(f"{folder}/{writer}").fields.get("checkpoint")
         try:
             found.append((writer, checkpoint.parse_line(value.reveal().encode()) if value else None))
-        except checkpoint.CheckpointError:
+        except CheckpointError:
             found.append((writer, None))
     return found
