@@ -21,7 +21,7 @@ the chain key still checks their HMAC links.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -61,6 +61,8 @@ class SignedReport:
     key_ids: tuple[str, ...]
     #: chains whose older segments were pruned before they had checkpoints: not checked here
     unchecked: tuple[str, ...] = ()
+    #: chains gone whole, excused by a retention tombstone (whose MAC only the HMAC verify checks)
+    pruned: tuple[str, ...] = ()
 
     def summary(self) -> str:
         lines = [
@@ -73,6 +75,8 @@ class SignedReport:
         lines += [f"problem: {p}" for p in self.problems[1:]]
         lines += [f"torn last record (crash while writing): {loc}" for loc in self.torn]
         lines += [f"not checked (pruned before it had checkpoints): {w}" for w in self.unchecked]
+        lines += [f"pruned whole by retention (tombstone in {layout.TOMBSTONE_FILE}; its MAC is "
+                  f"checked by the HMAC verify): {w}" for w in self.pruned]
         lines += [
             f"not yet signed: {u.writer} seq {u.first_seq}.. ({u.lines} lines; a running writer, "
             "or a crash before its next checkpoint)"
@@ -122,8 +126,13 @@ def verify_signed(
     anchored = _prescan_anchors(directory, listing)
     walks: list[_Walk] = []
     verified: dict[str, int] = {}
+    tombstoned = _pruned_writers(directory)
+    pruned: list[str] = []
     for writer in sorted(set(listing) | set(claims)):
         wanted = sorted(claims.get(writer, []), key=lambda c: c.cp.size)
+        if writer not in listing and writer in tombstoned:
+            pruned.append(writer)
+            continue
         if writer not in listing:
             if wanted:
                 top = wanted[-1]
@@ -141,7 +150,8 @@ def verify_signed(
     problems += _check_anchors(directory, walks, verified)
     n_claims = sum(len(v) for v in claims.values())
     n_witnessed = sum(1 for v in claims.values() for c in v if c.witnessed)
-    return _report(problems, walks, n_claims, n_witnessed, verified, keys)
+    report = _report(problems, walks, n_claims, n_witnessed, verified, keys)
+    return replace(report, pruned=tuple(pruned))
 
 
 def _report(problems: list[Problem], walks: list[_Walk], n: int, witnessed: int,

@@ -262,6 +262,21 @@ def test_signed_pruned_trail_still_verifies_from_the_frontier(
     _failed(_check(d, signer, wit), seg.name)
 
 
+def test_signed_a_chain_pruned_whole_is_listed_not_failed(
+    tmp_path: Path, key: Secret, signer: Ed25519Key
+) -> None:
+    d, wit = _make(tmp_path, key, signer)
+    old = 1_000_000_000.0
+    for seg in d.glob("w1.[0-9]*.jsonl"):
+        os.utime(seg, (old, old))
+    retention.prune(d, key, older_than_s=3600)
+    assert not list(d.glob("w1.[0-9]*.jsonl"))
+    report = _check(d, signer, wit)  # the witness still remembers w1: the tombstone excuses it
+    assert report.ok and report.pruned == ("w1",), report.summary()
+    (d / "PRUNED.jsonl").unlink()
+    _failed(_check(d, signer, wit), "chain w1 is gone")
+
+
 def test_signed_prove_and_verify_a_single_record(tmp_path: Path, key: Secret, signer: Ed25519Key) -> None:
     d, wit = tmp_path / "audit", tmp_path / "witness"
     wit.mkdir()
