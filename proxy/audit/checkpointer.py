@@ -51,9 +51,15 @@ class Checkpointer:
     def enabled(self) -> bool:
         return self.policy is not None
 
+    @property
+    def frontier(self) -> tuple[bytes, ...] | None:
+        """The tree's right edge, for the next open record (None when not checkpointing)."""
+        return self.tree.frontier if self.policy is not None else None
+
     def add(self, line: bytes) -> None:
         """One durable line of the chain (without its newline)."""
-        self.tree.append(merkle.leaf_hash(line))
+        if self.policy is not None:
+            self.tree.append(merkle.leaf_hash(line))
 
     def add_leaves(self, leaves: list[bytes]) -> None:
         for leaf in leaves:

@@ -343,7 +343,7 @@ class AuditWriter:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, layout.FILE_MODE)
         fields = chain.open_fields(
             trail_id=self._trail_id, writer=self._writer, seg=seg, seq=seq, ts=self._now(),
-            anchors=anchors, frontier=self._ckpt.tree.frontier,
+            anchors=anchors, frontier=self._ckpt.frontier,
         )
         line, mac = chain.seal_line(self._tkey, prev, fields)
         self._fd = fd

@@ -307,3 +307,13 @@ def test_signed_writer_refuses_to_start_without_its_witness_directory(
     with pytest.raises(NotReady, match="witness"):
         w.start_sync()
     assert not wit.exists()
+
+
+def test_signed_a_writer_without_checkpoints_keeps_its_open_records_as_before(
+    tmp_path: Path, key: Secret
+) -> None:
+    d = tmp_path / "audit"
+    write_trail(d, key, "w1", records=30, max_segment_bytes=2000)  # HMAC chain only
+    opens = [orjson.loads(lines(seg)[0]) for seg in sorted(d.glob("w1.[0-9]*.jsonl"))]
+    assert len(opens) > 1 and not any("_frontier" in o for o in opens)
+    assert not witness.local_writers(d)
