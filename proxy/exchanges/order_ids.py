@@ -1,10 +1,11 @@
 """Where each exchange's answer to an order placement carries the exchange's order id. Pure.
 
-Each exchange module declares ``order_ids: ClassVar[OrderIds]``: the path (keys and list
-indexes) of the id in the answer to one order, and for batch endpoints the path with ``"*"``
-where the list of orders is. The audit's outcome record takes the id from there and nowhere
-else: a generic search finds the wrong field (Deribit's JSON-RPC ``id`` is the request's, not
-the order's) or none (Bitfinex answers with arrays).
+Each exchange declares ``order_ids`` in its capabilities (proxy/exchanges/<name>/
+capabilities.py): the path (keys and list indexes) of the id in the answer to one order, and
+for batch endpoints the path with ``"*"`` where the list of orders is. The audit's outcome
+record takes the id from there and nowhere else: a generic search finds the wrong field
+(Deribit's JSON-RPC ``id`` is the request's, not the order's) or none (Bitfinex answers with
+arrays).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from proxy import exchanges
 from proxy.errors import NotReady, Refusal, Unauthenticated
-from proxy.exchanges.order_ids import OrderIds
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
@@ -222,11 +221,7 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
 
 
 def exchange_order_ids(exchange: str | None, body: bytes, *, batch: bool = False) -> tuple[str, ...]:
-    """The order ids in a placement answer, from the field the exchange's module declares
-    (``order_ids``; proxy/exchanges/order_ids.py); () for an answer without one there."""
-    try:
-        module = exchanges.get(exchange or "")
-    except ValueError:
-        return ()
-    fields = getattr(module, "order_ids", None)
-    return fields.extract(body, batch=batch) if isinstance(fields, OrderIds) else ()
+    """The order ids in a placement answer, read where the exchange's capabilities say its
+    answer has them (``order_ids``); () for an unknown exchange or an answer without one."""
+    known = exchanges.find(exchange or "")
+    return known.capabilities.order_ids.extract(body, batch=batch) if known is not None else ()

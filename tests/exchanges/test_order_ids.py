@@ -79,7 +79,7 @@ def _body(obj: object) -> bytes:
 
 def test_every_exchange_declares_where_its_order_id_is() -> None:
     for name in exchanges.NAMES:
-        assert isinstance(getattr(exchanges.get(name), "order_ids", None), OrderIds), name
+        assert isinstance(exchanges.get(name).capabilities.order_ids, OrderIds), name
     assert set(SINGLE) == set(exchanges.NAMES)
 
 

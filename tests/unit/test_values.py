@@ -1,4 +1,4 @@
-"""L0 values: strict decimals and the redacting Secret (order ids: tests/exchanges/test_order_ids.py)."""
+"""L0 values: strict decimals, the redacting Secret."""
 
 from __future__ import annotations
 
