@@ -109,6 +109,19 @@ class KeysConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Signed audit checkpoints (docs/audit.md): ``signing`` "kv", "transit" (the non-exportable
+    ``transit_key``) or "off"; how often; the witnesses (an append-only folder; Vault KV)."""
+
+    signing: Literal["kv", "transit", "off"] = "kv"
+    transit_key: str = "audit-checkpoint"
+    every_records: int = 1000
+    every_s: float = 10.0
+    witness_dir: Path | None = None
+    witness_vault: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig
@@ -119,6 +132,7 @@ class Config:
     accounts: tuple[AccountConfig, ...]
     tokens: TokenConfig
     keys: KeysConfig = KeysConfig()
+    checkpoints: CheckpointConfig = CheckpointConfig()
 
     def account(self, name: str) -> AccountConfig | None:
         for acct in self.accounts:
@@ -254,6 +268,7 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
 
     a = _Section(file, "audit", raw.get("audit", {}))
     audit_dir = a.path("dir") or file.parent / "audit"
+    checkpoints = _checkpoints(a)
     a.finish()
     p = _Section(file, "policies", raw.get("policies", {}))
     policies_dir = p.path("dir") or file.parent / "policies"
@@ -282,7 +297,26 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     if dupes:
         name = sorted(dupes)[0]
         raise ConfigError(str(file), f"accounts: name {name!r} is used twice; names must be unique")
-    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys)
+    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys, checkpoints)
+
+
+def _checkpoints(a: _Section) -> CheckpointConfig:
+    signing = a.get("checkpoint_signing", str, "kv")
+    if signing not in ("kv", "transit", "off"):
+        raise a.fail("checkpoint_signing", f"{signing!r}: use \"kv\", \"transit\" or \"off\"")
+    cfg = CheckpointConfig(
+        signing=signing, transit_key=a.get("checkpoint_transit_key", str, "audit-checkpoint"),
+        every_records=a.get("checkpoint_every_records", int, 1000),
+        every_s=a.get("checkpoint_every_s", float, 10.0), witness_dir=a.path("witness_dir"),
+        witness_vault=a.get("witness_vault", bool, False),
+    )
+    if not 1 <= cfg.every_records <= 1_000_000:
+        raise a.fail("checkpoint_every_records", "must be between 1 and 1000000; use e.g. 1000")
+    if not 0.1 <= cfg.every_s <= 3600:
+        raise a.fail("checkpoint_every_s", "must be between 0.1 and 3600 seconds; use e.g. 10")
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}", cfg.transit_key):
+        raise a.fail("checkpoint_transit_key", "must be a plain Transit key name")
+    return cfg
 
 
 def _synchronous(st: _Section) -> Literal["full", "normal"]:
