@@ -4,7 +4,7 @@ Each exchange declares ``order_ids`` in its capabilities (proxy/exchanges/<name>
 capabilities.py): the path (keys and list indexes) of the id in the answer to one order, and
 for batch endpoints the path with ``"*"`` where the list of orders is. The audit's outcome
 record takes the id from there and nowhere else: a generic search finds the wrong field
-(Deribit's JSON-RPC ``id`` is the request's, not the order's) or none (Bitfinex answers with
+(a JSON-RPC envelope's ``id`` is the request's, not the order's) or none (an answer made of
 arrays).
 """
 
