@@ -1,22 +1,93 @@
 """The configuration file (CONTRACT.md §2): TOML, strict, relative paths against its folder.
 
-Every unknown key and bad value is a :class:`~proxy.errors.ConfigError` whose message names the
-file, where in it, the problem and what to use instead.
+One declarative schema (pydantic v2 models below): every key, its type, its default (written
+here once) and its range. Every unknown key and bad value is a :class:`~proxy.errors.ConfigError`
+whose message names the file, where in it, the problem and what to use instead.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from proxy import exchanges
 from proxy.errors import ConfigError
 from proxy.keys.transit import signer as transit
+
+_ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_KV_PATH = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*")
+_TRANSIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+MAX_POOL = 32
+
+
+def _bad(problem: str, key: str = "") -> PydanticCustomError:
+    """A problem in our words; ``key`` names the key when a whole table is being checked."""
+    return PydanticCustomError("config", "{problem}", {"problem": problem, "key": key})
+
+
+def _between(low: float, high: float, problem: str) -> AfterValidator:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise _bad(problem)
+        return value
+    return AfterValidator(check)
+
+
+def _choice(*options: str, problem: str = "", unsupported: bool = False) -> BeforeValidator:
+    """A string that must be one of ``options``: ``'x': use "a" or "b"``."""
+    use = problem or "use " + " or ".join(f'"{o}"' for o in options)
+    lead = " is not supported; " if unsupported else ": "
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and value not in options:
+            raise _bad(f"{value!r}{lead}{use}")
+        return value
+    return BeforeValidator(check)
+
+
+def _relative_path(value: object, info: ValidationInfo) -> object:
+    """A path in the file is relative to the file's folder."""
+    if not isinstance(value, str):
+        return value  # the type check says "must be a str"
+    path = Path(value)
+    base: Path = (info.context or {})["dir"]
+    return path if path.is_absolute() else base / path
+
+
+def _kv_path(example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not _KV_PATH.fullmatch(value):
+            raise _bad(f"must be a plain KV path such as \"{example}\"")
+        return value
+    return AfterValidator(check)
+
+
+FilePath = Annotated[Path, Strict(False), BeforeValidator(_relative_path)]
+
+
+class _Table(BaseModel):
+    """One TOML table: strict types (no "5" for 5), unknown keys refused, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 @dataclass(frozen=True)
@@ -28,66 +99,202 @@ class Listen:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    listen: Listen
-    admin_listen: Listen
-    max_body_bytes: int = 64 * 1024
-    upstream_timeout_s: float = 10.0
+def _listen(value: object) -> object:
+    if not isinstance(value, str):
+        raise _bad("must be a str")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _bad(f"{value!r} is not host:port; use e.g. \"127.0.0.1:8700\"")
+    return Listen(host.strip("[]"), int(port))
+
+
+ListenText = Annotated[Listen, BeforeValidator(_listen)]
+
+
+class ServerConfig(_Table):
+    listen: ListenText = Listen("127.0.0.1", 8700)
+    admin_listen: ListenText = Listen("127.0.0.1", 8701)
+    max_body_bytes: Annotated[
+        int, _between(1, 16 * 1024 * 1024, "must be between 1 and 16777216")] = 64 * 1024
+    upstream_timeout_s: Annotated[
+        float, _between(1e-9, 120, "must be between 0 and 120 seconds")] = 10.0
     allow_non_loopback: bool = False
 
 
-@dataclass(frozen=True)
-class VaultConfig:
-    addr: str
-    auth: Literal["token", "approle"]
-    mount: str
-    token_file: Path | None = None
-    role_id_file: Path | None = None
-    secret_id_file: Path | None = None
-    proxy_path: str = "proxy"
-    timeout_s: float = 5.0
-    ca_file: Path | None = None
+def _url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _bad(f"{value!r} is not a URL; use e.g. \"https://vault.internal:8200\"")
+    return value
+
+
+class VaultConfig(_Table):
+    addr: Annotated[str, AfterValidator(_url)] = "http://127.0.0.1:8200"
+    auth: Annotated[Literal["token", "approle"], _choice("token", "approle", unsupported=True)] = "token"
+    mount: Annotated[str, _kv_path("secret")] = "secret"
+    token_file: FilePath | None = None
+    role_id_file: FilePath | None = None
+    secret_id_file: FilePath | None = None
+    proxy_path: Annotated[str, _kv_path("proxy")] = "proxy"
+    timeout_s: Annotated[float, _between(1e-9, 60, "must be between 0 and 60 seconds; use e.g. 5")] = 5.0
+    ca_file: FilePath | None = None
     #: how long workers keep serving from memory while Vault is unreachable
-    grace_period_s: float = 300.0
-    transit_mount: str = "transit"
+    grace_period_s: Annotated[float, _between(
+        0, 7 * 86400, "must be between 0 and 604800 seconds (7 days); use e.g. 300")] = 300.0
+    transit_mount: Annotated[str, _kv_path("transit")] = "transit"
+
+    @model_validator(mode="after")
+    def _approle_files(self) -> VaultConfig:
+        if self.auth == "approle" and (self.role_id_file is None or self.secret_id_file is None):
+            raise _bad("approle needs role_id_file and secret_id_file", "auth")
+        return self
 
     def own(self, name: str) -> str:
         """The KV path of one of the proxy's own secrets (token-signing, audit-chain, ...)."""
         return f"{self.proxy_path}/{name}"
 
 
-@dataclass(frozen=True)
-class StateConfig:
-    backend: Literal["sqlite", "redis"]
-    path: Path | None
-    url: str | None
-    idempotency_ttl_s: int = 24 * 3600
+class StateConfig(_Table):
+    backend: Annotated[Literal["sqlite", "redis"], _choice("sqlite", "redis", unsupported=True)] = "sqlite"
+    path: FilePath = Field(default="state.db", validate_default=True)  # next to the file
+    url: str | None = None
+    idempotency_ttl_s: Annotated[int, _between(24 * 3600, 10**9, "must be at least 86400 (24 h)")] = 24 * 3600
     #: sqlite: "full" survives power loss; "normal" survives crashes (kill -9) and is faster
-    synchronous: Literal["full", "normal"] = "full"
+    synchronous: Annotated[Literal["full", "normal"], _choice(
+        "full", "normal",
+        problem="use \"full\" (survives power loss, the default) or \"normal\" (survives crashes, faster)",
+    )] = "full"
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> StateConfig:
+        if self.backend == "redis" and not self.url:
+            raise _bad("is required with backend = \"redis\"; use e.g. \"redis://127.0.0.1:6379/0\"", "url")
+        return self
 
 
-@dataclass(frozen=True)
-class AccountConfig:
-    name: str
-    exchange: str
-    environment: Literal["live", "testnet"]
-    secret: str
-    base_url: str
-    custom_base_url: bool
-    recv_window_ms: int | None = None
-    nonce_unit: Literal["ms", "us"] | None = None
-    #: outbound budget in the exchange's request weights per minute (None: no budget)
-    weight_per_minute: int | None = None
+class DirConfig(_Table):
+    dir: FilePath | None = None
+
+
+def _nonempty_name(value: str) -> str:
+    if not value.strip() or value != value.strip():
+        raise _bad(f"{value!r}: use a non-empty name without surrounding spaces, e.g. \"signing-proxy\"")
+    return value
+
+
+_TTL_LIMIT = 10 * 366 * 86400
+_TTL_RANGE = f"must be between 1 and {_TTL_LIMIT} seconds (10 years)"
+
+
+class TokenConfig(_Table):
+    issuer: Annotated[str, AfterValidator(_nonempty_name)] = "signing-proxy"
+    audience: Annotated[str, AfterValidator(_nonempty_name)] = "signing-proxy"
+    default_ttl_s: Annotated[int, _between(
+        1, _TTL_LIMIT, f"{_TTL_RANGE}; use e.g. 2592000 (30 days)")] = 30 * 86400
+    max_ttl_s: Annotated[int, _between(
+        1, _TTL_LIMIT, f"{_TTL_RANGE}; use e.g. 31622400 (366 days)")] = 366 * 86400
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> TokenConfig:
+        if self.default_ttl_s > self.max_ttl_s:
+            raise _bad(f"{self.default_ttl_s} is longer than max_ttl_s ({self.max_ttl_s}); "
+                       "lower default_ttl_s or raise max_ttl_s", "default_ttl_s")
+        return self
+
+
+class KeysConfig(_Table):
+    #: ``keys status`` warns (exit 5) about a key version older than this
+    rotation_warn_days: Annotated[int, _between(1, 3650, "must be between 1 and 3650 days; use e.g. 90")] = 90
+
+
+def _account_name(value: str) -> str:
+    if not _ACCOUNT_NAME.fullmatch(value):
+        raise _bad(f"{value!r}: use lower-case letters, digits, '-' and '_'")
+    return value
+
+
+def _exchange_name(value: str) -> str:
+    try:
+        exchanges.get(value)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    return value
+
+
+def _pool_path(value: object) -> object:
+    if not isinstance(value, str) or not _KV_PATH.fullmatch(value):
+        raise _bad("must be a KV path such as \"exchanges/binance-main\"")
+    return value
+
+
+class AccountConfig(_Table):
+    name: Annotated[str, AfterValidator(_account_name)]
+    exchange: Annotated[str, AfterValidator(_exchange_name)]
+    environment: Annotated[Literal["live", "testnet"], _choice("live", "testnet")] = "live"
+    #: one key's KV path; with a pool, the pool's first path
+    secret: str = ""
+    #: a key pool: every KV path (the first is ``secret``); empty for a single key
+    secrets: Annotated[tuple[Annotated[str, BeforeValidator(_pool_path)], ...], Strict(False)] = ()
+    #: empty in the file: the exchange's official URL for ``environment``
+    base_url: str = ""
+    unsafe_custom_base_url: bool = False
+    recv_window_ms: Annotated[int, _between(1, 60000, "must be between 1 and 60000")] | None = None
+    nonce_unit: Annotated[Literal["ms", "us"], _choice("ms", "us")] | None = None
+    #: outbound budget in the exchange's request weights per minute (None: no budget; the file's
+    #: default is the exchange's published limit and 0 turns it off)
+    weight_per_minute: Annotated[int, _between(
+        0, 10_000_000, "must be between 0 (no budget) and 10000000; use the exchange's published "
+        "limit, e.g. 6000 for Binance")] | None = None
     #: use a key even though the exchange says it can withdraw (loudly logged)
     unsafe_allow_withdraw_capable_key: bool = False
     #: "transit": the secret lives only in Vault Transit, which signs (README "Transit mode")
-    signing: Literal["local", "transit"] = "local"
+    signing: Annotated[Literal["local", "transit"], _choice(
+        "local", "transit", problem="use \"local\" (the default) or \"transit\"")] = "local"
     transit_key: str | None = None
-    #: a key pool: every KV path (the first is ``secret``); empty for a single key
-    secrets: tuple[str, ...] = ()
     #: sign window-based exchanges with the exchange's clock (measured offset), not the host's
     exchange_clock: bool = True
+    _official_url: str = PrivateAttr(default="")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _complete(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> AccountConfig:
+        """The keys' types first, then what depends on the exchange and on other keys."""
+        account: AccountConfig = handler(data)
+        given = account.model_fields_set
+        module = exchanges.get(account.exchange)
+        try:
+            official = module.base_url(account.environment)
+        except (ValueError, KeyError):
+            raise _bad(f"{account.exchange} has no {account.environment} environment; use \"live\"",
+                       "environment") from None
+        update: dict[str, Any] = _secrets(account, given)
+        base_url = (account.base_url or official).rstrip("/")
+        _check_base_url(account, base_url, official)
+        update["base_url"] = base_url
+        if account.recv_window_ms is not None and not hasattr(module, "recv_window"):
+            raise _bad(f"{account.exchange} has no receive window to set; remove the key", "recv_window_ms")
+        if account.nonce_unit is not None and getattr(module, "nonce_unit", None) is None:
+            raise _bad(f"{account.exchange} signs with a timestamp, not a nonce; remove the key",
+                       "nonce_unit")
+        clock_given = "exchange_clock" in given and account.exchange_clock
+        if clock_given and getattr(module, "server_time", None) is None:
+            raise _bad(f"{account.exchange} has no server-time endpoint to follow; remove the key",
+                       "exchange_clock")
+        from proxy.exchanges.weights import DEFAULT_WEIGHT_PER_MINUTE
+
+        weight = account.weight_per_minute if "weight_per_minute" in given else \
+            DEFAULT_WEIGHT_PER_MINUTE.get(account.exchange)
+        update["weight_per_minute"] = weight or None
+        update["transit_key"] = _transit_key(account, bool(update["secrets"]))
+        done = account.model_copy(update=update)
+        done._official_url = official
+        return done
+
+    @property
+    def custom_base_url(self) -> bool:
+        return self.base_url != self._official_url
 
     @property
     def secret_paths(self) -> tuple[str, ...]:
@@ -95,87 +302,101 @@ class AccountConfig:
         return self.secrets or (self.secret,)
 
 
-@dataclass(frozen=True)
-class TokenConfig:
-    issuer: str = "signing-proxy"
-    audience: str = "signing-proxy"
-    default_ttl_s: int = 30 * 86400
-    max_ttl_s: int = 366 * 86400
+def _secrets(account: AccountConfig, given: set[str]) -> dict[str, Any]:
+    """``secret = "path"`` (one key) or ``secrets = ["path", ...]`` (a key pool), never both."""
+    if "secret" in given and "secrets" in given:
+        raise _bad("set either secret (one key) or secrets (a key pool), not both", "secrets")
+    if "secret" not in given and "secrets" not in given:
+        raise _bad("is required; use secret = \"exchanges/NAME\", or secrets = [...] for a key pool",
+                   "secret")
+    key = "secret" if "secret" in given else "secrets"
+    paths = [account.secret] if key == "secret" else list(account.secrets)
+    if not paths or len(paths) > MAX_POOL:
+        raise _bad(f"list 1 to {MAX_POOL} KV paths, e.g. [\"exchanges/kraken-a\", \"exchanges/kraken-b\"]",
+                   key)
+    if not all(_KV_PATH.fullmatch(p) for p in paths):
+        raise _bad("must be a KV path such as \"exchanges/binance-main\"", key)
+    if len(set(paths)) != len(paths):
+        raise _bad("a path is listed twice; each key of a pool once", key)
+    return {"secret": paths[0], "secrets": tuple(paths) if key == "secrets" else ()}
 
 
-@dataclass(frozen=True)
-class KeysConfig:
-    #: ``keys status`` warns (exit 5) about a key version older than this
-    rotation_warn_days: int = 90
+def _check_base_url(account: AccountConfig, base_url: str, official: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise _bad(f"{base_url!r} is not a plain http(s) URL", "base_url")
+    if base_url != official and not account.unsafe_custom_base_url:
+        raise _bad(f"{base_url!r} is not {account.exchange}'s official {account.environment} URL "
+                   f"({official}); set unsafe_custom_base_url = true if you really mean it", "base_url")
 
 
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    server: ServerConfig
-    vault: VaultConfig
+def _transit_key(account: AccountConfig, pool: bool) -> str | None:
+    """``transit_key`` of one account: only with signing = "transit" (README "Transit mode")."""
+    key = account.transit_key
+    if account.signing == "local":
+        if key is not None:
+            raise _bad("is only for signing = \"transit\"; set that or remove transit_key", "transit_key")
+        return None
+    if account.exchange not in transit.EXCHANGES:
+        raise _bad(f"{account.exchange} cannot sign through Vault Transit (its JWT library needs the "
+                   "private key in process); use signing = \"local\"", "signing")
+    if pool:
+        raise _bad("a key pool cannot sign through Vault Transit (one transit_key per account); "
+                   "use one secret, or signing = \"local\"", "secrets")
+    key = account.name if key is None else key
+    if not _TRANSIT_KEY.fullmatch(key):
+        raise _bad(f"{key!r}: use letters, digits, '-' and '_' (a Transit key name)", "transit_key")
+    return key
+
+
+class Config(_Table):
+    """The whole file. Sections absent from the file take every default."""
+
+    server: ServerConfig = ServerConfig()
+    vault: VaultConfig = VaultConfig()
     state: StateConfig
-    audit_dir: Path
-    policies_dir: Path
-    accounts: tuple[AccountConfig, ...]
-    tokens: TokenConfig
+    audit: DirConfig
+    policies: DirConfig
+    tokens: TokenConfig = TokenConfig()
     keys: KeysConfig = KeysConfig()
+    accounts: Annotated[tuple[AccountConfig, ...], Strict(False)] = ()
+    _path: Path = PrivateAttr(default=Path())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        """Tables whose defaults are paths are validated even when absent (paths need the folder)."""
+        if isinstance(data, dict):
+            data = {"state": {}, "audit": {}, "policies": {}, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [acct.name for acct in self.accounts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _bad(f"name {dupes[0]!r} is used twice; names must be unique")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.audit.dir or self._path.parent / "audit"
+
+    @property
+    def policies_dir(self) -> Path:
+        return self.policies.dir or self._path.parent / "policies"
 
     def account(self, name: str) -> AccountConfig | None:
         for acct in self.accounts:
             if acct.name == name:
                 return acct
         return None
-
-
-_ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_KV_PATH = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*")
-
-
-class _Section:
-    """Reads one TOML table, remembering which keys were used so leftovers are errors."""
-
-    def __init__(self, file: Path, where: str, table: object) -> None:
-        if not isinstance(table, dict):
-            raise ConfigError(str(file), f"{where}: must be a table")
-        self.file, self.where, self.table = file, where, table
-        self.used: set[str] = set()
-
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(str(self.file), f"{self.where}.{key}: {problem}")
-
-    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            if required:
-                raise self.fail(key, "is required")
-            return default
-        value = self.table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(key, f"must be a {kind.__name__}")
-        return value
-
-    def path(self, key: str, *, required: bool = False) -> Path | None:
-        text = self.get(key, str, required=required)
-        if text is None:
-            return None
-        p = Path(text)
-        return p if p.is_absolute() else (self.file.parent / p)
-
-    def finish(self) -> None:
-        extra = sorted(set(self.table) - self.used)
-        if extra:
-            raise self.fail(extra[0], "unknown key; check the spelling against the README")
-
-
-def _listen(section: _Section, key: str, default: str) -> Listen:
-    text = section.get(key, str, default)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise section.fail(key, f"{text!r} is not host:port; use e.g. \"127.0.0.1:8700\"")
-    return Listen(host.strip("[]"), int(port))
 
 
 def load(path: str | Path) -> Config:
@@ -193,222 +414,48 @@ def load(path: str | Path) -> Config:
 
 
 def parse(file: Path, raw: Mapping[str, Any]) -> Config:
-    top = _Section(file, "config", dict(raw))
-    top.used.update({"server", "vault", "state", "audit", "policies", "accounts", "tokens", "keys"})
-    top.finish()
-
-    s = _Section(file, "server", raw.get("server", {}))
-    server = ServerConfig(
-        listen=_listen(s, "listen", "127.0.0.1:8700"),
-        admin_listen=_listen(s, "admin_listen", "127.0.0.1:8701"),
-        max_body_bytes=s.get("max_body_bytes", int, 64 * 1024),
-        upstream_timeout_s=s.get("upstream_timeout_s", float, 10.0),
-        allow_non_loopback=s.get("allow_non_loopback", bool, False),
-    )
-    if not 0 < server.max_body_bytes <= 16 * 1024 * 1024:
-        raise s.fail("max_body_bytes", "must be between 1 and 16777216")
-    if not 0 < server.upstream_timeout_s <= 120:
-        raise s.fail("upstream_timeout_s", "must be between 0 and 120 seconds")
-    s.finish()
-
-    v = _Section(file, "vault", raw.get("vault", {}))
-    auth = v.get("auth", str, "token")
-    if auth not in ("token", "approle"):
-        raise v.fail("auth", f"{auth!r} is not supported; use \"token\" or \"approle\"")
-    addr = v.get("addr", str, "http://127.0.0.1:8200")
-    if urlsplit(addr).scheme not in ("http", "https") or not urlsplit(addr).netloc:
-        raise v.fail("addr", f"{addr!r} is not a URL; use e.g. \"https://vault.internal:8200\"")
-    vault = VaultConfig(
-        addr=addr, auth=auth, mount=v.get("mount", str, "secret"),
-        token_file=v.path("token_file"), role_id_file=v.path("role_id_file"),
-        secret_id_file=v.path("secret_id_file"), proxy_path=v.get("proxy_path", str, "proxy"),
-        timeout_s=v.get("timeout_s", float, 5.0), ca_file=v.path("ca_file"),
-        grace_period_s=v.get("grace_period_s", float, 300.0),
-        transit_mount=v.get("transit_mount", str, "transit"),
-    )
-    if not 0 < vault.timeout_s <= 60:
-        raise v.fail("timeout_s", "must be between 0 and 60 seconds; use e.g. 5")
-    if not 0 <= vault.grace_period_s <= 7 * 86400:
-        raise v.fail("grace_period_s", "must be between 0 and 604800 seconds (7 days); use e.g. 300")
-    if auth == "approle" and (vault.role_id_file is None or vault.secret_id_file is None):
-        raise v.fail("auth", "approle needs role_id_file and secret_id_file")
-    if not _KV_PATH.fullmatch(vault.mount) or not _KV_PATH.fullmatch(vault.proxy_path):
-        raise v.fail("mount", "mount and proxy_path must be plain KV paths")
-    if not _KV_PATH.fullmatch(vault.transit_mount):
-        raise v.fail("transit_mount", "must be a plain mount path such as \"transit\"")
-    v.finish()
-
-    st = _Section(file, "state", raw.get("state", {}))
-    backend = st.get("backend", str, "sqlite")
-    if backend not in ("sqlite", "redis"):
-        raise st.fail("backend", f"{backend!r} is not supported; use \"sqlite\" or \"redis\"")
-    state = StateConfig(
-        backend=backend, path=st.path("path") or (file.parent / "state.db"),
-        url=st.get("url", str), idempotency_ttl_s=st.get("idempotency_ttl_s", int, 24 * 3600),
-        synchronous=_synchronous(st),
-    )
-    if backend == "redis" and not state.url:
-        raise st.fail("url", "is required with backend = \"redis\"; use e.g. \"redis://127.0.0.1:6379/0\"")
-    if state.idempotency_ttl_s < 24 * 3600:
-        raise st.fail("idempotency_ttl_s", "must be at least 86400 (24 h)")
-    st.finish()
-
-    a = _Section(file, "audit", raw.get("audit", {}))
-    audit_dir = a.path("dir") or file.parent / "audit"
-    a.finish()
-    p = _Section(file, "policies", raw.get("policies", {}))
-    policies_dir = p.path("dir") or file.parent / "policies"
-    p.finish()
-
-    t = _Section(file, "tokens", raw.get("tokens", {}))
-    tokens = TokenConfig(
-        issuer=t.get("issuer", str, "signing-proxy"), audience=t.get("audience", str, "signing-proxy"),
-        default_ttl_s=t.get("default_ttl_s", int, 30 * 86400),
-        max_ttl_s=t.get("max_ttl_s", int, 366 * 86400),
-    )
-    t.finish()
-
-    k = _Section(file, "keys", raw.get("keys", {}))
-    keys = KeysConfig(rotation_warn_days=k.get("rotation_warn_days", int, 90))
-    if not 1 <= keys.rotation_warn_days <= 3650:
-        raise k.fail("rotation_warn_days", "must be between 1 and 3650 days; use e.g. 90")
-    k.finish()
-
-    accounts_raw = raw.get("accounts", [])
-    if not isinstance(accounts_raw, list):
-        raise ConfigError(str(file), "accounts: use [[accounts]] tables")
-    accounts = tuple(_account(file, i, item) for i, item in enumerate(accounts_raw))
-    names = [acct.name for acct in accounts]
-    dupes = {n for n in names if names.count(n) > 1}
-    if dupes:
-        name = sorted(dupes)[0]
-        raise ConfigError(str(file), f"accounts: name {name!r} is used twice; names must be unique")
-    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys)
-
-
-def _synchronous(st: _Section) -> Literal["full", "normal"]:
-    value = st.get("synchronous", str, "full")
-    if value == "full":
-        return "full"
-    if value == "normal":
-        return "normal"
-    raise st.fail("synchronous", f"{value!r}: use \"full\" (survives power loss, the default) or "
-                                 "\"normal\" (survives crashes, faster)")
-
-
-def _account(file: Path, index: int, item: object) -> AccountConfig:
-    s = _Section(file, f"accounts[{index}]", item)
-    name = s.get("name", str, required=True)
-    if not _ACCOUNT_NAME.fullmatch(name):
-        raise s.fail("name", f"{name!r}: use lower-case letters, digits, '-' and '_'")
-    s.where = f"accounts[{name}]"
-    exchange = s.get("exchange", str, required=True)
+    """Validate ``raw`` (the parsed TOML of ``file``); the first problem is a ConfigError."""
     try:
-        module = exchanges.get(exchange)
-    except ValueError as exc:
-        raise s.fail("exchange", str(exc)) from None
-    environment = s.get("environment", str, "live")
-    if environment not in ("live", "testnet"):
-        raise s.fail("environment", f"{environment!r}: use \"live\" or \"testnet\"")
-    secret, pool = _secrets(s)
-    try:
-        official = module.base_url(environment)
-    except (ValueError, KeyError):
-        raise s.fail("environment", f"{exchange} has no {environment} environment; use \"live\"") from None
-    base_url = s.get("base_url", str, official).rstrip("/")
-    unsafe = s.get("unsafe_custom_base_url", bool, False)
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise s.fail("base_url", f"{base_url!r} is not a plain http(s) URL")
-    if base_url != official and not unsafe:
-        raise s.fail(
-            "base_url",
-            f"{base_url!r} is not {exchange}'s official {environment} URL ({official}); "
-            "set unsafe_custom_base_url = true if you really mean it",
-        )
-    recv_window = s.get("recv_window_ms", int)
-    if recv_window is not None and not 0 < recv_window <= 60000:
-        raise s.fail("recv_window_ms", "must be between 1 and 60000")
-    if recv_window is not None and not hasattr(module, "recv_window"):
-        raise s.fail("recv_window_ms", f"{exchange} has no receive window to set; remove the key")
-    nonce_unit = s.get("nonce_unit", str)
-    if nonce_unit is not None and nonce_unit not in ("ms", "us"):
-        raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
-    if nonce_unit is not None and getattr(module, "nonce_unit", None) is None:
-        raise s.fail("nonce_unit", f"{exchange} signs with a timestamp, not a nonce; remove the key")
-    weight_per_minute, unsafe_withdraw = _account_safety(s, exchange)
-    signing, transit_key = _signing(s, name, exchange)
-    clock = s.get("exchange_clock", bool, True)
-    if "exchange_clock" in s.table and clock and getattr(module, "server_time", None) is None:
-        raise s.fail("exchange_clock", f"{exchange} has no server-time endpoint to follow; remove the key")
-    if signing == "transit" and pool:
-        raise s.fail("secrets", "a key pool cannot sign through Vault Transit (one transit_key per "
-                                "account); use one secret, or signing = \"local\"")
-    s.finish()
-    return AccountConfig(
-        name=name, exchange=exchange, environment=environment, secret=secret, base_url=base_url,
-        custom_base_url=base_url != official, recv_window_ms=recv_window, nonce_unit=nonce_unit,
-        weight_per_minute=weight_per_minute, unsafe_allow_withdraw_capable_key=unsafe_withdraw,
-        signing=signing, transit_key=transit_key,
-        secrets=pool, exchange_clock=clock,
-    )
+        cfg = Config.model_validate(dict(raw), context={"dir": file.parent})
+    except ValidationError as exc:
+        raise ConfigError(str(file), _message(exc.errors(include_url=False)[0], raw)) from None
+    cfg._path = file
+    return cfg
 
 
-def _account_safety(s: _Section, exchange: str) -> tuple[int | None, bool]:
-    """The account's outbound weight budget (default: the exchange's published limit; 0 turns
-    it off) and the withdraw-capable-key override."""
-    from proxy.exchanges.weights import DEFAULT_WEIGHT_PER_MINUTE
-
-    weight = s.get("weight_per_minute", int, DEFAULT_WEIGHT_PER_MINUTE.get(exchange))
-    if weight is not None and not 0 <= weight <= 10_000_000:
-        raise s.fail("weight_per_minute", "must be between 0 (no budget) and 10000000; "
-                     "use the exchange's published limit, e.g. 6000 for Binance")
-    unsafe = s.get("unsafe_allow_withdraw_capable_key", bool, False)
-    return (weight or None), unsafe
+_KINDS: Mapping[str, str] = {
+    "int_type": "must be a int", "int_from_float": "must be a int", "bool_type": "must be a bool",
+    "string_type": "must be a str", "float_type": "must be a float", "tuple_type": "must be a list",
+    "list_type": "must be a list", "model_type": "must be a table", "dict_type": "must be a table",
+    "missing": "is required", "literal_error": "must be a str", "path_type": "must be a str",
+    "extra_forbidden": "unknown key; check the spelling against the README",
+}
 
 
-_TRANSIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+def _message(error: Any, raw: Mapping[str, Any]) -> str:
+    """``where.key: problem`` from one pydantic error, in the file's own terms."""
+    ctx = error.get("ctx") or {}
+    loc: list[str | int] = list(error["loc"])
+    if ctx.get("key"):
+        loc.append(ctx["key"])
+    problem = ctx["problem"] if error["type"] == "config" else _KINDS.get(error["type"], error["msg"])
+    if loc == ["accounts"] and error["type"] == "tuple_type":
+        return "accounts: use [[accounts]] tables"
+    if not loc:
+        return f"accounts: {problem}"  # the only whole-file check: unique account names
+    if len(loc) == 1 and loc[0] not in Config.model_fields:
+        return f"config.{loc[0]}: {problem}"
+    return f"{_where(loc, raw)}: {problem}"
 
 
-def _signing(s: _Section, name: str, exchange: str) -> tuple[Literal["local", "transit"], str | None]:
-    """``signing`` and ``transit_key`` of one account (README "Transit mode")."""
-    signing = s.get("signing", str, "local")
-    key = s.get("transit_key", str)
-    if signing == "local":
-        if key is not None:
-            raise s.fail("transit_key", "is only for signing = \"transit\"; set that or remove transit_key")
-        return "local", None
-    if signing != "transit":
-        raise s.fail("signing", f"{signing!r}: use \"local\" (the default) or \"transit\"")
-    if exchange not in transit.EXCHANGES:
-        raise s.fail("signing", f"{exchange} cannot sign through Vault Transit (its JWT library needs "
-                                "the private key in process); use signing = \"local\"")
-    key = name if key is None else key
-    if not _TRANSIT_KEY.fullmatch(key):
-        raise s.fail("transit_key", f"{key!r}: use letters, digits, '-' and '_' (a Transit key name)")
-    return "transit", key
+def _where(loc: Sequence[str | int], raw: Mapping[str, Any]) -> str:
+    """``server.listen``; ``accounts[binance-main].secret`` (the index until the name is valid)."""
+    if loc[0] == "accounts" and len(loc) > 1 and isinstance(loc[1], int):
+        item = (raw.get("accounts") or [{}])[loc[1]]
+        name = item.get("name") if isinstance(item, dict) else None
+        label = name if isinstance(name, str) and _ACCOUNT_NAME.fullmatch(name) else loc[1]
+        if len(loc) > 2 and loc[2] == "name":
+            label = loc[1]
+        loc = [f"accounts[{label}]", *loc[2:]]
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
-
-MAX_POOL = 32
-
-
-def _secrets(s: _Section) -> tuple[str, tuple[str, ...]]:
-    """``secret = "path"`` (one key) or ``secrets = ["path", ...]`` (a key pool), never both."""
-    single = s.get("secret", str)
-    listed = s.get("secrets", list)
-    if single is not None and listed is not None:
-        raise s.fail("secrets", "set either secret (one key) or secrets (a key pool), not both")
-    if single is None and listed is None:
-        raise s.fail("secret", "is required; use secret = \"exchanges/NAME\", "
-                               "or secrets = [...] for a key pool")
-    paths = [single] if single is not None else listed
-    key = "secret" if single is not None else "secrets"
-    if not paths or len(paths) > MAX_POOL:
-        raise s.fail(key, f"list 1 to {MAX_POOL} KV paths, "
-                          "e.g. [\"exchanges/kraken-a\", \"exchanges/kraken-b\"]")
-    for path in paths:
-        if not isinstance(path, str) or not _KV_PATH.fullmatch(path):
-            raise s.fail(key, "must be a KV path such as \"exchanges/binance-main\"")
-    if len(set(paths)) != len(paths):
-        raise s.fail(key, "a path is listed twice; each key of a pool once")
-    return paths[0], (tuple(paths) if listed is not None else ())
