@@ -1,8 +1,9 @@
 """Load and validate policy files. Messages read ``file: where: problem; use X``.
 
-The schema is strict and versioned (``version = 1``): an unknown key is an error, not a
-no-op, because a misspelt cap that is silently ignored is a cap that does not exist. Every
-problem in every file is reported at once so a risk manager fixes them in one pass.
+One declarative schema (the pydantic models at the end: keys, types, defaults, ranges), strict
+and versioned (``version = 1``): an unknown key is an error, not a no-op, because a misspelt
+cap that is silently ignored is a cap that does not exist. Every problem in every file is
+reported at once so a risk manager fixes them in one pass.
 Files named ``*.tests.toml`` are policy test files (see :mod:`proxy.policy.testing`), not policies.
 """
 
@@ -11,10 +12,22 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from proxy.model.decimals import decimal_from_config
 from proxy.model.request import GRANTABLE, NEVER_GRANTABLE, Category
@@ -38,18 +51,9 @@ _WORD = re.compile(r"[a-z][a-z0-9_ -]{0,31}")
 _BAND = re.compile(r"((?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?)(%|bps)")
 _WINDOW = re.compile(r"([1-9][0-9]{0,4})([smhd])")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOP_KEYS = ("version", "client", "grants", "rate_limit")
-_GRANT_KEYS = (
-    "account", "allow", "symbols", "sides", "order_types", "time_in_force", "max_order_qty",
-    "max_order_notional", "price_band", "per_symbol", "budgets", "mode", "rate_limit",
-)
-_SYMBOL_KEYS = ("max_order_qty", "max_order_notional", "price_band")
-_BUDGET_KEYS = ("per", "window", "max_notional", "max_orders")
 MAX_WINDOW_S = 7 * 86400
 MAX_RATE_WINDOW_S = 86400
 _RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\" (the limits notation)"
-
-Bad = Callable[[str, str], None]
 
 
 class PolicyError(ValueError):
@@ -124,286 +128,400 @@ def _account_budget_conflicts(clients: dict[str, ClientPolicy]) -> list[str]:
     return problems
 
 
-def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) -> ClientPolicy:
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError([f"{file}: toml: not valid TOML ({exc}); use TOML 1.0 syntax"]) from None
-    problems: list[str] = []
-
-    def bad(where: str, problem: str) -> None:
-        problems.append(f"{file}: {where}: {problem}")
-
-    for key in sorted(set(raw) - set(_TOP_KEYS)):
-        bad(key, "unknown key; use version, client, rate_limit and [[grants]]")
-    if raw.get("version") != SCHEMA_VERSION or isinstance(raw.get("version"), bool):
-        bad("version", f"must be {SCHEMA_VERSION}; use version = {SCHEMA_VERSION}")
-    client = raw.get("client")
-    if not isinstance(client, str) or not _CLIENT.fullmatch(client):
-        bad("client", "must name the client; use client = \"momentum-bot\"")
-        client = "?"
-    grants_raw = raw.get("grants", [])
-    if not isinstance(grants_raw, list):
-        bad("grants", "must be an array of tables; use [[grants]]")
-        grants_raw = []
-    grants: list[Grant] = []
-    for i, g in enumerate(grants_raw):
-        grant = _grant(f"grants[{i}]", g, bad, known_accounts, str(file))
-        if grant is None:
-            continue
-        if any(other.account == grant.account for other in grants):
-            bad(f"grants[{i}].account", f"{grant.account!r} is granted twice; use one grant per account")
-            continue
-        grants.append(grant)
-    top = _Problems(bad)
-    client_limits = _rate_limits("rate_limit", raw.get("rate_limit"), top)
-    if problems:
-        raise PolicyError(problems)
-    return ClientPolicy(client, tuple(grants), source=str(file), rate_limits=client_limits)
+# -- the schema ------------------------------------------------------------------------------
 
 
-def _unknown(where: str, table: dict[str, Any], known: tuple[str, ...], bad: Bad) -> bool:
-    extra = sorted(set(table) - set(known))
-    for key in extra:
-        bad(f"{where}.{key}", f"unknown key; use one of {', '.join(known)}")
-    return not extra
+def _bad(problem: str, key: str = "") -> PydanticCustomError:
+    """A problem in our words (it says what to use); ``key`` when a whole table is checked."""
+    return PydanticCustomError("policy", "{problem}", {"problem": problem, "key": key})
 
 
-def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: str) -> Grant | None:
-    if not isinstance(g, dict):
-        bad(where, "must be a table; use [[grants]]")
-        return None
-    n = _Problems(bad)
-    n.ok &= _unknown(where, g, _GRANT_KEYS, bad)
-    account = g.get("account")
-    if not isinstance(account, str):
-        bad(f"{where}.account", "is required; use the name of an account from the configuration")
-        return None
-    if known_accounts is not None and account not in known_accounts:
-        n.bad(f"{where}.account", f"{account!r} is not an account in the configuration; "
-              f"use one of {', '.join(sorted(known_accounts)) or '(none configured)'}")
-    allow = _categories(f"{where}.allow", g.get("allow"), n)
-    symbols = _strings(f"{where}.symbols", g.get("symbols"), n, _SYMBOL,
-                       "exchange symbols such as [\"BTCUSDT\"]", lower=False)
-    sides = _strings(f"{where}.sides", g.get("sides"), n, re.compile("buy|sell"), "[\"buy\", \"sell\"]")
-    order_types = _strings(f"{where}.order_types", g.get("order_types"), n, _WORD,
-                           "the exchange's order types in lower case, e.g. [\"limit\", \"market\"]")
-    tifs = _strings(f"{where}.time_in_force", g.get("time_in_force"), n, _WORD,
-                    "the exchange's time-in-force values, e.g. [\"gtc\", \"ioc\"]")
-    if (sides or order_types or tifs or "max_order_qty" in g or "max_order_notional" in g
-            or "price_band" in g or g.get("budgets")) and Category.TRADE not in allow and n.ok:
-        n.bad(where, "order limits are set but \"trade\" is not allowed; use allow = [..., \"trade\"] "
-              "or remove the order limits")
-    qty = _decimal(f"{where}.max_order_qty", g.get("max_order_qty"), n)
-    notional = _decimal(f"{where}.max_order_notional", g.get("max_order_notional"), n)
-    band = _band(f"{where}.price_band", g.get("price_band"), n)
-    per_symbol = _per_symbol(f"{where}.per_symbol", g.get("per_symbol"), symbols, n)
-    budgets = _budgets(f"{where}.budgets", g.get("budgets"), n)
-    rate_limits = _rate_limits(f"{where}.rate_limit", g.get("rate_limit"), n)
-    mode_raw = g.get("mode", "enforce")
-    mode: Mode = "enforce"
-    if mode_raw == "report":
-        mode = "report"
-    elif mode_raw != "enforce":
-        n.bad(f"{where}.mode", f"{mode_raw!r} is not a mode; use \"enforce\" or \"report\"")
-    if not n.ok:
-        return None
-    return Grant(
-        account=account, allow=allow, symbols=symbols, max_order_qty=qty, max_order_notional=notional,
-        sides=sides, order_types=order_types, time_in_force=tifs, price_band=band,
-        per_symbol=per_symbol, budgets=budgets, mode=mode, source=f"{file}: {where}",
-        rate_limits=rate_limits,
-    )
+_T = TypeVar("_T")
 
 
-class _Problems:
-    """Counts problems for one grant while reporting them to the file's list."""
-
-    def __init__(self, bad: Bad) -> None:
-        self._bad = bad
-        self.ok = True
-
-    def bad(self, where: str, problem: str) -> None:
-        self.ok = False
-        self._bad(where, problem)
-
-
-def _categories(where: str, raw: Any, n: _Problems) -> frozenset[Category]:
-    if raw is None:
-        n.bad(where, "is required; use allow = [\"read\"], [\"read\", \"cancel\"] "
-              "or [\"read\", \"trade\", \"cancel\"]")
-        return frozenset()
-    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
-        n.bad(where, "must be a list; use allow = [\"read\", \"trade\", \"cancel\"]")
-        return frozenset()
-    allow: set[Category] = set()
-    for item in raw:
-        try:
-            cat = Category(item)
-        except ValueError:
-            n.bad(where, f"unknown category {item!r}; use read, trade or cancel")
-            continue
-        if cat in NEVER_GRANTABLE:
-            n.bad(where, f"{item!r} can never be granted; remove it (use read, trade or cancel)")
-        elif cat not in GRANTABLE:
-            n.bad(where, f"{item!r} needs no grant (public endpoints are open to every grant); remove it")
-        elif cat in allow:
-            n.bad(where, f"{item!r} is listed twice; use it once")
-        else:
-            allow.add(cat)
-    return frozenset(allow)
+def _listed_once() -> AfterValidator:
+    def check(values: tuple[_T, ...]) -> tuple[_T, ...]:
+        seen: set[_T] = set()
+        for value in values:
+            if value in seen:
+                raise _bad(f"{str(value)[:40]!r} is listed twice; use it once")
+            seen.add(value)
+        return values
+    return AfterValidator(check)
 
 
-def _strings(
-    where: str, raw: Any, n: _Problems, pattern: re.Pattern[str], example: str, *, lower: bool = True,
-) -> frozenset[str] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
-        n.bad(where, f"must be a non-empty list of strings; use {example}")
-        return None
-    values: set[str] = set()
-    for s in raw:
-        value = s.lower() if lower else s
+def _non_empty_list(example: str) -> BeforeValidator:
+    def check(raw: object) -> object:
+        if not isinstance(raw, list) or not raw:
+            raise _bad(f"must be a non-empty list of strings; use {example}")
+        return raw
+    return BeforeValidator(check)
+
+
+def _name(pattern: re.Pattern[str], example: str, *, lower: bool = True) -> BeforeValidator:
+    def check(raw: object) -> str:
+        if not isinstance(raw, str):
+            raise _bad(f"must be a non-empty list of strings; use {example}")
+        value = raw.lower() if lower else raw
         if not pattern.fullmatch(value):
-            n.bad(where, f"{s[:40]!r} is not valid here; use {example}")
-        elif value in values:
-            n.bad(where, f"{s[:40]!r} is listed twice; use it once")
-        values.add(value)
-    return frozenset(values)
+            raise _bad(f"{raw[:40]!r} is not valid here; use {example}")
+        return value
+    return BeforeValidator(check)
 
 
-def _decimal(where: str, raw: Any, n: _Problems, *, positive: bool = True) -> Decimal | None:
-    if raw is None:
-        return None
+# Non-empty lists of distinct names, each matching a pattern (lower-cased but for symbols).
+_SYMBOLS = "exchange symbols such as [\"BTCUSDT\"]"
+_SIDES = "[\"buy\", \"sell\"]"
+_TYPES = "the exchange's order types in lower case, e.g. [\"limit\", \"market\"]"
+_TIFS = "the exchange's time-in-force values, e.g. [\"gtc\", \"ioc\"]"
+Symbols = Annotated[tuple[Annotated[str, _name(_SYMBOL, _SYMBOLS, lower=False)], ...],
+                    Strict(False), _non_empty_list(_SYMBOLS), _listed_once()]
+Sides = Annotated[tuple[Annotated[str, _name(re.compile("buy|sell"), _SIDES)], ...],
+                  Strict(False), _non_empty_list(_SIDES), _listed_once()]
+OrderTypes = Annotated[tuple[Annotated[str, _name(_WORD, _TYPES)], ...],
+                       Strict(False), _non_empty_list(_TYPES), _listed_once()]
+TimesInForce = Annotated[tuple[Annotated[str, _name(_WORD, _TIFS)], ...],
+                         Strict(False), _non_empty_list(_TIFS), _listed_once()]
+
+_ALLOW_EXAMPLE = "use allow = [\"read\"], [\"read\", \"cancel\"] or [\"read\", \"trade\", \"cancel\"]"
+
+
+def _allow_list(raw: object) -> object:
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise _bad("must be a list; use allow = [\"read\", \"trade\", \"cancel\"]")
+    return raw
+
+
+def _category(raw: str) -> Category:
     try:
-        value = decimal_from_config(raw, where)
+        cat = Category(raw)
+    except ValueError:
+        raise _bad(f"unknown category {raw!r}; use read, trade or cancel") from None
+    if cat in NEVER_GRANTABLE:
+        raise _bad(f"{raw!r} can never be granted; remove it (use read, trade or cancel)")
+    if cat not in GRANTABLE:
+        raise _bad(f"{raw!r} needs no grant (public endpoints are open to every grant); remove it")
+    return cat
+
+
+Allow = Annotated[
+    tuple[Annotated[Category, BeforeValidator(_category)], ...],
+    Strict(False), BeforeValidator(_allow_list), _listed_once(),
+]
+
+
+def _cap(raw: object) -> Decimal:
+    try:
+        value = decimal_from_config(raw, "")
     except ValueError as exc:
-        text = str(exc)
-        n.bad(where, text.split(": ", 1)[1] if ": " in text else text)
-        return None
-    if positive and value <= 0:
-        n.bad(where, f"{raw!r} must be greater than 0; to forbid trading, remove \"trade\" from allow")
-        return None
+        raise _bad(str(exc).removeprefix(": ")) from None
+    if value <= 0:
+        raise _bad(f"{raw!r} must be greater than 0; to forbid trading, remove \"trade\" from allow")
     return value
 
 
-def _band(where: str, raw: Any, n: _Problems) -> PriceBand | None:
-    if raw is None:
-        return None
+Cap = Annotated[Decimal, BeforeValidator(_cap)]
+
+
+def _band(raw: object) -> PriceBand:
     m = _BAND.fullmatch(raw) if isinstance(raw, str) else None
     if m is None:
-        n.bad(where, f"{raw!r} is not a price band; use a string such as \"2%\" or \"50bps\"")
-        return None
+        raise _bad(f"{raw!r} is not a price band; use a string such as \"2%\" or \"50bps\"")
     number = Decimal(m.group(1))
     fraction = number / (Decimal(100) if m.group(2) == "%" else Decimal(10000))
     if not Decimal(0) < fraction < Decimal(1):
-        n.bad(where, f"{raw!r} must be more than 0 and less than 100%; use e.g. \"2%\"")
-        return None
-    return PriceBand(fraction, raw)
+        raise _bad(f"{raw!r} must be more than 0 and less than 100%; use e.g. \"2%\"")
+    return PriceBand(fraction, m.group(0))
 
 
-def _per_symbol(
-    where: str, raw: Any, symbols: frozenset[str] | None, n: _Problems,
-) -> dict[str, SymbolLimits]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        n.bad(where, "must be tables; use [grants.per_symbol.BTCUSDT]")
-        return {}
-    out: dict[str, SymbolLimits] = {}
-    for symbol, table in raw.items():
-        at = f"{where}.{symbol}"
-        if not _SYMBOL.fullmatch(symbol):
-            n.bad(at, "is not an exchange symbol; use e.g. [grants.per_symbol.BTCUSDT]")
-            continue
-        if symbols is not None and symbol not in symbols:
-            n.bad(at, f"{symbol!r} is not in this grant's symbols, so the override could never apply; "
-                  "use a granted symbol or add it to symbols")
-            continue
-        if not isinstance(table, dict) or not table:
-            n.bad(at, f"must be a table with at least one of {', '.join(_SYMBOL_KEYS)}")
-            continue
-        if not _unknown(at, table, _SYMBOL_KEYS, n.bad):
-            continue
-        out[symbol] = SymbolLimits(
-            _decimal(f"{at}.max_order_qty", table.get("max_order_qty"), n),
-            _decimal(f"{at}.max_order_notional", table.get("max_order_notional"), n),
-            _band(f"{at}.price_band", table.get("price_band"), n),
-        )
-    return out
+Band = Annotated[PriceBand, BeforeValidator(_band)]
 
 
-def _budgets(where: str, raw: Any, n: _Problems) -> tuple[Budget, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        n.bad(where, "must be an array of tables; use [[grants.budgets]]")
-        return ()
-    out: list[Budget] = []
-    for i, b in enumerate(raw):
-        at = f"{where}[{i}]"
-        if not isinstance(b, dict):
-            n.bad(at, "must be a table; use [[grants.budgets]]")
-            continue
-        if not _unknown(at, b, _BUDGET_KEYS, n.bad):
-            continue
-        per = b.get("per")
-        if per not in ("client", "account"):
-            n.bad(f"{at}.per", "is required; use per = \"client\" (this client on this account) "
-                  "or per = \"account\" (every client on this account)")
-            continue
-        scope: BudgetScope = "client" if per == "client" else "account"
-        window = b.get("window")
-        m = _WINDOW.fullmatch(window) if isinstance(window, str) else None
-        seconds = int(m.group(1)) * _WINDOW_UNITS[m.group(2)] if m else 0
-        if m is None or not 1 <= seconds <= MAX_WINDOW_S:
-            n.bad(f"{at}.window",
-                  f"{window!r} is not a window; use e.g. \"1m\", \"1h\" or \"1d\" (at most 7d)")
-            continue
-        notional = _decimal(f"{at}.max_notional", b.get("max_notional"), n)
-        orders_raw = b.get("max_orders")
-        orders: int | None = None
-        if orders_raw is not None:
-            if isinstance(orders_raw, bool) or not isinstance(orders_raw, int) or orders_raw < 1:
-                n.bad(f"{at}.max_orders",
-                      f"{orders_raw!r} must be a whole number of orders; use e.g. max_orders = 600")
-            else:
-                orders = orders_raw
-        if notional is None and orders is None and "max_notional" not in b:
-            n.bad(at, "sets no limit; use max_notional, max_orders or both")
-            continue
-        if any(o.per == scope and o.window_s == seconds for o in out):
-            n.bad(at, f"a {scope} budget over {window} is already set; use one budget per window "
-                  "(put max_notional and max_orders in the same table)")
-            continue
-        out.append(Budget(scope, str(window), seconds, notional, orders))
-    return tuple(out)
+def _window(raw: object) -> str:
+    if not isinstance(raw, str) or not 1 <= _seconds(raw) <= MAX_WINDOW_S:
+        raise _bad(f"{raw!r} is not a window; use e.g. \"1m\", \"1h\" or \"1d\" (at most 7d)")
+    return raw
 
 
-def _rate_limits(where: str, raw: Any, n: _Problems) -> tuple[RateLimit, ...]:
+def _seconds(window: str) -> int:
+    m = _WINDOW.fullmatch(window)
+    return int(m.group(1)) * _WINDOW_UNITS[m.group(2)] if m else 0
+
+
+def _per(raw: object) -> object:
+    if raw not in ("client", "account"):
+        raise _bad(_PER_REQUIRED)
+    return raw
+
+
+_PER_REQUIRED = ("is required; use per = \"client\" (this client on this account) "
+                 "or per = \"account\" (every client on this account)")
+
+
+def _orders(raw: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise _bad(f"{raw!r} must be a whole number of orders; use e.g. max_orders = 600")
+    return raw
+
+
+def _mode(raw: object) -> object:
+    if raw not in ("enforce", "report"):
+        raise _bad(f"{raw!r} is not a mode; use \"enforce\" or \"report\"")
+    return raw
+
+
+def _rates(raw: object) -> tuple[RateLimit, ...]:
     """``rate_limit = "20/second"`` (several with ';'): the limits library's notation."""
-    if raw is None:
-        return ()
     if not isinstance(raw, str) or not raw.strip():
-        n.bad(where, f"must be a string; {_RATE_EXAMPLE}")
-        return ()
+        raise _bad(f"must be a string; {_RATE_EXAMPLE}")
     from limits import parse_many
 
     try:
         items = parse_many(raw)
     except ValueError:
-        n.bad(where, f"{raw[:60]!r} is not a rate; {_RATE_EXAMPLE}")
-        return ()
+        raise _bad(f"{raw[:60]!r} is not a rate; {_RATE_EXAMPLE}") from None
     out: list[RateLimit] = []
     for item, text in zip(items, (t.strip() for t in re.split(r"[,;|]", raw)), strict=False):
         window = int(item.get_expiry())
         if item.amount < 1:
-            n.bad(where, f"{text!r} allows nothing; to refuse a client remove its grant, or {_RATE_EXAMPLE}")
-        elif not 1 <= window <= MAX_RATE_WINDOW_S:
-            n.bad(where, f"{text!r}: the window must be between 1 second and 1 day; {_RATE_EXAMPLE}")
-        elif any(o.window_s == window for o in out):
-            n.bad(where, f"{text!r}: two rates over the same window; use one per window")
-        else:
-            out.append(RateLimit(int(item.amount), window, text))
+            raise _bad(f"{text!r} allows nothing; to refuse a client remove its grant, or {_RATE_EXAMPLE}")
+        if not 1 <= window <= MAX_RATE_WINDOW_S:
+            raise _bad(f"{text!r}: the window must be between 1 second and 1 day; {_RATE_EXAMPLE}")
+        if any(o.window_s == window for o in out):
+            raise _bad(f"{text!r}: two rates over the same window; use one per window")
+        out.append(RateLimit(int(item.amount), window, text))
     return tuple(out)
+
+
+Rates = Annotated[tuple[RateLimit, ...], BeforeValidator(_rates)]
+
+
+class _Table(BaseModel):
+    """One TOML table: unknown keys refused, immutable; each key's own check says what to use."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+_SYMBOL_TABLE = ("must be a table with at least one of max_order_qty, max_order_notional, price_band; "
+                 "use e.g. [grants.per_symbol.BTCUSDT] max_order_qty = \"0.5\"")
+
+
+class _SymbolFile(_Table):
+    """``[grants.per_symbol.BTCUSDT]``: overrides of the grant's caps and band."""
+
+    max_order_qty: Cap | None = None
+    max_order_notional: Cap | None = None
+    price_band: Band | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> _SymbolFile:
+        if not self.model_fields_set:
+            raise _bad(_SYMBOL_TABLE)
+        return self
+
+
+class _BudgetFile(_Table):
+    """``[[grants.budgets]]``: a rolling budget."""
+
+    per: Annotated[BudgetScope, BeforeValidator(_per)]
+    window: Annotated[str, BeforeValidator(_window)]
+    max_notional: Cap | None = None
+    max_orders: Annotated[int, BeforeValidator(_orders)] | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> _BudgetFile:
+        if self.max_notional is None and self.max_orders is None:
+            raise _bad("sets no limit; use max_notional, max_orders or both")
+        return self
+
+    def budget(self) -> Budget:
+        return Budget(self.per, self.window, _seconds(self.window), self.max_notional, self.max_orders)
+
+
+def _known_account(account: str, info: ValidationInfo) -> str:
+    known: set[str] | None = (info.context or {}).get("accounts")
+    if known is not None and account not in known:
+        raise _bad(f"{account!r} is not an account in the configuration; "
+                   f"use one of {', '.join(sorted(known)) or '(none configured)'}")
+    return account
+
+
+def _per_symbol(raw: object) -> object:
+    if not isinstance(raw, dict):
+        raise _bad("must be tables; use [grants.per_symbol.BTCUSDT]")
+    for symbol in raw:
+        if not _SYMBOL.fullmatch(symbol):
+            raise _bad(f"{symbol[:40]!r} is not an exchange symbol; use e.g. [grants.per_symbol.BTCUSDT]")
+    return raw
+
+
+class _GrantFile(_Table):
+    """``[[grants]]``: what the client may do on one account."""
+
+    account: Annotated[str, AfterValidator(_known_account)]
+    allow: Allow
+    symbols: Symbols | None = None
+    sides: Sides | None = None
+    order_types: OrderTypes | None = None
+    time_in_force: TimesInForce | None = None
+    max_order_qty: Cap | None = None
+    max_order_notional: Cap | None = None
+    price_band: Band | None = None
+    per_symbol: Annotated[dict[str, _SymbolFile], BeforeValidator(_per_symbol)] = {}
+    budgets: Annotated[tuple[_BudgetFile, ...], Strict(False)] = ()
+    mode: Annotated[Mode, BeforeValidator(_mode)] = "enforce"
+    rate_limit: Rates = ()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> _GrantFile:
+        limits = {"sides", "order_types", "time_in_force", "max_order_qty", "max_order_notional",
+                  "price_band"} & self.model_fields_set
+        if (limits or self.budgets) and Category.TRADE not in self.allow:
+            raise _bad("order limits are set but \"trade\" is not allowed; use allow = [..., \"trade\"] "
+                       "or remove the order limits")
+        for symbol in self.per_symbol:
+            if self.symbols is not None and symbol not in self.symbols:
+                raise _bad(f"{symbol!r} is not in this grant's symbols, so the override could never "
+                           "apply; use a granted symbol or add it to symbols", f"per_symbol.{symbol}")
+        seen: set[tuple[str, int]] = set()
+        for i, b in enumerate(self.budgets):
+            if (b.per, _seconds(b.window)) in seen:
+                raise _bad(f"a {b.per} budget over {b.window} is already set; use one budget per window "
+                           "(put max_notional and max_orders in the same table)", f"budgets[{i}]")
+            seen.add((b.per, _seconds(b.window)))
+        return self
+
+    def grant(self, source: str) -> Grant:
+        def names(values: tuple[str, ...] | None) -> frozenset[str] | None:
+            return frozenset(values) if values is not None else None
+
+        return Grant(
+            account=self.account, allow=frozenset(self.allow), symbols=names(self.symbols),
+            max_order_qty=self.max_order_qty, max_order_notional=self.max_order_notional,
+            sides=names(self.sides), order_types=names(self.order_types),
+            time_in_force=names(self.time_in_force), price_band=self.price_band,
+            per_symbol={s: SymbolLimits(t.max_order_qty, t.max_order_notional, t.price_band)
+                        for s, t in self.per_symbol.items()},
+            budgets=tuple(b.budget() for b in self.budgets), mode=self.mode, source=source,
+            rate_limits=self.rate_limit,
+        )
+
+
+def _version(raw: object) -> object:
+    if raw != SCHEMA_VERSION or isinstance(raw, bool):
+        raise _bad(f"must be {SCHEMA_VERSION}; use version = {SCHEMA_VERSION}")
+    return raw
+
+
+def _client(raw: object) -> object:
+    if not isinstance(raw, str) or not _CLIENT.fullmatch(raw):
+        raise _bad("must name the client; use client = \"momentum-bot\"")
+    return raw
+
+
+class _PolicyFile(_Table):
+    """One policy file: one client's grants."""
+
+    version: Annotated[Literal[1], BeforeValidator(_version)]
+    client: Annotated[str, BeforeValidator(_client)]
+    grants: Annotated[tuple[_GrantFile, ...], Strict(False)] = ()
+    rate_limit: Rates = ()
+
+    @model_validator(mode="after")
+    def _one_grant_per_account(self) -> _PolicyFile:
+        seen: set[str] = set()
+        for i, grant in enumerate(self.grants):
+            if grant.account in seen:
+                raise _bad(f"{grant.account!r} is granted twice; use one grant per account",
+                           f"grants[{i}].account")
+            seen.add(grant.account)
+        return self
+
+
+#: what a missing required key needs, by key
+_REQUIRED: Mapping[str, str] = {
+    "version": f"must be {SCHEMA_VERSION}; use version = {SCHEMA_VERSION}",
+    "client": "must name the client; use client = \"momentum-bot\"",
+    "account": "is required; use the name of an account from the configuration",
+    "allow": f"is required; {_ALLOW_EXAMPLE}",
+    "per": _PER_REQUIRED,
+    "window": "is required; use e.g. window = \"1m\", \"1h\" or \"1d\" (at most 7d)",
+}
+
+
+def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) -> ClientPolicy:
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError([f"{file}: toml: not valid TOML ({exc}); use TOML 1.0 syntax"]) from None
+    try:
+        policy = _PolicyFile.model_validate(raw, context={"accounts": known_accounts})
+    except ValidationError as exc:
+        raise PolicyError([f"{file}: {_message(e)}" for e in exc.errors(include_url=False)]) from None
+    grants = tuple(g.grant(f"{file}: grants[{i}]") for i, g in enumerate(policy.grants))
+    return ClientPolicy(policy.client, grants, source=str(file), rate_limits=policy.rate_limit)
+
+
+def _message(error: Any) -> str:
+    """``where: problem; use X`` from one pydantic error, in the file's own terms."""
+    ctx = error.get("ctx") or {}
+    loc: list[str | int] = list(error["loc"])
+    if ctx.get("key"):
+        loc += [int(k[1:-1]) if k.startswith("[") else k
+                for k in re.split(r"\.|(?=\[)", ctx["key"]) if k]
+    if len(loc) > 1 and isinstance(loc[-1], int) and loc[-2] in _NAME_LISTS:
+        loc.pop()  # "grants[0].sides", as the file reads, not the item's index
+    kind = error["type"]
+    if kind == "policy":
+        problem = ctx["problem"]
+    elif kind == "missing":
+        problem = _REQUIRED.get(str(loc[-1]), "is required; see policies/README.md")
+    elif kind == "extra_forbidden":
+        problem = f"unknown key; use {_keys(loc[:-1])}"
+    elif kind in ("model_type", "dict_type"):
+        problem = _TABLE.get(_shape(loc), "must be a table; see policies/README.md")
+    elif kind in ("tuple_type", "list_type"):
+        problem = _ARRAY.get(_shape(loc), "must be an array of tables; see policies/README.md")
+    else:
+        problem = f"{error['msg']}; see policies/README.md"
+    return f"{_where(loc)}: {problem}"
+
+
+_NAME_LISTS = frozenset({"allow", "symbols", "sides", "order_types", "time_in_force"})
+
+
+def _shape(loc: Sequence[str | int]) -> tuple[str, ...]:
+    """The schema position of ``loc``: indices and symbols dropped (grants, budgets)."""
+    out: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int) or (i > 0 and loc[i - 1] == "per_symbol"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+_MODELS: Mapping[tuple[str, ...], type[_Table]] = {
+    (): _PolicyFile, ("grants",): _GrantFile, ("grants", "per_symbol"): _SymbolFile,
+    ("grants", "budgets"): _BudgetFile,
+}
+_TABLE: Mapping[tuple[str, ...], str] = {
+    ("grants",): "must be a table; use [[grants]]",
+    ("grants", "per_symbol"): _SYMBOL_TABLE,
+    ("grants", "budgets"): "must be a table; use [[grants.budgets]]",
+}
+_ARRAY: Mapping[tuple[str, ...], str] = {
+    ("grants",): "must be an array of tables; use [[grants]]",
+    ("grants", "budgets"): "must be an array of tables; use [[grants.budgets]]",
+}
+
+
+def _keys(table: Sequence[str | int]) -> str:
+    model = _MODELS.get(_shape(table))
+    if model is _PolicyFile:
+        return "version, client, rate_limit and [[grants]]"
+    return "one of " + ", ".join(model.model_fields) if model else "the keys in policies/README.md"
+
+
+def _where(loc: Sequence[str | int]) -> str:
+    """``grants[0].per_symbol.BTCUSDT.max_qty``, as the file's own tables read."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
