@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from proxy.errors import PolicyError
 from proxy.model.decimals import decimal_from_config
 from proxy.model.request import GRANTABLE, NEVER_GRANTABLE, Category
 from proxy.policy.model import (
@@ -55,13 +56,6 @@ MAX_WINDOW_S = 7 * 86400
 MAX_RATE_WINDOW_S = 86400
 _RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\" (the limits notation)"
 
-
-class PolicyError(ValueError):
-    """One or more policy problems, each ``file: where: problem``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def policy_files(directory: Path) -> list[Path]:
