@@ -16,9 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     Strict,
@@ -27,21 +25,17 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from proxy import exchanges
 from proxy.errors import ConfigError
 from proxy.keys.transit import signer as transit
+from proxy.model.schema import Table, dotted, location, ours
+from proxy.model.schema import problem as _bad
 
 _ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _KV_PATH = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*")
 _TRANSIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 MAX_POOL = 32
-
-
-def _bad(problem: str, key: str = "") -> PydanticCustomError:
-    """A problem in our words; ``key`` names the key when a whole table is being checked."""
-    return PydanticCustomError("config", "{problem}", {"problem": problem, "key": key})
 
 
 def _between(low: float, high: float, problem: str) -> AfterValidator:
@@ -84,12 +78,6 @@ def _kv_path(example: str) -> AfterValidator:
 FilePath = Annotated[Path, Strict(False), BeforeValidator(_relative_path)]
 
 
-class _Table(BaseModel):
-    """One TOML table: strict types (no "5" for 5), unknown keys refused, immutable."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
 @dataclass(frozen=True)
 class Listen:
     host: str
@@ -111,7 +99,7 @@ def _listen(value: object) -> object:
 ListenText = Annotated[Listen, BeforeValidator(_listen)]
 
 
-class ServerConfig(_Table):
+class ServerConfig(Table):
     listen: ListenText = Listen("127.0.0.1", 8700)
     admin_listen: ListenText = Listen("127.0.0.1", 8701)
     max_body_bytes: Annotated[
@@ -130,7 +118,7 @@ def _url(value: str) -> str:
     return value
 
 
-class VaultConfig(_Table):
+class VaultConfig(Table):
     addr: Annotated[str, AfterValidator(_url)] = "http://127.0.0.1:8200"
     auth: Annotated[Literal["token", "approle"], _choice("token", "approle", unsupported=True)] = "token"
     mount: Annotated[str, _kv_path("secret")] = "secret"
@@ -156,7 +144,7 @@ class VaultConfig(_Table):
         return f"{self.proxy_path}/{name}"
 
 
-class StateConfig(_Table):
+class StateConfig(Table):
     backend: Annotated[Literal["sqlite", "redis"], _choice("sqlite", "redis", unsupported=True)] = "sqlite"
     path: FilePath = Field(default="state.db", validate_default=True)  # next to the file
     url: str | None = None
@@ -174,7 +162,7 @@ class StateConfig(_Table):
         return self
 
 
-class DirConfig(_Table):
+class DirConfig(Table):
     dir: FilePath | None = None
 
 
@@ -188,7 +176,7 @@ _TTL_LIMIT = 10 * 366 * 86400
 _TTL_RANGE = f"must be between 1 and {_TTL_LIMIT} seconds (10 years)"
 
 
-class TokenConfig(_Table):
+class TokenConfig(Table):
     issuer: Annotated[str, AfterValidator(_nonempty_name)] = "signing-proxy"
     audience: Annotated[str, AfterValidator(_nonempty_name)] = "signing-proxy"
     default_ttl_s: Annotated[int, _between(
@@ -204,7 +192,7 @@ class TokenConfig(_Table):
         return self
 
 
-class KeysConfig(_Table):
+class KeysConfig(Table):
     #: ``keys status`` warns (exit 5) about a key version older than this
     rotation_warn_days: Annotated[int, _between(1, 3650, "must be between 1 and 3650 days; use e.g. 90")] = 90
 
@@ -229,7 +217,7 @@ def _pool_path(value: object) -> object:
     return value
 
 
-class AccountConfig(_Table):
+class AccountConfig(Table):
     name: Annotated[str, AfterValidator(_account_name)]
     exchange: Annotated[str, AfterValidator(_exchange_name)]
     environment: Annotated[Literal["live", "testnet"], _choice("live", "testnet")] = "live"
@@ -351,7 +339,7 @@ def _transit_key(account: AccountConfig, pool: bool) -> str | None:
     return key
 
 
-class Config(_Table):
+class Config(Table):
     """The whole file. Sections absent from the file take every default."""
 
     server: ServerConfig = ServerConfig()
@@ -434,11 +422,8 @@ _KINDS: Mapping[str, str] = {
 
 def _message(error: Any, raw: Mapping[str, Any]) -> str:
     """``where.key: problem`` from one pydantic error, in the file's own terms."""
-    ctx = error.get("ctx") or {}
-    loc: list[str | int] = list(error["loc"])
-    if ctx.get("key"):
-        loc.append(ctx["key"])
-    problem = ctx["problem"] if error["type"] == "config" else _KINDS.get(error["type"], error["msg"])
+    loc = location(error)
+    problem = ours(error) or _KINDS.get(error["type"], error["msg"])
     if loc == ["accounts"] and error["type"] == "tuple_type":
         return "accounts: use [[accounts]] tables"
     if not loc:
@@ -457,5 +442,5 @@ def _where(loc: Sequence[str | int], raw: Mapping[str, Any]) -> str:
         if len(loc) > 2 and loc[2] == "name":
             label = loc[1]
         loc = [f"accounts[{label}]", *loc[2:]]
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return dotted(loc)
 
