@@ -80,3 +80,11 @@ def test_no_package_is_declared_that_the_code_does_not_need() -> None:
 ])
 def test_ci_installs_from_the_lock_and_checks_the_dependencies(needle: str) -> None:
     assert needle in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_says_why_for_each_runtime_dependency_and_no_other() -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Dependencies\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([^`]+)` \| (.+) \|$", section, re.M)
+    assert all(len(why.split()) >= 4 for _, why in rows), rows
+    listed = {canonicalize_name(Requirement(name).name) for name, _ in rows}
+    assert listed == {canonicalize_name(r.name) for r in RUNTIME}
