@@ -28,7 +28,6 @@ from pydantic import (
 
 from proxy import exchanges
 from proxy.errors import ConfigError
-from proxy.keys.transit import signer as transit
 from proxy.model.schema import Table, dotted, location, ours
 from proxy.model.schema import problem as _bad
 
@@ -213,7 +212,7 @@ def _exchange_name(value: str) -> str:
 
 def _pool_path(value: object) -> object:
     if not isinstance(value, str) or not _KV_PATH.fullmatch(value):
-        raise _bad("must be a KV path such as \"exchanges/binance-main\"")
+        raise _bad("must be a KV path such as \"exchanges/main\"")
     return value
 
 
@@ -232,9 +231,7 @@ class AccountConfig(Table):
     nonce_unit: Annotated[Literal["ms", "us"], _choice("ms", "us")] | None = None
     #: outbound budget in the exchange's request weights per minute (None: no budget; the file's
     #: default is the exchange's published limit and 0 turns it off)
-    weight_per_minute: Annotated[int, _between(
-        0, 10_000_000, "must be between 0 (no budget) and 10000000; use the exchange's published "
-        "limit, e.g. 6000 for Binance")] | None = None
+    weight_per_minute: int | None = None
     #: use a key even though the exchange says it can withdraw (loudly logged)
     unsafe_allow_withdraw_capable_key: bool = False
     #: "transit": the secret lives only in Vault Transit, which signs (README "Transit mode")
@@ -261,20 +258,15 @@ class AccountConfig(Table):
         base_url = (account.base_url or official).rstrip("/")
         _check_base_url(account, base_url, official)
         update["base_url"] = base_url
-        if account.recv_window_ms is not None and not hasattr(module, "recv_window"):
+        if account.recv_window_ms is not None and not module.capabilities.receive_window:
             raise _bad(f"{account.exchange} has no receive window to set; remove the key", "recv_window_ms")
-        if account.nonce_unit is not None and getattr(module, "nonce_unit", None) is None:
+        if account.nonce_unit is not None and module.nonce_unit is None:
             raise _bad(f"{account.exchange} signs with a timestamp, not a nonce; remove the key",
                        "nonce_unit")
-        clock_given = "exchange_clock" in given and account.exchange_clock
-        if clock_given and getattr(module, "server_time", None) is None:
+        if "exchange_clock" in given and account.exchange_clock and module.capabilities.server_time is None:
             raise _bad(f"{account.exchange} has no server-time endpoint to follow; remove the key",
                        "exchange_clock")
-        from proxy.exchanges.weights import DEFAULT_WEIGHT_PER_MINUTE
-
-        weight = account.weight_per_minute if "weight_per_minute" in given else \
-            DEFAULT_WEIGHT_PER_MINUTE.get(account.exchange)
-        update["weight_per_minute"] = weight or None
+        update["weight_per_minute"] = _weight(account, given)
         update["transit_key"] = _transit_key(account, bool(update["secrets"]))
         done = account.model_copy(update=update)
         done._official_url = official
@@ -300,13 +292,28 @@ def _secrets(account: AccountConfig, given: set[str]) -> dict[str, Any]:
     key = "secret" if "secret" in given else "secrets"
     paths = [account.secret] if key == "secret" else list(account.secrets)
     if not paths or len(paths) > MAX_POOL:
-        raise _bad(f"list 1 to {MAX_POOL} KV paths, e.g. [\"exchanges/kraken-a\", \"exchanges/kraken-b\"]",
+        raise _bad(f"list 1 to {MAX_POOL} KV paths, e.g. [\"exchanges/main-a\", \"exchanges/main-b\"]",
                    key)
     if not all(_KV_PATH.fullmatch(p) for p in paths):
-        raise _bad("must be a KV path such as \"exchanges/binance-main\"", key)
+        raise _bad("must be a KV path such as \"exchanges/main\"", key)
     if len(set(paths)) != len(paths):
         raise _bad("a path is listed twice; each key of a pool once", key)
     return {"secret": paths[0], "secrets": tuple(paths) if key == "secrets" else ()}
+
+
+def _weight(account: AccountConfig, given: set[str]) -> int | None:
+    """The outbound weight budget: the exchange's published limit unless set; 0 turns it off."""
+    from proxy.exchanges.weights import default_weight_per_minute
+
+    published = default_weight_per_minute(account.exchange)
+    if "weight_per_minute" not in given:
+        return published
+    weight = account.weight_per_minute
+    if weight is not None and not 0 <= weight <= 10_000_000:
+        hint = f" ({published} for {account.exchange})" if published is not None else ""
+        raise _bad("must be between 0 (no budget) and 10000000; use the exchange's published "
+                   f"limit{hint}", "weight_per_minute")
+    return weight or None
 
 
 def _check_base_url(account: AccountConfig, base_url: str, official: str) -> None:
@@ -327,7 +334,7 @@ def _transit_key(account: AccountConfig, pool: bool) -> str | None:
         if key is not None:
             raise _bad("is only for signing = \"transit\"; set that or remove transit_key", "transit_key")
         return None
-    if account.exchange not in transit.EXCHANGES:
+    if not exchanges.get(account.exchange).capabilities.transit_signing:
         raise _bad(f"{account.exchange} cannot sign through Vault Transit (its JWT library needs the "
                    "private key in process); use signing = \"local\"", "signing")
     if pool:
@@ -381,10 +388,7 @@ class Config(Table):
         return self.policies.dir or self._path.parent / "policies"
 
     def account(self, name: str) -> AccountConfig | None:
-        for acct in self.accounts:
-            if acct.name == name:
-                return acct
-        return None
+        return next((acct for acct in self.accounts if acct.name == name), None)
 
 
 def load(path: str | Path) -> Config:
