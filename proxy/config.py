@@ -438,7 +438,7 @@ def _message(error: Any, raw: Mapping[str, Any]) -> str:
 
 
 def _where(loc: Sequence[str | int], raw: Mapping[str, Any]) -> str:
-    """``server.listen``; ``accounts[binance-main].secret`` (the index until the name is valid)."""
+    """``server.listen``; ``accounts[main].secret`` (the index until the name is valid)."""
     if loc[0] == "accounts" and len(loc) > 1 and isinstance(loc[1], int):
         item = (raw.get("accounts") or [{}])[loc[1]]
         name = item.get("name") if isinstance(item, dict) else None
