@@ -147,7 +147,7 @@ class StateConfig(Table):
     backend: Annotated[Literal["sqlite", "redis"], _choice("sqlite", "redis", unsupported=True)] = "sqlite"
     path: FilePath = Field(default="state.db", validate_default=True)  # next to the file
     url: str | None = None
-    idempotency_ttl_s: Annotated[int, _between(24 * 3600, 10**9, "must be at least 86400 (24 h)")] = 24 * 3600
+    idempotency_ttl_s: Annotated[int, _between(86400, float("inf"), "must be at least 86400 (24 h)")] = 86400
     #: sqlite: "full" survives power loss; "normal" survives crashes (kill -9) and is faster
     synchronous: Annotated[Literal["full", "normal"], _choice(
         "full", "normal",
