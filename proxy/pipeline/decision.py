@@ -185,12 +185,12 @@ class Decisions:
         self.metrics.observe_ms("proxy_request_duration_seconds", (("account", ctx.account or ""),),
                                 elapsed, help="time in the proxy including the exchange")
         if log.isEnabledFor(logging.INFO):
-            log.info(json.dumps({
+            log.info("decision", extra={"fields": {
                 "request_id": ctx.request_id, "client": ctx.client, "account": ctx.account,
                 "method": ctx.method, "path": ctx.prepared.path if ctx.prepared else ctx.path[:200],
                 "category": ctx.category, "decision": decision, "rule": rule, "status": status,
                 "upstream_status": upstream, "ms": round(elapsed, 3),
-            }))
+            }})
 
 
 def error_reply(request_id: str, refusal: Refusal) -> Reply:
