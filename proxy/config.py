@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from proxy import exchanges
 from proxy.errors import ConfigError
 from proxy.keys.transit import signer as transit
+from proxy.model.limits import ClientLimits, parse_limits
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     upstream_timeout_s: float = 10.0
     allow_non_loopback: bool = False
+    limits: ClientLimits = field(default_factory=ClientLimits)
+    #: how long a graceful stop may take before workers are killed (SIGTERM, then SIGKILL)
+    stop_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class TokenConfig:
 class KeysConfig:
     #: ``keys status`` warns (exit 5) about a key version older than this
     rotation_warn_days: int = 90
+    #: how long a worker signs with the previous version when the exchange refuses the newest
+    previous_key_grace_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class Config:
     accounts: tuple[AccountConfig, ...]
     tokens: TokenConfig
     keys: KeysConfig = KeysConfig()
+    #: below this much free space the audit writer keeps the rest for orders (README "Audit disk")
+    audit_reserve_bytes: int = 256 * 1024 * 1024
 
     def account(self, name: str) -> AccountConfig | None:
         for acct in self.accounts:
@@ -204,7 +212,11 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
         max_body_bytes=s.get("max_body_bytes", int, 64 * 1024),
         upstream_timeout_s=s.get("upstream_timeout_s", float, 10.0),
         allow_non_loopback=s.get("allow_non_loopback", bool, False),
+        limits=parse_limits(file, s.get("limits", dict, {})),
+        stop_timeout_s=s.get("stop_timeout_s", float, 30.0),
     )
+    if not 1 <= server.stop_timeout_s <= 600:
+        raise s.fail("stop_timeout_s", "must be between 1 and 600 seconds; use e.g. 30")
     if not 0 < server.max_body_bytes <= 16 * 1024 * 1024:
         raise s.fail("max_body_bytes", "must be between 1 and 16777216")
     if not 0 < server.upstream_timeout_s <= 120:
@@ -255,6 +267,9 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
 
     a = _Section(file, "audit", raw.get("audit", {}))
     audit_dir = a.path("dir") or file.parent / "audit"
+    audit_reserve = a.get("reserve_bytes", int, 256 * 1024 * 1024)
+    if not 0 <= audit_reserve <= 2**62:
+        raise a.fail("reserve_bytes", "must be between 0 and 2**62; use e.g. 268435456 (256 MiB)")
     a.finish()
     p = _Section(file, "policies", raw.get("policies", {}))
     policies_dir = p.path("dir") or file.parent / "policies"
@@ -269,7 +284,10 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     t.finish()
 
     k = _Section(file, "keys", raw.get("keys", {}))
-    keys = KeysConfig(rotation_warn_days=k.get("rotation_warn_days", int, 90))
+    keys = KeysConfig(rotation_warn_days=k.get("rotation_warn_days", int, 90),
+                      previous_key_grace_s=k.get("previous_key_grace_s", int, 3600))
+    if not 0 <= keys.previous_key_grace_s <= 7 * 86400:
+        raise k.fail("previous_key_grace_s", "must be between 0 and 604800 seconds; use e.g. 3600")
     if not 1 <= keys.rotation_warn_days <= 3650:
         raise k.fail("rotation_warn_days", "must be between 1 and 3650 days; use e.g. 90")
     k.finish()
@@ -283,7 +301,8 @@ def parse(file: Path, raw: Mapping[str, Any]) -> Config:
     if dupes:
         name = sorted(dupes)[0]
         raise ConfigError(str(file), f"accounts: name {name!r} is used twice; names must be unique")
-    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys)
+    return Config(file, server, vault, state, audit_dir, policies_dir, accounts, tokens, keys,
+                  audit_reserve_bytes=audit_reserve)
 
 
 def _synchronous(st: _Section) -> Literal["full", "normal"]:

@@ -12,6 +12,7 @@
     │   ├── RateLimited          429 rate_limited (Retry-After)
     │   ├── UpstreamError        502 upstream_error
     │   ├── NotReady             503 not_ready
+    │   │   └── AuditReserveReached  the audit disk is below its reserve: reads refused
     │   ├── AccountPaused        503 account_paused
     │   └── UpstreamTimeout      504 upstream_timeout
     ├── ConfigError              invalid configuration or policy at start-up (exit 3)
@@ -84,6 +85,11 @@ class UpstreamError(Refusal):
 
 class NotReady(Refusal):
     status, code = 503, "not_ready"
+
+
+class AuditReserveReached(NotReady):
+    """The audit disk is below its reserve: this record (a read, an aggregate) is not written,
+    so that the space left goes to order decisions."""
 
 
 class AccountPaused(Refusal):

@@ -27,8 +27,9 @@ import orjson
 
 from proxy.audit import chain, layout
 from proxy.audit.record import UnsafeAuditRecord, check_record
-from proxy.errors import NotReady
+from proxy.errors import AuditReserveReached, NotReady
 from proxy.model.sensitive import Secret
+from proxy.ops.metrics import Metrics
 
 DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_SEGMENT_AGE_S = 24 * 3600.0
@@ -73,6 +74,7 @@ class AuditWriter:
         max_segment_age_s: float = DEFAULT_MAX_SEGMENT_AGE_S,
         durable: bool = True,
         clock: Callable[[], float] = time.time,
+        reserve_bytes: int = 0,
     ) -> None:
         if not layout.WRITER_ID.fullmatch(writer_id):
             raise ValueError("writer_id must be 1-128 of [A-Za-z0-9._-], not starting with '.'")
@@ -94,6 +96,9 @@ class AuditWriter:
         self._head: _Head | None = None
         self._broken: str | None = None
         self._closed = False
+        #: below this much free space, expendable records are refused (README "Audit disk")
+        self.reserve_bytes = reserve_bytes
+        self._free: tuple[float, int | None] = (-1.0, None)
 
     @property
     def writer_id(self) -> str:
@@ -169,17 +174,50 @@ class AuditWriter:
         """Queue a record now (its place in the chain is fixed); the future ends when durable.
 
         For the outcome record, which need not delay the response: keep the future and log a
-        failure from it. Refusals (secret-looking keys, closed or broken writer) raise here.
+        failure from it. Refusals (secret-looking keys, closed or broken writer, an expendable
+        record below the reserve) raise here.
         """
         check_record(record)
         if self._broken is not None or self._closed:
             raise _not_writable(self._broken or "writer is closed")
+        if self.reserve_bytes and expendable(record) and self.below_reserve():
+            raise AuditReserveReached(
+                "the audit disk is below its reserve; only orders and cancels are served until "
+                "space is freed (README \"Audit disk\")")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.append((dict(record), fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         return fut
+
+    def free_bytes(self) -> int | None:
+        """Free space for this writer's directory (unprivileged view), read at most once a
+        second; None when it cannot be read."""
+        now = time.monotonic()
+        if now - self._free[0] >= 1.0:
+            try:
+                st = os.statvfs(self._dir)
+                self._free = (now, st.f_bavail * st.f_frsize)
+            except OSError:
+                self._free = (now, None)
+        return self._free[1]
+
+    def headroom(self, metrics: Metrics | None = None) -> dict[str, object] | None:
+        """Free space against the reserve, for /readyz (and a gauge); None when unknown."""
+        free = self.free_bytes()
+        if free is None:
+            return None
+        if metrics is not None:
+            metrics.set("proxy_audit_free_bytes", (), free,
+                        help="free bytes on the audit file system (the reserve is kept for orders)")
+        below = free < self.reserve_bytes
+        return {"free_bytes": free, "reserve_bytes": self.reserve_bytes,
+                "state": "below_reserve: reads refused, orders and cancels served" if below else "ok"}
+
+    def below_reserve(self) -> bool:
+        free = self.free_bytes()
+        return free is not None and free < self.reserve_bytes
 
     def write_sync(self, record: Mapping[str, Any]) -> None:
         """Blocking ``write`` for command-line tools (no event loop)."""
@@ -345,6 +383,15 @@ class AuditWriter:
 
     def _now(self) -> str:
         return chain.rfc3339(dt.datetime.fromtimestamp(self._clock(), dt.UTC))
+
+
+def expendable(record: Mapping[str, Any]) -> bool:
+    """Records given up first when the disk runs low: aggregates, and decisions on anything
+    but an order or a cancel. Outcomes of sent requests and order decisions are kept."""
+    phase = record.get("phase")
+    if phase == "aggregate":
+        return True
+    return phase == "decision" and record.get("category") not in ("trade", "cancel")
 
 
 def _anchor_from_line(writer: str, line: bytes | None, *, dead: bool) -> chain.Anchor | None:

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from proxy.errors import NotReady, ProxyError
 from proxy.exchanges.base import Credentials, Exchange
+from proxy.guards.key_fallback import key_refused
 from proxy.model.request import Inbound, Stamp
 
 log = logging.getLogger("proxy.guards.key_vetting")
@@ -177,6 +178,9 @@ class KeyVetting:
         #: set by the worker: no check is sent while the account is paused (cool-down, IP ban),
         #: and a check's 429/418 starts one
         self.guard: _Guard | None = None
+        #: set by the worker: called (account, pool key path or "", version, reason) when the
+        #: exchange answers the check as an invalid key or signature (proxy.guards.key_fallback)
+        self.on_refused: Callable[[str, str, int, str], None] | None = None
 
     def refusal(self, account: str, version: int, key: str = "") -> NotReady | None:
         """The reason this key version may not sign, or None. ``key``: the pool key's KV path.
@@ -251,7 +255,7 @@ class KeyVetting:
         previous = self._verdicts.get(ident)
         failures = previous.failures if previous is not None and previous.version == creds.version else 0
         try:
-            perms = await asyncio.wait_for(self._ask(account, creds, check[0]), CHECK_TIMEOUT_S)
+            perms = await asyncio.wait_for(self._ask(account, creds, check[0], key), CHECK_TIMEOUT_S)
         except Exception as exc:  # any failure to check: refuse the key (fail closed) and retry
             failures += 1
             delay = min(RETRY_MAX_S, 2.0 * 2 ** (failures - 1))
@@ -286,7 +290,7 @@ class KeyVetting:
     def _set(self, ident: _KeyId, verdict: _Verdict) -> None:
         self._verdicts[ident] = verdict
 
-    async def _ask(self, account: _Account, creds: Credentials, path: str) -> Permissions:
+    async def _ask(self, account: _Account, creds: Credentials, path: str, key: str = "") -> Permissions:
         exchange = account.exchange
         prepared = exchange.prepare(Inbound("GET", path, b"", (), b""))
         now_ms = self._wall_ms() + self._offset_ms(account.name)
@@ -299,6 +303,9 @@ class KeyVetting:
         if self.guard is not None:
             await self.guard.observe(account.name, exchange.name, response.status, response.headers,
                                      response.body)
+        if self.on_refused is not None and key_refused(exchange.name, response.status, response.body):
+            self.on_refused(account.name, key, creds.version,
+                            f"HTTP {response.status} to the permission check")
         return parse_answer(exchange.name, response.status, response.body)
 
 

@@ -1,0 +1,95 @@
+"""``keys rotate``'s check of a new key: one signed read at the exchange before it is written.
+
+Rotating to a key the exchange does not know (a typo, a key not yet activated, a deleted one)
+used to take the account down at every proxy within two seconds. The new key now signs one
+harmless read first, with the account's real base URL; the exchange's own refusal is shown
+and nothing is written. ``--skip-exchange-check`` writes anyway (the exchange unreachable from
+where the operator runs the command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from proxy.errors import ProxyError
+from proxy.exchanges.base import Credentials, Exchange
+from proxy.guards.key_vetting import CHECKS, parse_answer
+from proxy.model.request import Inbound, Stamp
+from proxy.upstream import Upstream
+
+#: a signed read per exchange without a permission query (those use key_vetting.CHECKS)
+_READS: dict[str, tuple[str, str, bytes, bytes]] = {
+    "bitget": ("GET", "/api/v2/spot/account/assets", b"", b""),
+    "bitstamp": ("POST", "/api/v2/balance/", b"", b""),
+    "bitfinex": ("POST", "/v2/auth/r/wallets", b"", b"{}"),
+    "kraken": ("POST", "/0/private/Balance", b"", b""),
+    "deribit": ("GET", "/api/v2/private/get_account_summary", b"currency=BTC", b""),
+}
+
+
+class KeyCheckFailed(Exception):
+    """The exchange refused the new key (message: its own reason), or could not be asked."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def check_new_key(exchange: Exchange, base_url: str, host: str, creds: Credentials,
+                  timeout_s: float = 10.0) -> str:
+    """Sign one read with ``creds`` for ``host`` and send it to ``base_url``; the exchange's
+    answer summarised, or :class:`KeyCheckFailed` with its reason."""
+    return asyncio.run(_check(exchange, base_url, host, creds, timeout_s))
+
+
+async def _check(exchange: Exchange, base_url: str, host: str, creds: Credentials, timeout_s: float) -> str:
+    name = exchange.name
+    if name in CHECKS:
+        method, path, query, body = "GET", CHECKS[name][0], b"", b""
+    else:
+        method, path, query, body = _READS[name]
+    headers = (("content-type", "application/json"),) if body.startswith(b"{") else ()
+    prepared = exchange.prepare(Inbound(method, path, query, headers, body))
+    now_ms = time.time_ns() // 1_000_000
+    nonce = time.time_ns() // 1000 if exchange.nonce_unit == "us" else now_ms
+    outbound = exchange.sign(prepared, creds, Stamp(now_ms=now_ms, nonce=nonce, unique=str(uuid.uuid4())),
+                             host)
+    upstream = Upstream(timeout_s)
+    await upstream.start()
+    try:
+        response = await upstream.send(base_url, outbound)
+    except ProxyError as exc:
+        raise KeyCheckFailed(f"{name} could not be reached ({exc})", unreachable=True) from None
+    finally:
+        await upstream.close()
+    reason = _refused(name, response.status, response.body)
+    if reason is not None:
+        raise KeyCheckFailed(f"{name} refused a signed {method} {path} with the new key: {reason}")
+    return f"{name} accepted a signed {method} {path} with the new key"
+
+
+def _refused(exchange: str, status: int, body: bytes) -> str | None:
+    """The exchange's reason for refusing, or None when the read worked."""
+    text = body[:300].decode("utf-8", "replace")
+    if exchange in CHECKS:
+        try:
+            parse_answer(exchange, status, body)
+        except ValueError:
+            return f"HTTP {status} {text}"
+        return None
+    if status != 200:
+        return f"HTTP {status} {text}"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return f"HTTP {status}, not JSON: {text}"
+    if exchange == "kraken" and isinstance(data, dict) and data.get("error"):
+        return f"HTTP 200 {text}"
+    if exchange == "bitget" and isinstance(data, dict) and data.get("code") != "00000":
+        return f"HTTP 200 {text}"
+    if exchange == "deribit" and isinstance(data, dict) and "error" in data:
+        return f"HTTP 200 {text}"
+    return None
