@@ -10,7 +10,8 @@ rotation to a key the exchange knows) ends it; so does the end of the grace peri
 the newest version is used again.
 
 Which answers mean "invalid key or signature" is each exchange's documented error codes
-(``_REFUSALS``), never a guess from text. Key pools are not covered: their other keys serve.
+(``_REFUSALS``, the ones ccxt also maps to AuthenticationError), or HTTP 401; never a
+guess. Key pools are not covered: their other keys serve.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _REFUSALS: dict[str, frozenset[str]] = {
     "bybit": frozenset({"10003", "10004"}),
     "okx": frozenset({"50111", "50113"}),
     "bitget": frozenset({"40006", "40009", "40037"}),
-    "bitstamp": frozenset({"API0001", "API0005"}),
+    "bitstamp": frozenset({"API0005", "API key not found", "Invalid signature"}),
     "bitfinex": frozenset({"10100"}),
     "kraken": frozenset({"EAPI:Invalid key", "EAPI:Invalid signature"}),
     "coinbase": frozenset(),
@@ -54,7 +55,7 @@ def key_refused(exchange: str, status: int, body: bytes) -> bool:
         return False
     found: list[Any] = []
     if isinstance(data, dict):
-        found += [data.get(k) for k in ("code", "retCode", "error")]
+        found += [data.get(k) for k in ("code", "retCode", "error", "reason")]
         inner = data.get("error")
         if isinstance(inner, dict):
             found.append(inner.get("code"))
