@@ -207,7 +207,8 @@ class Worker:
             asyncio.create_task(self.status.run()),
         ]
         await self._stop.wait()
-        signal.alarm(max(1, round(self.cfg.server.stop_timeout_s)))  # a stop that hangs is ended
+        if callable(signal.getsignal(signal.SIGALRM)):  # serve's handler: a stop that hangs is ended
+            signal.alarm(max(1, round(self.cfg.server.stop_timeout_s)))
         bot.should_exit = admin.should_exit = True
         tasks[2].cancel()
         tasks[3].cancel()
@@ -226,6 +227,7 @@ class Worker:
             await self.audit.close()
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
+        signal.alarm(0)
 
     def stop(self) -> None:
         self._stop.set()

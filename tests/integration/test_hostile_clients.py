@@ -1,6 +1,6 @@
 """Issue 14: hostile clients cannot stall, crash or fill the proxy (a real ``serve`` process).
 
-* case 1: while 50 hostile connections stream endless headers, send thousands of headers or a
+* case 1: an idle kept-alive connection is closed; while 50 hostile connections stream endless headers, send thousands of headers or a
   huge request line, trickle bodies or hold sockets silent, a bot's orders keep being answered
   and the worker's memory stays bounded; each hostile connection gets its own clear answer
   (431, 414, 408) and one source beyond its connection cap gets 503.
@@ -71,7 +71,7 @@ max_request_line_bytes = 4096
 max_headers = 64
 head_timeout_s = 1.5
 body_timeout_s = 1.5
-keepalive_timeout_s = 5
+keepalive_timeout_s = 2
 max_connections = 512
 max_connections_per_source = 8
 
@@ -300,3 +300,12 @@ def test_hostile_connections_do_not_stall_orders_or_grow_memory(stack: Stack) ->
     capped_status = sorted(_status(h.answer) for h in capped)
     assert capped_status.count(503) == len(capped) - 8  # the source's cap is 8
     assert capped_status.count(408) == 8
+
+
+def test_an_idle_kept_alive_connection_is_closed(stack: Stack) -> None:
+    sock = _connect(stack, "127.0.0.40")
+    sock.sendall(b"GET /x/binance-main/api/v3/account HTTP/1.1\r\nHost: proxy\r\n\r\n")
+    answer = _read_answer(sock)  # the 401, then the proxy closes the idle connection (2 s here)
+    sock.close()
+    assert _status(answer) == 401
+    assert b"connection: close" not in answer.lower()  # kept alive at first, then closed idle
