@@ -161,7 +161,7 @@ def _exercise(exchange_name: str, inbound: Inbound) -> None:
 
 
 @pytest.mark.parametrize("exchange_name", exchanges.NAMES)
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_prepare_and_policy_raise_only_contract_errors(exchange_name: str, data: st.DataObject) -> None:
     exchange = exchanges.get(exchange_name)
