@@ -109,24 +109,23 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     # ---------------------------------------------------------------- receiving
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
-            return
-        if not self._in_head:
-            super().data_received(data)
-            return
-        if self._timer is None:  # the first byte of a next request on a kept-alive connection
-            self._arm(self._limits.head_timeout_s, "head")
-        room = self._limits.max_head_bytes - self._head_bytes
-        head, rest = data[:room], data[room:]
-        self._head_bytes += len(head)
-        super().data_received(head)  # may complete the head and start the request
-        if not rest or self.transport.is_closing():
-            return
-        if self._in_head:  # max_head_bytes received and the head is still not complete
-            self._answer(431, f"the request head is larger than {self._limits.max_head_bytes} bytes",
-                         "head_bytes")
-            return
-        self.data_received(rest)
+        """Feed the parser at most what the current head may still take: a head that is not
+        complete after ``max_head_bytes`` is refused before more of it is parsed (several
+        pipelined requests in one read are fine: each head is counted from its start)."""
+        while data and not self.transport.is_closing():
+            if not self._in_head:
+                super().data_received(data)
+                return
+            if self._timer is None:  # the first byte of a next request on a kept-alive connection
+                self._arm(self._limits.head_timeout_s, "head")
+            room = self._limits.max_head_bytes - self._head_bytes
+            if room <= 0:
+                self._answer(431, f"the request head is larger than {self._limits.max_head_bytes} bytes",
+                             "head_bytes")
+                return
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            super().data_received(piece)  # may complete this head (which resets the count)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

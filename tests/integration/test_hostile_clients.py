@@ -309,3 +309,19 @@ def test_an_idle_kept_alive_connection_is_closed(stack: Stack) -> None:
     sock.close()
     assert _status(answer) == 401
     assert b"connection: close" not in answer.lower()  # kept alive at first, then closed idle
+
+
+def test_pipelined_requests_in_one_write_are_each_bounded_not_refused(stack: Stack) -> None:
+    """40 requests of ~1.6 KiB each sent in one write (more than one head's limit in all)."""
+    token = stack.token("bot")
+    one = (f"GET /x/binance-main/api/v3/account HTTP/1.1\r\nHost: proxy\r\nProxy-Authorization: Bearer "
+           f"{token}\r\nX-Pad: {'p' * 1000}\r\n\r\n").encode()
+    sock = _connect(stack, "127.0.0.41")
+    sock.sendall(one * 40)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < 40:
+        chunk = sock.recv(65536)
+        assert chunk, data[-300:]
+        data += chunk
+    sock.close()
+    assert data.count(b"HTTP/1.1 200 ") == 40
