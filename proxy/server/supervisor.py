@@ -4,10 +4,9 @@ Sockets are bound by the parent before forking so every worker accepts on the sa
 worker that dies is replaced, with a growing delay when workers die young, and after
 ``MAX_YOUNG_DEATHS`` in a row the supervisor gives up (exit 1) with the reason; SIGTERM/SIGINT
 stop them all, and a worker still running ``server.stop_timeout_s`` later is killed; SIGHUP is
-passed on. The
-supervisor also keeps the run directory (proxy/ops/run_dir.py) through which any worker answers
-/metrics and /readyz for all of them: it records the live pids and folds the counters of a
-worker that exited into the retired totals.
+passed on. The supervisor also keeps the run directory (proxy/ops/run_dir.py) through which any
+worker answers /metrics and /readyz for all of them: it records the live pids and folds the
+counters of a worker that exited into the retired totals.
 """
 
 from __future__ import annotations
