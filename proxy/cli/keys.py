@@ -84,7 +84,8 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         print(f"warning: the new key was not checked at {account.exchange} (--skip-exchange-check)",
               file=sys.stderr)
     else:
-        from proxy.guards.key_check import KeyCheckFailed, check_new_key
+        from proxy.errors import KeyCheckFailed
+        from proxy.guards.key_check import check_new_key
         from proxy.pipeline.accounts import build
 
         built = build(account)  # the exchange as this account uses it (testnet, receive window)
@@ -142,7 +143,8 @@ def rollback(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from proxy.keys.transit.importer import KeyInputError, import_account_key
+    from proxy.errors import KeyInputError
+    from proxy.keys.transit.importer import import_account_key
 
     account = cfg.account(args.account)
     if account is None:

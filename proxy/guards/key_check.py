@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 
-from proxy.errors import ProxyError
+from proxy.errors import KeyCheckFailed, ProxyError
 from proxy.exchanges.base import Credentials, Exchange
 from proxy.guards.key_vetting import CHECKS, parse_answer
 from proxy.model.request import Inbound, Stamp
@@ -28,14 +28,6 @@ _READS: dict[str, tuple[str, str, bytes, bytes]] = {
     "kraken": ("POST", "/0/private/Balance", b"", b""),
     "deribit": ("GET", "/api/v2/private/get_account_summary", b"currency=BTC", b""),
 }
-
-
-class KeyCheckFailed(Exception):
-    """The exchange refused the new key (message: its own reason), or could not be asked."""
-
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
 
 
 def check_new_key(exchange: Exchange, base_url: str, host: str, creds: Credentials,

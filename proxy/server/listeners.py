@@ -33,6 +33,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proxy.errors import ClientLimitExceeded
 from proxy.model.limits import ClientLimits
 
 _REASONS = {
@@ -40,10 +41,6 @@ _REASONS = {
     503: b"Service Unavailable",
 }
 _CODES = {408: "bad_request", 414: "too_large", 431: "too_large", 503: "not_ready"}
-
-
-class _OverLimit(Exception):
-    """Raised from a parser callback; httptools turns it into a parser error."""
 
 
 @dataclass
@@ -135,14 +132,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if len(self.url) + len(url) > self._limits.max_request_line_bytes:
             self._refusal = (414, f"the request target is longer than "
                                   f"{self._limits.max_request_line_bytes} bytes", "request_line")
-            raise _OverLimit
+            raise ClientLimitExceeded
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self._limits.max_headers:
             self._refusal = (431, f"more than {self._limits.max_headers} headers", "headers")
-            raise _OverLimit
+            raise ClientLimitExceeded
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
