@@ -1,11 +1,14 @@
 """Signed Binance order placement: through the full proxy pipeline vs. calling the emulator directly.
 
-    python bench/bench_proxy.py [--seconds 5] [--connections 1,16,64] [--workers 1]
+    python bench/bench_proxy.py [--seconds 5] [--connections 1,16,64] [--workers 1] [--hostile 50]
 
 Starts OpenBao, the Binance emulator (its own process) and ``python -m proxy serve`` (its own
 process), then drives each with a closed-loop aiohttp load generator (its own process per run)
 and prints throughput and latency. "Added latency" is proxy p50/p99 minus direct p50/p99 at
 the same concurrency. Everything shares this machine's cores, so figures are comparative.
+``--hostile N``: while the proxy is measured, N connections without a token (from 127.0.0.2
+and up, one process) stream an endless header each, reconnecting 0.1 s after the proxy refuses
+one (SECURITY.md "Denial of service"): compare its p99 with a run without.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -91,6 +95,32 @@ def run(url: str, headers: dict[str, str], direct: tuple[str, str] | None, conns
     }
 
 
+def _hostile(port: int, n: int, stop: Any) -> None:
+    """N threads, each streaming an endless header and reconnecting when refused."""
+    import socket
+    import threading
+
+    def one(i: int) -> None:
+        while not stop.is_set():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((f"127.0.0.{2 + i % 200}", 0))
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(b"POST /x/binance-main/api/v3/order HTTP/1.1\r\nX-Flood: ")
+                while not stop.is_set():
+                    sock.sendall(b"a" * 65536)
+            except OSError:
+                pass
+            finally:
+                sock.close()
+            stop.wait(0.1)  # each connection comes back 10 times a second at most
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    stop.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
@@ -102,6 +132,8 @@ def main() -> None:
     ap.add_argument("--weight-per-minute", type=int, default=10_000_000,
                     help="the account's outbound weight budget (0: none); the default never refuses "
                          "but pays for the shared counter, as a real Binance account does")
+    ap.add_argument("--hostile", type=int, default=0,
+                    help="connections without a token streaming endless headers during the proxy runs")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -165,9 +197,17 @@ def main() -> None:
         rows = []
         for c in conns:
             d = run(f"http://127.0.0.1:{emu_port}/api/v3/order", {}, (api_key, api_secret), c, args.seconds)
+            stop = mp.Event()
+            hostile = mp.Process(target=_hostile, args=(listen, args.hostile, stop), daemon=True)
+            if args.hostile:
+                hostile.start()
             p = run(f"http://127.0.0.1:{listen}/x/binance-main/api/v3/order", headers, None, c, args.seconds)
+            if args.hostile:
+                stop.set()
+                hostile.join(timeout=10)
             rows.append((c, d, p))
-        print(f"\nSigned Binance order placement, {args.seconds:g}s per run, proxy workers={args.workers}\n")
+        print(f"\nSigned Binance order placement, {args.seconds:g}s per run, proxy workers={args.workers}"
+              f"{f', {args.hostile} hostile connections' if args.hostile else ''}\n")
         print("| conns | direct req/s | proxy req/s | direct p50 ms | proxy p50 ms | added p50 ms "
               "| direct p99 ms | proxy p99 ms | added p99 ms | proxy errors |")
         print("|---|---|---|---|---|---|---|---|---|---|")

@@ -13,7 +13,8 @@
     │   ├── UpstreamError        502 upstream_error
     │   ├── NotReady             503 not_ready
     │   │   ├── LockTimeout      a key's nonce lock stayed held by another request
-    │   │   └── NonceUnitChanged a key asked for nonces in another unit (could go backwards)
+    │   │   ├── NonceUnitChanged a key asked for nonces in another unit (could go backwards)
+    │   │   └── AuditReserveReached  the audit disk is below its reserve: reads refused
     │   ├── AccountPaused        503 account_paused
     │   └── UpstreamTimeout      504 upstream_timeout
     ├── ConfigError              invalid configuration or policy at start-up (exit 3)
@@ -27,6 +28,8 @@
     ├── KeyInputError            `keys import-transit` input that is not usable
     ├── TickerError              an exchange ticker answer that is not a usable price
     ├── InstrumentError          an instruments answer that does not describe the instrument exactly
+    ├── KeyCheckFailed           `keys rotate`: the exchange refused the new key, or was unreachable
+    ├── ClientLimitExceeded      a request head over a pre-authentication limit (431, 414)
     └── AuditError               the audit trail cannot be written or read as evidence
         ├── AuditIntegrityError  reading with the key found tampering (names the first record)
         ├── ChainKeyError        the chain key is malformed
@@ -114,6 +117,11 @@ class NonceUnitChanged(NotReady):
     vs us): switching could go backwards in the exchange's eyes, so it is refused."""
 
 
+class AuditReserveReached(NotReady):
+    """The audit disk is below its reserve: this record (a read, an aggregate) is not written,
+    so that the space left goes to order decisions."""
+
+
 class AccountPaused(Refusal):
     status, code = 503, "account_paused"
 
@@ -178,6 +186,18 @@ class TickerError(ProxyError, ValueError):
 class InstrumentError(ProxyError, ValueError):
     """An instruments answer that does not describe the asked instrument exactly (every
     notional rule on it then refuses: a contract size is never guessed)."""
+class KeyCheckFailed(ProxyError):
+    """``keys rotate``'s signed read with the new key: the exchange refused it (the message is
+    its own reason), or could not be reached (``unreachable``)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+class ClientLimitExceeded(ProxyError):
+    """Raised inside the HTTP parser's callbacks (proxy/server/listeners.py) when a request
+    head goes over a limit; the parser turns it into its own error, answered 431 or 414."""
 
 
 class AuditError(ProxyError):

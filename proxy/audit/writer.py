@@ -33,8 +33,10 @@ import orjson
 from proxy.audit import chain, layout, merkle
 from proxy.audit.checkpointer import Checkpointer, CheckpointPolicy
 from proxy.audit.record import check_record
-from proxy.errors import NotReady, TrailFileError, UnsafeAuditRecord
+from proxy.audit.reserve import DiskReserve
+from proxy.errors import AuditReserveReached, NotReady, TrailFileError, UnsafeAuditRecord
 from proxy.model.sensitive import Secret
+from proxy.ops.metrics import Metrics
 
 DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_SEGMENT_AGE_S = 24 * 3600.0
@@ -80,6 +82,7 @@ class AuditWriter:
         durable: bool = True,
         clock: Callable[[], float] = time.time,
         checkpoints: CheckpointPolicy | None = None,
+        reserve_bytes: int = 0,
     ) -> None:
         if not layout.WRITER_ID.fullmatch(writer_id):
             raise ValueError("writer_id must be 1-128 of [A-Za-z0-9._-], not starting with '.'")
@@ -103,6 +106,8 @@ class AuditWriter:
         self._closed = False
         self._ckpt = Checkpointer(checkpoints, clock)
         self._ticker: asyncio.Task[None] | None = None
+        #: below this much free space, expendable records are refused (README "Audit disk")
+        self.reserve = DiskReserve(self._dir, reserve_bytes)
 
     @property
     def writer_id(self) -> str:
@@ -210,17 +215,26 @@ class AuditWriter:
         """Queue a record now (its place in the chain is fixed); the future ends when durable.
 
         For the outcome record, which need not delay the response: keep the future and log a
-        failure from it. Refusals (secret-looking keys, closed or broken writer) raise here.
+        failure from it. Refusals (secret-looking keys, closed or broken writer, an expendable
+        record below the reserve) raise here.
         """
         check_record(record)
         if self._broken is not None or self._closed:
             raise _not_writable(self._broken or "writer is closed")
+        if self.reserve.refuses(record):
+            raise AuditReserveReached(
+                "the audit disk is below its reserve; only orders and cancels are served until "
+                "space is freed (README \"Audit disk\")")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.append((dict(record), fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         return fut
+
+    def headroom(self, metrics: Metrics | None = None) -> dict[str, object] | None:
+        """Free space against the reserve, for /readyz (and a gauge); None when unknown."""
+        return self.reserve.headroom(metrics)
 
     def write_sync(self, record: Mapping[str, Any]) -> None:
         """Blocking ``write`` for command-line tools (no event loop)."""

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from proxy import config as config_mod
-from proxy.cli.common import EXIT_OK, EXIT_USAGE, Subparsers, group, source, with_config
+from proxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Subparsers, group, source, with_config
 from proxy.errors import SecretSourceError
 
 
@@ -18,6 +18,17 @@ def register(sub: Subparsers) -> None:
     kr.add_argument("--account", required=True)
     kr.add_argument("--secret", metavar="PATH",
                     help="which key of a key pool (one of the account's secrets); default: its first")
+    kr.add_argument("--skip-exchange-check", action="store_true",
+                    help="write without first checking the key with a signed read at the exchange "
+                         "(when the exchange cannot be reached from here)")
+    kb = with_config(keys.add_parser(
+        "rollback", help="make the previous key version current again",
+        description="Write the newest earlier version of the account's secret (that is not deleted) "
+                    "as a new version: running proxies switch back to it within a few seconds.",
+    ))
+    kb.add_argument("--account", required=True)
+    kb.add_argument("--secret", metavar="PATH", help="which key of a key pool; default: its first")
+    kb.set_defaults(handler=rollback)
     ks = with_config(keys.add_parser(
         "status", help="each account's key version and age",
         description="One JSON line per key (every key of a key pool, each with its KV path as "
@@ -65,14 +76,70 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
               "(and passphrase where the exchange issues one), nothing else", file=sys.stderr)
         return EXIT_USAGE
     try:  # refuse material the exchange module cannot load before any proxy sees it
-        exchanges.get(account.exchange).load_credentials({k: Secret(v) for k, v in data.items()}, 0)
+        creds = exchanges.get(account.exchange).load_credentials({k: Secret(v) for k, v in data.items()}, 0)
     except ValueError as exc:
         print(f"error: the new key is not usable for {account.exchange}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.skip_exchange_check:
+        print(f"warning: the new key was not checked at {account.exchange} (--skip-exchange-check)",
+              file=sys.stderr)
+    else:
+        from proxy.errors import KeyCheckFailed
+        from proxy.guards.key_check import check_new_key
+        from proxy.pipeline.accounts import build
+
+        built = build(account)  # the exchange as this account uses it (testnet, receive window)
+        try:
+            print(check_new_key(built.exchange, account.base_url, built.host, creds), file=sys.stderr)
+        except KeyCheckFailed as exc:
+            hint = ("; if the exchange is unreachable from here, --skip-exchange-check writes anyway"
+                    if exc.unreachable else "; nothing was written")
+            print(f"error: {exc}{hint}", file=sys.stderr)
+            return EXIT_FAIL
     version = source(cfg).write(path, data)
     print(f"wrote {cfg.vault.mount}/{path} version {version}; running proxies switch "
           "to it within a few seconds", file=sys.stderr)
     return EXIT_OK
+
+
+def _serving_fallbacks(cfg: config_mod.Config) -> dict[str, str]:
+    """What the proxy serving this configuration says about refused key versions (its
+    /readyz "keys_fallback"); empty when it is not running or not reachable from here."""
+    import httpx
+
+    try:
+        body = httpx.get(f"http://{cfg.server.admin_listen}/readyz", timeout=2.0).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    found = body.get("keys_fallback") if isinstance(body, dict) else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def rollback(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    """Write the newest readable version before the current one as a new version."""
+    account = cfg.account(args.account)
+    if account is None:
+        print(f"error: no account named {args.account!r} in {cfg.path}", file=sys.stderr)
+        return EXIT_USAGE
+    path = args.secret or account.secret
+    if path not in account.secret_paths:
+        print(f"error: {path!r} is not a key of account {account.name}; use one of "
+              f"{', '.join(account.secret_paths)}", file=sys.stderr)
+        return EXIT_USAGE
+    vault = source(cfg)
+    current = vault.metadata(path).current_version
+    for version in range(current - 1, 0, -1):
+        try:
+            previous = vault.read(path, version)
+        except SecretSourceError:
+            continue  # deleted or destroyed: try the one before
+        written = vault.write(path, {k: v.reveal() for k, v in previous.fields.items()})
+        print(f"wrote version {version} of {cfg.vault.mount}/{path} again as version {written}; "
+              "running proxies switch to it within a few seconds", file=sys.stderr)
+        return EXIT_OK
+    print(f"error: {cfg.vault.mount}/{path} has no earlier readable version than {current}",
+          file=sys.stderr)
+    return EXIT_FAIL
 
 
 def import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> int:
@@ -107,6 +174,7 @@ def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
     vault = source(cfg)
     now = datetime.now(UTC)
+    serving = _serving_fallbacks(cfg)
     reports = []
     for account in cfg.accounts:
         for path in account.secret_paths:
@@ -122,7 +190,12 @@ def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
                 state = key_age.KeyState(account.name, error=str(exc))
             report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
             reports.append(report)
-            print(json.dumps({**report.as_dict(), "secret": path}))
+            row = {**report.as_dict(), "secret": path}
+            if path == account.secret and account.name in serving:
+                row["serving"] = serving[account.name]
+                print(f"error: account {account.name}: the running proxy says {serving[account.name]}",
+                      file=sys.stderr)
+            print(json.dumps(row))
             if report.status != "ok":
                 which = f"account {account.name}" + (f" key {path}" if account.secrets else "")
                 print(f"{'warning' if report.status == 'rotate' else 'error'}: {which}: "

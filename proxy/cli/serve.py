@@ -59,6 +59,7 @@ def serve(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
     configure_logging(os.environ.get("PROXY_LOG_LEVEL", "INFO").upper())
     _harden(cfg, allow_root=args.unsafe_allow_root)
+    _check_state_path(cfg)
     policies = load_policies(cfg)
     from proxy.errors import VaultUnreachable
     from proxy.keys.audit_signing import AUDIT_SIGNING
@@ -80,15 +81,24 @@ def serve(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     return run(cfg, policies, args.workers)
 
 
+def _check_state_path(cfg: config_mod.Config) -> None:
+    """A mistyped state path must not start an empty store: idempotency and nonce history
+    would silently begin from nothing. Its directory must exist (the file may be new)."""
+    from proxy.errors import ConfigError
+
+    path = cfg.state.path
+    if cfg.state.backend == "sqlite" and path is not None and not path.parent.is_dir():
+        raise ConfigError(str(cfg.path), f"state.path: the directory {path.parent} does not exist; "
+                                         "correct the path, or create the directory for a new store")
+
+
 def _harden(cfg: config_mod.Config, *, allow_root: bool) -> None:
     """Process hardening at start (no core dumps, umask, root refusal, private files)."""
     from proxy.server import hardening as process_guard
 
     process_guard.refuse_root(allow_root)
     process_guard.harden_process()
-    for path in (cfg.path, cfg.vault.token_file, cfg.vault.role_id_file, cfg.vault.secret_id_file):
-        if path is not None:
-            process_guard.check_private_file(path)
+    # the configuration and credential files: checked by every command (proxy/cli/__init__.py)
     for listen in (cfg.server.listen, cfg.server.admin_listen):
         process_guard.check_listen_address(str(listen), cfg.server.allow_non_loopback)
 

@@ -26,10 +26,28 @@ from pydantic import (
 from proxy.config.accounts import AccountConfig
 from proxy.config.fields import _ACCOUNT_NAME, FilePath, Listen, ListenText, _between, _choice, _kv_path
 from proxy.errors import ConfigError
+from proxy.model.limits import ClientLimits
 from proxy.model.schema import Table, dotted, location, ours
 from proxy.model.schema import problem as _bad
 
 __all__ = ["AccountConfig", "Config", "Listen", "load", "parse"]
+
+class LimitsConfig(Table):
+    """``[server.limits]``: what a client may make the proxy hold before it is authenticated
+    (SECURITY.md "Denial of service"; the values as :class:`~proxy.model.limits.ClientLimits`)."""
+
+    max_head_bytes: Annotated[int, _between(1024, 1024 * 1024, "must be between 1024 and 1048576")] = 16384
+    max_request_line_bytes: Annotated[int, _between(256, 64 * 1024, "must be between 256 and 65536")] = 8192
+    max_headers: Annotated[int, _between(8, 1000, "must be between 8 and 1000")] = 64
+    head_timeout_s: Annotated[float, _between(0.1, 300, "must be between 0.1 and 300 seconds")] = 10.0
+    body_timeout_s: Annotated[float, _between(0.1, 300, "must be between 0.1 and 300 seconds")] = 10.0
+    keepalive_timeout_s: Annotated[int, _between(1, 3600, "must be between 1 and 3600 seconds")] = 30
+    max_connections: Annotated[int, _between(1, 1_000_000, "must be between 1 and 1000000")] = 1024
+    max_connections_per_source: Annotated[int, _between(1, 1_000_000, "must be between 1 and 1000000")] = 256
+
+    def values(self) -> ClientLimits:
+        return ClientLimits(**self.model_dump())
+
 
 class ServerConfig(Table):
     listen: ListenText = Listen("127.0.0.1", 8700)
@@ -39,6 +57,10 @@ class ServerConfig(Table):
     upstream_timeout_s: Annotated[
         float, _between(1e-9, 120, "must be between 0 and 120 seconds")] = 10.0
     allow_non_loopback: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: how long a graceful stop may take before workers are killed (SIGTERM, then SIGKILL)
+    stop_timeout_s: Annotated[float, _between(
+        1, 600, "must be between 1 and 600 seconds; use e.g. 30")] = 30.0
 
 
 def _url(value: str) -> str:
@@ -118,6 +140,9 @@ class AuditConfig(Table):
         0.1, 3600, "must be between 0.1 and 3600 seconds; use e.g. 10")] = 10.0
     witness_dir: FilePath | None = None
     witness_vault: bool = False
+    #: below this much free space the audit writer keeps the rest for orders (README "Audit disk")
+    reserve_bytes: Annotated[int, _between(
+        0, 2**62, "must be between 0 and 2**62; use e.g. 268435456 (256 MiB)")] = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -161,6 +186,9 @@ class TokenConfig(Table):
 class KeysConfig(Table):
     #: ``keys status`` warns (exit 5) about a key version older than this
     rotation_warn_days: Annotated[int, _between(1, 3650, "must be between 1 and 3650 days; use e.g. 90")] = 90
+    #: how long a worker signs with the previous version when the exchange refuses the newest
+    previous_key_grace_s: Annotated[int, _between(
+        0, 7 * 86400, "must be between 0 and 604800 seconds; use e.g. 3600")] = 3600
 
 
 class Config(Table):
@@ -199,6 +227,10 @@ class Config(Table):
     @property
     def audit_dir(self) -> Path:
         return self.audit.dir or self._path.parent / "audit"
+
+    @property
+    def audit_reserve_bytes(self) -> int:
+        return self.audit.reserve_bytes
 
     @property
     def checkpoints(self) -> CheckpointConfig:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # capabilities imports this module's parsers
 MAX_PARAMS = 64
 MAX_VALUE_LEN = 1024
 MAX_JSON_DEPTH = 8
+#: digits in one JSON number: far beyond any price or size, far below Python's int limit
+MAX_NUMBER_DIGITS = 64
 
 NonceUnit = Literal["ms", "us"]
 Environment = Literal["live", "testnet"]
@@ -84,10 +86,18 @@ class Exchange(Protocol):
 
 
 def require_secret(fields: Mapping[str, Secret], name: str) -> Secret:
-    """A non-empty field of the account's Vault secret; ValueError naming it (never its value)."""
+    """A non-empty field of the account's Vault secret; ValueError naming it (never its value).
+
+    Surrounding whitespace is refused: ``bao kv put ... api_secret=@file`` keeps the file's
+    final newline, the proxy would sign with it and the exchange refuse every request with no
+    hint why. A PEM key (which ends with a newline by format) is the exception."""
     value = fields.get(name)
     if value is None or not value.reveal():
         raise ValueError(f"{name}: missing from the Vault secret")
+    text = value.reveal()
+    if text != text.strip() and not text.lstrip().startswith("-----BEGIN "):
+        raise ValueError(f"{name}: starts or ends with whitespace (a newline from a file?); "
+                         "write it again without it (`keys rotate` reads JSON from stdin)")
     return value
 
 
@@ -268,9 +278,17 @@ def _no_constant(name: str) -> Any:
 
 
 def _strict_float(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_DIGITS + 1:
+        raise BadRequest(f"body: number {text[:20]!r}... has more than {MAX_NUMBER_DIGITS} digits")
     if "e" in text or "E" in text or text.startswith("-") or text.startswith("+"):
         raise BadRequest(f"body: number {text[:40]!r} uses a sign or exponent; send a plain decimal")
     return Decimal(text)
+
+
+def _strict_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise BadRequest(f"body: number {text[:20]!r}... has more than {MAX_NUMBER_DIGITS} digits")
+    return int(text)
 
 
 def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -291,16 +309,33 @@ def parse_json(body: bytes, where: str = "body") -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"{where}: not valid UTF-8") from None
+    if _too_deep(text):
+        raise BadRequest(f"{where}: nested too deeply")
     try:
         value = json.loads(
             text, object_pairs_hook=_object_pairs, parse_float=_strict_float,
-            parse_constant=_no_constant,
+            parse_int=_strict_int, parse_constant=_no_constant,
         )
     except json.JSONDecodeError as exc:
         raise BadRequest(f"{where}: not valid JSON ({exc.msg} at {exc.pos})") from None
     if _depth(value) > MAX_JSON_DEPTH:
         raise BadRequest(f"{where}: nested too deeply")
     return value
+
+
+def _too_deep(text: str) -> bool:
+    """More brackets open at once than MAX_JSON_DEPTH allows, judged before parsing so a
+    100,000-deep document never reaches the recursive parser (strings are skipped)."""
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def parse_json_object(body: bytes, where: str = "body") -> dict[str, Any]:
@@ -311,11 +346,24 @@ def parse_json_object(body: bytes, where: str = "body") -> dict[str, Any]:
 
 
 def _depth(value: Any) -> int:
+    """Nesting depth; refuses a lone UTF-16 surrogate (``"\\ud800"``) in any key or string,
+    which is no character and cannot be re-encoded for the exchange."""
     if isinstance(value, dict):
+        for key in value:
+            _text(key)
         return 1 + max((_depth(v) for v in value.values()), default=0)
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, str):
+        _text(value)
     return 0
+
+
+def _text(value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("body: a \\u escape names a lone surrogate, which is no character") from None
 
 
 def dump_json(value: Any) -> str:

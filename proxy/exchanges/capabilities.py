@@ -41,6 +41,14 @@ class PermissionProbe:
     path: str
     read: Callable[[Any], Permissions]
 
+    def readable(self, data: Any) -> bool:
+        """The answer is one this probe can read: the key signed a read that worked."""
+        try:
+            self.read(data)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return False
+        return True
+
     def parse(self, status: int, body: bytes) -> Permissions:
         """The key's permissions from the exchange's answer; ValueError when it cannot be read."""
         if status != 200:
@@ -49,6 +57,19 @@ class PermissionProbe:
             return self.read(json.loads(body))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ValueError(f"unreadable permission answer ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True)
+class SignedRead:
+    """A harmless signed read any key of the account may make: ``keys rotate`` sends it with a
+    new key before writing the key, and shows the exchange's own refusal."""
+
+    method: str
+    path: str
+    query: bytes = b""
+    body: bytes = b""
+    #: does the JSON answer (of an HTTP 200) say the read worked; None: the status is enough
+    ok: Callable[[Any], bool] | None = None
 
 
 # ---------------------------------------------------------------- request weights
@@ -82,6 +103,11 @@ class Capabilities:
     #: a signed read saying whether the key can withdraw (None: the key is used unchecked and
     #: the start-up log says so)
     key_permissions: PermissionProbe | None
+    #: the read ``keys rotate`` signs with a new key before writing it
+    key_check: SignedRead
+    #: answer codes (besides HTTP 401) meaning "this API key is unknown or its signature does
+    #: not verify": the codes ccxt maps to AuthenticationError
+    key_refusal_codes: frozenset[str]
     #: published request weights (None: every request costs 1 and no budget by default)
     weights: Weights | None
     #: answer bodies (scanned in the first 4 KiB) that mean "nonce too low or reused"

@@ -36,6 +36,7 @@ from proxy import exchanges
 from proxy.errors import NotReady, ProxyError
 from proxy.exchanges.base import Credentials, Exchange
 from proxy.exchanges.capabilities import PermissionProbe, Permissions
+from proxy.guards.key_fallback import key_refused
 from proxy.model.request import Inbound, Stamp
 
 log = logging.getLogger("proxy.guards.key_vetting")
@@ -125,6 +126,9 @@ class KeyVetting:
         #: set by the worker: no check is sent while the account is paused (cool-down, IP ban),
         #: and a check's 429/418 starts one
         self.guard: _Guard | None = None
+        #: set by the worker: called (account, pool key path or "", version, reason) when the
+        #: exchange answers the check as an invalid key or signature (proxy.guards.key_fallback)
+        self.on_refused: Callable[[str, str, int, str], None] | None = None
 
     def refusal(self, account: str, version: int, key: str = "") -> NotReady | None:
         """The reason this key version may not sign, or None. ``key``: the pool key's KV path.
@@ -199,7 +203,7 @@ class KeyVetting:
         previous = self._verdicts.get(ident)
         failures = previous.failures if previous is not None and previous.version == creds.version else 0
         try:
-            perms = await asyncio.wait_for(self._ask(account, creds, probe), CHECK_TIMEOUT_S)
+            perms = await asyncio.wait_for(self._ask(account, creds, probe, key), CHECK_TIMEOUT_S)
         except Exception as exc:  # any failure to check: refuse the key (fail closed) and retry
             failures += 1
             delay = min(RETRY_MAX_S, 2.0 * 2 ** (failures - 1))
@@ -234,7 +238,8 @@ class KeyVetting:
     def _set(self, ident: _KeyId, verdict: _Verdict) -> None:
         self._verdicts[ident] = verdict
 
-    async def _ask(self, account: _Account, creds: Credentials, probe: PermissionProbe) -> Permissions:
+    async def _ask(self, account: _Account, creds: Credentials, probe: PermissionProbe,
+                   key: str = "") -> Permissions:
         exchange = account.exchange
         prepared = exchange.prepare(Inbound("GET", probe.path, b"", (), b""))
         now_ms = self._wall_ms() + self._offset_ms(account.name)
@@ -247,6 +252,10 @@ class KeyVetting:
         if self.guard is not None:
             await self.guard.observe(account.name, exchange.name, response.status, response.headers,
                                      response.body)
+        codes = exchange.capabilities.key_refusal_codes
+        if self.on_refused is not None and key_refused(codes, response.status, response.body):
+            self.on_refused(account.name, key, creds.version,
+                            f"HTTP {response.status} to the permission check")
         return probe.parse(response.status, response.body)
 
 

@@ -28,6 +28,7 @@ GAUGE_MODES: Mapping[str, str] = {
     "proxy_vault_up": "min",
     "proxy_key_version": "min",
     "proxy_key_age_seconds": "max",
+    "proxy_audit_free_bytes": "min",
 }
 
 

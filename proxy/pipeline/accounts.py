@@ -22,6 +22,8 @@ class Account:
     #: the key (for a key pool: its first key, as the account's reference version)
     creds: Credentials | None = None
     error: str = ""
+    #: the version signed with before ``creds`` (a fallback when the exchange refuses ``creds``)
+    previous: Credentials | None = None
     #: several keys (``secrets = [...]``): the pipeline leases one per request
     pool: KeyPool | None = None
 

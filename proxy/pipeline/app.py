@@ -17,15 +17,17 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
-from proxy.errors import Forbidden, NotReady, ProxyError, Refusal
+from proxy.errors import BadRequest, Forbidden, NotReady, ProxyError, RateLimited, Refusal, Unauthenticated
 from proxy.guards.hooks import ExchangeSafety
 from proxy.guards.instruments import Instruments
+from proxy.guards.key_fallback import KeyFallbacks
 from proxy.guards.prices import ReferencePrices
+from proxy.guards.unauthenticated import UnauthenticatedRefusals
 from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
-from proxy.pipeline.decision import AuditSink, Decisions, RequestContext
+from proxy.pipeline.decision import AuditSink, Decisions, RequestContext, error_reply
 from proxy.pipeline.http import Receive, Reply, Scope, Send, lifespan, read_body, split_target
 from proxy.pipeline.lookup import INJECTED_HEADER, inject, is_batch_placement
 from proxy.pipeline.once import Once
@@ -71,6 +73,8 @@ class Pipeline:
             self.policy_runtime.instruments.on_answer = self.safety.observe_url
             self.policy_runtime.instruments.charge = self._charge_own_call
         self.decisions = Decisions(audit, metrics, lambda: self.policies.version)
+        #: refusals without a valid token: rate limited and audited in aggregate (set by the worker)
+        self.unauthenticated: UnauthenticatedRefusals | None = None
         self.sender = Sender(upstream=upstream, store=store, safety=self.safety, decisions=self.decisions,
                              clock_ns=clock_ns)
         #: how long a client order id stays claimed by a live request before it is presumed dead
@@ -89,6 +93,15 @@ class Pipeline:
         own = Prepared(method=out.method, path=path, query=query, body=out.body, content_type=None,
                        endpoint=Endpoint(out.method, path, Category.PUBLIC, Action.PUBLIC))
         await self.safety.spend_weight(account_name, exchange, account.cfg.weight_per_minute, own)
+
+    @property
+    def fallbacks(self) -> KeyFallbacks | None:
+        """The previous key version while the exchange refuses the newest; set by the worker."""
+        return self.sender.fallbacks
+
+    @fallbacks.setter
+    def fallbacks(self, fallbacks: KeyFallbacks | None) -> None:
+        self.sender.fallbacks = fallbacks
 
     @property
     def exchange_clock(self) -> ClockOffsets | None:
@@ -126,6 +139,10 @@ class Pipeline:
     async def _handle(self, ctx: RequestContext, scope: Scope, receive: Receive, raw_path: bytes) -> Reply:
         try:
             return await self._pipeline(ctx, scope, receive, raw_path)
+        except Unauthenticated as refusal:
+            if self.unauthenticated is None or ctx.client is not None:
+                return await self.decisions.refused(ctx, refusal)
+            return self._refuse_unauthenticated(ctx, scope, refusal)
         except Refusal as refusal:
             return await self.decisions.refused(ctx, refusal)
         except ProxyError as exc:  # a failure of ours that is not a refusal: fail closed
@@ -138,6 +155,20 @@ class Pipeline:
             failure = NotReady(f"internal error ({type(exc).__name__}); {fate}")
             return await self.decisions.refused(ctx, failure)
 
+    def _refuse_unauthenticated(self, ctx: RequestContext, scope: Scope, refusal: Refusal) -> Reply:
+        """No per-request audit record or log line (issue 14): the source's refusals are
+        counted into one aggregate record per interval, and beyond its rate it gets 429."""
+        assert self.unauthenticated is not None
+        client = scope.get("client")
+        source = str(client[0]) if client else ""
+        if not self.unauthenticated.admit(source):
+            refusal = RateLimited("too many requests without a valid token from this address; slow down",
+                                  retry_after=self.unauthenticated.retry_after(), rule="unauthenticated")
+        self.metrics.inc("proxy_requests_total", (("client", ""), ("account", ""), ("decision", "deny"),
+                                                  ("status", str(refusal.status))),
+                         help="bot requests by client, account, decision and status")
+        return error_reply(ctx.request_id, refusal)
+
     async def _pipeline(self, ctx: RequestContext, scope: Scope, receive: Receive, raw_path: bytes) -> Reply:
         if not self.ready:
             raise NotReady("the proxy is starting or its secrets are unavailable; retry shortly")
@@ -146,12 +177,14 @@ class Pipeline:
         ctx.client = self.verifier.client_for(
             [v for k, v in headers if k == "proxy-authorization"], now_ns // 1_000_000_000
         )
+        # The body is read before the account is looked up, so an unknown account and one
+        # this client holds no grant on take the same path and the same time (issue 14).
+        body = await read_body(receive, headers, self.max_body)
         account_name, exchange_path = split_target(raw_path)
         account = self.accounts.get(account_name) if account_name else None
         if account is None:
             raise Forbidden("no such account, or not granted to this client")
         ctx.account, ctx.exchange, ctx.path = account.name, account.cfg.exchange, exchange_path[:512]
-        body = await read_body(receive, headers, self.max_body)
         inbound = Inbound(
             method=ctx.method, raw_path=exchange_path, raw_query=scope.get("query_string", b""),
             headers=tuple(headers), body=body,
@@ -165,7 +198,7 @@ class Pipeline:
         if policy is None or grant is None:
             raise Forbidden("no such account, or not granted to this client")
         await self.safety.admit_client(ctx.client, account.name, policy, grant)
-        prepared = account.exchange.prepare(inbound)
+        prepared = _contract_only(account.exchange.prepare, inbound, self.metrics)
         # A single order without a client order id gets one before policy and audit see it.
         prepared, ctx.injected_coid = inject(account.exchange, prepared, ctx.client, uuid.uuid4().hex)
         ctx.client_order_id_injected = ctx.injected_coid is not None
@@ -180,7 +213,7 @@ class Pipeline:
         decision = evaluate(policies, ctx.client, account.name, prepared, context)
         if not decision.allowed:
             raise policy_refusal(decision)
-        creds = account.creds
+        creds = account.creds if self.fallbacks is None else self.fallbacks.signing(account)
         if creds is None:
             raise NotReady(f"the secret for account {account.name} is not loaded"
                            + (f": {account.error}" if account.error else ""))
@@ -205,6 +238,21 @@ class Pipeline:
             ctx.would_deny = decision.would_deny.rule
             log_would_deny(ctx.request_id, ctx.client or "", ctx.account or "", decision)
         return decision
+
+
+def _contract_only(prepare: Callable[[Inbound], Prepared], inbound: Inbound, metrics: Metrics) -> Prepared:
+    """``prepare`` raises only contract errors (the fuzz tests hold every exchange to that);
+    should one still raise anything else, the request was malformed in a way nobody foresaw:
+    it is a 400, nothing was sent, and a metric and a warning say which exception."""
+    try:
+        return prepare(inbound)
+    except Refusal:
+        raise
+    except (ValueError, ArithmeticError, LookupError, TypeError, RecursionError) as exc:
+        log.warning("prepare raised %s on a malformed request; answered bad_request", type(exc).__name__)
+        metrics.inc("proxy_unforeseen_bad_requests_total", (("error", type(exc).__name__),),
+                    help="malformed requests an exchange module did not refuse itself")
+        raise BadRequest("the request could not be parsed; check its parameters and body") from None
 
 
 def owner_lease_s(upstream_timeout_s: float, vault_timeout_s: float) -> float:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proxy import exchanges
-from proxy.errors import NotReady, Refusal, Unauthenticated
+from proxy.errors import AuditReserveReached, NotReady, Refusal, Unauthenticated
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
@@ -170,6 +170,9 @@ class Decisions:
         if refusal.code not in ("not_ready",) or ctx.client is not None:
             try:
                 await self.audit.write(self.record(ctx, decision, rule, phase))
+            except AuditReserveReached:  # the disk is low: such records are given up, quietly
+                self.metrics.inc("proxy_audit_dropped_total", (("reason", "reserve"),),
+                                 help="audit records given up to keep the disk's reserve for orders")
             except Exception:
                 log.error("audit record not written for refused request %s", ctx.request_id)
                 self.metrics.inc("proxy_audit_errors_total", help="audit records that could not be written")

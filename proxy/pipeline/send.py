@@ -12,6 +12,7 @@ from typing import Protocol
 from proxy.errors import NotReady, UpstreamError, UpstreamTimeout
 from proxy.exchanges.base import Credentials
 from proxy.guards.hooks import ExchangeSafety
+from proxy.guards.key_fallback import KeyFallbacks, key_refused
 from proxy.model.request import Prepared, Stamp
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
@@ -42,6 +43,8 @@ class Sender:
         self.clock_ns = clock_ns
         #: exchange clock offsets for window-based exchanges (proxy.guards.clock); set by the worker
         self.exchange_clock: ClockOffsets | None = None
+        #: the previous key version while the exchange refuses the newest (proxy.guards.key_fallback)
+        self.fallbacks: KeyFallbacks | None = None
 
     async def stamp_and_send(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials, rule: str
@@ -99,5 +102,8 @@ class Sender:
             raise
         await self.safety.observe(account.name, account.cfg.exchange, response.status, response.headers,
                                   response.body)
+        codes = account.exchange.capabilities.key_refusal_codes
+        if self.fallbacks is not None and key_refused(codes, response.status, response.body):
+            self.fallbacks.refused(account, creds.version, f"HTTP {response.status} to {prepared.path}")
         self.decisions.outcome(ctx, response)
         return Reply(response.status, response.headers, response.body)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any
 
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
@@ -98,7 +98,9 @@ class PolicyRuntime:
             return Decision("rate_limited", decision.charges[0].rule,
                             "budgets need a state store; none is configured")
         for charge in decision.charges:
-            amount = charge.amount.quantize(_STORE_QUANTUM, rounding=ROUND_CEILING)
+            with localcontext() as exact:  # 10**-18 units of any amount: more than 28 digits
+                exact.prec = 80
+                amount = charge.amount.quantize(_STORE_QUANTUM, rounding=ROUND_CEILING)
             total = await self.store.add_to_window(charge.key, amount, charge.window_s, limit=charge.limit)
             if total > charge.limit:
                 return over_budget(decision, charge, total)

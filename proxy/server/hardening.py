@@ -26,12 +26,15 @@ import os
 import resource
 import stat
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 from proxy.errors import ConfigError
 
 __all__ = [
     "PR_GET_DUMPABLE",
     "PR_SET_DUMPABLE",
+    "check_config_files",
     "check_listen_address",
     "check_private_file",
     "harden_process",
@@ -142,6 +145,18 @@ def check_private_file(path: str | os.PathLike[str]) -> None:
         raise ConfigError(name, f"readable by group or others; {fix}")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ConfigError(name, f"writable by group or others; {fix}")
+
+
+def check_config_files(config_path: Path, credential_files: Iterable[Path | None]) -> None:
+    """The one file-mode rule, applied by every command that reads a configuration (README
+    "Configuration"): the configuration file, and each Vault credential file it names that
+    exists, must be private (:func:`check_private_file`). A credential file that does not exist
+    is left to the command that needs it (Vault login says so), so a command that never talks
+    to Vault, such as ``policy check``, works on a host without the credentials."""
+    check_private_file(config_path)
+    for path in credential_files:
+        if path is not None and os.path.lexists(path):
+            check_private_file(path)
 
 
 def _split_host_port(addr: str) -> tuple[str, str]:

@@ -1,10 +1,12 @@
 """``serve``: bind both listeners once, then run one worker in-process or supervise N forks.
 
 Sockets are bound by the parent before forking so every worker accepts on the same ports; a
-worker that dies is replaced; SIGTERM/SIGINT stop them all; SIGHUP is passed on. The
-supervisor also keeps the run directory (proxy/ops/run_dir.py) through which any worker answers
-/metrics and /readyz for all of them: it records the live pids and folds the counters of a
-worker that exited into the retired totals.
+worker that dies is replaced, with a growing delay when workers die young, and after
+``MAX_YOUNG_DEATHS`` in a row the supervisor gives up (exit 1) with the reason; SIGTERM/SIGINT
+stop them all, and a worker still running ``server.stop_timeout_s`` later is killed; SIGHUP is
+passed on. The supervisor also keeps the run directory (proxy/ops/run_dir.py) through which any
+worker answers /metrics and /readyz for all of them: it records the live pids and folds the
+counters of a worker that exited into the retired totals.
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ import orjson
 from proxy.config import Config
 from proxy.ops.run_dir import RunDir
 from proxy.policy.model import PolicySet
-from proxy.server.worker import Worker, bind
+from proxy.server.listeners import bind
+from proxy.server.worker import Worker
 from proxy.state import open_store
 
 log = logging.getLogger("proxy.server.supervisor")
+
+#: a worker that exits sooner than this after its start died young (could not start, most likely)
+YOUNG_S = 30.0
+#: young deaths in a row after which the supervisor stops instead of respawning forever
+MAX_YOUNG_DEATHS = 5
+FIRST_DELAY_S, MAX_DELAY_S = 0.25, 10.0
 
 
 def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
@@ -60,7 +69,12 @@ def serve(cfg: Config, policies: PolicySet, workers: int) -> int:
     log.info("serving bots on %s, operators on %s, %d worker(s)", cfg.server.listen,
              cfg.server.admin_listen, workers)
     if workers <= 1:
-        _run_worker(cfg, policies, bot.fileno(), admin.fileno())
+        signal.signal(signal.SIGALRM, _stop_overdue)
+        try:
+            _run_worker(cfg, policies, bot.fileno(), admin.fileno())
+        except Exception as exc:  # say why in one line (type and message; never a traceback)
+            log.error("the worker failed: %s: %s; stopping (exit 1)", type(exc).__name__, exc)
+            return 1
         return 0
     run_dir = RunDir.create()
     try:
@@ -72,7 +86,9 @@ def serve(cfg: Config, policies: PolicySet, workers: int) -> int:
 def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: int,
                run_dir: RunDir) -> int:
     children: dict[int, int] = {}
+    born: dict[int, float] = {}
     stopping = False
+    young_deaths = 0
 
     def spawn(slot: int) -> None:
         pid = os.fork()
@@ -81,6 +97,7 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGALRM, _stop_overdue)
                 _run_worker(cfg, policies, bot_fd, admin_fd, run_dir)
             except BaseException as exc:  # say why (type and message; never a traceback of values)
                 log.error("worker %d failed: %s: %s", os.getpid(), type(exc).__name__, exc)
@@ -88,15 +105,24 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
             finally:
                 os._exit(status)
         children[pid] = slot
+        born[pid] = time.monotonic()
         _bookkeep(run_dir.reuse, pid)
         _bookkeep(run_dir.write_live, children)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
+        if not stopping:
+            signal.alarm(max(1, round(cfg.server.stop_timeout_s)))  # then on_overdue
         stopping = True
         for pid in list(children):
             with _quiet():
                 os.kill(pid, signal.SIGTERM)
+
+    def on_overdue(signum: int, frame: FrameType | None) -> None:
+        for pid in list(children):
+            log.error("worker %d did not stop within %g s; killing it", pid, cfg.server.stop_timeout_s)
+            with _quiet():
+                os.kill(pid, signal.SIGKILL)
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
         for pid in list(children):
@@ -106,6 +132,7 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGALRM, on_overdue)
     for slot in range(n):
         spawn(slot)
     while children:
@@ -122,12 +149,50 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
         if stopping:
             _bookkeep(run_dir.write_live, children)
             continue
+        young = time.monotonic() - born.pop(pid, 0.0) < YOUNG_S
+        young_deaths = young_deaths + 1 if young else 0
+        if young_deaths >= MAX_YOUNG_DEATHS:
+            log.critical("giving up: %d workers in a row exited within %g s of starting (the last "
+                         "with status %d); the errors above say why; fix that and start again",
+                         young_deaths, YOUNG_S, os.waitstatus_to_exitcode(status))
+            on_stop(signal.SIGTERM, None)
+            _bookkeep(run_dir.write_live, children)
+            _reap(children, run_dir)
+            return 1
+        delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** max(0, young_deaths - 1))
         # the live list changes once, dead pid out and its replacement in (spawn writes it), so
         # /readyz never sees a moment with fewer workers that all look ready
-        log.error("worker %d exited (status %d); starting a new one", pid, status)
-        time.sleep(0.2)
+        log.error("worker %d exited (status %d); starting a new one in %.2g s", pid,
+                  os.waitstatus_to_exitcode(status), delay)
+        _sleep_unless(lambda: stopping, delay)
+        if stopping:
+            _bookkeep(run_dir.write_live, children)
+            continue
         spawn(slot)
     return 0
+
+
+def _reap(children: dict[int, int], run_dir: RunDir) -> None:
+    """Wait for the workers already told to stop (killed if overdue: SIGALRM is armed)."""
+    while children:
+        try:
+            pid, _ = os.wait()
+        except ChildProcessError:
+            return
+        children.pop(pid, None)
+        _bookkeep(run_dir.retire, pid)
+
+
+def _sleep_unless(stop: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
+def _stop_overdue(signum: int, frame: FrameType | None) -> None:
+    """A single worker's stop took too long: end the process (SIGALRM, armed at SIGTERM)."""
+    log.error("the worker did not stop in time; exiting now")
+    os._exit(1)
 
 
 def _bookkeep(action: Callable[[Any], None], arg: Any) -> None:

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import socket
 import time
-import uuid
-from collections.abc import Iterator
-from typing import Any
-
-import uvicorn
+from collections.abc import Callable
 
 from proxy.audit.writer import AuditWriter
 from proxy.config import Config
@@ -30,8 +25,10 @@ from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnre
 from proxy.exchanges.base import Credentials
 from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
+from proxy.guards.key_fallback import KeyFallbacks
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.guards.unauthenticated import UnauthenticatedRefusals
 from proxy.keys import audit_signing
 from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
@@ -48,54 +45,16 @@ from proxy.pipeline import accounts as accounts_mod
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.app import Pipeline
 from proxy.pipeline.auth import TokenVerifier
-from proxy.pipeline.http import Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
+from proxy.server.listeners import listener
+from proxy.server.switch import NotYet, Switch
 from proxy.state import StateStore
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.server.worker")
 
 REFRESH_S = 2.0
-
-
-class _NotYet:
-    """Answers every bot request with 503 not_ready until the pipeline is loaded (or while
-    Vault has been unreachable for longer than the grace period)."""
-
-    def __init__(self, message: str = "the proxy is starting; retry shortly") -> None:
-        self.message = message
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        rid = uuid.uuid4().hex
-        body = json.dumps({"error": {
-            "code": "not_ready", "message": self.message, "request_id": rid,
-        }}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"x-proxy-error", b"not_ready"),
-            (b"x-proxy-request-id", rid.encode()), (b"content-length", str(len(body)).encode()),
-        ]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _Switch:
-    """An ASGI app whose target is replaced once the real pipeline is ready."""
-
-    def __init__(self) -> None:
-        self.target: Any = _NotYet()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.target(scope, receive, send)
-
-
-class _QuietServer(uvicorn.Server):
-    """Signals are handled once for both listeners by the worker, not by each server."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class Worker:
@@ -129,8 +88,10 @@ class Worker:
                                      vetting=self.vetting)
         self.safety.know_accounts((a.name, a.cfg.exchange, a.cfg.base_url) for a in self.accounts.values())
         self.exchange_clock.guard = self.vetting.guard = self.safety  # cool-downs apply to them too
+        self.fallbacks = KeyFallbacks(cfg.keys.previous_key_grace_s)
+        self.vetting.on_refused = self.fallbacks.refused_by_name(self.accounts)
         warn_unsafe_accounts(cfg.accounts)
-        self.switch = _Switch()
+        self.switch = Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
         self.vault_witness: VaultWitness | None = None
@@ -141,8 +102,17 @@ class Worker:
             cfg.policies_dir, {a.name for a in cfg.accounts}, policies, self._swap_policies, self.metrics,
         )
         self._clock_task: asyncio.Task[None] | None = None
+        self.unauthenticated: UnauthenticatedRefusals | None = None
+        self._unauth_task: asyncio.Task[None] | None = None
         # /readyz and /metrics for every worker of a `serve --workers N` (run_dir: shared files)
         self.status = ProxyStatus(self.metrics, self.readiness, self.details, run_dir)
+
+    def _refused(self, listener: str) -> Callable[[str], None]:
+        """Connections refused before authentication, counted on /metrics by cause."""
+        def count(reason: str) -> None:
+            self.metrics.inc("proxy_connections_refused_total", (("listener", listener), ("reason", reason)),
+                             help="connections refused or closed by a pre-authentication limit")
+        return count
 
     def _swap_policies(self, policies: PolicySet) -> None:
         """Hot reload: one assignment each, so every request sees one whole set."""
@@ -180,18 +150,29 @@ class Worker:
             extra["audit_checkpoints"] = self.audit.checkpoint_error
         if self.vault_witness is not None and self.vault_witness.error:
             extra["audit_vault_witness"] = self.vault_witness.error
+        if fallbacks := self.fallbacks.detail():
+            extra["keys_fallback"] = fallbacks
+        if (audit := self.audit_headroom()) is not None:
+            extra["audit"] = audit
         return extra
+
+    def audit_headroom(self) -> dict[str, object] | None:
+        """Free space on the audit disk against its reserve (/readyz "audit", and a gauge)."""
+        return None if self.audit is None else self.audit.headroom(self.metrics)
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
-        bot = _QuietServer(_server_config(self.switch))
-        admin = _QuietServer(_server_config(
+        limits = self.cfg.server.limits.values()
+        graceful_s = max(1, round(self.cfg.server.stop_timeout_s / 2))  # requests in flight finish
+        bot = listener(self.switch, limits, graceful_s, self._refused("bot"))
+        admin = listener(
             create_admin_app(self.readiness, self.metrics, details=self.details,
-                             audit_review=lambda: self.audit_review, status=self.status)
-        ))
+                             audit_review=lambda: self.audit_review, status=self.status),
+            limits, graceful_s, self._refused("admin"),
+        )
         tasks = [
             asyncio.create_task(bot.serve(sockets=[bot_sock])),
             asyncio.create_task(admin.serve(sockets=[admin_sock])),
@@ -200,6 +181,8 @@ class Worker:
             asyncio.create_task(self.status.run()),
         ]
         await self._stop.wait()
+        if callable(signal.getsignal(signal.SIGALRM)):  # serve's handler: a stop that hangs is ended
+            signal.alarm(max(1, round(self.cfg.server.stop_timeout_s)))
         bot.should_exit = admin.should_exit = True
         tasks[2].cancel()
         tasks[3].cancel()
@@ -210,12 +193,17 @@ class Worker:
         await self.upstream.close()
         if self.pipeline is not None:
             await self.pipeline.drain()
+        if self._unauth_task is not None:
+            self._unauth_task.cancel()
+        if self.unauthenticated is not None:
+            await self.unauthenticated.flush()  # the last interval's counts
         if self.audit is not None:
             await self.audit.close()
         if self.vault_witness is not None:
             await asyncio.to_thread(self.vault_witness.close)
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
+        signal.alarm(0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -236,6 +224,7 @@ class Worker:
         self._vault_ok()
         while True:
             await asyncio.sleep(REFRESH_S)
+            self.audit_headroom()  # keeps the gauge current between /readyz calls
             await self._follow_once()
             await self.vetting.vet_all(self.accounts.values())
 
@@ -259,7 +248,7 @@ class Worker:
                 self.reasons = [state.reason(self.health.grace_period_s)]
             if state.expired and self.switch.target is self.pipeline:
                 log.error("%s", self.reasons[0])
-                self.switch.target = _NotYet("secrets are unavailable: Vault has been unreachable "
+                self.switch.target = NotYet("secrets are unavailable: Vault has been unreachable "
                                              "for longer than the grace period; retry later")
             return
         self._vault_ok()
@@ -306,9 +295,12 @@ class Worker:
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
             policy, self.vault_witness = await asyncio.to_thread(
                 audit_signing.checkpoint_policy, self.source, self.cfg, self.transit)
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy,
+                                reserve_bytes=self.cfg.audit_reserve_bytes)
             await audit.start()
             self.audit = audit
+            self.unauthenticated = UnauthenticatedRefusals(audit.write, metrics=self.metrics)
+            self._unauth_task = asyncio.create_task(self.unauthenticated.run())
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
         await self.upstream.start()
         if self._clock_task is None:  # measure exchange clocks before serving (bounded wait)
@@ -323,6 +315,8 @@ class Worker:
             upstream_timeout_s=self.cfg.server.upstream_timeout_s, vault_timeout_s=self.cfg.vault.timeout_s,
         )
         self.pipeline.exchange_clock = self.exchange_clock
+        self.pipeline.unauthenticated = self.unauthenticated
+        self.pipeline.fallbacks = self.fallbacks
         self.pipeline.ready = True
         self.switch.target = self.pipeline
         self.reasons = []
@@ -341,7 +335,12 @@ class Worker:
                                  help="KV version of the key in use")
             return
         creds, error = self._read_creds(account, account.cfg.secret, version)
+        if creds is not None and account.creds is not None and account.creds.version != creds.version:
+            account.previous = account.creds  # the fallback if the exchange refuses the new one
         if creds is None:
+            if error != account.error:  # once per distinct problem, not every refresh
+                log.error("account %s: %s%s", account.name, error,
+                          "; still signing with the version loaded before" if account.creds else "")
             account.error = error
             return
         account.creds, account.error = creds, ""
@@ -423,20 +422,3 @@ class Worker:
     def _stop_pool_key(self, account: Account, pool: KeyPool, index: int, reason: str) -> None:
         if pool.forget(index, reason):
             log.error("account %s key %s stopped: %s", account.name, pool.paths[index], reason)
-
-
-def _server_config(app: Any) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", loop="none",
-        http="httptools", server_header=False, date_header=False, timeout_keep_alive=30,
-    )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -54,6 +55,8 @@ from proxy.state.rules import (
     unscale_amount,
 )
 from proxy.state.waiting import poll_begin
+
+log = logging.getLogger("proxy.state")
 
 T = TypeVar("T")
 
@@ -102,8 +105,10 @@ class SqliteStateStore:
     # -- plumbing ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            new = not self._path.exists()
             try:
-                self._lock_dir.mkdir(parents=True, exist_ok=True)
+                # never parents=True: a mistyped path must fail, not start an empty store
+                self._lock_dir.mkdir(exist_ok=True)
                 conn = sqlite3.connect(
                     self._path, isolation_level=None, check_same_thread=False, timeout=0
                 )
@@ -114,6 +119,9 @@ class SqliteStateStore:
             except (sqlite3.Error, OSError) as exc:
                 raise NotReady(f"state store unreachable: sqlite {self._path}: {exc}") from exc
             self._conn = conn
+            if new:
+                log.warning("state store %s is new: no idempotency or nonce history yet; if this "
+                            "is not the first start, check [state] path", self._path)
         return self._conn
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:

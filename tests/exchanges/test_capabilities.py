@@ -41,7 +41,10 @@ def _fits(value: Any, hint: Any) -> bool:
     if origin is tuple:
         item = typing.get_args(hint)[0]
         return isinstance(value, tuple) and all(_fits(v, item) for v in value)
-    return isinstance(value, hint)
+    if origin is frozenset:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, frozenset) and all(_fits(v, item) for v in value)
+    return isinstance(value, origin or hint)
 
 
 def test_the_registry_lists_every_exchange_module() -> None:

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def examples(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "policies", tmp_path / "policies")
+    (tmp_path / "policies" / "config" / "proxy.toml").chmod(0o600)  # the one file-mode rule
     return tmp_path / "policies"
 
 

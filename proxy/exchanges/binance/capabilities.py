@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json
-from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, Weights
+from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
@@ -123,12 +123,17 @@ def lookup_result(status: int, body: bytes) -> Lookup:
     return Lookup.UNKNOWN
 
 
+
+PROBE = PermissionProbe("/sapi/v1/account/apiRestrictions", _permissions)
+
 # ---------------------------------------------------------------- the declaration
 
 CAPABILITIES = Capabilities(
     server_time=ServerTime("/api/v3/time", ("serverTime",)),  # {"serverTime": ms}
     ticker=TICKER,
-    key_permissions=PermissionProbe("/sapi/v1/account/apiRestrictions", _permissions),
+    key_permissions=PROBE,
+    key_check=SignedRead("GET", PROBE.path, ok=PROBE.readable),
+    key_refusal_codes=frozenset({"-2014", "-2015", "-1022"}),
     weights=Weights(request_weight, WEIGHT_PER_MINUTE),
     nonce_rejections=(),  # window-based: no nonce
     # 418 bans (two minutes, escalating to three days) and request weight count per IP

@@ -13,7 +13,7 @@ from typing import Any
 
 from proxy.errors import TickerError
 from proxy.exchanges import tickers
-from proxy.exchanges.capabilities import Capabilities
+from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
@@ -81,6 +81,8 @@ CAPABILITIES = Capabilities(
     server_time=None,  # nonce-based: no timestamp window
     ticker=TICKER,
     key_permissions=None,  # auth/r/permissions is catalogued, but not read as a vetting probe
+    key_check=SignedRead("POST", "/v2/auth/r/wallets", body=b"{}"),
+    key_refusal_codes=frozenset({"10100"}),
     weights=None,  # per-endpoint request rates, not weights
     nonce_rejections=(b"nonce: small",),  # error 10114
     ip_wide_limits=False,

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities
+from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
@@ -62,6 +62,9 @@ CAPABILITIES = Capabilities(
     server_time=ServerTime("/api/v2/public/time", ("data", "serverTime")),
     ticker=TICKER,
     key_permissions=None,  # no endpoint that reads a key's own permissions
+    key_check=SignedRead("GET", "/api/v2/spot/account/assets",
+                         ok=lambda data: isinstance(data, dict) and data.get("code") == "00000"),
+    key_refusal_codes=frozenset({"40006", "40009", "40037"}),
     weights=None,  # per-endpoint request rates per UID, not weights
     nonce_rejections=(),  # window-based: no nonce
     ip_wide_limits=False,

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities
+from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
@@ -61,6 +61,8 @@ CAPABILITIES = Capabilities(
     server_time=None,  # no server-time endpoint was verified: signed with the host clock
     ticker=TICKER,
     key_permissions=None,  # no endpoint that reads a key's own permissions
+    key_check=SignedRead("POST", "/api/v2/balance/"),
+    key_refusal_codes=frozenset({"API0005", "API key not found", "Invalid signature"}),
     weights=None,
     # X-Auth-Nonce is single-use within the timestamp window
     nonce_rejections=(b"Invalid nonce",),

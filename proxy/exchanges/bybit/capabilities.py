@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
+from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
@@ -88,13 +88,18 @@ def lookup_result(status: int, body: bytes) -> Lookup:
     return Lookup.FOUND if orders else Lookup.ABSENT
 
 
+
+PROBE = PermissionProbe("/v5/user/query-api", _permissions)
+
 # ---------------------------------------------------------------- the declaration
 
 CAPABILITIES = Capabilities(
     # GET /v5/market/time; result.timeNano is the finest field
     server_time=ServerTime("/v5/market/time", ("result", "timeNano"), "ns"),
     ticker=TICKER,
-    key_permissions=PermissionProbe("/v5/user/query-api", _permissions),
+    key_permissions=PROBE,
+    key_check=SignedRead("GET", PROBE.path, ok=PROBE.readable),
+    key_refusal_codes=frozenset({"10003", "10004"}),
     weights=None,  # per-endpoint request rates per UID, not weights
     nonce_rejections=(),  # window-based: no nonce
     ip_wide_limits=False,

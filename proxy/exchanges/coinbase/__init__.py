@@ -38,6 +38,7 @@ from proxy.exchanges.base import (
     parse_pairs,
     positive_decimal,
     require_content_type,
+    require_secret,
 )
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
@@ -290,10 +291,7 @@ def _load_ed25519(secret: Secret) -> _CdpEd25519Key:
 
 
 def _require(fields: Mapping[str, Secret], name: str) -> Secret:
-    value = fields.get(name)
-    if value is None or not value.reveal():
-        raise ValueError(f"{name}: missing from the Vault secret")
-    return value
+    return require_secret(fields, name)
 
 
 def _parse_query(raw: bytes) -> Pairs:
@@ -305,6 +303,8 @@ def _parse_query(raw: bytes) -> Pairs:
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for part in text.split("&") if text else ():
+        if not part:
+            raise BadRequest("query: an empty parameter ('&&', or '&' at either end); send key=value pairs")
         ((key, value),) = parse_pairs(part, "query")
         if key in seen and key not in _LIST_KEYS:
             raise BadRequest(f"query: parameter {key[:40]!r} appears more than once; send it once")

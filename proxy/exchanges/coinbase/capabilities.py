@@ -11,7 +11,7 @@ from typing import Any
 
 from proxy.errors import TickerError
 from proxy.exchanges import tickers
-from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
+from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
@@ -44,13 +44,18 @@ def _permissions(data: Any) -> Permissions:
     return Permissions(transfer)
 
 
+
+PROBE = PermissionProbe("/api/v3/brokerage/key_permissions", _permissions)
+
 # ---------------------------------------------------------------- the declaration
 
 CAPABILITIES = Capabilities(
     # GET /api/v3/brokerage/time -> epochMillis (string)
     server_time=ServerTime("/api/v3/brokerage/time", ("epochMillis",)),
     ticker=TICKER,
-    key_permissions=PermissionProbe("/api/v3/brokerage/key_permissions", _permissions),
+    key_permissions=PROBE,
+    key_check=SignedRead("GET", PROBE.path, ok=PROBE.readable),
+    key_refusal_codes=frozenset(),  # a refused CDP JWT is an HTTP 401
     weights=None,  # per-endpoint request rates, not weights
     nonce_rejections=(),  # window-based (the JWT's nbf/exp): no nonce
     ip_wide_limits=False,

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities
+from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
@@ -59,6 +59,9 @@ CAPABILITIES = Capabilities(
     server_time=ServerTime("/api/v2/public/get_time", ("result",)),
     ticker=TICKER,
     key_permissions=None,  # no endpoint that reads a key's own permissions
+    key_check=SignedRead("GET", "/api/v2/private/get_account_summary", query=b"currency=BTC",
+                         ok=lambda data: isinstance(data, dict) and "error" not in data),
+    key_refusal_codes=frozenset({"13004", "13009"}),
     weights=None,  # credit-based limits per account, not per-request weights
     nonce_rejections=(),  # the signature's nonce is single-use within the timestamp window
     ip_wide_limits=False,

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities, Weights
+from proxy.exchanges.capabilities import Capabilities, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
@@ -81,6 +81,9 @@ CAPABILITIES = Capabilities(
     server_time=None,  # nonce-based: no timestamp window
     ticker=TICKER,
     key_permissions=None,  # no endpoint that reads a key's own permissions
+    key_check=SignedRead("POST", "/0/private/Balance",
+                         ok=lambda data: isinstance(data, dict) and not data.get("error")),
+    key_refusal_codes=frozenset({"EAPI:Invalid key", "EAPI:Invalid signature"}),
     weights=Weights(request_weight, None),
     nonce_rejections=(b"EAPI:Invalid nonce",),  # answered with HTTP 200
     ip_wide_limits=False,

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
+from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
@@ -62,13 +62,18 @@ def lookup_result(status: int, body: bytes) -> Lookup:
     return Lookup.UNKNOWN
 
 
+
+PROBE = PermissionProbe("/api/v5/account/config", _permissions)
+
 # ---------------------------------------------------------------- the declaration
 
 CAPABILITIES = Capabilities(
     # GET /api/v5/public/time -> data[0].ts (ms string)
     server_time=ServerTime("/api/v5/public/time", ("data", 0, "ts")),
     ticker=TICKER,
-    key_permissions=PermissionProbe("/api/v5/account/config", _permissions),
+    key_permissions=PROBE,
+    key_check=SignedRead("GET", PROBE.path, ok=PROBE.readable),
+    key_refusal_codes=frozenset({"50111", "50113"}),
     weights=None,  # per-endpoint request rates per UID, not weights
     nonce_rejections=(),  # window-based: no nonce
     ip_wide_limits=False,
