@@ -13,11 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from proxy import config as config_mod
 from proxy.cli import audit, demo, keys, policy, serve, token
-from proxy.cli.common import EXIT_CONFIG, EXIT_FAIL, Parser, parse_duration
+from proxy.cli.common import EXIT_CONFIG, EXIT_FAIL, Parser, load_config, parse_duration
 from proxy.errors import ConfigError, SecretSourceError
-from proxy.server.hardening import check_config_files
 
 __all__ = ["build_parser", "main", "parse_duration"]
 
@@ -41,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.handler(args))
         if getattr(args, "configless", False):  # loads the config itself, if it was given one
             return int(args.handler(None, args))
-        cfg = config_mod.load(args.config)
-        check_config_files(cfg.path, (cfg.vault.token_file, cfg.vault.role_id_file, cfg.vault.secret_id_file))
-        return int(args.handler(cfg, args))
+        return int(args.handler(load_config(args.config), args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -18,6 +18,7 @@ from proxy.cli.common import (
     EXIT_USAGE,
     Subparsers,
     group,
+    load_config,
     parse_duration,
     source,
     with_config,
@@ -127,7 +128,7 @@ def _public_key_options(sp: argparse.ArgumentParser) -> None:
 
 def _config_for(args: argparse.Namespace, need: str) -> config_mod.Config | None:
     if args.config is not None:
-        return config_mod.load(args.config)
+        return load_config(args.config)
     if need:
         print(f"error: {need}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

@@ -60,3 +60,13 @@ def load_policies(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
         return load_dir(cfg.policies_dir, {a.name for a in cfg.accounts})
     except PolicyError as exc:
         raise ConfigError(str(cfg.policies_dir), "; ".join(exc.problems)) from None
+
+
+def load_config(path: Path) -> config_mod.Config:
+    """The configuration, with the one file-mode rule every command applies (README "File
+    permissions"): the file and any Vault credential file it names are private to the owner."""
+    from proxy.server.hardening import check_config_files
+
+    cfg = config_mod.load(path)
+    check_config_files(cfg.path, (cfg.vault.token_file, cfg.vault.role_id_file, cfg.vault.secret_id_file))
+    return cfg
