@@ -9,6 +9,7 @@ import importlib
 from functools import cache
 
 from proxy.exchanges.base import Exchange
+from proxy.exchanges.streams import PrivateStream
 
 NAMES = (
     "binance", "bybit", "okx", "bitget", "bitstamp", "bitfinex", "kraken", "coinbase", "deribit",
@@ -38,3 +39,14 @@ def get(name: str) -> Exchange:
         raise ValueError(f"exchange {name!r} is not implemented in this build") from None
     exchange: Exchange = module.EXCHANGE
     return exchange
+
+
+@cache
+def stream(name: str) -> PrivateStream | None:
+    """The exchange's private stream as the proxy carries it, or None where it carries none yet."""
+    try:
+        module = importlib.import_module(f"proxy.exchanges.{name}_stream")
+    except ModuleNotFoundError:
+        return None
+    found: PrivateStream = module.STREAM
+    return found

@@ -61,6 +61,10 @@ class RequestContext:
     upstream_latency_ms: float | None = None
     exchange_order_id: str | None = None
     error: str | None = None
+    #: a private stream's subscription: the channels asked for
+    channels: tuple[str, ...] | None = None
+    #: why a private stream ended
+    stream_close: str | None = None
 
     def lookup(self, prepared: Prepared) -> RequestContext:
         """The context of a lookup the proxy makes on this request's behalf (same request id)."""
@@ -79,7 +83,8 @@ class RequestContext:
 
 
 _OPTIONAL = ("client_order_id_injected", "would_deny", "idempotent_replay", "order_lookup",
-             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id", "error")
+             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id", "error",
+             "stream_close")
 
 
 class Decisions:
@@ -110,6 +115,8 @@ class Decisions:
                 record["intents"] = [intent_fields(i) for i in intents]
         if ctx.stamp is not None:
             record["nonce"] = ctx.stamp.nonce  # the nonce, or the timestamp, that was signed
+        if ctx.channels is not None:
+            record["channels"] = list(ctx.channels)
         if ctx.client_order_ids is not None:  # a batch: the record's client_order_id is per order
             record["client_order_ids"] = list(ctx.client_order_ids)
         for name in _OPTIONAL:
@@ -136,10 +143,14 @@ class Decisions:
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
             ctx.exchange_order_id = exchange_order_id(response.body)
-        task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", "grant", "outcome")))
+        self.queue(self.record(ctx, "allow", "grant", "outcome"))
+        self.log(ctx, "allow", "grant", response.status, response.status)
+
+    def queue(self, record: dict[str, Any]) -> None:
+        """Write a record in the background (an outcome: the decision before it was durable)."""
+        task = asyncio.create_task(self._write_outcome(record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        self.log(ctx, "allow", "grant", response.status, response.status)
 
     async def _write_outcome(self, record: dict[str, Any]) -> None:
         try:

@@ -1,0 +1,92 @@
+"""Private streams, the pure part: what a bot's stream message means, and the messages the
+proxy writes in an exchange's own stream format (pure: no I/O, no clock).
+
+A bot's message is one of: its own login (replaced by the proxy's, never forwarded), a ping,
+a subscription to private channels (category ``read``), or anything else, which would act or
+is not understood, and is refused in the exchange's own stream error format.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from proxy.errors import BadRequest
+from proxy.exchanges.base import Credentials, Environment
+from proxy.model.request import Stamp
+
+#: the longest stream message a bot may send (subscriptions are small)
+MAX_BOT_MESSAGE = 16 * 1024
+
+
+class StreamKind(StrEnum):
+    LOGIN = "login"
+    PING = "ping"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class StreamMessage:
+    """A bot's stream message as the proxy understood it."""
+
+    kind: StreamKind
+    op: str
+    channels: tuple[str, ...] = ()
+    request_id: str | None = None
+
+
+@runtime_checkable
+class PrivateStream(Protocol):
+    """One exchange's private stream: where it is, how to log in, what bots may send."""
+
+    @property
+    def path(self) -> str:
+        """The exchange's private stream path (the bot connects to ``/x/{account}{path}``)."""
+        ...
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The private channels a bot may subscribe to (all category ``read``)."""
+        ...
+
+    def url(self, environment: Environment) -> str:
+        """The exchange's stream origin (``wss://...``) for ``environment``."""
+        ...
+
+    def login(self, creds: Credentials, stamp: Stamp) -> str:
+        """The proxy's login message, signed with the account's key."""
+        ...
+
+    def login_result(self, message: Any) -> bool | None:
+        """True: this exchange message accepts the login; False: refuses it; None: another."""
+        ...
+
+    def classify(self, message: Any) -> StreamMessage:
+        """What a bot's (parsed JSON) message is; BadRequest when it is not an object."""
+        ...
+
+    def login_ack(self, message: StreamMessage) -> str:
+        """The answer the bot expects to its own login, which the proxy swallowed."""
+        ...
+
+    def refusal(self, message: StreamMessage, code: str, text: str) -> str:
+        """A refusal in the exchange's own stream error format."""
+        ...
+
+
+def parse_bot_message(raw: str | bytes) -> Any:
+    """A bot's stream message as JSON; BadRequest for anything else (no guessing)."""
+    if len(raw) > MAX_BOT_MESSAGE:
+        raise BadRequest(f"stream messages are limited to {MAX_BOT_MESSAGE} bytes")
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except ValueError:
+        raise BadRequest("a stream message must be one JSON value") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
