@@ -15,7 +15,7 @@ from typing import Any
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
 from proxy.exchanges.bybit import signature_for
-from proxy.exchanges.streams import StreamKind, StreamMessage
+from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 
 #: how long the login signature is valid (Bybit's ``expires`` is a time in the future)
@@ -47,7 +47,8 @@ class BybitStream:
             return None
         return message.get("success") is True
 
-    def classify(self, message: Any) -> StreamMessage:
+    def classify(self, raw: str) -> StreamMessage:
+        message = parse_bot_message(raw)
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             raise BadRequest('a Bybit stream message is an object with "op"')
         op, req = message["op"], message.get("req_id")

@@ -65,8 +65,8 @@ class PrivateStream(Protocol):
         """True: this exchange message accepts the login; False: refuses it; None: another."""
         ...
 
-    def classify(self, message: Any) -> StreamMessage:
-        """What a bot's (parsed JSON) message is; BadRequest when it is not an object."""
+    def classify(self, raw: str) -> StreamMessage:
+        """What a bot's message is; BadRequest when it is not one the exchange would parse."""
         ...
 
     def login_ack(self, message: StreamMessage) -> str:

@@ -149,7 +149,7 @@ class StreamRelay:
             except KeyError:  # a binary frame: no exchange's private stream takes one from a bot
                 raw = "\x00"
             try:
-                message = stream.classify(parse_bot_message(raw))
+                message = stream.classify(raw)
             except BadRequest as exc:
                 await self._refuse(ctx, ws, stream, StreamMessage(StreamKind.OTHER, ""), exc)
                 continue

@@ -1,0 +1,189 @@
+"""Private streams through the proxy, per exchange: a ccxt pro bot with placeholder keys watches
+its orders while it trades over REST through the proxy; its own login never reaches the
+exchange; acting or non-private messages are refused in the exchange's own format and never
+reach it; the upgrade is refused with the contract's codes; no secret reaches the bot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import ccxt.pro
+import pytest
+
+from proxy.audit.reader import iter_records
+from tests.support.stack import AccountSpec, Stack, start_stack
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Case:
+    exchange: str
+    fields: dict[str, str]
+    path: str
+    ccxt_options: dict[str, Any]
+    point_urls: Callable[[Any, str, str], None]
+    #: the bot's own login (placeholder keys), an acting message, a public channel, a private one
+    bot_login: str
+    acting: str
+    public: str
+    private: str
+    ping: str
+    pong: Callable[[str], bool]
+    accepted: Callable[[Any], bool]
+    refused: Callable[[Any], bool]
+
+
+def _bybit_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {**{k: rest for k in bot.urls["api"] if k != "ws"}, "ws": bot.urls["api"]["ws"]}
+    bot.urls["api"]["ws"]["private"].update({"spot": {"unified": ws, "nonUnified": ws}, "contract": ws})
+
+
+def _okx_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {"rest": rest, "ws": ws.removesuffix("/private")}
+
+
+CASES = [
+    Case("bybit", {"api_key": "bybit_stream_key_01", "api_secret": "bybit-stream-canary-5f3a9c"},
+         "/v5/private", {"defaultType": "spot"}, _bybit_urls,
+         bot_login='{"op": "auth", "args": ["placeholder", "9999999999999", "00"], "req_id": "a1"}',
+         acting='{"op": "order.create", "args": [{"symbol": "BTCUSDT", "qty": "1"}], "req_id": "o1"}',
+         public='{"op": "subscribe", "args": ["publicTrade.BTCUSDT"], "req_id": "s1"}',
+         private='{"op": "subscribe", "args": ["order"], "req_id": "s2"}',
+         ping='{"op": "ping", "req_id": "p1"}', pong=lambda t: json.loads(t).get("ret_msg") == "pong",
+         accepted=lambda m: m.get("success") is True, refused=lambda m: m.get("success") is False),
+    Case("okx", {"api_key": "okx-stream-key-01", "api_secret": "OKXSTREAMCANARY5F3A9C0123456789",
+                 "passphrase": "StreamPass1!"},
+         "/ws/v5/private", {}, _okx_urls,
+         bot_login='{"op": "login", "args": [{"apiKey": "placeholder", "passphrase": "p", '
+                   '"timestamp": "1", "sign": "x"}]}',
+         acting='{"id": "o1", "op": "order", "args": [{"instId": "BTC-USDT", "side": "buy", "sz": "1"}]}',
+         public='{"op": "subscribe", "args": [{"channel": "tickers", "instId": "BTC-USDT"}]}',
+         private='{"op": "subscribe", "args": [{"channel": "orders", "instType": "ANY"}]}',
+         ping="ping", pong=lambda t: t == "pong",
+         accepted=lambda m: m.get("event") in ("login", "subscribe") and m.get("code", "0") == "0",
+         refused=lambda m: m.get("event") == "error" or m.get("code") not in (None, "0")),
+]
+SECRETS = {c.exchange: c.fields["api_secret"] for c in CASES}
+
+
+def _policy(exchange: str, client: str, allow: str) -> str:
+    return f"""
+version = 1
+client = "{client}"
+
+[[grants]]
+account = "{exchange}-main"
+allow = [{allow}]
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    accounts = [AccountSpec(f"{c.exchange}-main", c.exchange, c.fields) for c in CASES]
+    policies = {}
+    for c in CASES:
+        policies[f"{c.exchange}-bot"] = _policy(c.exchange, f"{c.exchange}-bot", '"read", "trade", "cancel"')
+        policies[f"{c.exchange}-no-read"] = _policy(c.exchange, f"{c.exchange}-no-read", '"cancel"')
+    with start_stack(tmp_path_factory.mktemp("streams"), accounts, policies) as s:
+        yield s
+
+
+def _ws_url(stack: Stack, case: Case) -> str:
+    return stack.proxy_url.replace("http://", "ws://") + f"/x/{case.exchange}-main{case.path}"
+
+
+def _bot(stack: Stack, case: Case) -> Any:
+    token = stack.token(f"{case.exchange}-bot")
+    auth = {"Proxy-Authorization": f"Bearer {token}"}
+    bot = getattr(ccxt.pro, case.exchange)({
+        "apiKey": "placeholder", "secret": "placeholder", "password": "placeholder", "headers": auth,
+        "options": {"fetchMarkets": {"types": ["spot"]}, "ws": {"options": {"headers": auth}},
+                    **case.ccxt_options}})
+    case.point_urls(bot, stack.proxy_url + f"/x/{case.exchange}-main", _ws_url(stack, case))
+    return bot
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
+def test_private_stream_ccxt_bot_sees_its_rest_order_on_watch_orders(stack: Stack, case: Case) -> None:
+    emulator = stack.emulator(f"{case.exchange}-main")
+
+    async def run() -> None:
+        bot = _bot(stack, case)
+        try:
+            await bot.load_markets()
+            watching = asyncio.create_task(bot.watch_orders("BTC/USDT"))
+            for _ in range(200):  # until the proxy has relayed the subscription
+                if any(isinstance(m, dict) and m.get("op") == "subscribe" for m in emulator.streams.received):
+                    break
+                await asyncio.sleep(0.05)
+            order = await bot.create_order("BTC/USDT", "limit", "buy", 0.01, 30000,
+                                           {"clientOrderId": f"stream{case.exchange}1"})
+            seen = await asyncio.wait_for(watching, 20)
+            assert [o["id"] for o in seen] == [order["id"]]
+            assert seen[0]["clientOrderId"] == f"stream{case.exchange}1" and seen[0]["status"] == "open"
+        finally:
+            await bot.close()
+
+    asyncio.run(run())
+    logins = [m for m in emulator.streams.received if isinstance(m, dict) and m.get("op") in ("auth", "login")]
+    assert logins and "placeholder" not in json.dumps(logins)  # only the proxy's logins arrived
+
+
+async def _exchange_messages(stack: Stack, case: Case, client: str, messages: list[str]) -> list[str]:
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            _ws_url(stack, case), headers={"Proxy-Authorization": f"Bearer {stack.token(client)}"}) as ws:
+        answers = []
+        for message in messages:
+            await ws.send_str(message)
+            answers.append(str((await ws.receive(timeout=10)).data))
+        return answers
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
+def test_private_stream_bot_login_answered_by_proxy_acting_and_public_refused(stack: Stack, case: Case) -> None:
+    emulator = stack.emulator(f"{case.exchange}-main")
+    before = len(emulator.streams.received)
+    login, acting, public, private, pong = asyncio.run(_exchange_messages(
+        stack, case, f"{case.exchange}-bot", [case.bot_login, case.acting, case.public, case.private, case.ping]))
+    assert case.accepted(json.loads(login))
+    assert case.refused(json.loads(acting)) and "endpoint_forbidden" in acting
+    assert case.refused(json.loads(public)) and "endpoint_forbidden" in public
+    assert case.accepted(json.loads(private))
+    assert case.pong(pong)
+    sent = emulator.streams.received[before:]
+    ops = [m.get("op") for m in sent if m.get("op") != "ping"]  # Bybit's ping is JSON, OKX's is text
+    assert ops == [json.loads(case.bot_login)["op"], "subscribe"]  # the proxy's login, then the allowed one
+    assert "placeholder" not in json.dumps(sent)
+    records = [r for r in iter_records(stack.dir / "audit") if r.get("account") == f"{case.exchange}-main"
+               and str(r.get("method", "")).startswith("WS")]
+    rules = {(r["decision"], r["rule"]) for r in records}
+    assert {("allow", "stream.open"), ("allow", "stream.subscribe"), ("deny", "endpoint_forbidden")} <= rules
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
+def test_private_stream_upgrade_refused_with_contract_codes(stack: Stack, case: Case) -> None:
+    async def status(url: str, token: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(url, headers={"Proxy-Authorization": f"Bearer {token}"}):
+                    return 101, ""
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status, str(exc.headers.get("X-Proxy-Error") if exc.headers else "")
+
+    url = _ws_url(stack, case)
+    assert asyncio.run(status(url, "nope.nope.nope")) == (401, "unauthenticated")
+    assert asyncio.run(status(url, stack.token(f"{case.exchange}-no-read"))) == (403, "policy_denied")
+    assert asyncio.run(status(url + "x", stack.token(f"{case.exchange}-bot"))) == (403, "endpoint_forbidden")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
+def test_private_stream_never_shows_the_key_or_secret_to_the_bot(stack: Stack, case: Case) -> None:
+    texts = asyncio.run(_exchange_messages(stack, case, f"{case.exchange}-bot", [case.bot_login, case.private]))
+    for secret in case.fields.values():  # the key, the secret and any passphrase
+        assert all(secret not in t for t in texts)
