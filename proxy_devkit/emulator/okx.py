@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from proxy_devkit.emulator.okx_stream import order_event, private_stream
+from proxy_devkit.emulator import passphrase_stream
 from proxy_devkit.emulator.rate_faults import FaultSwitch
 from proxy_devkit.emulator.recorder import Received, Recorder
 from proxy_devkit.emulator.streams import StreamHub
@@ -131,7 +131,7 @@ def create_app(state: OkxState) -> Starlette:
 
     methods = ["GET", "POST", "PUT", "DELETE"]
     async def stream(ws: WebSocket) -> None:
-        await private_stream(state, ws)
+        await passphrase_stream.private_stream(state, STREAM_SPEC, ws)
 
     return Starlette(routes=[WebSocketRoute("/ws/v5/private", stream),
                              Route("/{path:path}", handle, methods=methods)])
@@ -354,7 +354,7 @@ def _place(state: OkxState, p: dict[str, Any]) -> dict[str, Any]:
         "category": "normal", "cTime": now, "uTime": now, "fillTime": now if filled else "",
         "_locked": Decimal(0) if filled else lock, "_lock_ccy": lock_ccy,
     }
-    order_event(state, state.orders[ord_id])
+    passphrase_stream.order_event(state.streams, state.orders[ord_id], "SPOT")
     return {"ordId": ord_id, "clOrdId": coid, "tag": p.get("tag", "")}
 
 
@@ -377,9 +377,24 @@ def _cancel(state: OkxState, p: dict[str, Any]) -> dict[str, Any]:
         raise _OrderError("51400", "Order cancellation failed as the order has been filled, "
                                    "canceled or does not exist.")
     order.update(state="canceled", _locked=Decimal(0), uTime=str(state.now_ms()))
-    order_event(state, order)
+    passphrase_stream.order_event(state.streams, order, "SPOT")
     return {"ordId": order["ordId"], "clOrdId": order["clOrdId"]}
 
 
 def _public_order(order: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in order.items() if not k.startswith("_")}
+
+
+def _stream_verify(key: OkxKey, message: bytes, sign: str) -> bool:
+    expected = base64.b64encode(hmac.new(key.secret.encode(), message, hashlib.sha256).digest()).decode()
+    return hmac.compare_digest(expected, sign)
+
+
+#: OKX's private stream (/ws/v5/private): its checks and its error codes
+STREAM_SPEC = passphrase_stream.Spec(
+    verify_path="/users/self/verify", verify=_stream_verify, ok_code="0",
+    channels=frozenset({"account", "positions", "balance_and_position", "orders", "fills",
+                        "liquidation-warning", "account-greeks"}),
+    login_failed=("60009", "Login failed."), not_logged_in=("60011", "Please log in"),
+    bad_channel="60018", illegal="60012",
+)

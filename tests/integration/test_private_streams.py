@@ -48,6 +48,11 @@ def _okx_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"] = {"rest": rest, "ws": ws.removesuffix("/private")}
 
 
+def _bitget_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {**{k: rest for k in bot.urls["api"] if k != "ws"}, "ws": bot.urls["api"]["ws"]}
+    bot.urls["api"]["ws"]["private"] = ws
+
+
 CASES = [
     Case("bybit", {"api_key": "bybit_stream_key_01", "api_secret": "bybit-stream-canary-5f3a9c"},
          "/v5/private", {"defaultType": "spot"}, _bybit_urls,
@@ -68,8 +73,18 @@ CASES = [
          ping="ping", pong=lambda t: t == "pong",
          accepted=lambda m: m.get("event") in ("login", "subscribe") and m.get("code", "0") == "0",
          refused=lambda m: m.get("event") == "error" or m.get("code") not in (None, "0")),
+    Case("bitget", {"api_key": "bg_stream_key_01", "api_secret": "bg-stream-canary-5f3a9c0123456789",
+                    "passphrase": "StreamPass1"},
+         "/v2/ws/private", {}, _bitget_urls,
+         bot_login='{"op": "login", "args": [{"apiKey": "placeholder", "passphrase": "p", '
+                   '"timestamp": "1", "sign": "x"}]}',
+         acting='{"id": "o1", "op": "trade", "args": [{"instId": "BTCUSDT", "channel": "place-order"}]}',
+         public='{"op": "subscribe", "args": [{"instType": "SPOT", "channel": "ticker", "instId": "BTCUSDT"}]}',
+         private='{"op": "subscribe", "args": [{"instType": "SPOT", "channel": "orders", "instId": "default"}]}',
+         ping="ping", pong=lambda t: t == "pong",
+         accepted=lambda m: m.get("event") in ("login", "subscribe") and str(m.get("code", 0)) == "0",
+         refused=lambda m: m.get("event") == "error" or str(m.get("code")) not in ("None", "0")),
 ]
-SECRETS = {c.exchange: c.fields["api_secret"] for c in CASES}
 
 
 def _policy(exchange: str, client: str, allow: str) -> str:
