@@ -50,7 +50,8 @@ class PrivateStream(Protocol):
 
     @property
     def channels(self) -> frozenset[str]:
-        """The private channels a bot may subscribe to (all category ``read``)."""
+        """The private channels a bot may subscribe to (all category ``read``); a channel may
+        also be one of these followed by ``.`` and a qualifier (``user.orders.any.any.raw``)."""
         ...
 
     def url(self, environment: Environment) -> str:
@@ -76,6 +77,11 @@ class PrivateStream(Protocol):
     def refusal(self, message: StreamMessage, code: str, text: str) -> str:
         """A refusal in the exchange's own stream error format."""
         ...
+
+
+def allowed_channel(channel: str, private: frozenset[str]) -> bool:
+    """Is ``channel`` one of the private channels, or one qualified with ``.`` after it?"""
+    return any(channel == p or channel.startswith(p + ".") for p in private)
 
 
 def parse_bot_message(raw: str | bytes) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -28,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from proxy import exchanges
 from proxy.errors import BadRequest, EndpointForbidden, Forbidden, NotReady, PolicyDenied, Refusal
 from proxy.exchanges.base import Credentials
-from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, allowed_channel
 from proxy.model.request import Category
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
@@ -178,7 +179,7 @@ class StreamRelay:
             return Forbidden("no such account, or not granted to this client")
         if Category.READ not in grant.allow:
             return PolicyDenied("private streams need the read category", rule="allow")
-        unknown = [c for c in message.channels if c not in stream.channels]
+        unknown = [c for c in message.channels if not allowed_channel(c, stream.channels)]
         if unknown:
             return EndpointForbidden(f"channels {unknown} are not private read channels the proxy "
                                      f"carries; use {sorted(stream.channels)}")
@@ -231,8 +232,8 @@ async def _login_answer(up: Any, stream: PrivateStream) -> bool:
         if msg.type is not aiohttp.WSMsgType.TEXT:
             break
         try:
-            verdict = stream.login_result(parse_bot_message(msg.data))
-        except BadRequest:
+            verdict = stream.login_result(json.loads(msg.data))
+        except ValueError:  # not JSON (a text pong): not the login's answer
             continue
         if verdict is not None:
             if not verdict:

@@ -40,9 +40,13 @@ class Case:
     refused: Callable[[Any], bool]
     symbol: str = "BTC/USDT"
     coid: str | int = "streamorder1"
+    amount: float = 0.01
+    #: the order parameter carrying the client order id
+    coid_param: str = "clientOrderId"
     #: the key naming a message's operation ("event" on Bitfinex)
     op_key: str = "op"
-    #: ccxt 4.5.90 reads Bitfinex's stream order CID from the GID field (index 1), so it shows none
+    #: ccxt 4.5.90 shows no client order id on these streams (Bitfinex: it reads the GID field;
+    #: Deribit: it ignores the label)
     ccxt_reads_coid: bool = True
 
 
@@ -58,6 +62,10 @@ def _okx_urls(bot: Any, rest: str, ws: str) -> None:
 def _bitfinex_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"] = {"v1": rest, "public": rest, "private": rest,
                        "ws": {"public": bot.urls["api"]["ws"]["public"], "private": ws}}
+
+
+def _deribit_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {"rest": rest, "ws": ws}
 
 
 def _bitget_urls(bot: Any, rest: str, ws: str) -> None:
@@ -105,6 +113,22 @@ CASES = [
          private=None, ping='{"event": "ping", "cid": 7}', pong=lambda t: json.loads(t).get("event") == "pong",
          accepted=lambda m: m.get("status") == "OK", refused=lambda m: m.get("event") == "error",
          symbol="BTC/USD", coid=8101, op_key="event", ccxt_reads_coid=False),
+    Case("deribit", {"api_key": "drbStreamClient1", "api_secret": "deribit-stream-canary-5f3a9c0123"},
+         "/ws/api/v2", {}, _deribit_urls,
+         bot_login='{"jsonrpc": "2.0", "id": 1, "method": "public/auth", "params": {"grant_type": '
+                   '"client_signature", "client_id": "placeholder", "timestamp": 1, "signature": "00", '
+                   '"nonce": "n", "data": ""}}',
+         acting='{"jsonrpc": "2.0", "id": 2, "method": "private/buy", "params": '
+                '{"instrument_name": "BTC-PERPETUAL", "amount": 10}}',
+         public='{"jsonrpc": "2.0", "id": 3, "method": "public/subscribe", "params": {"channels": '
+                '["trades.BTC-PERPETUAL.raw"]}}',
+         private='{"jsonrpc": "2.0", "id": 4, "method": "private/subscribe", "params": {"channels": '
+                 '["user.orders.any.any.raw"]}}',
+         ping='{"jsonrpc": "2.0", "id": 5, "method": "public/test", "params": {}}',
+         pong=lambda t: "version" in json.loads(t).get("result", {}),
+         accepted=lambda m: "result" in m, refused=lambda m: "error" in m,
+         symbol="BTC/USD:BTC", coid="streamdrb1", amount=100, coid_param="label", op_key="method",
+         ccxt_reads_coid=False),
 ]
 
 
@@ -155,11 +179,12 @@ def test_private_stream_ccxt_bot_sees_its_rest_order_on_watch_orders(stack: Stac
             await bot.load_markets()
             watching = asyncio.create_task(bot.watch_orders(case.symbol))
             for _ in range(200):  # until the proxy has relayed the subscription
-                if any(isinstance(m, dict) and m.get(case.op_key) in ("subscribe", "auth")
+                if any(isinstance(m, dict) and m.get(case.op_key) in ("subscribe", "auth", "private/subscribe")
                        for m in emulator.streams.received):
                     break
                 await asyncio.sleep(0.05)
-            order = await bot.create_order(case.symbol, "limit", "buy", 0.01, 30000, {"clientOrderId": case.coid})
+            order = await bot.create_order(case.symbol, "limit", "buy", case.amount, 30000,
+                                           {case.coid_param: case.coid})
             seen = await asyncio.wait_for(watching, 20)
             assert [o["id"] for o in seen] == [order["id"]]
             assert seen[0]["status"] == "open"
@@ -168,7 +193,8 @@ def test_private_stream_ccxt_bot_sees_its_rest_order_on_watch_orders(stack: Stac
             await bot.close()
 
     asyncio.run(run())
-    logins = [m for m in emulator.streams.received if isinstance(m, dict) and m.get(case.op_key) in ("auth", "login")]
+    logins = [m for m in emulator.streams.received
+              if isinstance(m, dict) and m.get(case.op_key) in ("auth", "login", "public/auth")]
     assert logins and "placeholder" not in json.dumps(logins)  # only the proxy's logins arrived
 
 
@@ -199,9 +225,11 @@ def test_private_stream_bot_login_answered_by_proxy_acting_and_public_refused(st
     assert all(case.accepted(json.loads(p)) for p in private)
     assert case.pong(pong)
     sent = emulator.streams.received[before:]
-    ops = [m.get(case.op_key) for m in sent if m.get(case.op_key) != "ping"]  # some pings are text
+    pings = ("ping", json.loads(case.ping)[case.op_key] if case.ping.startswith("{") else "ping")
+    ops = [m.get(case.op_key) for m in sent if m.get(case.op_key) not in pings]  # some pings are text
     login_op = json.loads(case.bot_login)[case.op_key]
-    assert ops == [login_op, *(["subscribe"] if case.private else [])]  # the proxy's login, then allowed
+    subscribe_op = json.loads(case.private)[case.op_key] if case.private else None
+    assert ops == [login_op, *([subscribe_op] if subscribe_op else [])]  # the proxy's login, then allowed
     assert "placeholder" not in json.dumps(sent)
     records = [r for r in iter_records(stack.dir / "audit") if r.get("account") == f"{case.exchange}-main"
                and str(r.get("method", "")).startswith("WS")]

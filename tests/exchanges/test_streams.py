@@ -1,0 +1,92 @@
+"""The proxy's stream logins against the exchanges' published examples and independent
+recomputation of their documented formulas, and how bot messages are classified."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from proxy import exchanges
+from proxy.errors import BadRequest
+from proxy.exchanges.base import Credentials
+from proxy.exchanges.deribit_stream import login_signature
+from proxy.exchanges.streams import StreamKind, allowed_channel
+from proxy.model.request import Stamp
+from proxy.model.sensitive import Secret
+from proxy.model.signers import HmacKey
+
+STAMP = Stamp(now_ms=1_700_000_000_000, nonce=1_700_000_000_000_123, unique="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+
+
+def _creds(exchange: str, fields: dict[str, str]) -> Credentials:
+    return exchanges.get(exchange).load_credentials({k: Secret(v) for k, v in fields.items()}, 1)
+
+
+def test_streams_deribit_login_signature_matches_the_published_example() -> None:
+    # Deribit's "Client Signature (WebSocket)" example (ClientId AMANDA).
+    key = HmacKey(Secret("AMANDASECRECT"))
+    assert login_signature(key, 1576074319000, "1iqt2wls") == \
+        "56590594f97921b09b18f166befe0d1319b198bbcdad7ca73382de2f88fe9aa1"
+
+
+def test_streams_bybit_login_is_the_documented_auth() -> None:
+    stream = exchanges.stream("bybit")
+    assert stream is not None
+    login = json.loads(stream.login(_creds("bybit", {"api_key": "k1", "api_secret": "s3cret"}), STAMP))
+    expires = str(STAMP.now_ms + 10_000)
+    want = hmac.new(b"s3cret", f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
+    assert login == {"op": "auth", "args": ["k1", expires, want]}
+
+
+@pytest.mark.parametrize(("exchange", "verify_path"), [("okx", "/users/self/verify"), ("bitget", "/user/verify")])
+def test_streams_passphrase_login_is_the_documented_login(exchange: str, verify_path: str) -> None:
+    stream = exchanges.stream(exchange)
+    assert stream is not None
+    fields = {"api_key": "k1", "api_secret": "s3cret", "passphrase": "pp"}
+    login = json.loads(stream.login(_creds(exchange, fields), STAMP))
+    ts = str(STAMP.now_ms // 1000)
+    sign = base64.b64encode(hmac.new(b"s3cret", f"{ts}GET{verify_path}".encode(), hashlib.sha256).digest()).decode()
+    assert login == {"op": "login", "args": [{"apiKey": "k1", "passphrase": "pp", "timestamp": ts, "sign": sign}]}
+
+
+def test_streams_bitfinex_login_uses_the_rest_nonce() -> None:
+    stream = exchanges.stream("bitfinex")
+    assert stream is not None
+    login = json.loads(stream.login(_creds("bitfinex", {"api_key": "k1", "api_secret": "s3cret"}), STAMP))
+    payload = f"AUTH{STAMP.nonce}"
+    assert login == {"event": "auth", "apiKey": "k1", "authNonce": STAMP.nonce, "authPayload": payload,
+                     "authSig": hmac.new(b"s3cret", payload.encode(), hashlib.sha384).hexdigest()}
+
+
+@pytest.mark.parametrize(("exchange", "raw", "kind"), [
+    ("bybit", '{"op": "auth", "args": []}', StreamKind.LOGIN),
+    ("bybit", '{"op": "order.create", "args": []}', StreamKind.OTHER),
+    ("okx", "ping", StreamKind.PING),
+    ("okx", '{"op": "batch-orders", "args": []}', StreamKind.OTHER),
+    ("bitfinex", '[0, "on", null, {}]', StreamKind.OTHER),
+    ("bitfinex", '{"event": "ping", "cid": 1}', StreamKind.PING),
+    ("deribit", '{"method": "private/sell", "id": 1}', StreamKind.OTHER),
+    ("deribit", '{"method": "private/subscribe", "params": {"channels": ["user.orders.any.any.raw"]}}',
+     StreamKind.SUBSCRIBE),
+])
+def test_streams_classify_bot_messages(exchange: str, raw: str, kind: StreamKind) -> None:
+    stream = exchanges.stream(exchange)
+    assert stream is not None and stream.classify(raw).kind is kind
+
+
+@pytest.mark.parametrize("raw", ["", "{", "NaN", '{"op": 1}', "x" * 20_000, '{"a": Infinity}'])
+def test_streams_hostile_bot_messages_are_bad_requests(raw: str) -> None:
+    stream = exchanges.stream("bybit")
+    assert stream is not None
+    with pytest.raises(BadRequest):
+        stream.classify(raw)
+
+
+def test_streams_channels_match_whole_names_or_qualified_names_only() -> None:
+    private = frozenset({"order", "user.orders"})
+    assert allowed_channel("order", private) and allowed_channel("user.orders.any.any.raw", private)
+    assert not allowed_channel("orderbook.50.BTCUSDT", private) and not allowed_channel("user.ordersX", private)
