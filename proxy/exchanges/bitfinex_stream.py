@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import ForwardsSubscriptions, StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 from proxy.model.signers import HmacKey
 
@@ -25,7 +25,7 @@ REFUSED_CODE = 10000
 
 
 @dataclass(frozen=True)
-class BitfinexStream:
+class BitfinexStream(ForwardsSubscriptions):
     path: str = "/ws/2"
     #: none to subscribe: an authenticated socket receives the account's channel 0 by itself
     channels: frozenset[str] = frozenset()

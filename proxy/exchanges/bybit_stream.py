@@ -15,7 +15,7 @@ from typing import Any
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
 from proxy.exchanges.bybit import signature_for
-from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import ForwardsSubscriptions, StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 
 #: how long the login signature is valid (Bybit's ``expires`` is a time in the future)
@@ -30,7 +30,7 @@ CHANNELS = frozenset({
 
 
 @dataclass(frozen=True)
-class BybitStream:
+class BybitStream(ForwardsSubscriptions):
     path: str = "/v5/private"
     channels: frozenset[str] = CHANNELS
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import ForwardsSubscriptions, StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 from proxy.model.signers import HmacKey
 
@@ -34,7 +34,7 @@ def login_signature(secret: HmacKey, timestamp: int, nonce: str, data: str = "")
 
 
 @dataclass(frozen=True)
-class DeribitStream:
+class DeribitStream(ForwardsSubscriptions):
     path: str = "/ws/api/v2"
     channels: frozenset[str] = frozenset({"user.orders", "user.trades", "user.portfolio", "user.changes"})
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import ForwardsSubscriptions, StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 
 
 @dataclass(frozen=True)
-class PassphraseLoginStream:
+class PassphraseLoginStream(ForwardsSubscriptions):
     path: str
     channels: frozenset[str]
     live: str

@@ -58,8 +58,14 @@ class PrivateStream(Protocol):
         """The exchange's stream origin (``wss://...``) for ``environment``."""
         ...
 
-    def login(self, creds: Credentials, stamp: Stamp) -> str:
-        """The proxy's login message, signed with the account's key."""
+    def login(self, creds: Credentials, stamp: Stamp) -> str | None:
+        """The proxy's login message, signed with the account's key (None: the exchange has
+        no login message; its subscriptions carry the authentication, see ``authorize``)."""
+        ...
+
+    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
+        """An allowed subscription as sent to the exchange (with the authentication the exchange
+        wants in it, where it wants it there)."""
         ...
 
     def login_result(self, message: Any) -> bool | None:
@@ -77,6 +83,13 @@ class PrivateStream(Protocol):
     def refusal(self, message: StreamMessage, code: str, text: str) -> str:
         """A refusal in the exchange's own stream error format."""
         ...
+
+
+class ForwardsSubscriptions:
+    """For streams authenticated once at login: subscriptions go to the exchange as the bot wrote them."""
+
+    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
+        return raw
 
 
 def allowed_channel(channel: str, private: frozenset[str]) -> bool:

@@ -124,12 +124,14 @@ class StreamRelay:
                      creds: Credentials) -> str:
         async with self.upstream.connect_stream(_stream_url(account, stream)) as up:
             async with self.sender.stamp(account, creds) as stamp:
-                await up.send_str(stream.login(creds, stamp))
-                accepted = await asyncio.wait_for(_login_answer(up, stream), LOGIN_TIMEOUT_S)
-            if not accepted:
-                raise NotReady("the exchange refused the proxy's stream login; see the proxy's log",
-                               rule="stream.login")
-            to_exchange = asyncio.create_task(self._from_bot(ctx, ws, up, stream))
+                login = stream.login(creds, stamp)
+                if login is not None:
+                    await up.send_str(login)
+                    accepted = await asyncio.wait_for(_login_answer(up, stream), LOGIN_TIMEOUT_S)
+                    if not accepted:
+                        raise NotReady("the exchange refused the proxy's stream login; see the proxy's "
+                                       "log", rule="stream.login")
+            to_exchange = asyncio.create_task(self._from_bot(ctx, ws, up, stream, account, creds))
             to_bot = asyncio.create_task(_from_exchange(up, ws))
             done, pending = await asyncio.wait({to_exchange, to_bot}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -141,7 +143,8 @@ class StreamRelay:
             return "closed by the exchange"
         return "closed by the bot"
 
-    async def _from_bot(self, ctx: RequestContext, ws: WebSocket, up: Any, stream: PrivateStream) -> str:
+    async def _from_bot(self, ctx: RequestContext, ws: WebSocket, up: Any, stream: PrivateStream,
+                        account: Account, creds: Credentials) -> str:
         while True:
             try:
                 raw = await ws.receive_text()
@@ -165,7 +168,8 @@ class StreamRelay:
                     continue
                 sub = _child(ctx, message)
                 await self.decisions.durable(sub, "allow", f"stream.{message.kind}", phase="decision")
-                await up.send_str(raw)
+                async with self.sender.stamp(account, creds) as stamp:
+                    await up.send_str(stream.authorize(message, raw, creds, stamp))
             else:
                 await self._refuse(ctx, ws, stream, message, EndpointForbidden(
                     f"{message.op!r} is not carried on a private stream through the proxy: only "

@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import ccxt.pro
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy.audit.reader import iter_records
 from tests.support.stack import AccountSpec, Stack, start_stack
@@ -28,8 +30,9 @@ class Case:
     path: str
     ccxt_options: dict[str, Any]
     point_urls: Callable[[Any, str, str], None]
-    #: the bot's own login (placeholder keys), an acting message, a public channel, a private one
-    bot_login: str
+    #: the bot's own login (placeholder keys; None: the exchange has no login message), an acting
+    #: message, a public channel, a private one
+    bot_login: str | None
     acting: str
     public: str
     #: a private-channel subscription (None: the exchange needs none, Bitfinex)
@@ -45,6 +48,8 @@ class Case:
     coid_param: str = "clientOrderId"
     #: the key naming a message's operation ("event" on Bitfinex)
     op_key: str = "op"
+    #: what the exchange receives from the proxy in the login test, by operation, pings left out
+    expected_ops: tuple[str, ...] = ()
     #: ccxt 4.5.90 shows no client order id on these streams (Bitfinex: it reads the GID field;
     #: Deribit: it ignores the label)
     ccxt_reads_coid: bool = True
@@ -68,9 +73,18 @@ def _deribit_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"] = {"rest": rest, "ws": ws}
 
 
+def _coinbase_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {"rest": rest, "ws": ws}
+
+
 def _bitget_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"] = {**{k: rest for k in bot.urls["api"] if k != "ws"}, "ws": bot.urls["api"]["ws"]}
     bot.urls["api"]["ws"]["private"] = ws
+
+
+_EC_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+    serialization.NoEncryption()).decode()
 
 
 CASES = [
@@ -81,7 +95,7 @@ CASES = [
          public='{"op": "subscribe", "args": ["publicTrade.BTCUSDT"], "req_id": "s1"}',
          private='{"op": "subscribe", "args": ["order"], "req_id": "s2"}',
          ping='{"op": "ping", "req_id": "p1"}', pong=lambda t: json.loads(t).get("ret_msg") == "pong",
-         accepted=lambda m: m.get("success") is True, refused=lambda m: m.get("success") is False),
+         accepted=lambda m: m.get("success") is True, refused=lambda m: m.get("success") is False, expected_ops=("auth", "subscribe")),
     Case("okx", {"api_key": "okx-stream-key-01", "api_secret": "OKXSTREAMCANARY5F3A9C0123456789",
                  "passphrase": "StreamPass1!"},
          "/ws/v5/private", {}, _okx_urls,
@@ -92,7 +106,7 @@ CASES = [
          private='{"op": "subscribe", "args": [{"channel": "orders", "instType": "ANY"}]}',
          ping="ping", pong=lambda t: t == "pong",
          accepted=lambda m: m.get("event") in ("login", "subscribe") and m.get("code", "0") == "0",
-         refused=lambda m: m.get("event") == "error" or m.get("code") not in (None, "0")),
+         refused=lambda m: m.get("event") == "error" or m.get("code") not in (None, "0"), expected_ops=("login", "subscribe")),
     Case("bitget", {"api_key": "bg_stream_key_01", "api_secret": "bg-stream-canary-5f3a9c0123456789",
                     "passphrase": "StreamPass1"},
          "/v2/ws/private", {}, _bitget_urls,
@@ -103,7 +117,7 @@ CASES = [
          private='{"op": "subscribe", "args": [{"instType": "SPOT", "channel": "orders", "instId": "default"}]}',
          ping="ping", pong=lambda t: t == "pong",
          accepted=lambda m: m.get("event") in ("login", "subscribe") and str(m.get("code", 0)) == "0",
-         refused=lambda m: m.get("event") == "error" or str(m.get("code")) not in ("None", "0")),
+         refused=lambda m: m.get("event") == "error" or str(m.get("code")) not in ("None", "0"), expected_ops=("login", "subscribe")),
     Case("bitfinex", {"api_key": "bitfinex-stream-key-01", "api_secret": "bitfinex-stream-canary-5f3a9c"},
          "/ws/2", {}, _bitfinex_urls,
          bot_login='{"event": "auth", "apiKey": "placeholder", "authSig": "00", "authNonce": 1, '
@@ -112,7 +126,7 @@ CASES = [
          public='{"event": "subscribe", "channel": "trades", "symbol": "tBTCUSD"}',
          private=None, ping='{"event": "ping", "cid": 7}', pong=lambda t: json.loads(t).get("event") == "pong",
          accepted=lambda m: m.get("status") == "OK", refused=lambda m: m.get("event") == "error",
-         symbol="BTC/USD", coid=8101, op_key="event", ccxt_reads_coid=False),
+         symbol="BTC/USD", coid=8101, op_key="event", ccxt_reads_coid=False, expected_ops=("auth",)),
     Case("deribit", {"api_key": "drbStreamClient1", "api_secret": "deribit-stream-canary-5f3a9c0123"},
          "/ws/api/v2", {}, _deribit_urls,
          bot_login='{"jsonrpc": "2.0", "id": 1, "method": "public/auth", "params": {"grant_type": '
@@ -128,7 +142,17 @@ CASES = [
          pong=lambda t: "version" in json.loads(t).get("result", {}),
          accepted=lambda m: "result" in m, refused=lambda m: "error" in m,
          symbol="BTC/USD:BTC", coid="streamdrb1", amount=100, coid_param="label", op_key="method",
-         ccxt_reads_coid=False),
+         ccxt_reads_coid=False, expected_ops=("public/auth", "private/subscribe")),
+    Case("coinbase", {"api_key": "organizations/org-stream/apiKeys/key-stream", "api_secret": _EC_PEM},
+         "/", {}, _coinbase_urls, bot_login=None,
+         acting='{"type": "order", "channel": "user", "product_ids": ["BTC-USD"]}',
+         public='{"type": "subscribe", "channel": "ticker", "product_ids": ["BTC-USD"]}',
+         private='{"type": "subscribe", "channel": "user", "product_ids": [], "jwt": "placeholder"}',
+         ping='{"type": "subscribe", "channel": "heartbeats"}',
+         pong=lambda t: json.loads(t).get("channel") == "subscriptions",
+         accepted=lambda m: m.get("channel") == "subscriptions", refused=lambda m: m.get("type") == "error",
+         symbol="BTC/USD", coid="streamcb1", coid_param="client_order_id", op_key="type",
+         expected_ops=("subscribe",)),
 ]
 
 
@@ -195,7 +219,8 @@ def test_private_stream_ccxt_bot_sees_its_rest_order_on_watch_orders(stack: Stac
     asyncio.run(run())
     logins = [m for m in emulator.streams.received
               if isinstance(m, dict) and m.get(case.op_key) in ("auth", "login", "public/auth")]
-    assert logins and "placeholder" not in json.dumps(logins)  # only the proxy's logins arrived
+    assert logins or case.bot_login is None  # Coinbase: no login, each subscription carries a JWT
+    assert "placeholder" not in json.dumps(emulator.streams.received)  # only the proxy's credentials arrived
 
 
 async def _exchange_messages(stack: Stack, case: Case, client: str, messages: list[str]) -> list[str]:
@@ -216,20 +241,18 @@ async def _exchange_messages(stack: Stack, case: Case, client: str, messages: li
 def test_private_stream_bot_login_answered_by_proxy_acting_and_public_refused(stack: Stack, case: Case) -> None:
     emulator = stack.emulator(f"{case.exchange}-main")
     before = len(emulator.streams.received)
-    messages = [case.bot_login, case.acting, case.public, *([case.private] if case.private else []), case.ping]
+    messages = [case.bot_login or case.ping, case.acting, case.public, *([case.private] if case.private else []),
+                case.ping]
     login, acting, public, *private, pong = asyncio.run(_exchange_messages(
         stack, case, f"{case.exchange}-bot", messages))
-    assert case.accepted(json.loads(login))
+    assert case.accepted(json.loads(login)) if case.bot_login else case.pong(login)
     assert case.refused(json.loads(acting)) and "endpoint_forbidden" in acting
     assert case.refused(json.loads(public)) and "endpoint_forbidden" in public
     assert all(case.accepted(json.loads(p)) for p in private)
     assert case.pong(pong)
     sent = emulator.streams.received[before:]
-    pings = ("ping", json.loads(case.ping)[case.op_key] if case.ping.startswith("{") else "ping")
-    ops = [m.get(case.op_key) for m in sent if m.get(case.op_key) not in pings]  # some pings are text
-    login_op = json.loads(case.bot_login)[case.op_key]
-    subscribe_op = json.loads(case.private)[case.op_key] if case.private else None
-    assert ops == [login_op, *([subscribe_op] if subscribe_op else [])]  # the proxy's login, then allowed
+    ping = json.loads(case.ping) if case.ping.startswith("{") else None  # some pings are text
+    assert [m.get(case.op_key) for m in sent if m != ping] == list(case.expected_ops)
     assert "placeholder" not in json.dumps(sent)
     records = [r for r in iter_records(stack.dir / "audit") if r.get("account") == f"{case.exchange}-main"
                and str(r.get("method", "")).startswith("WS")]
@@ -257,6 +280,6 @@ def test_private_stream_upgrade_refused_with_contract_codes(stack: Stack, case: 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
 def test_private_stream_never_shows_the_key_or_secret_to_the_bot(stack: Stack, case: Case) -> None:
     texts = asyncio.run(_exchange_messages(stack, case, f"{case.exchange}-bot",
-                                           [case.bot_login, case.private or case.ping]))
+                                           [case.bot_login or case.ping, case.private or case.ping]))
     for secret in case.fields.values():  # the key, the secret and any passphrase
         assert all(secret not in t for t in texts)
