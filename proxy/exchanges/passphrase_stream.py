@@ -1,4 +1,4 @@
-"""The private-stream protocol OKX and Bitget share: ``login`` with apiKey, passphrase, a
+"""A private-stream protocol two exchanges share: ``login`` with apiKey, passphrase, a
 timestamp in seconds and ``sign`` over ``{timestamp}GET{verify path}``, signed as the exchange
 signs REST; ``subscribe`` with ``{"channel": ...}`` objects; the text ``ping``. Refusals use the
 exchange's ``{"event": "error", "code", "msg"}`` (or, for an operation with an ``id``, the
@@ -26,7 +26,7 @@ class PassphraseLoginStream(ForwardsSubscriptions):
     verify_path: str
     #: the exchange's REST signature (base64), reused for the login
     sign: Callable[[Credentials, bytes], str]
-    #: the exchange's "login ok" code, as it writes it ("0" for OKX, 0 for Bitget)
+    #: the exchange's "login ok" code, as it writes it (a string or a number)
     ok_code: str | int
     #: the code the proxy writes into its refusals (the exchange's "illegal request")
     refused_code: str | int

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from proxy import exchanges
 from proxy.errors import BadRequest, EndpointForbidden, Forbidden, NotReady, PolicyDenied, Refusal
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, allowed_channel
@@ -108,7 +107,7 @@ class StreamRelay:
             raise Forbidden("no such account, or not granted to this client")
         ctx.account, ctx.exchange, ctx.path = account.name, account.cfg.exchange, path[:512]
         ctx.policy_version = policies.version
-        stream = exchanges.stream(account.cfg.exchange)
+        stream = account.exchange.capabilities.private_stream
         if stream is None or path.split("?", 1)[0] != stream.path:
             where = stream.path if stream is not None else "none for this exchange"
             raise EndpointForbidden(f"{path} is not this exchange's private stream (the proxy "

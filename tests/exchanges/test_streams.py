@@ -13,7 +13,7 @@ import pytest
 from proxy import exchanges
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials
-from proxy.exchanges.deribit_stream import login_signature
+from proxy.exchanges.deribit.stream import login_signature
 from proxy.exchanges.streams import StreamKind, allowed_channel
 from proxy.model.request import Stamp
 from proxy.model.sensitive import Secret
@@ -34,9 +34,11 @@ def test_streams_deribit_login_signature_matches_the_published_example() -> None
 
 
 def test_streams_bybit_login_is_the_documented_auth() -> None:
-    stream = exchanges.stream("bybit")
+    stream = exchanges.get("bybit").capabilities.private_stream
     assert stream is not None
-    login = json.loads(stream.login(_creds("bybit", {"api_key": "k1", "api_secret": "s3cret"}), STAMP))
+    text = stream.login(_creds("bybit", {"api_key": "k1", "api_secret": "s3cret"}), STAMP)
+    assert text is not None
+    login = json.loads(text)
     expires = str(STAMP.now_ms + 10_000)
     want = hmac.new(b"s3cret", f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
     assert login == {"op": "auth", "args": ["k1", expires, want]}
@@ -44,19 +46,23 @@ def test_streams_bybit_login_is_the_documented_auth() -> None:
 
 @pytest.mark.parametrize(("exchange", "verify_path"), [("okx", "/users/self/verify"), ("bitget", "/user/verify")])
 def test_streams_passphrase_login_is_the_documented_login(exchange: str, verify_path: str) -> None:
-    stream = exchanges.stream(exchange)
+    stream = exchanges.get(exchange).capabilities.private_stream
     assert stream is not None
     fields = {"api_key": "k1", "api_secret": "s3cret", "passphrase": "pp"}
-    login = json.loads(stream.login(_creds(exchange, fields), STAMP))
+    text = stream.login(_creds(exchange, fields), STAMP)
+    assert text is not None
+    login = json.loads(text)
     ts = str(STAMP.now_ms // 1000)
     sign = base64.b64encode(hmac.new(b"s3cret", f"{ts}GET{verify_path}".encode(), hashlib.sha256).digest()).decode()
     assert login == {"op": "login", "args": [{"apiKey": "k1", "passphrase": "pp", "timestamp": ts, "sign": sign}]}
 
 
 def test_streams_bitfinex_login_uses_the_rest_nonce() -> None:
-    stream = exchanges.stream("bitfinex")
+    stream = exchanges.get("bitfinex").capabilities.private_stream
     assert stream is not None
-    login = json.loads(stream.login(_creds("bitfinex", {"api_key": "k1", "api_secret": "s3cret"}), STAMP))
+    text = stream.login(_creds("bitfinex", {"api_key": "k1", "api_secret": "s3cret"}), STAMP)
+    assert text is not None
+    login = json.loads(text)
     payload = f"AUTH{STAMP.nonce}"
     assert login == {"event": "auth", "apiKey": "k1", "authNonce": STAMP.nonce, "authPayload": payload,
                      "authSig": hmac.new(b"s3cret", payload.encode(), hashlib.sha384).hexdigest()}
@@ -74,13 +80,13 @@ def test_streams_bitfinex_login_uses_the_rest_nonce() -> None:
      StreamKind.SUBSCRIBE),
 ])
 def test_streams_classify_bot_messages(exchange: str, raw: str, kind: StreamKind) -> None:
-    stream = exchanges.stream(exchange)
+    stream = exchanges.get(exchange).capabilities.private_stream
     assert stream is not None and stream.classify(raw).kind is kind
 
 
 @pytest.mark.parametrize("raw", ["", "{", "NaN", '{"op": 1}', "x" * 20_000, '{"a": Infinity}'])
 def test_streams_hostile_bot_messages_are_bad_requests(raw: str) -> None:
-    stream = exchanges.stream("bybit")
+    stream = exchanges.get("bybit").capabilities.private_stream
     assert stream is not None
     with pytest.raises(BadRequest):
         stream.classify(raw)

@@ -12,7 +12,6 @@ from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.coinbase import cdp_jwt
 from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 
@@ -55,6 +54,8 @@ class CoinbaseStream:
     def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
         if message.channels == (HEARTBEATS,):  # the keep-alive channel needs no authentication
             return raw
+        from proxy.exchanges.coinbase import cdp_jwt  # the package imports this module
+
         fields = {k: v for k, v in json.loads(raw).items() if k not in _BOT_AUTH}
         return json.dumps({**fields, "jwt": cdp_jwt(creds, stamp, None)})
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.bybit import signature_for
 from proxy.exchanges.streams import ForwardsSubscriptions, StreamKind, StreamMessage, parse_bot_message
 from proxy.model.request import Stamp
 
@@ -39,6 +38,8 @@ class BybitStream(ForwardsSubscriptions):
 
     def login(self, creds: Credentials, stamp: Stamp) -> str:
         expires = str(stamp.now_ms + LOGIN_VALID_MS)
+        from proxy.exchanges.bybit import signature_for  # the package imports this module
+
         signature = signature_for(creds, f"GET/realtime{expires}".encode())
         return json.dumps({"op": "auth", "args": [creds.api_key, expires, signature]})
 
