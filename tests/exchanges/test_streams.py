@@ -96,3 +96,37 @@ def test_streams_channels_match_whole_names_or_qualified_names_only() -> None:
     private = frozenset({"order", "user.orders"})
     assert allowed_channel("order", private) and allowed_channel("user.orders.any.any.raw", private)
     assert not allowed_channel("orderbook.50.BTCUSDT", private) and not allowed_channel("user.ordersX", private)
+
+
+@pytest.mark.parametrize("secret", ["s3cret", None])
+def test_streams_binance_subscription_is_signed_as_ccxt_signs_it(secret: str | None) -> None:
+    # ccxt 4.5.90's own userDataStream.subscribe.signature params (sign_params), same key and time
+    import ccxt.pro
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    pem = secret or ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    bot = ccxt.pro.binance({"apiKey": "k1", "secret": pem})
+    bot.nonce = lambda: STAMP.now_ms
+    bot.options.pop("recvWindow", None)  # the proxy sends none: Binance's default 5000 ms applies
+    stream = exchanges.get("binance").capabilities.private_stream
+    assert stream is not None
+    raw = '{"id": "7", "method": "userDataStream.subscribe.signature", "params": {"apiKey": "x"}}'
+    message = stream.classify(raw)
+    assert message.kind is StreamKind.SUBSCRIBE
+    sent = json.loads(stream.authorize(message, raw, _creds("binance", {"api_key": "k1", "api_secret": pem}), STAMP))
+    assert sent == {"id": "7", "method": "userDataStream.subscribe.signature", "params": bot.sign_params({})}
+
+
+@pytest.mark.parametrize(("raw", "kind"), [
+    ('{"id": 1, "method": "order.place", "params": {}}', StreamKind.OTHER),
+    ('{"id": 1, "method": "session.logon", "params": {}}', StreamKind.OTHER),
+    ('{"id": 1, "method": "ping"}', StreamKind.PING),
+    ('{"id": 1, "method": "userDataStream.unsubscribe", "params": {"subscriptionId": 0}}', StreamKind.UNSUBSCRIBE),
+])
+def test_streams_binance_classify(raw: str, kind: StreamKind) -> None:
+    stream = exchanges.get("binance").capabilities.private_stream
+    assert stream is not None and stream.classify(raw).kind is kind
+    refusal = json.loads(stream.refusal(stream.classify(raw), "endpoint_forbidden", "no"))
+    assert refusal == {"id": 1, "status": 400, "error": {"code": -1020, "msg": "endpoint_forbidden: no"}}

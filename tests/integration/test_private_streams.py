@@ -82,12 +82,27 @@ def _bitget_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"]["ws"]["private"] = ws
 
 
+def _binance_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {"public": rest + "/api/v3", "private": rest + "/api/v3", "sapi": rest + "/sapi/v1",
+                       "ws": {**bot.urls["api"]["ws"], "ws-api": {"spot": ws}}}
+
+
 _EC_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
     serialization.NoEncryption()).decode()
 
 
 CASES = [
+    Case("binance", {"api_key": "binanceStreamKey01", "api_secret": "binance-stream-canary-5f3a9c"},
+         "/ws-api/v3", {"defaultType": "spot"}, _binance_urls, bot_login=None,
+         acting='{"id": "o1", "method": "order.place", "params": {"symbol": "BTCUSDT", "side": "BUY", '
+                '"type": "MARKET", "quantity": "1", "apiKey": "placeholder", "timestamp": 1, "signature": "00"}}',
+         public='{"id": "s1", "method": "ticker.price", "params": {"symbol": "BTCUSDT"}}',
+         private='{"id": "s2", "method": "userDataStream.subscribe.signature", "params": '
+                 '{"apiKey": "placeholder", "timestamp": 1, "signature": "00"}}',
+         ping='{"id": "p1", "method": "ping"}', pong=lambda t: json.loads(t).get("result") == {},
+         accepted=lambda m: m.get("status") == 200, refused=lambda m: m.get("status") != 200 and "error" in m,
+         coid="streambn1", op_key="method", expected_ops=("userDataStream.subscribe.signature",)),
     Case("bybit", {"api_key": "bybit_stream_key_01", "api_secret": "bybit-stream-canary-5f3a9c"},
          "/v5/private", {"defaultType": "spot"}, _bybit_urls,
          bot_login='{"op": "auth", "args": ["placeholder", "9999999999999", "00"], "req_id": "a1"}',
@@ -156,6 +171,10 @@ CASES = [
 ]
 
 
+#: what the exchange receives once the bot's subscription is relayed
+_SUBSCRIBED = ("subscribe", "auth", "private/subscribe", "userDataStream.subscribe.signature")
+
+
 def _policy(exchange: str, client: str, allow: str) -> str:
     return f"""
 version = 1
@@ -203,7 +222,7 @@ def test_private_stream_ccxt_bot_sees_its_rest_order_on_watch_orders(stack: Stac
             await bot.load_markets()
             watching = asyncio.create_task(bot.watch_orders(case.symbol))
             for _ in range(200):  # until the proxy has relayed the subscription
-                if any(isinstance(m, dict) and m.get(case.op_key) in ("subscribe", "auth", "private/subscribe")
+                if any(isinstance(m, dict) and m.get(case.op_key) in _SUBSCRIBED
                        for m in emulator.streams.received):
                     break
                 await asyncio.sleep(0.05)

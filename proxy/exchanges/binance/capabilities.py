@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json
+from proxy.exchanges.binance.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.server_time import ServerTime
@@ -138,5 +139,5 @@ CAPABILITIES = Capabilities(
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
     order_id_fields=("orderId",),
-    private_stream=None,  # not carried yet: bots cannot open its private stream through the proxy
+    private_stream=STREAM,
 )
