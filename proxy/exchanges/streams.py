@@ -9,6 +9,7 @@ is not understood, and is refused in the exchange's own stream error format.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +40,25 @@ class StreamMessage:
     request_id: str | None = None
 
 
+@dataclass(frozen=True)
+class StreamToken:
+    """A stream authenticated by a token fetched over REST (no login message). The proxy fetches
+    its own token with a signed request through the normal send path (audited as rule
+    ``stream.token``, weight-charged) for each bot's stream, keeps it, and ``authorize`` puts it
+    into each subscription. A bot's own request for a token (what ccxt does first) is answered
+    by the proxy with ``placeholder``, which grants nothing, and never reaches the exchange."""
+
+    #: the exchange's token request (its catalogue entry has ``Action.STREAM_TOKEN``)
+    method: str
+    path: str
+    content_type: str
+    #: the exchange's answer -> what ``authorize`` needs (``token``, and any other field it
+    #: needs); ValueError when the answer carries no token
+    parse: Callable[[bytes], Mapping[str, str]]
+    #: the JSON body the bot gets for its own token request
+    placeholder: bytes
+
+
 @runtime_checkable
 class PrivateStream(Protocol):
     """One exchange's private stream: where it is, how to log in, what bots may send."""
@@ -54,6 +74,12 @@ class PrivateStream(Protocol):
         also be one of these followed by ``.`` and a qualifier (``user.orders.any.any.raw``)."""
         ...
 
+    @property
+    def token(self) -> StreamToken | None:
+        """The REST token the stream's subscriptions carry (None: a login message, or per-message
+        signatures, authenticate it)."""
+        ...
+
     def url(self, environment: Environment) -> str:
         """The exchange's stream origin (``wss://...``) for ``environment``."""
         ...
@@ -63,9 +89,10 @@ class PrivateStream(Protocol):
         no login message; its subscriptions carry the authentication, see ``authorize``)."""
         ...
 
-    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
+    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp,
+                  grant: Mapping[str, str]) -> str:
         """An allowed subscription as sent to the exchange (with the authentication the exchange
-        wants in it, where it wants it there)."""
+        wants in it, where it wants it there; ``grant``: the parsed REST token, else empty)."""
         ...
 
     def login_result(self, message: Any) -> bool | None:
@@ -88,7 +115,10 @@ class PrivateStream(Protocol):
 class ForwardsSubscriptions:
     """For streams authenticated once at login: subscriptions go to the exchange as the bot wrote them."""
 
-    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
+    token: StreamToken | None = None
+
+    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp,
+                  grant: Mapping[str, str]) -> str:
         return raw
 
 

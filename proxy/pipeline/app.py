@@ -171,6 +171,8 @@ class Pipeline:
         decision = evaluate(policies, ctx.client, account.name, prepared, context)
         if not decision.allowed:
             raise policy_refusal(decision)
+        if prepared.endpoint.action is Action.STREAM_TOKEN:  # never sent: a placeholder
+            return await self.streams.placeholder_token(ctx, account)
         creds = account.creds
         if creds is None:
             raise NotReady(f"the secret for account {account.name} is not loaded"

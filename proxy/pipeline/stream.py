@@ -29,11 +29,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from proxy.errors import BadRequest, EndpointForbidden, Forbidden, NotReady, PolicyDenied, Refusal
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, allowed_channel
-from proxy.model.request import Category
+from proxy.model.request import Category, Inbound
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
 from proxy.pipeline.decision import Decisions, RequestContext
-from proxy.pipeline.http import Receive, Scope, Send, split_target
+from proxy.pipeline.http import Receive, Reply, Scope, Send, split_target
 from proxy.pipeline.send import Sender
 from proxy.policy.model import PolicySet
 from proxy.upstream import Upstream
@@ -119,8 +119,40 @@ class StreamRelay:
         ctx.key_version = account.creds.version
         return account, stream, account.creds
 
+    async def placeholder_token(self, ctx: RequestContext, account: Account) -> Reply:
+        """A bot's REST request for a stream token (category ``read``, allowed by its policy):
+        answered here with a placeholder that grants nothing; the exchange never sees it."""
+        stream = account.exchange.capabilities.private_stream
+        if stream is None or stream.token is None:
+            raise EndpointForbidden("this exchange's stream takes no REST token through the proxy")
+        await self.decisions.durable(ctx, "allow", "stream.token.placeholder", phase="decision")
+        self.decisions.log(ctx, "allow", "stream.token.placeholder", 200, None)
+        return Reply(200, (("content-type", "application/json"),), stream.token.placeholder)
+
+    async def _fetch_token(self, ctx: RequestContext, account: Account, stream: PrivateStream,
+                           creds: Credentials) -> Mapping[str, str]:
+        """The proxy's own stream token: a signed REST request through the normal send path
+        (weight-charged, audited as ``stream.token``); it never leaves the proxy."""
+        token = stream.token
+        if token is None:
+            return {}
+        inbound = Inbound(method=token.method, raw_path=token.path, raw_query=b"",
+                          headers=(("content-type", token.content_type),), body=b"")
+        prepared = account.exchange.prepare(inbound)
+        fetch = ctx.lookup(prepared)  # the same request id as the stream's open
+        reply = await self.sender.stamp_and_send(fetch, account, prepared, creds, "stream.token")
+        try:
+            if reply.status != 200:
+                raise ValueError(reply.status)
+            return token.parse(reply.body)
+        except ValueError:
+            log.warning("the exchange refused the proxy's stream token request: %s", reply.body[:300])
+            raise NotReady("the exchange refused the proxy's stream token request; see the proxy's "
+                           "log", rule="stream.token") from None
+
     async def _relay(self, ctx: RequestContext, ws: WebSocket, account: Account, stream: PrivateStream,
                      creds: Credentials) -> str:
+        grant = await self._fetch_token(ctx, account, stream, creds)
         async with self.upstream.connect_stream(_stream_url(account, stream)) as up:
             async with self.sender.stamp(account, creds) as stamp:
                 login = stream.login(creds, stamp)
@@ -130,7 +162,7 @@ class StreamRelay:
                     if not accepted:
                         raise NotReady("the exchange refused the proxy's stream login; see the proxy's "
                                        "log", rule="stream.login")
-            to_exchange = asyncio.create_task(self._from_bot(ctx, ws, up, stream, account, creds))
+            to_exchange = asyncio.create_task(self._from_bot(ctx, ws, up, stream, account, creds, grant))
             to_bot = asyncio.create_task(_from_exchange(up, ws))
             done, pending = await asyncio.wait({to_exchange, to_bot}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -143,7 +175,7 @@ class StreamRelay:
         return "closed by the bot"
 
     async def _from_bot(self, ctx: RequestContext, ws: WebSocket, up: Any, stream: PrivateStream,
-                        account: Account, creds: Credentials) -> str:
+                        account: Account, creds: Credentials, grant: Mapping[str, str]) -> str:
         while True:
             try:
                 raw = await ws.receive_text()
@@ -168,7 +200,7 @@ class StreamRelay:
                 sub = _child(ctx, message)
                 await self.decisions.durable(sub, "allow", f"stream.{message.kind}", phase="decision")
                 async with self.sender.stamp(account, creds) as stamp:
-                    await up.send_str(stream.authorize(message, raw, creds, stamp))
+                    await up.send_str(stream.authorize(message, raw, creds, stamp, grant))
             else:
                 await self._refuse(ctx, ws, stream, message, EndpointForbidden(
                     f"{message.op!r} is not carried on a private stream through the proxy: only "

@@ -115,7 +115,8 @@ def test_streams_binance_subscription_is_signed_as_ccxt_signs_it(secret: str | N
     raw = '{"id": "7", "method": "userDataStream.subscribe.signature", "params": {"apiKey": "x"}}'
     message = stream.classify(raw)
     assert message.kind is StreamKind.SUBSCRIBE
-    sent = json.loads(stream.authorize(message, raw, _creds("binance", {"api_key": "k1", "api_secret": pem}), STAMP))
+    creds = _creds("binance", {"api_key": "k1", "api_secret": pem})
+    sent = json.loads(stream.authorize(message, raw, creds, STAMP, {}))
     assert sent == {"id": "7", "method": "userDataStream.subscribe.signature", "params": bot.sign_params({})}
 
 
@@ -130,3 +131,28 @@ def test_streams_binance_classify(raw: str, kind: StreamKind) -> None:
     assert stream is not None and stream.classify(raw).kind is kind
     refusal = json.loads(stream.refusal(stream.classify(raw), "endpoint_forbidden", "no"))
     assert refusal == {"id": 1, "status": 400, "error": {"code": -1020, "msg": "endpoint_forbidden: no"}}
+
+
+def test_streams_kraken_token_from_the_documented_answer_and_into_each_subscription() -> None:
+    # GetWebSocketsToken's documented answer; the subscription is the one ccxt 4.5.90 sends
+    stream = exchanges.get("kraken").capabilities.private_stream
+    assert stream is not None and stream.token is not None
+    documented = b'{"error": [], "result": {"token": "1Dwc4lzSwNWOAwkMdqhssNNFhs1ed606d1WcF3XfEMw", "expires": 900}}'
+    grant = stream.token.parse(documented)
+    assert grant == {"token": "1Dwc4lzSwNWOAwkMdqhssNNFhs1ed606d1WcF3XfEMw"}
+    with pytest.raises(ValueError):
+        stream.token.parse(b'{"error": ["EAPI:Invalid key"]}')
+    placeholder = json.loads(stream.token.placeholder)  # what ccxt's authenticate() reads
+    assert placeholder["error"] == [] and isinstance(placeholder["result"]["token"], str)
+    raw = ('{"method": "subscribe", "params": {"channel": "executions", "token": "placeholder", '
+           '"snap_orders": true}, "req_id": 1}')
+    message = stream.classify(raw)
+    assert (message.kind, message.channels) == (StreamKind.SUBSCRIBE, ("executions",))
+    creds = _creds("kraken", {"api_key": "k1", "api_secret": base64.b64encode(b"s" * 64).decode()})
+    assert json.loads(stream.authorize(message, raw, creds, STAMP, grant)) == {
+        "method": "subscribe", "params": {"channel": "executions", "token": grant["token"], "snap_orders": True},
+        "req_id": 1}
+    acting = stream.classify('{"method": "add_order", "params": {}, "req_id": 2}')
+    assert acting.kind is StreamKind.OTHER
+    assert json.loads(stream.refusal(acting, "endpoint_forbidden", "no")) == {
+        "method": "add_order", "success": False, "error": "endpoint_forbidden: no", "req_id": 2}

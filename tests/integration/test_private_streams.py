@@ -6,6 +6,7 @@ reach it; the upgrade is refused with the contract's codes; no secret reaches th
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,8 +52,12 @@ class Case:
     #: what the exchange receives from the proxy in the login test, by operation, pings left out
     expected_ops: tuple[str, ...] = ()
     #: ccxt 4.5.90 shows no client order id on these streams (Bitfinex: it reads the GID field;
-    #: Deribit: it ignores the label)
+    #: Deribit: it ignores the label; Kraken: it reads order_userref, not cl_ord_id)
     ccxt_reads_coid: bool = True
+    #: the bot's placeholder secret, in the form ccxt wants (Kraken: base64)
+    bot_secret: str = "placeholder"
+    #: the REST request for the proxy's own stream token (None: the stream takes none)
+    token_path: str | None = None
 
 
 def _bybit_urls(bot: Any, rest: str, ws: str) -> None:
@@ -82,17 +87,35 @@ def _bitget_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"]["ws"]["private"] = ws
 
 
+def _kraken_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {"public": rest, "private": rest,
+                       "ws": {**bot.urls["api"]["ws"], "private": ws, "privateV2": ws}}
+
+
 def _binance_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"] = {"public": rest + "/api/v3", "private": rest + "/api/v3", "sapi": rest + "/sapi/v1",
                        "ws": {**bot.urls["api"]["ws"], "ws-api": {"spot": ws}}}
 
 
+_KRAKEN_SECRET = base64.b64encode(b"kraken-stream-canary-5f3a9c" + bytes(range(37))).decode()
 _EC_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
     serialization.NoEncryption()).decode()
 
 
 CASES = [
+    Case("kraken", {"api_key": "krakenStreamKey01", "api_secret": _KRAKEN_SECRET},
+         "/v2", {}, _kraken_urls, bot_login=None,
+         acting='{"method": "add_order", "params": {"order_type": "limit", "side": "buy", "order_qty": 1, '
+                '"symbol": "BTC/USD", "limit_price": 1, "token": "placeholder"}, "req_id": 11}',
+         public='{"method": "subscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD"]}, "req_id": 12}',
+         private='{"method": "subscribe", "params": {"channel": "executions", "token": "placeholder", '
+                 '"snap_orders": true}, "req_id": 13}',
+         ping='{"method": "ping", "req_id": 14}', pong=lambda t: json.loads(t).get("method") == "pong",
+         accepted=lambda m: m.get("success") is True, refused=lambda m: m.get("success") is False,
+         symbol="BTC/USD", coid="streamkr1", op_key="method", ccxt_reads_coid=False,
+         expected_ops=("subscribe",), bot_secret=base64.b64encode(b"placeholder").decode(),
+         token_path="/0/private/GetWebSocketsToken"),
     Case("binance", {"api_key": "binanceStreamKey01", "api_secret": "binance-stream-canary-5f3a9c"},
          "/ws-api/v3", {"defaultType": "spot"}, _binance_urls, bot_login=None,
          acting='{"id": "o1", "method": "order.place", "params": {"symbol": "BTCUSDT", "side": "BUY", '
@@ -205,7 +228,7 @@ def _bot(stack: Stack, case: Case) -> Any:
     token = stack.token(f"{case.exchange}-bot")
     auth = {"Proxy-Authorization": f"Bearer {token}"}
     bot = getattr(ccxt.pro, case.exchange)({
-        "apiKey": "placeholder", "secret": "placeholder", "password": "placeholder", "headers": auth,
+        "apiKey": "placeholder", "secret": case.bot_secret, "password": "placeholder", "headers": auth,
         "options": {"fetchMarkets": {"types": ["spot"]}, "ws": {"options": {"headers": auth}},
                     **case.ccxt_options}})
     case.point_urls(bot, stack.proxy_url + f"/x/{case.exchange}-main", _ws_url(stack, case))
@@ -250,7 +273,8 @@ async def _exchange_messages(stack: Stack, case: Case, client: str, messages: li
             await ws.send_str(message)
             while True:  # the answer, past account data frames the exchange pushes meanwhile
                 text = str((await ws.receive(timeout=10)).data)
-                if not text.startswith("[") and '"event": "info"' not in text:
+                if not text.startswith("[") and '"event": "info"' not in text \
+                        and '"channel": "status"' not in text and '"type": "snapshot"' not in text:
                     break
             answers.append(text)
         return answers
@@ -278,6 +302,10 @@ def test_private_stream_bot_login_answered_by_proxy_acting_and_public_refused(st
     rules = {(r["decision"], r["rule"]) for r in records}
     assert {("allow", "stream.open"), ("deny", "endpoint_forbidden")} <= rules
     assert ("allow", "stream.subscribe") in rules or case.private is None
+    if case.token_path is not None:  # the proxy's own token: fetched through the send path, audited
+        fetched = [r for r in iter_records(stack.dir / "audit") if r.get("account") == f"{case.exchange}-main"
+                   and r.get("rule") == "stream.token"]
+        assert fetched and all(r["path"] == case.token_path for r in fetched)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)

@@ -14,13 +14,14 @@ error format ``{"id", "status": 400, "error": {"code": -1020, "msg"}}``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import StreamKind, StreamMessage, StreamToken, parse_bot_message
 from proxy.model.request import Stamp
 
 #: the one private "channel": the account's user data stream
@@ -35,6 +36,7 @@ _REFUSED_CODE = -1020
 class BinanceStream:
     path: str = "/ws-api/v3"
     channels: frozenset[str] = frozenset({USER_DATA})
+    token: StreamToken | None = None
 
     def url(self, environment: Environment) -> str:
         return {"live": "wss://ws-api.binance.com:443",
@@ -61,7 +63,8 @@ class BinanceStream:
             return StreamMessage(StreamKind.UNSUBSCRIBE, method, (USER_DATA,), request_id)
         return StreamMessage(StreamKind.OTHER, method, request_id=request_id)
 
-    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
+    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp,
+                  grant: Mapping[str, str]) -> str:
         """A subscription becomes ``userDataStream.subscribe.signature`` signed with the account's
         key (whatever the bot signed, or left unsigned after its own ``session.logon``)."""
         request = json.loads(raw)

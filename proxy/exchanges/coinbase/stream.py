@@ -7,12 +7,13 @@ and ``signature``) and adds its own JWT. Public channels are refused as Coinbase
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Credentials, Environment
-from proxy.exchanges.streams import StreamKind, StreamMessage, parse_bot_message
+from proxy.exchanges.streams import StreamKind, StreamMessage, StreamToken, parse_bot_message
 from proxy.model.request import Stamp
 
 HEARTBEATS = "heartbeats"
@@ -25,6 +26,7 @@ class CoinbaseStream:
     path: str = "/"
     #: the user's orders and balances, and the keep-alive channel
     channels: frozenset[str] = frozenset({"user", "futures_balance_summary", "heartbeats"})
+    token: StreamToken | None = None
 
     def url(self, environment: Environment) -> str:
         return "wss://advanced-trade-ws-user.coinbase.com"
@@ -51,7 +53,8 @@ class CoinbaseStream:
             raise BadRequest(f"unknown subscription fields {unknown}; the proxy sends none it does not know")
         return StreamMessage(kind, message["type"], (channel,))
 
-    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp) -> str:
+    def authorize(self, message: StreamMessage, raw: str, creds: Credentials, stamp: Stamp,
+                  grant: Mapping[str, str]) -> str:
         if message.channels == (HEARTBEATS,):  # the keep-alive channel needs no authentication
             return raw
         from proxy.exchanges.coinbase import cdp_jwt  # the package imports this module

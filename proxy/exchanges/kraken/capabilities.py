@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.kraken.stream import STREAM
 from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
@@ -89,5 +90,5 @@ CAPABILITIES = Capabilities(
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
     order_id_fields=("txid",),
-    private_stream=None,  # not carried yet: bots cannot open its private stream through the proxy
+    private_stream=STREAM,
 )
