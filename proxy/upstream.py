@@ -74,6 +74,8 @@ class Upstream:
             async with self._session.request(
                 out.method, url, headers=dict(out.headers), data=out.body or None,
                 allow_redirects=False,
+                # an empty POST gets no made-up type (an exchange may refuse a type without a body)
+                skip_auto_headers=() if out.body else ("Content-Type",),
             ) as resp:
                 body = await self._read_all(resp)
                 headers = tuple(

@@ -57,6 +57,9 @@ class StreamToken:
     parse: Callable[[bytes], Mapping[str, str]]
     #: the JSON body the bot gets for its own token request
     placeholder: bytes
+    #: (text the exchange writes, text the bot was told) to swap in each exchange message,
+    #: where the token's answer named something the bot sees (None: messages pass unchanged)
+    shown: Callable[[Mapping[str, str]], tuple[str, str]] | None = None
 
 
 @runtime_checkable

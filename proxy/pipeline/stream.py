@@ -163,7 +163,8 @@ class StreamRelay:
                         raise NotReady("the exchange refused the proxy's stream login; see the proxy's "
                                        "log", rule="stream.login")
             to_exchange = asyncio.create_task(self._from_bot(ctx, ws, up, stream, account, creds, grant))
-            to_bot = asyncio.create_task(_from_exchange(up, ws))
+            swap = stream.token.shown(grant) if stream.token is not None and stream.token.shown else None
+            to_bot = asyncio.create_task(_from_exchange(up, ws, swap))
             done, pending = await asyncio.wait({to_exchange, to_bot}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
@@ -277,10 +278,10 @@ async def _login_answer(up: Any, stream: PrivateStream) -> bool:
     return False
 
 
-async def _from_exchange(up: Any, ws: WebSocket) -> str:
+async def _from_exchange(up: Any, ws: WebSocket, swap: tuple[str, str] | None) -> str:
     async for msg in up:
         if msg.type is aiohttp.WSMsgType.TEXT:
-            await ws.send_text(msg.data)
+            await ws.send_text(msg.data if swap is None else msg.data.replace(*swap))
         elif msg.type is aiohttp.WSMsgType.BINARY:
             await ws.send_bytes(msg.data)
         else:

@@ -156,3 +156,26 @@ def test_streams_kraken_token_from_the_documented_answer_and_into_each_subscript
     assert acting.kind is StreamKind.OTHER
     assert json.loads(stream.refusal(acting, "endpoint_forbidden", "no")) == {
         "method": "add_order", "success": False, "error": "endpoint_forbidden: no", "req_id": 2}
+
+
+def test_streams_bitstamp_token_user_id_and_channels() -> None:
+    # websockets_token's documented answer (as quoted in ccxt 4.5.90); ccxt names its channel
+    # private-my_orders_{market id}-{user_id} with the user id it was told
+    stream = exchanges.get("bitstamp").capabilities.private_stream
+    assert stream is not None and stream.token is not None and stream.token.shown is not None
+    grant = stream.token.parse(b'{"valid_sec": 60, "token": "siPaT4m6VGQCdsDCVbLBemiphHQs552e", "user_id": 4848701}')
+    assert grant == {"token": "siPaT4m6VGQCdsDCVbLBemiphHQs552e", "user_id": "4848701"}
+    told = json.loads(stream.token.placeholder)
+    raw = json.dumps({"event": "bts:subscribe", "data": {"channel": f"private-my_orders_btcusd-{told['user_id']}",
+                                                          "auth": told["token"]}})
+    message = stream.classify(raw)
+    assert (message.kind, message.channels) == (StreamKind.SUBSCRIBE, ("private-my_orders",))
+    creds = _creds("bitstamp", {"api_key": "k1", "api_secret": "s3cret"})
+    assert json.loads(stream.authorize(message, raw, creds, STAMP, grant)) == {
+        "event": "bts:subscribe",
+        "data": {"channel": "private-my_orders_btcusd-4848701", "auth": "siPaT4m6VGQCdsDCVbLBemiphHQs552e"}}
+    exchange_text = '{"event": "order_created", "channel": "private-my_orders_btcusd-4848701", "data": {}}'
+    assert exchange_text.replace(*stream.token.shown(grant)) == \
+        f'{{"event": "order_created", "channel": "private-my_orders_btcusd-{told["user_id"]}", "data": {{}}}}'
+    public = stream.classify('{"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}}')
+    assert public.channels == ("live_trades_btcusd",) and not allowed_channel(public.channels[0], stream.channels)

@@ -68,3 +68,13 @@ def test_bitstamp_ccxt_bot_dangerous_endpoints_never_reach_emulator(
                    data={"amount": "1", "address": "x"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
     assert len(stack.emulator("bitstamp-main").recorder.all()) == before
+
+
+def test_bitstamp_bot_websocket_token_is_a_placeholder_answered_by_the_proxy(stack: Stack) -> None:
+    """ccxt asks websockets_token before subscribing: the proxy answers in Bitstamp's shape with a
+    token that opens nothing (and user id 0), and the exchange never sees the request."""
+    bot = _bot(stack)
+    before = len(stack.emulator("bitstamp-main").recorder.all())
+    answer = bot.privatePostWebsocketsToken()
+    assert answer["user_id"] == 0 and answer["token"] not in stack.emulator("bitstamp-main").ws_tokens
+    assert len(stack.emulator("bitstamp-main").recorder.all()) == before

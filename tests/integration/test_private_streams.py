@@ -54,6 +54,9 @@ class Case:
     #: ccxt 4.5.90 shows no client order id on these streams (Bitfinex: it reads the GID field;
     #: Deribit: it ignores the label; Kraken: it reads order_userref, not cl_ord_id)
     ccxt_reads_coid: bool = True
+    #: ccxt 4.5.90 derives an open order's status from this stream (Bitstamp: it knows only
+    #: closed and canceled, so an order_created parses with no status)
+    ccxt_reads_status: bool = True
     #: the bot's placeholder secret, in the form ccxt wants (Kraken: base64)
     bot_secret: str = "placeholder"
     #: the REST request for the proxy's own stream token (None: the stream takes none)
@@ -92,6 +95,10 @@ def _kraken_urls(bot: Any, rest: str, ws: str) -> None:
                        "ws": {**bot.urls["api"]["ws"], "private": ws, "privateV2": ws}}
 
 
+def _bitstamp_urls(bot: Any, rest: str, ws: str) -> None:
+    bot.urls["api"] = {"public": rest + "/api", "private": rest + "/api", "ws": ws}
+
+
 def _binance_urls(bot: Any, rest: str, ws: str) -> None:
     bot.urls["api"] = {"public": rest + "/api/v3", "private": rest + "/api/v3", "sapi": rest + "/sapi/v1",
                        "ws": {**bot.urls["api"]["ws"], "ws-api": {"spot": ws}}}
@@ -104,6 +111,17 @@ _EC_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
 
 
 CASES = [
+    Case("bitstamp", {"api_key": "bitstampStreamKey01", "api_secret": "bitstamp-stream-canary-5f3a9c"},
+         "/", {}, _bitstamp_urls, bot_login=None,
+         acting='{"event": "bts:cancel_order", "data": {"id": 1}}',
+         public='{"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}}',
+         private='{"event": "bts:subscribe", "data": {"channel": "private-my_orders_btcusd-0", "auth": "placeholder"}}',
+         ping='{"event": "bts:heartbeat"}', pong=lambda t: json.loads(t).get("event") == "bts:heartbeat",
+         # the channel is shown with the user id the bot was told (0), not the account's
+         accepted=lambda m: m.get("event") == "bts:subscription_succeeded" and m["channel"].endswith("-0"),
+         refused=lambda m: m.get("event") == "bts:error",
+         symbol="BTC/USD", coid="streambs1", op_key="event", expected_ops=("bts:subscribe",), ccxt_reads_status=False,
+         token_path="/api/v2/websockets_token/"),
     Case("kraken", {"api_key": "krakenStreamKey01", "api_secret": _KRAKEN_SECRET},
          "/v2", {}, _kraken_urls, bot_login=None,
          acting='{"method": "add_order", "params": {"order_type": "limit", "side": "buy", "order_qty": 1, '
@@ -195,7 +213,7 @@ CASES = [
 
 
 #: what the exchange receives once the bot's subscription is relayed
-_SUBSCRIBED = ("subscribe", "auth", "private/subscribe", "userDataStream.subscribe.signature")
+_SUBSCRIBED = ("subscribe", "auth", "private/subscribe", "userDataStream.subscribe.signature", "bts:subscribe")
 
 
 def _policy(exchange: str, client: str, allow: str) -> str:
@@ -253,7 +271,7 @@ def test_private_stream_ccxt_bot_sees_its_rest_order_on_watch_orders(stack: Stac
                                            {case.coid_param: case.coid})
             seen = await asyncio.wait_for(watching, 20)
             assert [o["id"] for o in seen] == [order["id"]]
-            assert seen[0]["status"] == "open"
+            assert seen[0]["status"] == "open" or not case.ccxt_reads_status
             assert seen[0]["clientOrderId"] == str(case.coid) or not case.ccxt_reads_coid
         finally:
             await bot.close()

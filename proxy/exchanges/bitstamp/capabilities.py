@@ -12,6 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
+from proxy.exchanges.bitstamp.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.tickers import Quote, Ticker
@@ -70,5 +71,5 @@ CAPABILITIES = Capabilities(
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
     order_id_fields=("id",),
-    private_stream=None,  # not carried yet: bots cannot open its private stream through the proxy
+    private_stream=STREAM,
 )
