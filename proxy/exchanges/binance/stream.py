@@ -1,6 +1,6 @@
-"""Binance spot's user data stream over the WebSocket API (``/ws-api/v3``), the mechanism
-Binance documents for spot (the REST listenKey is deprecated there) and the one ccxt 4.5.90's
-``watch_orders`` uses: ``userDataStream.subscribe.signature`` with ``apiKey``, ``timestamp`` and
+"""Binance spot's user data stream over the WebSocket API (``/ws-api/v3``), the subscription
+Binance's spot documentation describes (the listenKey endpoints are its older mechanism) and the
+one ccxt 4.5.90's spot ``watch_orders`` uses: ``userDataStream.subscribe.signature`` with ``apiKey``, ``timestamp`` and
 a ``signature`` over the sorted parameters, signed like REST. Events then arrive as
 ``{"subscriptionId", "event"}`` on the same socket.
 
