@@ -1,8 +1,8 @@
 """Binance spot's user data stream over the WebSocket API (``/ws-api/v3``), the subscription
 Binance's spot documentation describes (the listenKey endpoints are its older mechanism) and the
-one ccxt 4.5.90's spot ``watch_orders`` uses: ``userDataStream.subscribe.signature`` with ``apiKey``, ``timestamp`` and
-a ``signature`` over the sorted parameters, signed like REST. Events then arrive as
-``{"subscriptionId", "event"}`` on the same socket.
+one ccxt 4.5.90's spot ``watch_orders`` uses: ``userDataStream.subscribe.signature`` with
+``apiKey``, ``timestamp`` and a ``signature`` over the sorted parameters, signed like REST.
+Events then arrive as ``{"subscriptionId", "event"}`` on the same socket.
 
 There is no login message: the bot's signed subscription (placeholder key) is its login, and
 the proxy re-signs it with the account's key. ``userDataStream.unsubscribe`` and ``ping`` pass.
