@@ -26,9 +26,12 @@
     ├── KeyFormatError           secret text that is not a key of the expected kind
     ├── KeyInputError            `keys import-transit` input that is not usable
     ├── TickerError              an exchange ticker answer that is not a usable price
+    ├── InstrumentError          an instruments answer that does not describe the instrument exactly
     └── AuditError               the audit trail cannot be written or read as evidence
         ├── AuditIntegrityError  reading with the key found tampering (names the first record)
         ├── ChainKeyError        the chain key is malformed
+        ├── CheckpointError      a checkpoint or proof malformed, or not signed by a trusted key
+        │   └── ProofError       an inclusion proof that cannot fit its index and tree size
         ├── UnsafeAuditRecord    a record would carry secret-looking material or a reserved key
         └── TrailFileError       TRAIL.json missing, malformed, or written with another key
 
@@ -172,6 +175,11 @@ class TickerError(ProxyError, ValueError):
     """The answer is not a usable price for the asked symbol (the caller refuses)."""
 
 
+class InstrumentError(ProxyError, ValueError):
+    """An instruments answer that does not describe the asked instrument exactly (every
+    notional rule on it then refuses: a contract size is never guessed)."""
+
+
 class AuditError(ProxyError):
     """The audit trail cannot be written, or read as evidence."""
 
@@ -182,6 +190,14 @@ class AuditIntegrityError(AuditError):
 
 class ChainKeyError(AuditError, ValueError):
     """The chain key is malformed. The message never contains the key."""
+
+
+class CheckpointError(AuditError, ValueError):
+    """A signed checkpoint or inclusion proof that is malformed, or not signed by a trusted key."""
+
+
+class ProofError(CheckpointError):
+    """An inclusion proof that cannot be right for its index and tree size."""
 
 
 class UnsafeAuditRecord(AuditError, ValueError):

@@ -32,6 +32,8 @@ from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.keys import audit_signing
+from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
 from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
@@ -112,7 +114,8 @@ class Worker:
         self.transit = transit.TransitClient(
             cfg.vault.addr, self.source.token, mount=cfg.vault.transit_mount,
             timeout_s=cfg.vault.timeout_s, ca_file=cfg.vault.ca_file,
-        ) if any(a.signing == "transit" for a in cfg.accounts) else None
+        ) if any(a.signing == "transit" for a in cfg.accounts) or cfg.checkpoints.signing == "transit" \
+            else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
         self.store = observe_store(store, self.metrics)
@@ -130,6 +133,7 @@ class Worker:
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
+        self.vault_witness: VaultWitness | None = None
         self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
@@ -172,6 +176,10 @@ class Worker:
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
         extra["exchange_clock"] = self.exchange_clock.detail()
+        if self.audit is not None and self.audit.checkpoint_error:  # logged; trading goes on
+            extra["audit_checkpoints"] = self.audit.checkpoint_error
+        if self.vault_witness is not None and self.vault_witness.error:
+            extra["audit_vault_witness"] = self.vault_witness.error
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -204,6 +212,8 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        if self.vault_witness is not None:
+            await asyncio.to_thread(self.vault_witness.close)
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
 
@@ -294,7 +304,9 @@ class Worker:
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            policy, self.vault_witness = await asyncio.to_thread(
+                audit_signing.checkpoint_policy, self.source, self.cfg, self.transit)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy)
             await audit.start()
             self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)

@@ -387,3 +387,9 @@ STREAM_SPEC = passphrase_stream.Spec(
     login_failed=(30005, "Login failed"), not_logged_in=(30004, "User not logged in"),
     bad_channel=30001, illegal=30012,
 )
+
+
+def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in quote units: this exchange trades spot here, where
+    ``size`` counts base units."""
+    return quantity * price

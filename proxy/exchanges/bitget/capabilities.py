@@ -15,6 +15,7 @@ from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.bitget.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -70,6 +71,8 @@ CAPABILITIES = Capabilities(
     testnet_switches=(),
     secret_fields=("api_key", "api_secret", "passphrase"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("orderId",),
+    # place-order answers {"data": {"orderId"}}; batch-orders {"data": {"successList":
+    # [{"orderId"}]}}
+    order_ids=OrderIds(("data", "orderId"), ("data", "successList", EVERY, "orderId")),
     private_stream=STREAM,
 )

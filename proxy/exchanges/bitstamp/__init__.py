@@ -45,6 +45,7 @@ from proxy.model.request import (
     Category,
     Endpoint,
     Inbound,
+    Instrument,
     Intent,
     Outbound,
     Prepared,
@@ -286,6 +287,10 @@ def _order_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
         symbol=pair, side=side, order_type=kind, time_in_force=tif,
         quantity=None if quote_sized else amount, quote_quantity=amount if quote_sized else None,
         price=price, client_order_id=_client_order_id(params.get("client_order_id")),
+        # A perpetual's amount unit is not read from an instruments table here, so a notional
+        # rule refuses it; spot amounts are base currency.
+        instrument=None if pair.endswith("-perp") else Instrument(pair, "spot"),
+        market="perp" if pair.endswith("-perp") else "spot",
     )
 
 
