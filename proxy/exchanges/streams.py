@@ -53,10 +53,14 @@ class StreamToken:
     path: str
     content_type: str
     #: the exchange's answer -> what ``authorize`` needs (``token``, and any other field it
-    #: needs); ValueError when the answer carries no token
+    #: needs), and ``valid_s`` when the answer says how long the token may be used;
+    #: ValueError when the answer carries no token
     parse: Callable[[bytes], Mapping[str, str]]
     #: the JSON body the bot gets for its own token request
     placeholder: bytes
+    #: how long a fresh token may be used to subscribe (s) when the answer does not say; the
+    #: relay fetches a new one for subscriptions made after half of the validity
+    valid_s: float
     #: (text the exchange writes, text the bot was told) to swap in each exchange message,
     #: where the token's answer named something the bot sees (None: messages pass unchanged)
     shown: Callable[[Mapping[str, str]], tuple[str, str]] | None = None

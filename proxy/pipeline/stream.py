@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from proxy.errors import BadRequest, EndpointForbidden, Forbidden, NotReady, PolicyDenied, Refusal
 from proxy.exchanges.base import Credentials
-from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, allowed_channel
+from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, StreamToken, allowed_channel
 from proxy.model.request import Category, Inbound
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
@@ -177,6 +177,7 @@ class StreamRelay:
 
     async def _from_bot(self, ctx: RequestContext, ws: WebSocket, up: Any, stream: PrivateStream,
                         account: Account, creds: Credentials, grant: Mapping[str, str]) -> str:
+        fetched = time.monotonic()
         while True:
             try:
                 raw = await ws.receive_text()
@@ -199,6 +200,9 @@ class StreamRelay:
                     await self._refuse(ctx, ws, stream, message, refusal)
                     continue
                 sub = _child(ctx, message)
+                token = stream.token
+                if token is not None and time.monotonic() - fetched > _validity(grant, token) / 2:  # stale
+                    grant, fetched = await self._fetch_token(ctx, account, stream, creds), time.monotonic()
                 await self.decisions.durable(sub, "allow", f"stream.{message.kind}", phase="decision")
                 async with self.sender.stamp(account, creds) as stamp:
                     await up.send_str(stream.authorize(message, raw, creds, stamp, grant))
@@ -249,6 +253,15 @@ class StreamRelay:
 def _child(ctx: RequestContext, message: StreamMessage) -> RequestContext:
     """One audited stream message: the stream's context with its operation and channels."""
     return dataclasses.replace(ctx, method=f"WS {message.op}"[:32], channels=message.channels or None)
+
+
+def _validity(grant: Mapping[str, str], token: StreamToken) -> float:
+    """How long the proxy's token may be used to subscribe: as the exchange's answer said, else
+    as the exchange documents it."""
+    try:
+        return float(grant["valid_s"])
+    except (KeyError, ValueError):
+        return token.valid_s
 
 
 def _stream_url(account: Account, stream: PrivateStream) -> str:

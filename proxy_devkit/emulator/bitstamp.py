@@ -67,6 +67,8 @@ class BitstampState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: WebSocket tokens issued by websockets_token: token -> when
     ws_tokens: dict[str, float] = field(default_factory=dict)
+    #: the validity websockets_token states (tests lower it; subscriptions are checked with 60 s)
+    ws_token_valid_sec: int = 60
     #: the WebSocket's private subscribers and what its sockets sent
     streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_600_000_000))
@@ -198,7 +200,7 @@ def _private(state: BitstampState, path: str, p: dict[str, str]) -> Any:
     if path == "/api/v2/websockets_token/":
         token = secrets.token_hex(16)
         state.ws_tokens[token] = state.clock()
-        return {"valid_sec": 60, "token": token, "user_id": USER_ID}
+        return {"valid_sec": state.ws_token_valid_sec, "token": token, "user_id": USER_ID}
     if path == "/api/v2/account_balances/":
         return [{"currency": c, "total": f"{v + _reserved(state, c):f}", "available": f"{v:f}",
                  "reserved": f"{_reserved(state, c):f}"} for c, v in sorted(state.balances.items())]

@@ -139,7 +139,7 @@ def test_streams_kraken_token_from_the_documented_answer_and_into_each_subscript
     assert stream is not None and stream.token is not None
     documented = b'{"error": [], "result": {"token": "1Dwc4lzSwNWOAwkMdqhssNNFhs1ed606d1WcF3XfEMw", "expires": 900}}'
     grant = stream.token.parse(documented)
-    assert grant == {"token": "1Dwc4lzSwNWOAwkMdqhssNNFhs1ed606d1WcF3XfEMw"}
+    assert grant == {"token": "1Dwc4lzSwNWOAwkMdqhssNNFhs1ed606d1WcF3XfEMw", "valid_s": "900"}
     with pytest.raises(ValueError):
         stream.token.parse(b'{"error": ["EAPI:Invalid key"]}')
     placeholder = json.loads(stream.token.placeholder)  # what ccxt's authenticate() reads
@@ -164,7 +164,7 @@ def test_streams_bitstamp_token_user_id_and_channels() -> None:
     stream = exchanges.get("bitstamp").capabilities.private_stream
     assert stream is not None and stream.token is not None and stream.token.shown is not None
     grant = stream.token.parse(b'{"valid_sec": 60, "token": "siPaT4m6VGQCdsDCVbLBemiphHQs552e", "user_id": 4848701}')
-    assert grant == {"token": "siPaT4m6VGQCdsDCVbLBemiphHQs552e", "user_id": "4848701"}
+    assert grant == {"token": "siPaT4m6VGQCdsDCVbLBemiphHQs552e", "user_id": "4848701", "valid_s": "60"}
     told = json.loads(stream.token.placeholder)
     raw = json.dumps({"event": "bts:subscribe", "data": {"channel": f"private-my_orders_btcusd-{told['user_id']}",
                                                           "auth": told["token"]}})

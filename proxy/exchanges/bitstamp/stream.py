@@ -32,21 +32,24 @@ _PRIVATE = re.compile(r"(private-my_orders|private-my_trades)_([a-z0-9]{2,24}(?:
 
 
 def _parse_token(body: bytes) -> Mapping[str, str]:
-    """``{"token", "valid_sec", "user_id"}`` -> the token and the user id."""
+    """``{"token", "valid_sec", "user_id"}`` -> the token, the user id and how long it is valid."""
     answer = json.loads(body)
     token = answer.get("token") if isinstance(answer, dict) else None
     user = answer.get("user_id") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token or not isinstance(user, int | str) or isinstance(user, bool):
         raise ValueError("no token or user id in the answer")
-    return {"token": token, "user_id": str(user)}
+    valid = answer.get("valid_sec")
+    return {"token": token, "user_id": str(user),
+            **({"valid_s": str(valid)} if isinstance(valid, int) and not isinstance(valid, bool) else {})}
 
 
 def _shown(grant: Mapping[str, str]) -> tuple[str, str]:
     return f'-{grant["user_id"]}"', f'-{SHOWN_USER_ID}"'
 
 
+#: Bitstamp's answer says how long: valid_sec 60
 TOKEN = StreamToken("POST", TOKEN_PATH, "application/x-www-form-urlencoded", _parse_token, PLACEHOLDER,
-                    shown=_shown)
+                    valid_s=60, shown=_shown)
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,20 @@ PLACEHOLDER = b'{"error": [], "result": {"token": "proxy-issued-token-grants-not
 
 
 def _parse_token(body: bytes) -> Mapping[str, str]:
-    """``{"error": [], "result": {"token", "expires"}}`` -> the token."""
+    """``{"error": [], "result": {"token", "expires"}}`` -> the token and how long it is valid."""
     answer = json.loads(body)
     result = answer.get("result") if isinstance(answer, dict) and not answer.get("error") else None
     token = result.get("token") if isinstance(result, dict) else None
     if not isinstance(token, str) or not token:
         raise ValueError("no token in the answer")
-    return {"token": token}
+    expires = result.get("expires") if isinstance(result, dict) else None
+    valid = {"valid_s": str(expires)} if isinstance(expires, int) and not isinstance(expires, bool) else {}
+    return {"token": token, **valid}
 
 
-TOKEN = StreamToken("POST", TOKEN_PATH, "application/x-www-form-urlencoded", _parse_token, PLACEHOLDER)
+#: Kraken: a token is to be used within 15 minutes; a subscription made with it keeps it valid
+TOKEN = StreamToken("POST", TOKEN_PATH, "application/x-www-form-urlencoded", _parse_token, PLACEHOLDER,
+                    valid_s=900)
 
 
 @dataclass(frozen=True)
