@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -54,6 +55,15 @@ class Upstream:
             await self._session.close()
             self._session = None
 
+    def connect_stream(self, url: str) -> Any:
+        """Open an exchange's stream (``async with``): protocol pings are answered for us, and a
+        silent exchange is noticed by our own pings every 20 s."""
+        assert self._session is not None, "Upstream.start() first"
+        return self._session.ws_connect(
+            url, heartbeat=20.0, autoping=True, max_msg_size=4 * 1024 * 1024,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+        )
+
     async def send(self, base_url: str, out: Outbound) -> UpstreamResponse:
         """Send ``out`` to ``base_url``; translate transport failures to contract errors."""
         assert self._session is not None, "Upstream.start() first"
@@ -64,6 +74,8 @@ class Upstream:
             async with self._session.request(
                 out.method, url, headers=dict(out.headers), data=out.body or None,
                 allow_redirects=False,
+                # an empty POST gets no made-up type (an exchange may refuse a type without a body)
+                skip_auto_headers=() if out.body else ("Content-Type",),
             ) as resp:
                 body = await self._read_all(resp)
                 headers = tuple(

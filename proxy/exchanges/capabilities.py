@@ -19,6 +19,7 @@ from typing import Any
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.streams import PrivateStream
 from proxy.exchanges.tickers import Ticker
 
 # ---------------------------------------------------------------- key permissions
@@ -129,3 +130,5 @@ class Capabilities:
     client_order_ids: ClientOrderIdRules | None
     #: where a placement answer holds the exchange's order id(s), for the audit record
     order_ids: OrderIds
+    #: its private stream as the proxy carries it (None: bots cannot open one through the proxy)
+    private_stream: PrivateStream | None

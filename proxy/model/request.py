@@ -37,6 +37,9 @@ class Action(enum.StrEnum):
     CANCEL = "cancel"
     QUERY = "query"          # reads orders, fills, balances, positions
     PUBLIC = "public"
+    #: asks for a private-stream token: answered by the proxy with a placeholder that grants
+    #: nothing (the proxy fetches and keeps its own), never sent to the exchange
+    STREAM_TOKEN = "stream_token"  # noqa: S105 (an action name, not a credential)
     FORBIDDEN = "forbidden"  # withdraw/transfer/admin: catalogued only to be refused
 
 

@@ -32,6 +32,7 @@ from proxy.pipeline.http import Receive, Reply, Scope, Send, lifespan, read_body
 from proxy.pipeline.lookup import INJECTED_HEADER, inject, is_batch_placement
 from proxy.pipeline.once import Once
 from proxy.pipeline.send import NONCE_LOCK_TIMEOUT_S, ClockOffsets, Sender
+from proxy.pipeline.stream import StreamRelay
 from proxy.policy.evaluate import Decision, evaluate
 from proxy.policy.model import PolicySet
 from proxy.policy.runtime import PolicyRuntime, log_would_deny, with_instruments
@@ -77,6 +78,11 @@ class Pipeline:
         self.unauthenticated: UnauthenticatedRefusals | None = None
         self.sender = Sender(upstream=upstream, store=store, safety=self.safety, decisions=self.decisions,
                              clock_ns=clock_ns)
+        self.streams = StreamRelay(
+            accounts=self.accounts, policies=lambda: self.policies, verifier=verifier,
+            decisions=self.decisions, upstream=upstream, sender=self.sender, ready=lambda: self.ready,
+            clock_ns=clock_ns,
+        )
         #: how long a client order id stays claimed by a live request before it is presumed dead
         self.once = None if store is None else Once(
             store=store, decisions=self.decisions, charge=self._charge, send=self.sender.stamp_and_send,
@@ -115,6 +121,9 @@ class Pipeline:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self.streams(scope, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -213,6 +222,8 @@ class Pipeline:
         decision = evaluate(policies, ctx.client, account.name, prepared, context)
         if not decision.allowed:
             raise policy_refusal(decision)
+        if prepared.endpoint.action is Action.STREAM_TOKEN:  # never sent: a placeholder
+            return await self.streams.placeholder_token(ctx, account)
         creds = account.creds if self.fallbacks is None else self.fallbacks.signing(account)
         if creds is None:
             raise NotReady(f"the secret for account {account.name} is not loaded"

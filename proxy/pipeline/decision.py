@@ -64,6 +64,10 @@ class RequestContext:
     #: a batch placement: every order's id, in order
     exchange_order_ids: tuple[str, ...] | None = None
     error: str | None = None
+    #: a private stream's subscription: the channels asked for
+    channels: tuple[str, ...] | None = None
+    #: why a private stream ended
+    stream_close: str | None = None
 
     def lookup(self, prepared: Prepared) -> RequestContext:
         """The context of a lookup the proxy makes on this request's behalf (same request id)."""
@@ -83,7 +87,7 @@ class RequestContext:
 
 _OPTIONAL = ("client_order_id_injected", "would_deny", "idempotent_replay", "order_lookup",
              "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id",
-             "exchange_order_ids", "error")
+             "exchange_order_ids", "error", "stream_close")
 
 
 class Decisions:
@@ -114,6 +118,8 @@ class Decisions:
                 record["intents"] = [intent_fields(i) for i in intents]
         if ctx.stamp is not None:
             record["nonce"] = ctx.stamp.nonce  # the nonce, or the timestamp, that was signed
+        if ctx.channels is not None:
+            record["channels"] = list(ctx.channels)
         if ctx.client_order_ids is not None:  # a batch: the record's client_order_id is per order
             record["client_order_ids"] = list(ctx.client_order_ids)
         for name in _OPTIONAL:
@@ -143,10 +149,14 @@ class Decisions:
             ids = exchange_order_ids(ctx.exchange, response.body, batch=batch)
             ctx.exchange_order_id = ids[0] if ids else None
             ctx.exchange_order_ids = ids if batch and ids else None
-        task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", "grant", "outcome")))
+        self.queue(self.record(ctx, "allow", "grant", "outcome"))
+        self.log(ctx, "allow", "grant", response.status, response.status)
+
+    def queue(self, record: dict[str, Any]) -> None:
+        """Write a record in the background (an outcome: the decision before it was durable)."""
+        task = asyncio.create_task(self._write_outcome(record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        self.log(ctx, "allow", "grant", response.status, response.status)
 
     async def _write_outcome(self, record: dict[str, Any]) -> None:
         try:

@@ -4,9 +4,10 @@ first, then the exchange, then the queued outcome."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from proxy.errors import NotReady, UpstreamError, UpstreamTimeout
@@ -62,22 +63,27 @@ class Sender:
     async def _stamp_and_send_with(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials, rule: str
     ) -> Reply:
+        async with self.stamp(account, creds) as stamp:
+            return await self._send(ctx, account, prepared, creds, stamp, rule)
+
+    @contextlib.asynccontextmanager
+    async def stamp(self, account: Account, creds: Credentials) -> AsyncIterator[Stamp]:
+        """Time and nonce for one signature (a REST request or a stream login). A strictly
+        increasing nonce must also arrive in order: the key stays held (across workers and, with
+        Redis, hosts) until the block ends, i.e. until the exchange has answered."""
         unit = account.exchange.nonce_unit
         if unit is None:
             now_ms = self.clock_ns() // 1_000_000
             if self.exchange_clock is not None:  # sign with the exchange's clock, not the host's
                 now_ms += self.exchange_clock.offset_ms(account.name)
-            stamp = Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
-            return await self._send(ctx, account, prepared, creds, stamp, rule)
+            yield Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
+            return
         if self.store is None:
             raise NotReady("no state store is configured for this exchange's nonces")
-        # Strictly increasing nonces must also arrive in order: hold the key from allocation
-        # until the exchange has answered (across workers and, with Redis, hosts).
         key_id = f"{account.cfg.exchange}:{creds.api_key}"
         async with self.store.key_lock(key_id, NONCE_LOCK_TIMEOUT_S):
             nonce = await self.store.next_nonce(key_id, unit, now_us=self.clock_ns() // 1000)
-            stamp = Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
-            return await self._send(ctx, account, prepared, creds, stamp, rule)
+            yield Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
 
     async def _send(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,

@@ -220,6 +220,8 @@ def listener(app: Any, limits: ClientLimits, graceful_s: int,
         http=protocol_factory(limits, ConnectionBook(on_refuse=on_refuse)), server_header=False,
         date_header=False, timeout_keep_alive=limits.keepalive_timeout_s,
         timeout_graceful_shutdown=graceful_s,
+        # bots' private streams: a bot's frames are small subscriptions (64 KiB bounds them)
+        ws="websockets", ws_max_size=64 * 1024,
     ))
 
 

@@ -28,10 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator.binance_stream import order_event, private_stream
 from proxy_devkit.emulator.rate_faults import FaultSwitch
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 SYMBOLS = {
     "BTCUSDT": ("BTC", "USDT", Decimal("50000")),
@@ -64,6 +67,8 @@ class BinanceState:
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: FaultSwitch = field(default_factory=FaultSwitch)
+    #: the WebSocket API's user data subscribers and what its sockets sent
+    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     def rate_limit(self, status: int = 429, retry_after: str | None = None, count: int = 1) -> None:
@@ -185,7 +190,11 @@ def create_app(state: BinanceState) -> Starlette:
         state.recorder.add(Received(request.method, path, raw_query, headers, body, True))
         return JSONResponse(result)
 
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])])
+    async def stream(ws: WebSocket) -> None:
+        await private_stream(state, ws)
+
+    return Starlette(routes=[WebSocketRoute("/ws-api/v3", stream),
+                             Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])])
 
 
 def _params(raw_query: str, body: bytes) -> dict[str, str]:
@@ -290,6 +299,7 @@ def _private(state: BinanceState, key: BinanceKey, method: str, path: str, p: di
             if order["status"] != "NEW":
                 raise _err(400, -2011, "Unknown order sent.")
             order["status"] = "CANCELED"
+            order_event(state, order, "CANCELED")
         return order
     if (method, path) == ("GET", "/api/v3/openOrders"):
         sym = p.get("symbol")
@@ -366,6 +376,7 @@ def _new_order(state: BinanceState, p: dict[str, str], *, place: bool = True) ->
         "selfTradePreventionMode": "EXPIRE_MAKER", "isWorking": True,
     }
     state.orders[order_id] = order
+    order_event(state, order, "TRADE" if filled else "NEW")
     return {**order, "fills": []}
 
 

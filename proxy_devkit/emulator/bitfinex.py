@@ -26,9 +26,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator.bitfinex_stream import order_event, private_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 #: pair id (without the leading 't') -> reference price
 PAIRS = {"BTCUSD": Decimal("50000"), "ETHUSD": Decimal("3000"), "TESTBTC:TESTUSD": Decimal("50000")}
@@ -54,6 +57,8 @@ class BitfinexState:
     clock: Callable[[], float] = time.time
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the authenticated stream's sockets and what they sent
+    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100000001))
 
     def now_ms(self) -> int:
@@ -84,7 +89,11 @@ def create_app(state: BitfinexState) -> Starlette:
         state.recorder.add(seen)
         return JSONResponse(result)
 
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
+    async def stream(ws: WebSocket) -> None:
+        await private_stream(state, ws)
+
+    return Starlette(routes=[WebSocketRoute("/ws/2", stream),
+                             Route("/{path:path}", handle, methods=["GET", "POST"])])
 
 
 def _dispatch(state: BitfinexState, request: Request, body: bytes) -> Any:
@@ -253,6 +262,7 @@ def _submit(state: BitfinexState, p: Mapping[str, Any]) -> list[Any]:
         "price": price, "avg": price if filled else Decimal(0),
     }
     state.orders[order["id"]] = order
+    order_event(state, "on", _array(order))
     return _array(order)
 
 
@@ -269,6 +279,7 @@ def _cancel(state: BitfinexState, order: dict[str, Any]) -> list[Any]:
     if order["status"] != "ACTIVE":
         raise _Reject(10001, "Order not found.")
     order["status"] = "CANCELED"
+    order_event(state, "oc", _array(order))
     return _array(order)
 
 

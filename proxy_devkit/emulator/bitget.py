@@ -33,9 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator import passphrase_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 SYMBOLS = {
     "BTCUSDT": ("BTC", "USDT", Decimal("50000")),
@@ -66,6 +69,8 @@ class BitgetState:
     skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the private stream's subscribers and what they sent
+    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_100_000_000))
 
     def now_ms(self) -> int:
@@ -114,7 +119,11 @@ def create_app(state: BitgetState) -> Starlette:
         return JSONResponse({"code": "00000", "msg": "success", "requestTime": state.now_ms(),
                              "data": data})
 
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
+    async def stream(ws: WebSocket) -> None:
+        await passphrase_stream.private_stream(state, STREAM_SPEC, ws)
+
+    return Starlette(routes=[WebSocketRoute("/v2/ws/private", stream),
+                             Route("/{path:path}", handle, methods=["GET", "POST"])])
 
 
 def _spot_symbol(symbol: str) -> dict[str, Any]:
@@ -333,6 +342,7 @@ def _place(state: BitgetState, p: dict[str, Any]) -> dict[str, Any]:
         "tpslType": "normal", "cancelReason": "",
     }
     state.orders[order["orderId"]] = order
+    passphrase_stream.order_event(state.streams, _ws_order(order), "SPOT")
     return order
 
 
@@ -361,7 +371,22 @@ def _cancel(state: BitgetState, p: Mapping[str, Any]) -> dict[str, Any]:
     else:
         state.balances[base] += Decimal(order["size"])
     order["status"], order["uTime"] = "cancelled", str(state.now_ms())
+    passphrase_stream.order_event(state.streams, _ws_order(order), "SPOT")
     return order
+
+
+def _ws_order(order: dict[str, Any]) -> dict[str, Any]:
+    """An order as Bitget's ``orders`` channel shows it (``instId``, ``ordId``, ``clientOid``)."""
+    return {"instId": order["symbol"], "ordId": order["orderId"], **order}
+
+
+#: Bitget's private stream (/v2/ws/private): its checks and its error codes
+STREAM_SPEC = passphrase_stream.Spec(
+    verify_path="/user/verify", verify=_verify, ok_code=0,
+    channels=frozenset({"account", "orders", "fill", "positions", "orders-algo", "plan-order"}),
+    login_failed=(30005, "Login failed"), not_logged_in=(30004, "User not logged in"),
+    bad_channel=30001, illegal=30012,
+)
 
 
 def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:

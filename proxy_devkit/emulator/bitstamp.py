@@ -22,6 +22,7 @@ import hmac
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,9 +35,12 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator.bitstamp_stream import USER_ID, order_event, private_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 PAIRS = {
     "btcusd": ("BTC", "USD", Decimal("50000"), "Bitcoin / U.S. dollar"),
@@ -61,6 +65,12 @@ class BitstampState:
     skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: WebSocket tokens issued by websockets_token: token -> when
+    ws_tokens: dict[str, float] = field(default_factory=dict)
+    #: the validity websockets_token states (tests lower it; subscriptions are checked with 60 s)
+    ws_token_valid_sec: int = 60
+    #: the WebSocket's private subscribers and what its sockets sent
+    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_600_000_000))
 
     def now_ms(self) -> int:
@@ -106,7 +116,11 @@ def create_app(state: BitstampState) -> Starlette:
         state.recorder.add(Received(request.method, path, raw_query, headers, body, True))
         return Response(result, 200, headers=reply_headers, media_type="application/json")
 
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
+    async def stream(ws: WebSocket) -> None:
+        await private_stream(state, ws)
+
+    return Starlette(routes=[WebSocketRoute("/", stream),
+                             Route("/{path:path}", handle, methods=["GET", "POST"])])
 
 
 def _dispatch(state: BitstampState, request: Request, raw_query: str,
@@ -183,6 +197,10 @@ def _authenticate(state: BitstampState, request: Request, raw_query: str,
 
 
 def _private(state: BitstampState, path: str, p: dict[str, str]) -> Any:
+    if path == "/api/v2/websockets_token/":
+        token = secrets.token_hex(16)
+        state.ws_tokens[token] = state.clock()
+        return {"valid_sec": state.ws_token_valid_sec, "token": token, "user_id": USER_ID}
     if path == "/api/v2/account_balances/":
         return [{"currency": c, "total": f"{v + _reserved(state, c):f}", "available": f"{v:f}",
                  "reserved": f"{_reserved(state, c):f}"} for c, v in sorted(state.balances.items())]
@@ -195,6 +213,7 @@ def _private(state: BitstampState, path: str, p: dict[str, str]) -> Any:
             raise _order_error("404.002", "Order not found.")
         _release(state, order)
         order["status"] = "Canceled"
+        order_event(state, order, "order_deleted")
         return {"id": int(order["id"]), "amount": float(order["amount"]),
                 "price": float(order["price"]), "type": int(order["type"])}
     if path == "/api/v2/order_status/":
@@ -277,6 +296,8 @@ def _place(state: BitstampState, side: str, kind: str, pair: str,
         "status": "Open" if open_order else "Finished",
     }
     state.orders[order_id] = order
+    if open_order:
+        order_event(state, order, "order_created")
     return {k: order[k] for k in ("id", "datetime", "type", "price", "amount", "market",
                                   "client_order_id")}
 

@@ -32,10 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.bybit_contracts import CONTRACTS, contract_json, order_notional
+from proxy_devkit.emulator.bybit_stream import order_event, private_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 SYMBOLS = {
     "BTCUSDT": ("BTC", "USDT", Decimal("50000")),
@@ -66,6 +69,8 @@ class BybitState:
     skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the private stream's subscribers and what they sent
+    streams: StreamHub = field(default_factory=StreamHub)
     #: GET /v5/user/query-api lists "Withdraw" under Wallet when True
     can_withdraw: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000_000))
@@ -118,8 +123,12 @@ def create_app(state: BybitState) -> Starlette:
         return JSONResponse({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": ext,
                              "time": state.now_ms()})
 
+    async def stream(ws: WebSocket) -> None:
+        await private_stream(state, ws)
+
     methods = ["GET", "POST", "PUT", "DELETE"]
-    return Starlette(routes=[Route("/{path:path}", handle, methods=methods)])
+    return Starlette(routes=[WebSocketRoute("/v5/private", stream),
+                             Route("/{path:path}", handle, methods=methods)])
 
 
 def _verify(key: BybitKey, message: bytes, signature: str) -> bool:
@@ -336,6 +345,7 @@ def _create(state: BybitState, p: dict[str, Any]) -> dict[str, Any]:
         "triggerPrice": "0", "stopOrderType": "", "orderIv": "", "rejectReason": "EC_NoError",
         "_locked": Decimal(0) if filled else lock, "_lock_coin": lock_coin,
     }
+    order_event(state, state.orders[order_id])
     return {"orderId": order_id, "orderLinkId": link}
 
 
@@ -402,6 +412,7 @@ def _cancel(state: BybitState, p: dict[str, Any]) -> dict[str, Any]:
     order["orderStatus"] = "Cancelled"
     order["_locked"] = Decimal(0)
     order["updatedTime"] = str(state.now_ms())
+    order_event(state, order)
     return {"orderId": order["orderId"], "orderLinkId": order["orderLinkId"]}
 
 

@@ -13,7 +13,6 @@ Keeps an in-memory account: balances, create/get/list/batch-cancel orders. A reu
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import threading
@@ -24,24 +23,25 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.coinbase_futures import FUTURES, future_json, place_future
+from proxy_devkit.emulator.coinbase_jwt import public_key_of as _public_key_of
+from proxy_devkit.emulator.coinbase_jwt import verify_token
+from proxy_devkit.emulator.coinbase_stream import order_event, user_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 PRODUCTS = {
     "BTC-USD": ("BTC", "USD", Decimal("50000")),
     "ETH-USD": ("ETH", "USD", Decimal("3000")),
     "SOL-USD": ("SOL", "USD", Decimal("150")),
 }
-MAX_LIFETIME = 120
-_ISSUERS = frozenset({"cdp", "coinbase-cloud"})
 
 
 @dataclass
@@ -69,6 +69,8 @@ class CoinbaseState:
     skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the user stream's sockets and what they sent
+    streams: StreamHub = field(default_factory=StreamHub)
     #: what GET /api/v3/brokerage/key_permissions answers for can_transfer
     can_transfer: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -92,16 +94,6 @@ def _unauthorized(reason: str) -> _Reject:
 
 def _error(status: int, error: str, message: str) -> _Reject:
     return _Reject(status, {"error": error, "error_details": message, "message": message}, error)
-
-
-def _public_key_of(secret: str) -> tuple[str, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey]:
-    if "PRIVATE KEY-----" in secret:
-        private = serialization.load_pem_private_key(secret.encode(), password=None)
-        if not isinstance(private, ec.EllipticCurvePrivateKey):
-            raise ValueError("a Coinbase PEM key is EC P-256")
-        return "ES256", private.public_key()
-    raw = base64.b64decode(secret, validate=True)
-    return "EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]).public_key()
 
 
 def create(keys: Mapping[str, Mapping[str, str]]) -> tuple[CoinbaseState, Starlette]:
@@ -134,9 +126,11 @@ def create_app(state: CoinbaseState) -> Starlette:
         state.recorder.add(Received(method, path, raw_query, headers, body, True))
         return JSONResponse(result)
 
-    return Starlette(
-        routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])]
-    )
+    async def stream(ws: WebSocket) -> None:
+        await user_stream(state, ws)
+
+    return Starlette(routes=[WebSocketRoute("/", stream),
+                             Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])])
 
 
 def _dispatch(state: CoinbaseState, request: Request, method: str, path: str, body: bytes) -> Any:
@@ -152,45 +146,9 @@ def _authenticate(state: CoinbaseState, request: Request, method: str, path: str
     auth = request.headers.get("authorization", "")
     if not auth.startswith("Bearer ") or auth.count(" ") != 1:
         raise _unauthorized("missing bearer token")
-    token = auth[len("Bearer "):]
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise _unauthorized("malformed JWT") from None
-    key = state.keys.get(str(header.get("kid")))
-    if key is None:
-        raise _unauthorized("unknown kid")
-    if header.get("alg") != key.algorithm:
-        raise _unauthorized("alg does not match the key type")
-    try:
-        claims = jwt.decode(
-            token, key.public_key, algorithms=[key.algorithm],
-            options={"verify_exp": False, "verify_nbf": False, "verify_aud": False,
-                     "verify_iat": False},
-        )
-    except jwt.PyJWTError:
-        raise _unauthorized("bad signature") from None
-    if claims.get("sub") != key.name or claims.get("iss") not in _ISSUERS:
-        raise _unauthorized("sub or iss wrong")
-    expected = f"{method} {request.headers.get('host', '')}{path}"
-    uris = claims.get("uris") if "uris" in claims else [claims.get("uri")]
-    if not isinstance(uris, list) or expected not in uris:
-        raise _unauthorized("uri does not name this request")
-    nbf, exp, now = claims.get("nbf"), claims.get("exp"), state.now()
-    if not isinstance(nbf, int) or not isinstance(exp, int):
-        raise _unauthorized("nbf/exp missing")
-    if exp - nbf > MAX_LIFETIME or not nbf <= now < exp:
-        raise _unauthorized("token not valid now")
-    nonce = header.get("nonce")
-    if not isinstance(nonce, str) or not nonce:
-        raise _unauthorized("nonce missing")
-    with state.lock:
-        for old, until in list(state.seen_nonces.items()):
-            if until <= now:
-                del state.seen_nonces[old]
-        if nonce in state.seen_nonces:
-            raise _unauthorized("nonce reused")
-        state.seen_nonces[nonce] = exp
+    reason = verify_token(state, auth[len("Bearer "):], f"{method} {request.headers.get('host', '')}{path}")
+    if reason is not None:
+        raise _unauthorized(reason)
 
 
 def _product(product_id: str) -> dict[str, Any]:
@@ -416,6 +374,7 @@ def _create_order(state: CoinbaseState, req: Any) -> dict[str, Any]:
     }
     state.orders[order_id] = order
     state.order_holds[order_id] = (spend_asset, Decimal(0) if filled else spend)
+    order_event(state, order)
     return {"success": True, "success_response": _summary(order), "order_configuration": config}
 
 
@@ -442,6 +401,7 @@ def _cancel(state: CoinbaseState, req: Any) -> dict[str, Any]:
         asset, amount = state.order_holds.pop(order_id)
         state.holds[asset] = state.holds.get(asset, Decimal(0)) - amount
         order["outstanding_hold_amount"] = "0"
+        order_event(state, order)
         results.append({"success": True, "failure_reason": "UNKNOWN_CANCEL_FAILURE_REASON",
                         "order_id": order_id})
     return {"results": results}

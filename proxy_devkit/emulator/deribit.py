@@ -25,9 +25,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator.deribit_stream import order_event, private_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 TS_WINDOW_MS = 60_000
 FUTURE_SKEW_MS = 1_000
@@ -73,6 +76,8 @@ class DeribitState:
     skew_ms: int = 0
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the JSON-RPC stream's sockets and what they sent
+    streams: StreamHub = field(default_factory=StreamHub)
     testnet: bool = True
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
@@ -131,8 +136,12 @@ def create_app(state: DeribitState) -> Starlette:
         envelope.update(usIn=us_in, usOut=us_out, usDiff=us_out - us_in, testnet=state.testnet)
         return JSONResponse(envelope, status_code=status)
 
+    async def stream(ws: WebSocket) -> None:
+        await private_stream(state, ws)
+
     return Starlette(
-        routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])]
+        routes=[WebSocketRoute("/ws/api/v2", stream),
+                Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])]
     )
 
 
@@ -262,6 +271,7 @@ def _private(state: DeribitState, client_id: str, method: str, p: Mapping[str, s
                 raise _Reject(400, 11044, "not_open_order")
             order["order_state"] = "cancelled"
             order["last_update_timestamp"] = state.now_ms()
+            order_event(state, order, "future", order["_currency"])
         return _order_json(order)
     if method == "get_order_state_by_label":
         wanted, label = p.get("currency"), p.get("label")
@@ -342,6 +352,7 @@ def _place(state: DeribitState, direction: str, p: Mapping[str, str]) -> dict[st
         "_currency": inst.settlement, "_margin": Decimal(0) if filled else margin,
     }
     state.orders[order_id] = order
+    order_event(state, order, "future", inst.settlement)
     trades: list[dict[str, Any]] = []
     if filled:
         trades.append({"trade_id": f"T-{next(state._ids)}", "order_id": order_id,

@@ -18,6 +18,7 @@ import hmac
 import itertools
 import json
 import re
+import secrets
 import string
 import threading
 import time
@@ -31,9 +32,12 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator.kraken_stream import order_event, private_stream
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 #: id -> (altname, wsname, base asset, quote asset, reference price)
 PAIRS = {
@@ -44,7 +48,7 @@ PAIRS = {
 ASSETS = {"XXBT": ("XBT", 10, 5), "XETH": ("ETH", 10, 5), "ZUSD": ("USD", 4, 2)}
 FORBIDDEN_METHODS = frozenset({
     "Withdraw", "WithdrawCancel", "WithdrawAddresses", "WalletTransfer", "AccountTransfer",
-    "CreateSubaccount", "GetApiKeyInfo", "GetWebSocketsToken",
+    "CreateSubaccount", "GetApiKeyInfo",
 })
 
 
@@ -65,6 +69,10 @@ class KrakenState:
     clock: Callable[[], float] = time.time
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: WebSocket tokens issued by GetWebSocketsToken: token -> (api key, when)
+    ws_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: the authenticated WebSocket's subscribers and what its sockets sent
+    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_txid(self) -> str:
@@ -99,7 +107,11 @@ def create_app(state: KrakenState) -> Starlette:
         state.recorder.add(seen)
         return JSONResponse({"error": [], "result": result})
 
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
+    async def stream(ws: WebSocket) -> None:
+        await private_stream(state, ws)
+
+    return Starlette(routes=[WebSocketRoute("/v2", stream),
+                             Route("/{path:path}", handle, methods=["GET", "POST"])])
 
 
 def _dispatch(state: KrakenState, request: Request, raw_query: str, body: bytes) -> Any:
@@ -110,6 +122,10 @@ def _dispatch(state: KrakenState, request: Request, raw_query: str, body: bytes)
         raise _Reject("EGeneral:Unknown method")
     params = _authenticate(state, path, body, headers)
     with state.lock:
+        if path == "/0/private/GetWebSocketsToken":
+            token = base64.b64encode(secrets.token_bytes(32)).decode()
+            state.ws_tokens[token] = (str(headers.get("api-key")), state.clock())
+            return {"token": token, "expires": 900}
         return _private(state, path.removeprefix("/0/private/"), params)
 
 
@@ -257,6 +273,7 @@ def _cancel(state: KrakenState, order: dict[str, Any]) -> None:
         raise _Reject("EOrder:Unknown order")
     order["status"] = "canceled"
     order["closetm"] = state.clock()
+    order_event(state, next(t for t, o in state.orders.items() if o is order), "canceled")
 
 
 def _decimal(value: Any, name: str) -> Decimal:
@@ -315,6 +332,7 @@ def _add_order(state: KrakenState, p: Mapping[str, Any], pid: str) -> dict[str, 
         "limitprice": "0.00000", "misc": "", "oflags": str(p.get("oflags", "fciq")),
         **({"closetm": now} if filled else {}),
     }
+    order_event(state, txid, "trade" if filled else "new")
     return {"descr": {"order": descr}, "txid": [txid]}
 
 

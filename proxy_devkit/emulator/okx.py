@@ -31,11 +31,15 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
+from proxy_devkit.emulator import passphrase_stream
 from proxy_devkit.emulator.okx_contracts import CONTRACTS, contract_json, contract_notional
+from proxy_devkit.emulator.okx_stream import STREAM_SPEC
 from proxy_devkit.emulator.rate_faults import FaultSwitch
 from proxy_devkit.emulator.recorder import Received, Recorder
+from proxy_devkit.emulator.streams import StreamHub
 
 INSTRUMENTS = {
     "BTC-USDT": ("BTC", "USDT", Decimal("50000")),
@@ -67,6 +71,8 @@ class OkxState:
     recorder: Recorder = field(default_factory=Recorder)
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: FaultSwitch = field(default_factory=FaultSwitch)
+    #: the private stream's subscribers and what they sent
+    streams: StreamHub = field(default_factory=StreamHub)
     #: what GET /api/v5/account/config says the key may do (add ",withdraw" for a risky key)
     perm: str = "read_only,trade"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(600_000_000))
@@ -126,7 +132,11 @@ def create_app(state: OkxState) -> Starlette:
         return JSONResponse(reply)
 
     methods = ["GET", "POST", "PUT", "DELETE"]
-    return Starlette(routes=[Route("/{path:path}", handle, methods=methods)])
+    async def stream(ws: WebSocket) -> None:
+        await passphrase_stream.private_stream(state, STREAM_SPEC, ws)
+
+    return Starlette(routes=[WebSocketRoute("/ws/v5/private", stream),
+                             Route("/{path:path}", handle, methods=methods)])
 
 
 def _first_error(reply: dict[str, Any]) -> str:
@@ -364,6 +374,7 @@ def _place(state: OkxState, p: dict[str, Any]) -> dict[str, Any]:
         "category": "normal", "cTime": now, "uTime": now, "fillTime": now if filled else "",
         "_locked": Decimal(0) if filled else lock, "_lock_ccy": lock_ccy,
     }
+    passphrase_stream.order_event(state.streams, state.orders[ord_id], "SPOT")
     return {"ordId": ord_id, "clOrdId": coid, "tag": p.get("tag", "")}
 
 
@@ -422,6 +433,7 @@ def _cancel(state: OkxState, p: dict[str, Any]) -> dict[str, Any]:
         raise _OrderError("51400", "Order cancellation failed as the order has been filled, "
                                    "canceled or does not exist.")
     order.update(state="canceled", _locked=Decimal(0), uTime=str(state.now_ms()))
+    passphrase_stream.order_event(state.streams, order, "SPOT")
     return {"ordId": order["ordId"], "clOrdId": order["clOrdId"]}
 
 

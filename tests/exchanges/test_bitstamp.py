@@ -167,7 +167,7 @@ def test_bitstamp_cancel_and_status_categories() -> None:
         "/api/v2/transfer-to-main/", "/api/v2/transfer-from-main/",
         "/api/v2/revoke_all_api_keys/", "/api/v2/travel_rule/contacts/",
         "/api/v2/travel_rule/utxo/xpub_registrations/", "/api/v2/btc_address/",
-        "/api/v2/replace_order/", "/api/v2/websockets_token/",
+        "/api/v2/replace_order/",
     ],
 )
 def test_bitstamp_dangerous_and_unknown_endpoints_forbidden(path: str) -> None:

@@ -188,7 +188,7 @@ def test_kraken_batch_has_one_intent_per_order() -> None:
     [
         "/0/private/Withdraw", "/0/private/WithdrawCancel", "/0/private/WithdrawAddresses",
         "/0/private/WalletTransfer", "/0/private/AccountTransfer", "/0/private/CreateSubaccount",
-        "/0/private/GetApiKeyInfo", "/0/private/GetWebSocketsToken", "/0/private/Earn/Allocate",
+        "/0/private/GetApiKeyInfo", "/0/private/Earn/Allocate",
         "/0/private/DepositAddresses", "/0/private/Unknown", "/0/public/Unknown",
     ],
 )

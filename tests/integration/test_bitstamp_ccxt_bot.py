@@ -3,9 +3,12 @@ emulator (which checks the signature names its own host); dangerous endpoints ne
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import ccxt
 import httpx
 import pytest
@@ -68,3 +71,42 @@ def test_bitstamp_ccxt_bot_dangerous_endpoints_never_reach_emulator(
                    data={"amount": "1", "address": "x"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
     assert len(stack.emulator("bitstamp-main").recorder.all()) == before
+
+
+def test_bitstamp_bot_websocket_token_is_a_placeholder_answered_by_the_proxy(stack: Stack) -> None:
+    """ccxt asks websockets_token before subscribing: the proxy answers in Bitstamp's shape with a
+    token that opens nothing (and user id 0), and the exchange never sees the request."""
+    bot = _bot(stack)
+    before = len(stack.emulator("bitstamp-main").recorder.all())
+    answer = bot.privatePostWebsocketsToken()
+    assert answer["user_id"] == 0 and answer["token"] not in stack.emulator("bitstamp-main").ws_tokens
+    assert len(stack.emulator("bitstamp-main").recorder.all()) == before
+
+
+def test_bitstamp_stream_token_refreshed_when_the_exchange_says_it_is_stale(stack: Stack) -> None:
+    """The proxy's own token is used within the validity the exchange states: a subscription
+    made after half of it gets a freshly fetched token (here the exchange states 0 s)."""
+    emulator = stack.emulator("bitstamp-main")
+
+    def fetches() -> int:
+        return sum(r.path == "/api/v2/websockets_token/" for r in emulator.recorder.all())
+
+    async def run() -> list[dict[str, Any]]:
+        url = stack.proxy_url.replace("http://", "ws://") + "/x/bitstamp-main/"
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                url, headers={"Proxy-Authorization": f"Bearer {stack.token('bitstamp-bot')}"}) as ws:
+            answers = []
+            for pair in ("btcusd", "ethusd"):
+                await ws.send_str(json.dumps({"event": "bts:subscribe", "data": {
+                    "channel": f"private-my_orders_{pair}-0", "auth": "x"}}))
+                answers.append(json.loads((await ws.receive(timeout=10)).data))
+            return answers
+
+    before = fetches()
+    emulator.ws_token_valid_sec = 0
+    try:
+        answers = asyncio.run(run())
+    finally:
+        emulator.ws_token_valid_sec = 60
+    assert [a["event"] for a in answers] == ["bts:subscription_succeeded"] * 2
+    assert fetches() - before == 3  # at the open, then before each subscription

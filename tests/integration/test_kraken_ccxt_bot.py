@@ -80,7 +80,7 @@ def test_kraken_ccxt_bot_order_over_policy_never_reaches_emulator(stack: Stack) 
 
 
 @pytest.mark.parametrize("method", ["Withdraw", "WalletTransfer", "WithdrawAddresses",
-                                    "AccountTransfer", "GetWebSocketsToken", "GetApiKeyInfo"])
+                                    "AccountTransfer", "GetApiKeyInfo"])
 def test_kraken_ccxt_bot_dangerous_endpoints_never_reach_emulator(
     stack: Stack, method: str
 ) -> None:
@@ -90,4 +90,16 @@ def test_kraken_ccxt_bot_dangerous_endpoints_never_reach_emulator(
                             "Content-Type": "application/x-www-form-urlencoded"},
                    content=b"nonce=1&asset=XBT&key=home&amount=1")
     assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert len(stack.emulator("kraken-main").recorder.all()) == before
+
+
+def test_kraken_bot_websocket_token_is_a_placeholder_answered_by_the_proxy(stack: Stack) -> None:
+    """A real token would let the bot trade over the socket around the policy: the proxy answers
+    in Kraken's shape with a token that opens nothing, and the exchange never sees the request."""
+    before = len(stack.emulator("kraken-main").recorder.all())
+    r = httpx.post(stack.proxy_url + "/x/kraken-main/0/private/GetWebSocketsToken",
+                   headers={"Proxy-Authorization": f"Bearer {stack.token('kraken-bot')}",
+                            "Content-Type": "application/x-www-form-urlencoded"}, content=b"nonce=1")
+    assert r.status_code == 200 and r.json()["error"] == []
+    assert r.json()["result"]["token"] not in stack.emulator("kraken-main").ws_tokens
     assert len(stack.emulator("kraken-main").recorder.all()) == before

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json
+from proxy.exchanges.binance.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
@@ -145,4 +146,5 @@ CAPABILITIES = Capabilities(
     client_order_ids=CLIENT_ORDER_ID_RULES,
     # POST /api/v3/order answers {"orderId": 28, ...}
     order_ids=OrderIds(("orderId",)),
+    private_stream=STREAM,
 )

@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy.errors import TickerError
 from proxy.exchanges import tickers
+from proxy.exchanges.bitfinex.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
@@ -94,4 +95,5 @@ CAPABILITIES = Capabilities(
     # w/order/submit answers [MTS, TYPE, MSG_ID, null, [ORDER, ...], CODE, STATUS, TEXT], ORDER[0]
     # the id; order/multi nests one such answer per operation at [4]
     order_ids=OrderIds((4, 0, 0), (4, EVERY, 4, 0, 0)),
+    private_stream=STREAM,
 )

@@ -12,6 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
+from proxy.exchanges.bitget.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
@@ -76,4 +77,5 @@ CAPABILITIES = Capabilities(
     # place-order answers {"data": {"orderId"}}; batch-orders {"data": {"successList":
     # [{"orderId"}]}}
     order_ids=OrderIds(("data", "orderId"), ("data", "successList", EVERY, "orderId")),
+    private_stream=STREAM,
 )

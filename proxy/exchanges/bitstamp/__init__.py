@@ -40,7 +40,17 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Category, Endpoint, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import (
+    Action,
+    Category,
+    Endpoint,
+    Inbound,
+    Instrument,
+    Intent,
+    Outbound,
+    Prepared,
+    Stamp,
+)
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey, looks_like_pem
 
@@ -68,6 +78,9 @@ CATALOGUE = Catalogue([
     endpoint("POST", f"{V2}/cancel_order", C),
     endpoint("POST", f"{V2}/cancel_all_orders", C),
     endpoint("POST", f"{V2}/cancel_all_orders/{{pair}}", C),
+    # a real WebSocket token is the proxy's alone: a bot's request is answered by the proxy with
+    # a placeholder (proxy.exchanges.bitstamp.stream)
+    endpoint("POST", f"{V2}/websockets_token", R, Action.STREAM_TOKEN),
     # never (SPECS.md §5a); anything unlisted is refused too
     *(endpoint("POST", f"{V2}/{p}", W) for p in (
         "withdrawal/open", "withdrawal/cancel", "withdrawal/status", "withdrawal-requests",

@@ -12,6 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
+from proxy.exchanges.bitstamp.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
@@ -74,4 +75,5 @@ CAPABILITIES = Capabilities(
     client_order_ids=CLIENT_ORDER_ID_RULES,
     # buy/sell answer the order itself: {"id": "1234", ...}
     order_ids=OrderIds(("id",)),
+    private_stream=STREAM,
 )

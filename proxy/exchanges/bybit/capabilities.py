@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
+from proxy.exchanges.bybit.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
@@ -111,4 +112,5 @@ CAPABILITIES = Capabilities(
     # v5 order/create answers {"result": {"orderId"}}; create-batch {"result": {"list":
     # [{"orderId"}]}}
     order_ids=OrderIds(("result", "orderId"), ("result", "list", EVERY, "orderId")),
+    private_stream=STREAM,
 )

@@ -248,8 +248,12 @@ def jwt_for(
     creds: Credentials, method: str, host: str, path: str, stamp: Stamp, *, lifetime: int = 120
 ) -> str:
     """The CDP JWT for one request: ``uri`` is ``METHOD host/path`` (no scheme, no query)."""
+    return cdp_jwt(creds, stamp, f"{method} {host}{path}", lifetime=lifetime)
+
+
+def cdp_jwt(creds: Credentials, stamp: Stamp, uri: str | None, *, lifetime: int = 120) -> str:
+    """A CDP JWT; ``uri`` None for the WebSocket, whose tokens name no request."""
     seconds = stamp.now_ms // 1000
-    uri = f"{method} {host}{path}"
     try:
         nonce = uuid.UUID(stamp.unique).hex  # 32 hex characters, as ccxt's random_bytes(16)
     except ValueError:
@@ -260,13 +264,14 @@ def jwt_for(
     if isinstance(key, EcKey):
         claims = {
             "aud": ["retail_rest_api_proxy"], "iss": "coinbase-cloud", "nbf": seconds,
-            "exp": seconds + lifetime, "sub": creds.api_key, "iat": seconds, "uri": uri,
+            "exp": seconds + lifetime, "sub": creds.api_key, "iat": seconds,
+            **({"uri": uri} if uri is not None else {}),
         }
         return jwt.encode(claims, key.private_key, algorithm="ES256", headers=headers)
     if isinstance(key, _CdpEd25519Key):
         claims = {
             "aud": ["cdp_service"], "iss": "cdp", "nbf": seconds, "exp": seconds + lifetime,
-            "sub": creds.api_key, "iat": seconds, "uris": [uri],
+            "sub": creds.api_key, "iat": seconds, **({"uris": [uri]} if uri is not None else {}),
         }
         return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers=headers)
     raise TypeError("Coinbase signs with ES256 or Ed25519 CDP keys")

@@ -13,6 +13,7 @@ from proxy.errors import TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
+from proxy.exchanges.coinbase.stream import STREAM
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
@@ -66,4 +67,5 @@ CAPABILITIES = Capabilities(
     secret_fields=("api_key", "api_secret"),
     client_order_ids=None,    # POST orders answers {"success": true, "success_response": {"order_id"}}
     order_ids=OrderIds(("success_response", "order_id")),
+    private_stream=STREAM,
 )

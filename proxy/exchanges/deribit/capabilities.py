@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.deribit.stream import STREAM
 from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
@@ -73,4 +74,5 @@ CAPABILITIES = Capabilities(
     # private/buy|sell answer {"jsonrpc", "id", "result": {"order": {"order_id"}}}; the envelope's
     # "id" is the JSON-RPC request's, not the order's
     order_ids=OrderIds(("result", "order", "order_id")),
+    private_stream=STREAM,
 )

@@ -57,7 +57,7 @@ from proxy.exchanges.client_order_ids import (
 )
 from proxy.exchanges.kraken.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, USER_AGENT, lookup_result
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -90,8 +90,9 @@ CATALOGUE = Catalogue([
     endpoint("POST", f"{_PRIVATE}AccountTransfer", X),
     endpoint("POST", f"{_PRIVATE}CreateSubaccount", A),
     endpoint("POST", f"{_PRIVATE}GetApiKeyInfo", A),
-    # a WebSocket token would let its holder trade around the proxy's policy
-    endpoint("POST", f"{_PRIVATE}GetWebSocketsToken", A),
+    # a real WebSocket token would let its holder trade around the proxy's policy: a bot's
+    # request is answered by the proxy with a placeholder (proxy.exchanges.kraken.stream)
+    endpoint("POST", f"{_PRIVATE}GetWebSocketsToken", R, Action.STREAM_TOKEN),
 ])
 
 #: Authentication a bot (or ccxt) may have put in the body; the proxy adds its own nonce.

@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.kraken.stream import STREAM
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -95,4 +96,5 @@ CAPABILITIES = Capabilities(
     # AddOrder answers {"result": {"txid": ["O..."]}}; AddOrderBatch {"result": {"orders":
     # [{"txid"}]}}
     order_ids=OrderIds(("result", "txid", 0), ("result", "orders", EVERY, "txid")),
+    private_stream=STREAM,
 )

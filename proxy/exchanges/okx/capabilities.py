@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.okx.stream import STREAM
 from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
@@ -84,4 +85,5 @@ CAPABILITIES = Capabilities(
     client_order_ids=CLIENT_ORDER_ID_RULES,
     # trade/order and batch-orders answer {"data": [{"ordId"}, ...]}
     order_ids=OrderIds(("data", 0, "ordId"), ("data", EVERY, "ordId")),
+    private_stream=STREAM,
 )
