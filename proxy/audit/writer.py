@@ -181,6 +181,29 @@ class AuditWriter:
             self._flusher = loop.create_task(self._flush_loop())
         return fut
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The writer's I/O thread (proxy.state.group_commit appends from it with Redis)."""
+        return self._io
+
+    def append_batch(self, records: list[dict[str, Any]]) -> list[Exception | None]:
+        """Append ``records`` with one fdatasync, on the calling thread; one error slot per
+        record (None: durable). For the group commit, which makes the state store's batch and
+        these records durable in one thread hop."""
+        errors: list[Exception | None] = [None] * len(records)
+        good: list[int] = []
+        for i, rec in enumerate(records):
+            try:
+                check_record(rec)
+            except Exception as exc:
+                errors[i] = exc
+            else:
+                good.append(i)
+        if good:
+            for i, error in zip(good, self._write_batch([records[i] for i in good]), strict=True):
+                errors[i] = error
+        return errors
+
     def write_sync(self, record: Mapping[str, Any]) -> None:
         """Blocking ``write`` for command-line tools (no event loop)."""
         check_record(record)

@@ -34,6 +34,7 @@ from proxy.policy.model import PolicySet
 from proxy.policy.runtime import PolicyRuntime, log_would_deny
 from proxy.policy.runtime import refusal as policy_refusal
 from proxy.state import StateStore
+from proxy.state.group_commit import GroupCommit
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.decision")
@@ -48,7 +49,7 @@ class Pipeline:
         store: StateStore | None = None, idempotency_ttl_s: int = 24 * 3600,
         clock_ns: Callable[[], int] = time.time_ns, reference_prices: ReferencePrices | None = None,
         upstream_timeout_s: float = 10.0, vault_timeout_s: float = 5.0,
-        safety: ExchangeSafety | None = None,
+        safety: ExchangeSafety | None = None, commit: GroupCommit | None = None,
     ) -> None:
         self.accounts = dict(accounts)
         #: swapped whole on reload (one assignment); each request reads it once
@@ -66,12 +67,15 @@ class Pipeline:
         if self.policy_runtime.prices is not None:  # a ticker's 429/418 pauses its accounts too
             self.policy_runtime.prices.on_answer = self.safety.observe_url
         self.decisions = Decisions(audit, metrics, lambda: self.policies.version)
+        #: the worker's durability owner (proxy.state.group_commit); None: one step at a time
+        self.decisions.commit = commit
         self.sender = Sender(upstream=upstream, store=store, safety=self.safety, decisions=self.decisions,
                              clock_ns=clock_ns)
         #: how long a client order id stays claimed by a live request before it is presumed dead
         self.once = None if store is None else Once(
             store=store, decisions=self.decisions, charge=self._charge, send=self.sender.stamp_and_send,
             ttl_s=idempotency_ttl_s, lease_s=owner_lease_s(upstream_timeout_s, vault_timeout_s),
+            commit=commit, sender=self.sender,
         )
 
     @property

@@ -20,6 +20,7 @@ from proxy.errors import NotReady, Refusal, Unauthenticated
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
+from proxy.state.group_commit import GroupCommit
 from proxy.upstream import UpstreamResponse
 
 log = logging.getLogger("proxy.decision")
@@ -90,6 +91,8 @@ class Decisions:
         self.metrics = metrics
         self._policy_version = policy_version
         self._background: set[asyncio.Task[None]] = set()
+        #: the worker's group commit: outcome records ride its next batch (None: a task each)
+        self.commit: GroupCommit | None = None
 
     def record(self, ctx: RequestContext, decision: str, rule: str, phase: str) -> dict[str, Any]:
         prepared = ctx.prepared
@@ -136,9 +139,13 @@ class Decisions:
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
             ctx.exchange_order_id = exchange_order_id(response.body)
-        task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", "grant", "outcome")))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        record = self.record(ctx, "allow", "grant", "outcome")
+        if self.commit is not None:
+            self.commit.outcome(record)
+        else:
+            task = asyncio.create_task(self._write_outcome(record))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self.log(ctx, "allow", "grant", response.status, response.status)
 
     async def _write_outcome(self, record: dict[str, Any]) -> None:
@@ -152,6 +159,8 @@ class Decisions:
         """Wait for queued outcome records (at shutdown, before the audit writer closes)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.commit is not None:
+            await self.commit.drain()
 
     async def refused(self, ctx: RequestContext, refusal: Refusal) -> Reply:
         """Audit and log a refusal, and render it for the bot."""

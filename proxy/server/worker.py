@@ -50,6 +50,8 @@ from proxy.pipeline.http import Receive, Scope, Send
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.state import StateStore
+from proxy.state.batches import group_commit
+from proxy.state.group_commit import GroupCommit
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.server.worker")
@@ -115,6 +117,7 @@ class Worker:
         ) if any(a.signing == "transit" for a in cfg.accounts) else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
+        self.raw_store = store  # the group commit counts its own errors
         self.store = observe_store(store, self.metrics)
         self.limiter: WindowLimiter = MemoryLimiter() if store is None else open_limiter(
             cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
@@ -129,6 +132,7 @@ class Worker:
         warn_unsafe_accounts(cfg.accounts)
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
+        self.commit: GroupCommit | None = None
         self.audit: AuditWriter | None = None
         self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
@@ -309,12 +313,19 @@ class Worker:
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
             idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
             upstream_timeout_s=self.cfg.server.upstream_timeout_s, vault_timeout_s=self.cfg.vault.timeout_s,
+            commit=self._commit(),
         )
         self.pipeline.exchange_clock = self.exchange_clock
         self.pipeline.ready = True
         self.switch.target = self.pipeline
         self.reasons = []
         log.info("ready: %d accounts, %d clients", len(self.accounts), len(self.policies.clients))
+
+    def _commit(self) -> GroupCommit | None:
+        """The worker's one durability owner, made once (a rebuilt pipeline keeps it)."""
+        if self.commit is None:
+            self.commit = group_commit(self.raw_store, self.limiter, self.audit, self.safety.store_error)
+        return self.commit
 
     def _load_account(self, account: Account, version: int | None = None) -> None:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""

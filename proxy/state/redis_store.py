@@ -69,6 +69,24 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _begin_result(reply: Any, token: str) -> BeginResult:
+    kind = _text(reply[0])
+    if kind == "owner":
+        return Owner(token=token, previous_unknown=_text(reply[1]) == "1")
+    if kind == "conflict":
+        return Conflict()
+    if kind == "inflight":
+        return InFlight(int(_text(reply[1])))
+    headers = json.loads(_text(reply[2]))
+    return Replay(
+        StoredResponse(
+            status=int(_text(reply[1])),
+            headers=tuple((str(k), str(v)) for k, v in headers),
+            body=bytes(reply[3]),
+        )
+    )
+
+
 class RedisStateStore:
     """StateStore on one Redis/Valkey server (see the module docstring for the design)."""
 
@@ -214,6 +232,46 @@ class RedisStateStore:
                     return
 
     # -- idempotency ------------------------------------------------------------------------
+    def begin_call(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
+    ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], BeginResult]]:
+        """``begin`` as (script, keys, args, parse): proxy.state.group_commit pipelines many."""
+        lease_until = now + to_us(lease_s)
+        expires = lease_until + to_us(ttl_s)
+        gc_ms = (expires - now) // 1000 + _GC_MARGIN_MS
+        token = secrets.token_hex(16)
+        keys = [self._key("idem", scope.storage_key())]
+        args: list[str | bytes] = [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)]
+        return self._begin, keys, args, lambda reply: _begin_result(reply, token)
+
+    def complete_call(
+        self, scope: IdempotencyScope, response: StoredResponse, token: str | None, ttl_s: float, now: int
+    ) -> tuple[Any, list[str], list[str | bytes]]:
+        """``complete`` as (script, keys, args)."""
+        ttl_us = to_us(ttl_s)
+        headers = json.dumps([list(h) for h in response.headers])
+        return self._complete, [self._key("idem", scope.storage_key())], [
+            token or "", str(response.status), headers, response.body, str(now + ttl_us),
+            str(ttl_us // 1000 + _GC_MARGIN_MS),
+        ]
+
+    def abandon_call(
+        self, scope: IdempotencyScope, token: str | None
+    ) -> tuple[Any, list[str], list[str | bytes]]:
+        """``abandon`` as (script, keys, args)."""
+        return self._abandon, [self._key("idem", scope.storage_key())], [token or ""]
+
+    async def pipeline(self, calls: Sequence[tuple[Any, list[str], list[str | bytes]]]) -> list[Any]:
+        """Run script calls in one round trip (not a transaction: each script is atomic on its
+        own). A failed call's slot holds its exception; a failed round trip raises NotReady."""
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args in calls:
+            await script(keys=keys, args=args, client=pipe)
+        return list(await self._guard(pipe.execute(raise_on_error=False)))
+
+    def now_us(self) -> int:
+        return self._clock()
+
     async def begin(
         self,
         scope: IdempotencyScope,
@@ -223,31 +281,8 @@ class RedisStateStore:
         lease_s: float = DEFAULT_LEASE_S,
         now_us: int | None = None,
     ) -> BeginResult:
-        now = self._now(now_us)
-        lease_until = now + to_us(lease_s)
-        expires = lease_until + to_us(ttl_s)
-        gc_ms = (expires - now) // 1000 + _GC_MARGIN_MS
-        token = secrets.token_hex(16)
-        reply = await self._eval(
-            self._begin,
-            [self._key("idem", scope.storage_key())],
-            [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)],
-        )
-        kind = _text(reply[0])
-        if kind == "owner":
-            return Owner(token=token, previous_unknown=_text(reply[1]) == "1")
-        if kind == "conflict":
-            return Conflict()
-        if kind == "inflight":
-            return InFlight(int(_text(reply[1])))
-        headers = json.loads(_text(reply[2]))
-        return Replay(
-            StoredResponse(
-                status=int(_text(reply[1])),
-                headers=tuple((str(k), str(v)) for k, v in headers),
-                body=bytes(reply[3]),
-            )
-        )
+        script, keys, args, parse = self.begin_call(scope, content_hash, ttl_s, lease_s, self._now(now_us))
+        return parse(await self._eval(script, keys, args))
 
     async def wait(
         self,
@@ -271,28 +306,12 @@ class RedisStateStore:
         ttl_s: float = DEFAULT_RECORD_TTL_S,
         now_us: int | None = None,
     ) -> bool:
-        ttl_us = to_us(ttl_s)
-        expires = self._now(now_us) + ttl_us
-        headers = json.dumps([list(h) for h in response.headers])
-        done = await self._eval(
-            self._complete,
-            [self._key("idem", scope.storage_key())],
-            [
-                token or "",
-                str(response.status),
-                headers,
-                response.body,
-                str(expires),
-                str(ttl_us // 1000 + _GC_MARGIN_MS),
-            ],
-        )
-        return bool(done)
+        script, keys, args = self.complete_call(scope, response, token, ttl_s, self._now(now_us))
+        return bool(await self._eval(script, keys, args))
 
     async def abandon(self, scope: IdempotencyScope, *, token: str | None = None) -> bool:
-        done = await self._eval(
-            self._abandon, [self._key("idem", scope.storage_key())], [token or ""]
-        )
-        return bool(done)
+        script, keys, args = self.abandon_call(scope, token)
+        return bool(await self._eval(script, keys, args))
 
     # -- windows and flags ------------------------------------------------------------------
     async def add_to_window(
