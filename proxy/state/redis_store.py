@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.errors import NotReady
@@ -128,6 +128,7 @@ class RedisStateStore:
         self._unlock = self._redis.register_script(scripts.UNLOCK_LUA)
         self._extend = self._redis.register_script(scripts.EXTEND_LUA)
         self._local_locks: dict[str, asyncio.Lock] = {}
+        self._scripts_loaded = False  # the idempotency scripts, for pipeline()
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _guard(self, op: Awaitable[T]) -> T:
@@ -263,11 +264,30 @@ class RedisStateStore:
 
     async def pipeline(self, calls: Sequence[tuple[Any, list[str], list[str | bytes]]]) -> list[Any]:
         """Run script calls in one round trip (not a transaction: each script is atomic on its
-        own). A failed call's slot holds its exception; a failed round trip raises NotReady."""
+        own). A failed call's slot holds its exception; a failed round trip raises NotReady.
+        By hash only, not a SCRIPT EXISTS round trip per batch: the scripts are loaded once, and
+        again when Redis lost them (a restart), when none of them ran; the calls that failed
+        then run again, in order."""
+        if not self._scripts_loaded:
+            await self._load_scripts()
+        replies = await self._pipelined(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._load_scripts()
+            for i, reply in zip(missing, await self._pipelined([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipelined(self, calls: Sequence[tuple[Any, list[str], list[str | bytes]]]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for script, keys, args in calls:
-            await script(keys=keys, args=args, client=pipe)
+            pipe.pipeline_execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
         return list(await self._guard(pipe.execute(raise_on_error=False)))
+
+    async def _load_scripts(self) -> None:
+        for script in (self._begin, self._complete, self._abandon):
+            await self._guard(self._redis.script_load(script.script))
+        self._scripts_loaded = True
 
     def now_us(self) -> int:
         return self._clock()

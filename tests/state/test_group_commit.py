@@ -28,6 +28,7 @@ from proxy.state.base import wall_clock_us
 from proxy.state.batches import group_commit
 from proxy.state.group_commit import Spend
 from tests.state.conftest import REPO_ROOT, Target, kill_9, read_line
+from tests.support.redis_server import RedisServer
 
 LEASE_S = 30.0
 
@@ -157,3 +158,35 @@ def test_kill_9_never_loses_what_was_reported_durable(target: Target, tmp_path: 
         assert any(s == "unknown" and c not in decisions for c, s in seen.items())
     if die_at == "after_audit":  # the dying batch's records are durable, nobody was told
         assert decisions - durable
+
+
+def test_redis_batches_survive_redis_losing_the_scripts(redis_server: RedisServer, tmp_path: Path) -> None:
+    """After a Redis restart the scripts are gone: the batch loads them again and runs the calls
+    that failed, in order, so a queued completion is still seen by the next claim."""
+    import redis.asyncio as aioredis
+
+    target = Target("redis", redis_server.url, f"t{secrets.token_hex(6)}:")
+    key = Secret(secrets.token_hex(32))
+
+    async def run() -> None:
+        store = target.open()
+        (tmp_path / "audit").mkdir()
+        audit = AuditWriter(tmp_path / "audit", key, "w1")
+        await audit.start()
+        commit = group_commit(store, None, audit)
+        assert commit is not None
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            first = await commit.claim(_scope("a"), "h", 60, lease_s=LEASE_S,
+                                       record={"request_id": "a", "phase": "decision", "decision": "allow"})
+            assert first.recorded and isinstance(first.result, Owner)
+            await client.script_flush()
+            commit.complete(_scope("a"), StoredResponse(200, (), b"ok"), token=first.result.token, ttl_s=60)
+            again = await commit.claim(_scope("a"), "h", 60, lease_s=LEASE_S)
+            assert isinstance(again.result, Replay) and again.result.response.body == b"ok"
+        finally:
+            await client.aclose()
+            await audit.close()
+            await store.close()
+
+    asyncio.run(run())
