@@ -28,6 +28,7 @@ from proxy.pipeline.lookup import (
     found_headers,
     is_unknown,
     judge,
+    looks_up,
     round_scope,
 )
 from proxy.policy.evaluate import Decision
@@ -92,7 +93,7 @@ class Once:
         assert ctx.client is not None
         base = IdempotencyScope(ctx.client, account.name, coid)
         digest = content_digest(prepared)
-        lookups = account.exchange if isinstance(account.exchange, LooksUpOrders) else None
+        lookups = account.exchange if looks_up(account.exchange) else None
         for n in range(MAX_LOOKUP_ROUNDS + 1):
             scope = round_scope(base, n)
             claimed: Claimed | None = None
