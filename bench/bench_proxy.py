@@ -13,7 +13,8 @@ process, and drives them with a closed-loop aiohttp load generator (its own proc
 - **proxy**: unsigned orders through the whole pipeline (token, policy, client order id and
   idempotency record, weight budget, durable audit, signing, forwarding).
 
-The three are interleaved, round after round, at each connection count, so a noisy
+The three (four with ``--baseline``: another checkout of the proxy, run beside this one) are
+interleaved, round after round, at each connection count, so a noisy
 neighbour on this shared machine hits all of them alike; the table shows the median over
 rounds. "Added" latency is p50/p99 minus direct's at the same concurrency; the proxy's cost is
 then read against the floor: "vs floor" is the proxy's added minus the floor's added latency,
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,9 +229,11 @@ def redis_server(work: Path) -> Iterator[str]:
 
 @contextmanager
 def proxy_server(work: Path, vault: OpenBao, emu_port: int, backend: str, workers: int,
-                 synchronous: str, weight_per_minute: int, redis_url: str | None
+                 synchronous: str, weight_per_minute: int, redis_url: str | None, repo: Path = REPO
                  ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``python -m proxy serve`` on its own state and audit directory; yields (process, port)."""
+    """``python -m proxy serve`` (from ``repo``) on its own state and audit directory; yields
+    (process, port)."""
+    work.mkdir(parents=True, exist_ok=True)
     listen, admin = free_port(), free_port()
     (work / "vault-token").write_text(vault.root_token)
     (work / "policies").mkdir(exist_ok=True)
@@ -249,13 +252,13 @@ def proxy_server(work: Path, vault: OpenBao, emu_port: int, backend: str, worker
         f'weight_per_minute = {weight_per_minute}\n')
     for f in (cfg, work / "vault-token"):
         f.chmod(0o600)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     subprocess.run([sys.executable, "-m", "proxy", "init", "--config", str(cfg)], check=True,
-                   env=env, capture_output=True)
+                   env=env, capture_output=True, cwd=repo)
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg), "--workers", str(workers)]
     if os.geteuid() == 0:
         cmd.append("--unsafe-allow-root")
-    proc = subprocess.Popen(cmd, env={**env, "PROXY_LOG_LEVEL": "WARNING"},
+    proc = subprocess.Popen(cmd, env={**env, "PROXY_LOG_LEVEL": "WARNING"}, cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -291,6 +294,9 @@ def main() -> None:
                     help="the account's outbound weight budget (0: none); the default never refuses "
                          "but pays for the shared counter, as a real Binance account does")
     ap.add_argument("--json", type=Path, help="also write every measurement here")
+    ap.add_argument("--baseline", type=Path,
+                    help="another checkout of the proxy (e.g. `git worktree add /tmp/before main`), run "
+                         "beside this one in the same interleaved rounds: before and after in one run")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     configs = [(b, int(w)) for b, w in (c.split(":") for c in args.configs.split(","))]
@@ -312,10 +318,15 @@ def main() -> None:
                 work.mkdir()
                 with upstreams(api_key, api_secret) as up, proxy_server(
                         work, vault, up.emu_port, backend, workers, args.synchronous,
-                        args.weight_per_minute, redis_url) as (proc, listen):
+                        args.weight_per_minute, redis_url) as (proc, listen), ExitStack() as stack:
+                    base = None if args.baseline is None else stack.enter_context(proxy_server(
+                        work / "baseline", vault, up.emu_port, backend, workers, args.synchronous,
+                        args.weight_per_minute, redis_url, args.baseline.resolve()))
                     headers = _token_headers(vault)
                     for c in conns:
                         per: dict[str, list[dict[str, float]]] = {"direct": [], "floor": [], "proxy": []}
+                        if base is not None:
+                            per["baseline"] = []
                         for _ in range(args.rounds):
                             per["direct"].append(run(f"http://127.0.0.1:{up.emu_port}/api/v3/order", {},
                                                      (api_key, api_secret), c, args.seconds, []))
@@ -324,6 +335,10 @@ def main() -> None:
                                                     None, c, args.seconds, [up.floor.pid]))
                             per["proxy"].append(run(f"http://127.0.0.1:{listen}/x/binance-main/api/v3/order",
                                                     headers, None, c, args.seconds, [proc.pid]))
+                            if base is not None:
+                                per["baseline"].append(run(
+                                    f"http://127.0.0.1:{base[1]}/x/binance-main/api/v3/order", headers,
+                                    None, c, args.seconds, [base[0].pid]))
                         results.append({"backend": backend, "workers": workers, "conns": c, **per})
                         _print_row(results[-1], args.synchronous)
     finally:
@@ -336,6 +351,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(_row(r, args.synchronous))
+        if "baseline" in r:
+            print(_row(r, args.synchronous, "baseline"))
     if args.json is not None:
         args.json.write_text(json.dumps({"fsync_ms": [sync_p50, sync_p99], "results": results}, indent=1))
 
@@ -354,14 +371,16 @@ def _token_headers(vault: OpenBao) -> dict[str, str]:
     return {"Proxy-Authorization": f"Bearer {token}", "Content-Type": "application/x-www-form-urlencoded"}
 
 
-def _row(r: dict[str, object], synchronous: str) -> str:
-    d, f, p = (r[k] for k in ("direct", "floor", "proxy"))
+def _row(r: dict[str, object], synchronous: str, which: str = "proxy") -> str:
+    d, f, p = (r[k] for k in ("direct", "floor", which))
     assert isinstance(d, list) and isinstance(f, list) and isinstance(p, list)
     m = {name: {k: _median(rows, k) for k in ("rps", "p50", "p99", "cpu_ms")}
          for name, rows in (("d", d), ("f", f), ("p", p))}
     fa50, fa99 = m["f"]["p50"] - m["d"]["p50"], m["f"]["p99"] - m["d"]["p99"]
     pa50, pa99 = m["p"]["p50"] - m["d"]["p50"], m["p"]["p99"] - m["d"]["p99"]
     label = f"{r['backend']}{' ' + synchronous if r['backend'] == 'sqlite' else ''}, {r['workers']}"
+    if which != "proxy":
+        label += f" ({which})"
     errors = sum(int(x["errors"]) for x in p)
     return (f"| {label} | {r['conns']} | {m['f']['rps']:,.0f} | {m['p']['rps']:,.0f} | "
             f"{m['p']['rps'] / m['f']['rps']:.2f} | {fa50:+.2f} / {fa99:+.2f} | {pa50:+.2f} / {pa99:+.2f} | "
@@ -371,6 +390,8 @@ def _row(r: dict[str, object], synchronous: str) -> str:
 
 def _print_row(r: dict[str, object], synchronous: str) -> None:
     print(_row(r, synchronous), flush=True)
+    if "baseline" in r:
+        print(_row(r, synchronous, "baseline"), flush=True)
 
 
 if __name__ == "__main__":
