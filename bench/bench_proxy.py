@@ -229,8 +229,8 @@ def redis_server(work: Path) -> Iterator[str]:
 
 @contextmanager
 def proxy_server(work: Path, vault: OpenBao, emu_port: int, backend: str, workers: int,
-                 synchronous: str, weight_per_minute: int, redis_url: str | None, repo: Path = REPO
-                 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+                 synchronous: str, weight_per_minute: int, redis_url: str | None, repo: Path = REPO,
+                 log_level: str = "INFO") -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``python -m proxy serve`` (from ``repo``) on its own state and audit directory; yields
     (process, port)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -258,8 +258,11 @@ def proxy_server(work: Path, vault: OpenBao, emu_port: int, backend: str, worker
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg), "--workers", str(workers)]
     if os.geteuid() == 0:
         cmd.append("--unsafe-allow-root")
-    proc = subprocess.Popen(cmd, env={**env, "PROXY_LOG_LEVEL": "WARNING"}, cwd=repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Logging as users run it (one JSON decision line per request), into a file as a service
+    # manager's journal would take it.
+    log_file = (work / "proxy.log").open("wb")
+    proc = subprocess.Popen(cmd, env={**env, "PROXY_LOG_LEVEL": log_level}, cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         deadline = time.time() + 60
         while True:
@@ -275,6 +278,7 @@ def proxy_server(work: Path, vault: OpenBao, emu_port: int, backend: str, worker
     finally:
         proc.terminate()
         proc.wait()
+        log_file.close()
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -294,6 +298,7 @@ def main() -> None:
                     help="the account's outbound weight budget (0: none); the default never refuses "
                          "but pays for the shared counter, as a real Binance account does")
     ap.add_argument("--json", type=Path, help="also write every measurement here")
+    ap.add_argument("--log-level", default="INFO", help="the proxy's PROXY_LOG_LEVEL (INFO: as served)")
     ap.add_argument("--baseline", type=Path,
                     help="another checkout of the proxy (e.g. `git worktree add /tmp/before main`), run "
                          "beside this one in the same interleaved rounds: before and after in one run")
@@ -318,10 +323,11 @@ def main() -> None:
                 work.mkdir()
                 with upstreams(api_key, api_secret) as up, proxy_server(
                         work, vault, up.emu_port, backend, workers, args.synchronous,
-                        args.weight_per_minute, redis_url) as (proc, listen), ExitStack() as stack:
+                        args.weight_per_minute, redis_url, log_level=args.log_level
+                        ) as (proc, listen), ExitStack() as stack:
                     base = None if args.baseline is None else stack.enter_context(proxy_server(
                         work / "baseline", vault, up.emu_port, backend, workers, args.synchronous,
-                        args.weight_per_minute, redis_url, args.baseline.resolve()))
+                        args.weight_per_minute, redis_url, args.baseline.resolve(), args.log_level))
                     headers = _token_headers(vault)
                     for c in conns:
                         per: dict[str, list[dict[str, float]]] = {"direct": [], "floor": [], "proxy": []}

@@ -15,13 +15,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
-from proxy.errors import BadRequest, EndpointForbidden
+from proxy.errors import BadRequest, EndpointForbidden, InstrumentError
 from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import AsymmetricKey, HmacKey
+
+if TYPE_CHECKING:  # capabilities imports this module's parsers
+    from proxy.exchanges.capabilities import Capabilities
 
 MAX_PARAMS = 64
 MAX_VALUE_LEN = 1024
@@ -45,16 +48,22 @@ class Credentials:
 
 
 class Exchange(Protocol):
-    """The pure surface of one exchange."""
+    """The pure surface of one exchange. Its members are read-only, so the exchanges' frozen
+    dataclasses satisfy it (an account's options make a modified copy, never a mutation)."""
 
     @property
     def name(self) -> str:
-        """The exchange's name in configuration (``binance``...)."""
+        """The exchange's name in configuration (its key in the registry)."""
         ...
 
     @property
     def nonce_unit(self) -> NonceUnit | None:
         """None for window-based exchanges; otherwise the unit of a strictly increasing nonce."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything generic code may ask of the exchange beyond parsing and signing."""
         ...
 
     def base_url(self, environment: Environment) -> str:
@@ -347,3 +356,29 @@ def require_content_type(inbound: Inbound, expected: str) -> None:
 def reject_unused_body(inbound: Inbound) -> None:
     if inbound.body:
         raise BadRequest(f"body: {inbound.method} requests to this endpoint take no body")
+
+
+# ---------------------------------------------------------------- instruments
+
+
+def instrument_answer(body: bytes) -> Any:
+    """The JSON of an instruments answer, numbers as Decimal; InstrumentError if not JSON."""
+    if len(body) > 1024 * 1024:
+        raise InstrumentError("instruments answer too large")
+    try:
+        return json.loads(body.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, ValueError):
+        raise InstrumentError("instruments answer is not JSON") from None
+
+
+def positive_decimal(value: Any, what: str) -> Decimal:
+    """A positive finite decimal from a plain decimal string or JSON number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise InstrumentError(f"{what}: missing or not a number")
+    text = str(value)
+    if not re.fullmatch(r"[0-9]{1,24}(?:\.[0-9]{1,24})?", text):
+        raise InstrumentError(f"{what}: not a plain decimal")
+    number = Decimal(text)
+    if number <= 0:
+        raise InstrumentError(f"{what}: not positive")
+    return number

@@ -32,6 +32,8 @@ from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.keys import audit_signing
+from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
 from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
@@ -114,7 +116,8 @@ class Worker:
         self.transit = transit.TransitClient(
             cfg.vault.addr, self.source.token, mount=cfg.vault.transit_mount,
             timeout_s=cfg.vault.timeout_s, ca_file=cfg.vault.ca_file,
-        ) if any(a.signing == "transit" for a in cfg.accounts) else None
+        ) if any(a.signing == "transit" for a in cfg.accounts) or cfg.checkpoints.signing == "transit" \
+            else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
         self.raw_store = store  # the group commit counts its own errors
@@ -134,6 +137,7 @@ class Worker:
         self.pipeline: Pipeline | None = None
         self.commit: GroupCommit | None = None
         self.audit: AuditWriter | None = None
+        self.vault_witness: VaultWitness | None = None
         self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
@@ -176,6 +180,10 @@ class Worker:
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
         extra["exchange_clock"] = self.exchange_clock.detail()
+        if self.audit is not None and self.audit.checkpoint_error:  # logged; trading goes on
+            extra["audit_checkpoints"] = self.audit.checkpoint_error
+        if self.vault_witness is not None and self.vault_witness.error:
+            extra["audit_vault_witness"] = self.vault_witness.error
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -208,6 +216,8 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        if self.vault_witness is not None:
+            await asyncio.to_thread(self.vault_witness.close)
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
 
@@ -298,7 +308,9 @@ class Worker:
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            policy, self.vault_witness = await asyncio.to_thread(
+                audit_signing.checkpoint_policy, self.source, self.cfg, self.transit)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy)
             await audit.start()
             self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
@@ -307,25 +319,22 @@ class Worker:
             self._clock_task = asyncio.create_task(self.exchange_clock.run())
             await self.exchange_clock.wait_first_round()
         await self.vetting.vet_all(self.accounts.values())  # signed with the exchange clocks
+        # the worker's one durability owner, made once (a rebuilt pipeline keeps it)
+        self.commit = self.commit or group_commit(self.raw_store, self.limiter, self.audit,
+                                                  self.safety.store_error)
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
             idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
             upstream_timeout_s=self.cfg.server.upstream_timeout_s, vault_timeout_s=self.cfg.vault.timeout_s,
-            commit=self._commit(),
+            commit=self.commit,
         )
         self.pipeline.exchange_clock = self.exchange_clock
         self.pipeline.ready = True
         self.switch.target = self.pipeline
         self.reasons = []
         log.info("ready: %d accounts, %d clients", len(self.accounts), len(self.policies.clients))
-
-    def _commit(self) -> GroupCommit | None:
-        """The worker's one durability owner, made once (a rebuilt pipeline keeps it)."""
-        if self.commit is None:
-            self.commit = group_commit(self.raw_store, self.limiter, self.audit, self.safety.store_error)
-        return self.commit
 
     def _load_account(self, account: Account, version: int | None = None) -> None:
         """Load (or reload) one account's credentials; a failure leaves the old ones in place."""
