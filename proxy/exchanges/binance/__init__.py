@@ -169,7 +169,7 @@ class Binance:
         """``prepared`` (an order without an id) with ``newClientOrderId`` added, without
         parsing the order again: the pair goes where ``prepare`` would put it (after the
         body's parameters, else the query's) and the id onto the intent, which is all a
-        re-parse would change (tests/exchanges/test_binance.py compares the two)."""
+        re-parse would change (tests/exchanges/test_client_order_ids.py compares the two)."""
         field = CLIENT_ORDER_ID_RULES.field
         if (len(prepared.intents) != 1 or prepared.category is not Category.TRADE
                 or not _PLAIN_ID.fullmatch(coid)):
