@@ -218,3 +218,19 @@ __all__ = [
     "trail_id_mac",
     "trail_key",
 ]
+
+
+def anchor_from_line(writer: str, line: bytes | None, *, dead: bool) -> Anchor | None:
+    """The anchor another writer's last line gives (None: no usable line); ``dead``: its
+    writer is gone, so an unsealed chain is marked closed."""
+    if not line:
+        return None
+    try:
+        rec = orjson.loads(line)
+        seq, mac = rec["_seq"], rec["_mac"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not (isinstance(seq, int) and isinstance(mac, str)):
+        return None
+    final = rec.get("_kind") == KIND_SEAL and rec.get("_final") is True
+    return Anchor(writer, seq, mac, closed=dead and not final)

@@ -235,6 +235,28 @@ class AuditWriter:
     def headroom(self, metrics: Metrics | None = None) -> dict[str, object] | None:
         """Free space against the reserve, for /readyz (and a gauge); None when unknown."""
         return self.reserve.headroom(metrics)
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The writer's I/O thread (proxy.state.group_commit appends from it with Redis)."""
+        return self._io
+
+    def append_batch(self, records: list[dict[str, Any]]) -> list[Exception | None]:
+        """Append ``records`` with one fdatasync, on the calling thread; one error slot per
+        record (None: durable). For the group commit, which makes the state store's batch and
+        these records durable in one thread hop."""
+        errors: list[Exception | None] = [None] * len(records)
+        good: list[int] = []
+        for i, rec in enumerate(records):
+            try:
+                check_record(rec)
+            except Exception as exc:
+                errors[i] = exc
+            else:
+                good.append(i)
+        if good:
+            for i, error in zip(good, self._write_batch([records[i] for i in good]), strict=True):
+                errors[i] = error
+        return errors
 
     def write_sync(self, record: Mapping[str, Any]) -> None:
         """Blocking ``write`` for command-line tools (no event loop)."""
@@ -401,7 +423,7 @@ class AuditWriter:
             lock_fd = layout.try_lock(self._dir / f"{writer}{layout.LOCK_SUFFIX}")
             try:
                 line = layout.last_complete_line(path)
-                anchor = _anchor_from_line(writer, line, dead=lock_fd is not None)
+                anchor = chain.anchor_from_line(writer, line, dead=lock_fd is not None)
                 if anchor is not None:
                     with contextlib.suppress(OSError):
                         found.append((path.stat().st_mtime, anchor))
@@ -413,17 +435,3 @@ class AuditWriter:
 
     def _now(self) -> str:
         return chain.rfc3339(dt.datetime.fromtimestamp(self._clock(), dt.UTC))
-
-
-def _anchor_from_line(writer: str, line: bytes | None, *, dead: bool) -> chain.Anchor | None:
-    if not line:
-        return None
-    try:
-        rec = orjson.loads(line)
-        seq, mac = rec["_seq"], rec["_mac"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    if not (isinstance(seq, int) and isinstance(mac, str)):
-        return None
-    final = rec.get("_kind") == chain.KIND_SEAL and rec.get("_final") is True
-    return chain.Anchor(writer, seq, mac, closed=dead and not final)

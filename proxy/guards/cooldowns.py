@@ -7,9 +7,9 @@ more is sent on that account, cancels included: the exchange would refuse those 
 refused request extends the ban. The pause is a state-store flag whose TTL is the cool-down,
 so it is shared across workers and hosts and ends by itself.
 
-Each worker caches what the store said for ``CACHE_S``: another worker's pause is in force here
-within that time, and so is an operator clearing the flag early. The worker that met the 429
-knows at once.
+Each worker serves the flags from memory, refreshed in the background
+(:mod:`proxy.state.flag_cache`): another worker's pause is in force here within ``CACHE_S``,
+and so is an operator clearing the flag early. The worker that met the 429 knows at once.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from proxy import exchanges
 from proxy.errors import AccountPaused, NotReady
 from proxy.state import StateStore
+from proxy.state.flag_cache import MAX_AGE_S, FlagCache
 
 DEFAULT_429_S = 30
 """Cool-down after a 429 that names none: weight budgets count per minute; half is enough."""
@@ -31,7 +32,7 @@ DEFAULT_418_S = 120
 """Cool-down after a 418 that names none: the shortest published IP ban is two minutes."""
 MAX_PAUSE_S = 3 * 86400
 """The longest cool-down honoured: the longest published ban. A larger Retry-After is capped."""
-CACHE_S = 0.25
+CACHE_S = MAX_AGE_S
 RULE = "exchange_cooldown"
 
 
@@ -100,7 +101,7 @@ class AccountPauses:
     ) -> None:
         self.store = store
         self._clock = clock
-        self._cache: dict[str, tuple[float, float]] = {}  # account -> (read at, pause end; epoch s)
+        self._flags = FlagCache(store, clock=clock)
         self._on_store_error = on_store_error
 
     async def check(self, account: str, scope: str | None = None) -> None:
@@ -115,20 +116,14 @@ class AccountPauses:
             raise self._refusal(account, until, now)
 
     async def _until(self, name: str, now: float) -> float:
-        cached = self._cache.get(name)
-        if cached is not None and (self.store is None or now - cached[0] < CACHE_S):
-            return cached[1]
-        if self.store is None:
-            return 0.0
+        del now
         try:
-            value = await self.store.get_flag(pause_flag(name))
+            value = await self._flags.get(pause_flag(name))
         except NotReady:
             if self._on_store_error is not None:
                 self._on_store_error("pause_check")
             raise
-        until = 0.0 if value is None else _until_from(value)
-        self._cache[name] = (now, until)
-        return until
+        return 0.0 if value is None else _until_from(value)
 
     async def pause(self, account: str, cool: Cooldown) -> float:
         """Start (or extend, never shorten, here or on any other worker) the account's
@@ -136,10 +131,12 @@ class AccountPauses:
         never raised: the bot still gets the exchange's answer."""
         now = self._clock()
         until = now + cool.seconds
-        known = self._cache.get(account, (0.0, 0.0))[1]
+        name = pause_flag(account)
+        peeked = self._flags.peek(name)
+        known = 0.0 if peeked is None else _until_from(peeked)
         if until <= known:
             return known
-        self._cache[account] = (now, until)
+        self._flags.put(name, f"{until:.3f}|{cool.status}")
         if self.store is not None:
             try:
                 value = f"{until:.3f}|{cool.status}"
@@ -149,8 +146,9 @@ class AccountPauses:
                 if self._on_store_error is not None:
                     self._on_store_error("pause_set")
             else:
-                until = max(until, _until_from(kept))
-                self._cache[account] = (now, until)
+                if _until_from(kept) > until:
+                    until = _until_from(kept)
+                    self._flags.put(name, kept)
         return until
 
     @staticmethod

@@ -21,11 +21,12 @@ from proxy.errors import AccountPaused, NotReady, RateLimited
 from proxy.exchanges.weights import request_weight
 from proxy.guards.cooldowns import AccountPauses, cooldown, egress_scope
 from proxy.guards.key_vetting import KeyVetting
-from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter
+from proxy.guards.rate_limits import Hit, MemoryLimiter, WindowLimiter
 from proxy.model.request import Prepared
 from proxy.ops.metrics import Metrics
 from proxy.policy.model import ClientPolicy, Grant, RateLimit
 from proxy.state import StateStore
+from proxy.state.group_commit import Spend
 
 log = logging.getLogger("proxy.guards.hooks")
 
@@ -120,12 +121,24 @@ class ExchangeSafety:
 
     async def spend_weight(self, account: str, exchange: str, budget: int | None, prepared: Prepared) -> None:
         """The account's outbound budget in the exchange's request weights per minute."""
+        spend = self.weight_spend(account, exchange, budget, prepared)
+        if spend is not None:
+            await self._spend(spend.key, budget or 0, 60, spend.cost, "rate_limit.account", account, None)
+
+    def weight_spend(
+        self, account: str, exchange: str, budget: int | None, prepared: Prepared
+    ) -> Spend | None:
+        """What ``spend_weight`` would charge, for the group commit to charge it in its batch."""
         if not budget:
-            return
+            return None
         weight = request_weight(exchange, prepared.method, prepared.path, prepared.query, prepared.body)
         scope = self._egress.get(account)  # weight counted per IP: one budget for all
         key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
-        await self._spend(key, budget, 60, weight, "rate_limit.account", account, None)
+        return Spend(key, budget, 60, weight)
+
+    def weight_refused(self, account: str, budget: int, retry_after: int) -> RateLimited:
+        """The refusal for a weight spend the group commit found over budget."""
+        return self._refused(Hit(False, retry_after), "rate_limit.account", account, budget, None)
 
     async def _spend(
         self, key: str, amount: int, window_s: int, cost: int, rule: str, account: str,
@@ -138,11 +151,16 @@ class ExchangeSafety:
             raise
         if hit.allowed:
             return
+        raise self._refused(hit, rule, account, amount, limit)
+
+    def _refused(
+        self, hit: Hit, rule: str, account: str, amount: int, limit: RateLimit | None
+    ) -> RateLimited:
         self.metrics.inc("proxy_rate_limited_total", (("account", account), ("rule", rule)),
                          help="requests refused by a rate limit or weight budget, by rule")
         what = f"{limit.text}" if limit is not None else f"{amount} weight/minute on account {account}"
-        raise RateLimited(f"rate limit {what} reached; retry after {hit.retry_after} s",
-                          retry_after=hit.retry_after, rule=rule)
+        return RateLimited(f"rate limit {what} reached; retry after {hit.retry_after} s",
+                           retry_after=hit.retry_after, rule=rule)
 
     # ------------------------------------------------------------------ after the answer
 

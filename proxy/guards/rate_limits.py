@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,8 @@ class SqliteLimiter:
         self._clock = clock_us
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rate-limits")
         self._conn: sqlite3.Connection | None = None
+        #: the group commit (proxy.state.group_commit) spends weight from the state store's thread
+        self._lock = threading.Lock()
         self._executor.submit(self._connect).result()
 
     def _connect(self) -> sqlite3.Connection:
@@ -146,7 +149,15 @@ class SqliteLimiter:
             self._conn = conn
         return self._conn
 
+    def hit_sync(self, key: str, limit: int, window_s: int, cost: int = 1) -> Hit:
+        """``hit`` on the calling thread (the group commit's); safe beside ``hit``."""
+        return self._hit(key, limit, window_s, cost)
+
     def _hit(self, key: str, limit: int, window_s: int, cost: int) -> Hit:
+        with self._lock:
+            return self._hit_locked(key, limit, window_s, cost)
+
+    def _hit_locked(self, key: str, limit: int, window_s: int, cost: int) -> Hit:
         conn = self._connect()
         window_us = window_s * 1_000_000
         row_key = f"{window_s}|{key}"

@@ -38,6 +38,7 @@ from proxy.policy.model import PolicySet
 from proxy.policy.runtime import PolicyRuntime, log_would_deny, with_instruments
 from proxy.policy.runtime import refusal as policy_refusal
 from proxy.state import StateStore
+from proxy.state.group_commit import GroupCommit
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.decision")
@@ -52,7 +53,7 @@ class Pipeline:
         store: StateStore | None = None, idempotency_ttl_s: int = 24 * 3600,
         clock_ns: Callable[[], int] = time.time_ns, reference_prices: ReferencePrices | None = None,
         upstream_timeout_s: float = 10.0, vault_timeout_s: float = 5.0,
-        safety: ExchangeSafety | None = None,
+        safety: ExchangeSafety | None = None, commit: GroupCommit | None = None,
     ) -> None:
         self.accounts = dict(accounts)
         #: swapped whole on reload (one assignment); each request reads it once
@@ -76,6 +77,8 @@ class Pipeline:
         self.decisions = Decisions(audit, metrics, lambda: self.policies.version)
         #: refusals without a valid token: rate limited and audited in aggregate (set by the worker)
         self.unauthenticated: UnauthenticatedRefusals | None = None
+        #: the worker's durability owner (proxy.state.group_commit); None: one step at a time
+        self.decisions.commit = commit
         self.sender = Sender(upstream=upstream, store=store, safety=self.safety, decisions=self.decisions,
                              clock_ns=clock_ns)
         self.streams = StreamRelay(
@@ -87,6 +90,7 @@ class Pipeline:
         self.once = None if store is None else Once(
             store=store, decisions=self.decisions, charge=self._charge, send=self.sender.stamp_and_send,
             ttl_s=idempotency_ttl_s, lease_s=owner_lease_s(upstream_timeout_s, vault_timeout_s),
+            commit=commit, sender=self.sender,
         )
 
     async def _charge_own_call(self, account_name: str, exchange: str, out: Outbound) -> None:

@@ -21,6 +21,7 @@ from proxy.errors import AuditReserveReached, NotReady, Refusal, Unauthenticated
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
+from proxy.state.group_commit import GroupCommit
 from proxy.upstream import UpstreamResponse
 
 log = logging.getLogger("proxy.decision")
@@ -98,6 +99,8 @@ class Decisions:
         self.metrics = metrics
         self._policy_version = policy_version
         self._background: set[asyncio.Task[None]] = set()
+        #: the worker's group commit: outcome records ride its next batch (None: a task each)
+        self.commit: GroupCommit | None = None
 
     def record(self, ctx: RequestContext, decision: str, rule: str, phase: str) -> dict[str, Any]:
         prepared = ctx.prepared
@@ -149,7 +152,11 @@ class Decisions:
             ids = exchange_order_ids(ctx.exchange, response.body, batch=batch)
             ctx.exchange_order_id = ids[0] if ids else None
             ctx.exchange_order_ids = ids if batch and ids else None
-        self.queue(self.record(ctx, "allow", "grant", "outcome"))
+        record = self.record(ctx, "allow", "grant", "outcome")
+        if self.commit is not None:
+            self.commit.outcome(record)
+        else:
+            self.queue(record)
         self.log(ctx, "allow", "grant", response.status, response.status)
 
     def queue(self, record: dict[str, Any]) -> None:
@@ -169,6 +176,8 @@ class Decisions:
         """Wait for queued outcome records (at shutdown, before the audit writer closes)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.commit is not None:
+            await self.commit.drain()
 
     async def refused(self, ctx: RequestContext, refusal: Refusal) -> Reply:
         """Audit and log a refusal, and render it for the bot."""

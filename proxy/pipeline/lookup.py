@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import Exchange, parse_json, parse_pairs
@@ -55,10 +55,35 @@ class JudgesLookupsPerOrder(Protocol):
     def lookup_result_for(self, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]: ...
 
 
+_KINDS: dict[tuple[type, type], bool] = {}
+
+
+def _is(obj: object, protocol: type) -> bool:
+    """``isinstance`` against a runtime-checkable protocol, remembered per class: the check
+    walks every member each time, and it ran several times for every order."""
+    key = (type(obj), protocol)
+    known = _KINDS.get(key)
+    if known is None:
+        known = _KINDS[key] = isinstance(obj, protocol)
+    return known
+
+
+def injects(exchange: object) -> TypeGuard[InjectsClientOrderIds]:
+    return _is(exchange, InjectsClientOrderIds)
+
+
+def injects_batches(exchange: object) -> TypeGuard[InjectsBatchClientOrderIds]:
+    return _is(exchange, InjectsBatchClientOrderIds)
+
+
+def looks_up(exchange: object) -> TypeGuard[LooksUpOrders]:
+    return _is(exchange, LooksUpOrders)
+
 
 def judge(exchange: LooksUpOrders, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]:
     """What a lookup answer says about ``order``, and the body to show the bot if found."""
-    if isinstance(exchange, JudgesLookupsPerOrder):
+    if _is(exchange, JudgesLookupsPerOrder):
+        assert isinstance(exchange, JudgesLookupsPerOrder)
         return exchange.lookup_result_for(order, status, body)
     return exchange.lookup_result(status, body), body
 
@@ -107,7 +132,7 @@ def inject_batch(
     if all(have):
         return prepared, None
     rules = exchange.capabilities.client_order_ids
-    if rules is None or not isinstance(exchange, InjectsBatchClientOrderIds):
+    if rules is None or not injects_batches(exchange):
         field = rules.field if rules is not None else "client order id"
         raise BadRequest(f"{field}: every order in a batch needs a client order id (the proxy "
                          "cannot add one to this exchange's batches); send one per order")
@@ -132,7 +157,7 @@ def inject(exchange: Exchange, prepared: Prepared, client: str, token: str) -> t
     rules = exchange.capabilities.client_order_ids
     if not wants_client_order_id(prepared) or rules is None:
         return prepared, None
-    if not isinstance(exchange, InjectsClientOrderIds):
+    if not injects(exchange):
         return prepared, None
     coid = make_client_order_id(rules, client, token)
     changed = exchange.with_client_order_id(prepared, coid)

@@ -9,11 +9,12 @@ placed at most once as a whole, and each of their ids is claimed on its own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from proxy.errors import IdempotencyConflict, NotReady, Refusal, UpstreamError, UpstreamTimeout
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.client_order_ids import Lookup
-from proxy.model.request import Prepared
+from proxy.model.request import Prepared, Stamp
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext, error_reply
 from proxy.pipeline.http import Reply
@@ -27,10 +28,21 @@ from proxy.pipeline.lookup import (
     found_headers,
     is_unknown,
     judge,
+    looks_up,
     round_scope,
 )
 from proxy.policy.evaluate import Decision
-from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, Replay, StateStore, StoredResponse
+from proxy.state import (
+    BeginResult,
+    Conflict,
+    IdempotencyScope,
+    InFlight,
+    Owner,
+    Replay,
+    StateStore,
+    StoredResponse,
+)
+from proxy.state.group_commit import Claimed, GroupCommit, Spend
 
 IDEMPOTENCY_WAIT_S = 15.0
 #: exchange answers that mean the order was refused before execution (rate limit, IP ban)
@@ -43,14 +55,29 @@ Charge = Callable[[RequestContext, Decision], Awaitable[Decision]]
 SendOne = Callable[[RequestContext, Account, Prepared, Credentials, str], Awaitable[Reply]]
 
 
+class SendsRecorded(Protocol):
+    """What the group commit's way to sending needs from the sender (proxy.pipeline.send)."""
+
+    def batchable(self, account: Account) -> bool: ...
+    def time_stamp(self, account: Account) -> Stamp: ...
+    def weight_spend(self, account: Account, prepared: Prepared) -> Spend | None: ...
+    def weight_refused(self, account: Account, retry_after: int) -> Refusal: ...
+    async def send_recorded(self, ctx: RequestContext, account: Account, prepared: Prepared,
+                            creds: Credentials, rule: str) -> Reply: ...
+
+
 class Once:
     """The idempotency state machine of one worker, over any ``StateStore``."""
 
     def __init__(
         self, *, store: StateStore, decisions: Decisions, charge: Charge, send: SendOne,
         ttl_s: int, lease_s: float, wait_s: float = IDEMPOTENCY_WAIT_S,
+        commit: GroupCommit | None = None, sender: SendsRecorded | None = None,
     ) -> None:
         self.store = store
+        #: the worker's group commit (proxy.state.group_commit); None: one step at a time
+        self.commit = commit
+        self.sender = sender
         self.decisions = decisions
         self.charge = charge
         self.send = send
@@ -66,10 +93,15 @@ class Once:
         assert ctx.client is not None
         base = IdempotencyScope(ctx.client, account.name, coid)
         digest = content_digest(prepared)
-        lookups = account.exchange if isinstance(account.exchange, LooksUpOrders) else None
+        lookups = account.exchange if looks_up(account.exchange) else None
         for n in range(MAX_LOOKUP_ROUNDS + 1):
             scope = round_scope(base, n)
-            result = await self.store.begin(scope, digest, self.ttl_s, lease_s=self.lease_s)
+            claimed: Claimed | None = None
+            if n == 0 and self._batchable(account, decision):
+                claimed = await self._claim_recorded(ctx, account, prepared, decision, scope, digest)
+                result: BeginResult = claimed.result
+            else:
+                result = await self._begin(scope, digest)
             if isinstance(result, InFlight):
                 result = await self.store.wait(scope, self.wait_s, content_hash=digest, ttl_s=self.ttl_s,
                                                lease_s=self.lease_s)
@@ -86,7 +118,7 @@ class Once:
                 return await self._replay(ctx, result.response)
             if n == 0 and not result.previous_unknown:
                 return await self._place(ctx, account, prepared, creds, decision, scope, result.token,
-                                         mark_unknown=lookups is not None)
+                                         mark_unknown=lookups is not None, claimed=claimed)
             if lookups is None:
                 # An earlier attempt died without an answer: it may have been placed. Never guess.
                 refusal = UpstreamError(
@@ -94,7 +126,7 @@ class Once:
                     "the order by that id and, if it is absent, place it again with a new id",
                     rule="idempotency.unknown_outcome",
                 )
-                await self.store.complete(scope, _stored(ctx, refusal), token=result.token, ttl_s=self.ttl_s)
+                await self._complete(scope, _stored(ctx, refusal), result.token)
                 raise refusal
             return await self._look_up_then_place(ctx, account, prepared, creds, decision, lookups,
                                                   scope, result.token, first=n == 0)
@@ -102,6 +134,49 @@ class Once:
             f"the outcome of client order id {coid!r} stayed unknown after {MAX_LOOKUP_ROUNDS} "
             "lookups; query the order by that id yourself", rule="idempotency.unknown_outcome",
         )
+
+    def _batchable(self, account: Account, decision: Decision) -> bool:
+        """Whether the claim, the weight spend and the decision record can share one group
+        commit: no policy budgets to charge first, and a sender that can take it from there."""
+        return (self.commit is not None and self.sender is not None and not decision.charges
+                and self.sender.batchable(account))
+
+    async def _claim_recorded(
+        self, ctx: RequestContext, account: Account, prepared: Prepared, decision: Decision,
+        scope: IdempotencyScope, digest: str,
+    ) -> Claimed:
+        """Claim the id, spend the weight and make the decision record durable in the worker's
+        next group commit; the stamp is taken now, so the record names the one that is signed."""
+        assert self.commit is not None and self.sender is not None
+        await self.charge(ctx, decision)  # no budgets here: only notes a report-mode would_deny
+        ctx.stamp = self.sender.time_stamp(account)
+        claimed = await self.commit.claim(
+            scope, digest, self.ttl_s, lease_s=self.lease_s,
+            spend=self.sender.weight_spend(account, prepared),
+            record=self.decisions.record(ctx, "allow", decision.rule, "decision"),
+        )
+        if not claimed.recorded:
+            ctx.stamp = None  # not sent with this stamp; a later step takes its own
+        return claimed
+
+    async def _begin(self, scope: IdempotencyScope, digest: str) -> BeginResult:
+        if self.commit is not None:  # in queue order with this worker's queued completions
+            return (await self.commit.claim(scope, digest, self.ttl_s, lease_s=self.lease_s)).result
+        return await self.store.begin(scope, digest, self.ttl_s, lease_s=self.lease_s)
+
+    async def _complete(self, scope: IdempotencyScope, response: StoredResponse, token: str) -> None:
+        """Keep the answer for replay: queued into the next group commit (the bot does not wait;
+        a completion lost to a crash makes the retry look the order up), or stored now."""
+        if self.commit is not None:
+            self.commit.complete(scope, response, token=token, ttl_s=self.ttl_s)
+        else:
+            await self.store.complete(scope, response, token=token, ttl_s=self.ttl_s)
+
+    async def _abandon(self, scope: IdempotencyScope, token: str) -> None:
+        if self.commit is not None:
+            await self.commit.abandon(scope, token=token)
+        else:
+            await self.store.abandon(scope, token=token)
 
     async def batch(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,
@@ -171,33 +246,41 @@ class Once:
     async def _place(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,
         decision: Decision, scope: IdempotencyScope, token: str, *, mark_unknown: bool,
+        claimed: Claimed | None = None,
     ) -> Reply:
-        """Send the order as the owner of ``scope`` and remember the answer."""
+        """Send the order as the owner of ``scope`` and remember the answer. ``claimed``: the
+        group commit spent its weight and recorded its decision already (or found the weight
+        over budget, and kept no claim)."""
+        if claimed is not None and claimed.refused is not None:
+            assert self.sender is not None
+            raise self.sender.weight_refused(account, claimed.refused.retry_after)
         try:
-            decision = await self.charge(ctx, decision)  # over budget: abandoned below, not sent
-            reply = await self.send(ctx, account, prepared, creds, decision.rule)
+            if claimed is not None and claimed.recorded:
+                assert self.sender is not None
+                reply = await self.sender.send_recorded(ctx, account, prepared, creds, decision.rule)
+            else:
+                decision = await self.charge(ctx, decision)  # over budget: abandoned below, not sent
+                reply = await self.send(ctx, account, prepared, creds, decision.rule)
         except (UpstreamTimeout, UpstreamError) as refusal:
             if ctx.sent:  # the exchange may have acted: a retry must not simply place it again
-                await self.store.complete(scope, _stored(ctx, refusal, unknown=mark_unknown),
-                                          token=token, ttl_s=self.ttl_s)
+                await self._complete(scope, _stored(ctx, refusal, unknown=mark_unknown), token)
             else:
-                await self.store.abandon(scope, token=token)
+                await self._abandon(scope, token)
             raise
         except BaseException:
             if not ctx.sent:
-                await self.store.abandon(scope, token=token)
+                await self._abandon(scope, token)
             raise
         if reply.status in NOT_EXECUTED_STATUSES:
             # Rate limited or banned: the exchange did not act, so a retry after the cool-down
             # may place the order (replaying the 429 for a day would block the bot's retries).
-            await self.store.abandon(scope, token=token)
+            await self._abandon(scope, token)
             return reply
         # A 5xx leaves the execution status unknown (exchanges say so): where the exchange can be
         # asked, the next retry looks the order up instead of replaying the 5xx.
         unknown = mark_unknown and reply.status >= 500
         headers = (*reply.headers, UNKNOWN_OUTCOME) if unknown else reply.headers
-        await self.store.complete(scope, StoredResponse(reply.status, headers, reply.body), token=token,
-                                  ttl_s=self.ttl_s)
+        await self._complete(scope, StoredResponse(reply.status, headers, reply.body), token)
         return reply
 
     async def _look_up_then_place(
@@ -229,8 +312,7 @@ class Once:
             return await self._place(ctx, account, prepared, creds, decision, scope, token, mark_unknown=True)
         if found is not None:
             reply = Reply(found.status, found_headers(found.headers), found.body)
-            await self.store.complete(scope, StoredResponse(reply.status, reply.headers, reply.body),
-                                      token=token, ttl_s=self.ttl_s)
+            await self._complete(scope, StoredResponse(reply.status, reply.headers, reply.body), token)
             return reply
         refusal: Refusal = UpstreamError(
             f"an earlier attempt with client order id {prepared.client_order_id!r} ended without "
@@ -248,10 +330,10 @@ class Once:
         """The outcome is still unknown: a round record is simply released (the next retry
         claims it again); the placement's own record keeps the unknown mark."""
         if not first:
-            await self.store.abandon(scope, token=token)
+            await self._abandon(scope, token)
             return
         refusal = refusal or UpstreamError("the order's outcome is unknown", rule="idempotency.lookup_failed")
-        await self.store.complete(scope, _stored(ctx, refusal, unknown=True), token=token, ttl_s=self.ttl_s)
+        await self._complete(scope, _stored(ctx, refusal, unknown=True), token)
 
 
 def _stored(ctx: RequestContext, refusal: Refusal, *, unknown: bool = False) -> StoredResponse:

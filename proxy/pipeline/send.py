@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from proxy.errors import NotReady, UpstreamError, UpstreamTimeout
+from proxy.errors import NotReady, Refusal, UpstreamError, UpstreamTimeout
 from proxy.exchanges.base import Credentials
 from proxy.guards.hooks import ExchangeSafety
 from proxy.guards.key_fallback import KeyFallbacks, key_refused
@@ -19,6 +19,7 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.http import Reply
 from proxy.state import StateStore
+from proxy.state.group_commit import Spend
 from proxy.upstream import Upstream
 
 NONCE_LOCK_TIMEOUT_S = 10.0
@@ -73,10 +74,7 @@ class Sender:
         Redis, hosts) until the block ends, i.e. until the exchange has answered."""
         unit = account.exchange.nonce_unit
         if unit is None:
-            now_ms = self.clock_ns() // 1_000_000
-            if self.exchange_clock is not None:  # sign with the exchange's clock, not the host's
-                now_ms += self.exchange_clock.offset_ms(account.name)
-            yield Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
+            yield self.time_stamp(account)
             return
         if self.store is None:
             raise NotReady("no state store is configured for this exchange's nonces")
@@ -85,18 +83,49 @@ class Sender:
             nonce = await self.store.next_nonce(key_id, unit, now_us=self.clock_ns() // 1000)
             yield Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
 
+    def time_stamp(self, account: Account) -> Stamp:
+        """The stamp of a time-stamped exchange: the exchange's clock where it is known."""
+        now_ms = self.clock_ns() // 1_000_000
+        if self.exchange_clock is not None:  # sign with the exchange's clock, not the host's
+            now_ms += self.exchange_clock.offset_ms(account.name)
+        return Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
+
+    def batchable(self, account: Account) -> bool:
+        """Whether the group commit can take the whole way to sending: no key to lease from a
+        pool, no nonce to allocate under the key lock (time-stamped exchanges)."""
+        return account.pool is None and account.exchange.nonce_unit is None
+
+    def weight_spend(self, account: Account, prepared: Prepared) -> Spend | None:
+        """The weight the group commit spends for this order (None: no budget)."""
+        return self.safety.weight_spend(account.name, account.cfg.exchange,
+                                        account.cfg.weight_per_minute, prepared)
+
+    def weight_refused(self, account: Account, retry_after: int) -> Refusal:
+        """The refusal for an order whose weight the group commit found over budget."""
+        return self.safety.weight_refused(account.name, account.cfg.weight_per_minute or 0, retry_after)
+
+    async def send_recorded(
+        self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials, rule: str
+    ) -> Reply:
+        """Sign with ``ctx.stamp`` and forward: the group commit spent the weight and made the
+        decision record (which names that stamp) durable."""
+        assert ctx.stamp is not None
+        return await self._send(ctx, account, prepared, creds, ctx.stamp, rule, recorded=True)
+
     async def _send(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,
-        stamp: Stamp, rule: str,
+        stamp: Stamp, rule: str, *, recorded: bool = False,
     ) -> Reply:
-        await self.safety.spend_weight(account.name, account.cfg.exchange, account.cfg.weight_per_minute,
-                                       prepared)
+        if not recorded:
+            await self.safety.spend_weight(account.name, account.cfg.exchange,
+                                           account.cfg.weight_per_minute, prepared)
         ctx.stamp = stamp
         if creds.key.remote:  # Vault Transit signs over the network: keep the event loop free
             outbound = await asyncio.to_thread(account.exchange.sign, prepared, creds, stamp, account.host)
         else:
             outbound = account.exchange.sign(prepared, creds, stamp, account.host)
-        await self.decisions.durable(ctx, "allow", rule, phase="decision")
+        if not recorded:
+            await self.decisions.durable(ctx, "allow", rule, phase="decision")
         ctx.sent = True
         try:
             response = await self.upstream.send(account.cfg.base_url, outbound)

@@ -1,9 +1,9 @@
 """The policy's edge to the world: builds the EvalContext and spends budgets (L2).
 
 ``evaluate`` stays pure; this module does the I/O around it: kill-switch flags from the state
-store (cached locally for at most ``FLAG_CACHE_S`` so a switch is in force within a second on
-every worker and host), reference prices from :mod:`proxy.guards.prices`, and budget charges
-applied atomically with ``add_to_window(limit=...)``.
+store (served from memory, refreshed in the background by :mod:`proxy.state.flag_cache`, so a
+switch is in force within ``MAX_AGE_S`` on every worker and host), reference prices from
+:mod:`proxy.guards.prices`, and budget charges applied atomically with ``add_to_window(limit=...)``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from proxy.policy.evaluate import (
 )
 from proxy.policy.model import PolicySet
 from proxy.state import StateStore
+from proxy.state.flag_cache import MAX_AGE_S, FlagCache
 
 log = logging.getLogger("proxy.policy")
 
-FLAG_CACHE_S = 0.4
+FLAG_CACHE_S = MAX_AGE_S
 _STORE_QUANTUM = Decimal("1e-18")
 
 
@@ -55,7 +56,7 @@ class PolicyRuntime:
         #: instruments the request does not describe refuse)
         self.instruments = instruments
         self._clock = clock
-        self._flags: dict[str, tuple[float, bool]] = {}
+        self._flags = FlagCache(store, clock=clock)
 
     async def context(
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
@@ -80,13 +81,7 @@ class PolicyRuntime:
     async def _flag(self, name: str) -> bool:
         if self.store is None:
             return False
-        now = self._clock()
-        cached = self._flags.get(name)
-        if cached is not None and now - cached[0] < FLAG_CACHE_S:
-            return cached[1]
-        value = await self.store.get_flag(name) is not None
-        self._flags[name] = (now, value)
-        return value
+        return await self._flags.get(name) is not None
 
     async def charge(self, decision: Decision) -> Decision:
         """Spend the decision's budgets; the first one over its limit refuses (or, in report

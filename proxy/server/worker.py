@@ -50,6 +50,8 @@ from proxy.policy.reload import PolicyReloader
 from proxy.server.listeners import listener
 from proxy.server.switch import NotYet, Switch
 from proxy.state import StateStore
+from proxy.state.batches import group_commit
+from proxy.state.group_commit import GroupCommit
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.server.worker")
@@ -77,6 +79,7 @@ class Worker:
             else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
+        self.raw_store = store  # the group commit counts its own errors
         self.store = observe_store(store, self.metrics)
         self.limiter: WindowLimiter = MemoryLimiter() if store is None else open_limiter(
             cfg.state.backend, path=cfg.state.path, url=cfg.state.url)
@@ -93,6 +96,7 @@ class Worker:
         warn_unsafe_accounts(cfg.accounts)
         self.switch = Switch()
         self.pipeline: Pipeline | None = None
+        self.commit: GroupCommit | None = None
         self.audit: AuditWriter | None = None
         self.vault_witness: VaultWitness | None = None
         self.audit_review: AuditReview | None = None
@@ -307,12 +311,16 @@ class Worker:
             self._clock_task = asyncio.create_task(self.exchange_clock.run())
             await self.exchange_clock.wait_first_round()
         await self.vetting.vet_all(self.accounts.values())  # signed with the exchange clocks
+        # the worker's one durability owner, made once (a rebuilt pipeline keeps it)
+        self.commit = self.commit or group_commit(self.raw_store, self.limiter, self.audit,
+                                                  self.safety.store_error)
         self.pipeline = Pipeline(
             accounts=self.accounts, policies=self.policies, verifier=verifier,
             upstream=self.upstream, audit=self.audit, metrics=self.metrics,
             max_body_bytes=self.cfg.server.max_body_bytes, store=self.store,
             idempotency_ttl_s=self.cfg.state.idempotency_ttl_s, safety=self.safety,
             upstream_timeout_s=self.cfg.server.upstream_timeout_s, vault_timeout_s=self.cfg.vault.timeout_s,
+            commit=self.commit,
         )
         self.pipeline.exchange_clock = self.exchange_clock
         self.pipeline.unauthenticated = self.unauthenticated

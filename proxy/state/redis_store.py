@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.errors import LockTimeout, NotReady
@@ -66,6 +66,24 @@ _GC_MARGIN_MS = 60_000
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _begin_result(reply: Any, token: str) -> BeginResult:
+    kind = _text(reply[0])
+    if kind == "owner":
+        return Owner(token=token, previous_unknown=_text(reply[1]) == "1")
+    if kind == "conflict":
+        return Conflict()
+    if kind == "inflight":
+        return InFlight(int(_text(reply[1])))
+    headers = json.loads(_text(reply[2]))
+    return Replay(
+        StoredResponse(
+            status=int(_text(reply[1])),
+            headers=tuple((str(k), str(v)) for k, v in headers),
+            body=bytes(reply[3]),
+        )
+    )
 
 
 class RedisStateStore:
@@ -109,6 +127,7 @@ class RedisStateStore:
         self._unlock = self._redis.register_script(scripts.UNLOCK_LUA)
         self._extend = self._redis.register_script(scripts.EXTEND_LUA)
         self._local_locks: dict[str, asyncio.Lock] = {}
+        self._scripts_loaded = False  # the idempotency scripts, for pipeline()
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _guard(self, op: Awaitable[T]) -> T:
@@ -213,6 +232,65 @@ class RedisStateStore:
                     return
 
     # -- idempotency ------------------------------------------------------------------------
+    def begin_call(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
+    ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], BeginResult]]:
+        """``begin`` as (script, keys, args, parse): proxy.state.group_commit pipelines many."""
+        lease_until = now + to_us(lease_s)
+        expires = lease_until + to_us(ttl_s)
+        gc_ms = (expires - now) // 1000 + _GC_MARGIN_MS
+        token = secrets.token_hex(16)
+        keys = [self._key("idem", scope.storage_key())]
+        args: list[str | bytes] = [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)]
+        return self._begin, keys, args, lambda reply: _begin_result(reply, token)
+
+    def complete_call(
+        self, scope: IdempotencyScope, response: StoredResponse, token: str | None, ttl_s: float, now: int
+    ) -> tuple[Any, list[str], list[str | bytes]]:
+        """``complete`` as (script, keys, args)."""
+        ttl_us = to_us(ttl_s)
+        headers = json.dumps([list(h) for h in response.headers])
+        return self._complete, [self._key("idem", scope.storage_key())], [
+            token or "", str(response.status), headers, response.body, str(now + ttl_us),
+            str(ttl_us // 1000 + _GC_MARGIN_MS),
+        ]
+
+    def abandon_call(
+        self, scope: IdempotencyScope, token: str | None
+    ) -> tuple[Any, list[str], list[str | bytes]]:
+        """``abandon`` as (script, keys, args)."""
+        return self._abandon, [self._key("idem", scope.storage_key())], [token or ""]
+
+    async def pipeline(self, calls: Sequence[tuple[Any, list[str], list[str | bytes]]]) -> list[Any]:
+        """Run script calls in one round trip (not a transaction: each script is atomic on its
+        own). A failed call's slot holds its exception; a failed round trip raises NotReady.
+        By hash only, not a SCRIPT EXISTS round trip per batch: the scripts are loaded once, and
+        again when Redis lost them (a restart), when none of them ran; the calls that failed
+        then run again, in order."""
+        if not self._scripts_loaded:
+            await self._load_scripts()
+        replies = await self._pipelined(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._load_scripts()
+            for i, reply in zip(missing, await self._pipelined([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipelined(self, calls: Sequence[tuple[Any, list[str], list[str | bytes]]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.pipeline_execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return list(await self._guard(pipe.execute(raise_on_error=False)))
+
+    async def _load_scripts(self) -> None:
+        for script in (self._begin, self._complete, self._abandon):
+            await self._guard(self._redis.script_load(script.script))
+        self._scripts_loaded = True
+
+    def now_us(self) -> int:
+        return self._clock()
+
     async def begin(
         self,
         scope: IdempotencyScope,
@@ -222,31 +300,8 @@ class RedisStateStore:
         lease_s: float = DEFAULT_LEASE_S,
         now_us: int | None = None,
     ) -> BeginResult:
-        now = self._now(now_us)
-        lease_until = now + to_us(lease_s)
-        expires = lease_until + to_us(ttl_s)
-        gc_ms = (expires - now) // 1000 + _GC_MARGIN_MS
-        token = secrets.token_hex(16)
-        reply = await self._eval(
-            self._begin,
-            [self._key("idem", scope.storage_key())],
-            [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)],
-        )
-        kind = _text(reply[0])
-        if kind == "owner":
-            return Owner(token=token, previous_unknown=_text(reply[1]) == "1")
-        if kind == "conflict":
-            return Conflict()
-        if kind == "inflight":
-            return InFlight(int(_text(reply[1])))
-        headers = json.loads(_text(reply[2]))
-        return Replay(
-            StoredResponse(
-                status=int(_text(reply[1])),
-                headers=tuple((str(k), str(v)) for k, v in headers),
-                body=bytes(reply[3]),
-            )
-        )
+        script, keys, args, parse = self.begin_call(scope, content_hash, ttl_s, lease_s, self._now(now_us))
+        return parse(await self._eval(script, keys, args))
 
     async def wait(
         self,
@@ -270,28 +325,12 @@ class RedisStateStore:
         ttl_s: float = DEFAULT_RECORD_TTL_S,
         now_us: int | None = None,
     ) -> bool:
-        ttl_us = to_us(ttl_s)
-        expires = self._now(now_us) + ttl_us
-        headers = json.dumps([list(h) for h in response.headers])
-        done = await self._eval(
-            self._complete,
-            [self._key("idem", scope.storage_key())],
-            [
-                token or "",
-                str(response.status),
-                headers,
-                response.body,
-                str(expires),
-                str(ttl_us // 1000 + _GC_MARGIN_MS),
-            ],
-        )
-        return bool(done)
+        script, keys, args = self.complete_call(scope, response, token, ttl_s, self._now(now_us))
+        return bool(await self._eval(script, keys, args))
 
     async def abandon(self, scope: IdempotencyScope, *, token: str | None = None) -> bool:
-        done = await self._eval(
-            self._abandon, [self._key("idem", scope.storage_key())], [token or ""]
-        )
-        return bool(done)
+        script, keys, args = self.abandon_call(scope, token)
+        return bool(await self._eval(script, keys, args))
 
     # -- windows and flags ------------------------------------------------------------------
     async def add_to_window(

@@ -54,26 +54,12 @@ from proxy.state.rules import (
     to_us,
     unscale_amount,
 )
+from proxy.state.sqlite_schema import SCHEMA as _SCHEMA
 from proxy.state.waiting import poll_begin
 
 log = logging.getLogger("proxy.state")
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS nonces (
-    key_id TEXT PRIMARY KEY, unit TEXT NOT NULL, last INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS idempotency (
-    scope TEXT PRIMARY KEY, content_hash TEXT NOT NULL, state TEXT NOT NULL,
-    token TEXT NOT NULL, lease_until_us INTEGER NOT NULL, expires_us INTEGER NOT NULL,
-    status INTEGER, headers TEXT, body BLOB);
-CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_us);
-CREATE TABLE IF NOT EXISTS windows (
-    key TEXT NOT NULL, ts_us INTEGER NOT NULL, amount TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS windows_key_ts ON windows (key, ts_us);
-CREATE TABLE IF NOT EXISTS flags (
-    name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_us INTEGER);
-"""
 
 _PURGE_EVERY = 1000
 """Delete expired idempotency records once per this many ``begin`` calls."""
@@ -124,7 +110,8 @@ class SqliteStateStore:
                             "is not the first start, check [state] path", self._path)
         return self._conn
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _tx(self, fn: Callable[[sqlite3.Connection], T],
+            before_commit: Callable[[], None] | None = None) -> T:
         """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread)."""
         conn = self._connect()
         try:
@@ -134,6 +121,8 @@ class SqliteStateStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if before_commit is not None:
+                before_commit()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -141,6 +130,20 @@ class SqliteStateStore:
                     conn.execute("ROLLBACK")
             raise NotReady(f"state store unreachable: sqlite {self._path}: {exc}") from exc
         return result
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The store's one thread: proxy.state.group_commit runs its batches there."""
+        return self._executor
+
+    def transaction(self, fn: Callable[[sqlite3.Connection], T],
+                    before_commit: Callable[[], None] | None = None) -> T:
+        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s);
+        ``before_commit`` runs once ``fn`` succeeded, just before COMMIT."""
+        return self._tx(fn, before_commit)
+
+    def now_us(self) -> int:
+        return self._clock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -247,16 +250,10 @@ class SqliteStateStore:
             local.release()
 
     # -- idempotency ------------------------------------------------------------------------
-    async def begin(
-        self,
-        scope: IdempotencyScope,
-        content_hash: str,
-        ttl_s: float = DEFAULT_RECORD_TTL_S,
-        *,
-        lease_s: float = DEFAULT_LEASE_S,
-        now_us: int | None = None,
-    ) -> BeginResult:
-        now = self._now(now_us)
+    def begin_fn(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
+    ) -> Callable[[sqlite3.Connection], BeginResult]:
+        """``begin`` as a step of a transaction (proxy.state.group_commit runs many in one)."""
         key = scope.storage_key()
         lease_until = now + to_us(lease_s)
         expires = lease_until + to_us(ttl_s)
@@ -288,7 +285,18 @@ class SqliteStateStore:
             )
             return Owner(token=token, previous_unknown=decision == "takeover")
 
-        return await self._run(fn)
+        return fn
+
+    async def begin(
+        self,
+        scope: IdempotencyScope,
+        content_hash: str,
+        ttl_s: float = DEFAULT_RECORD_TTL_S,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        now_us: int | None = None,
+    ) -> BeginResult:
+        return await self._run(self.begin_fn(scope, content_hash, ttl_s, lease_s, self._now(now_us)))
 
     async def wait(
         self,
@@ -303,16 +311,10 @@ class SqliteStateStore:
             self, scope, timeout_s, content_hash=content_hash, ttl_s=ttl_s, lease_s=lease_s
         )
 
-    async def complete(
-        self,
-        scope: IdempotencyScope,
-        response: StoredResponse,
-        *,
-        token: str | None = None,
-        ttl_s: float = DEFAULT_RECORD_TTL_S,
-        now_us: int | None = None,
-    ) -> bool:
-        expires = self._now(now_us) + to_us(ttl_s)
+    def complete_fn(
+        self, scope: IdempotencyScope, response: StoredResponse, token: str | None, expires: int
+    ) -> Callable[[sqlite3.Connection], bool]:
+        """``complete`` as a step of a transaction."""
         key = scope.storage_key()
         headers = json.dumps([list(h) for h in response.headers])
 
@@ -329,9 +331,22 @@ class SqliteStateStore:
             )
             return True
 
-        return await self._run(fn)
+        return fn
 
-    async def abandon(self, scope: IdempotencyScope, *, token: str | None = None) -> bool:
+    async def complete(
+        self,
+        scope: IdempotencyScope,
+        response: StoredResponse,
+        *,
+        token: str | None = None,
+        ttl_s: float = DEFAULT_RECORD_TTL_S,
+        now_us: int | None = None,
+    ) -> bool:
+        expires = self._now(now_us) + to_us(ttl_s)
+        return await self._run(self.complete_fn(scope, response, token, expires))
+
+    def abandon_fn(self, scope: IdempotencyScope, token: str | None) -> Callable[[sqlite3.Connection], bool]:
+        """``abandon`` as a step of a transaction."""
         key = scope.storage_key()
 
         def fn(c: sqlite3.Connection) -> bool:
@@ -342,7 +357,10 @@ class SqliteStateStore:
             )
             return cur.rowcount > 0
 
-        return await self._run(fn)
+        return fn
+
+    async def abandon(self, scope: IdempotencyScope, *, token: str | None = None) -> bool:
+        return await self._run(self.abandon_fn(scope, token))
 
     # -- windows and flags ------------------------------------------------------------------
     async def add_to_window(

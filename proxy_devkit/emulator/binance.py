@@ -61,6 +61,9 @@ class BinanceState:
         default_factory=lambda: {"USDT": Decimal("100000"), "BTC": Decimal("2"), "ETH": Decimal("10")}
     )
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: client order id -> ids of the orders placed with it, oldest first (an index, so placing
+    #: and finding an order costs the same after a million orders as after one)
+    by_client_id: dict[str, list[int]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     #: the exchange's clock minus the real one (tests run the exchange minutes away)
     skew_ms: int = 0
@@ -314,12 +317,14 @@ def _find(state: BinanceState, p: dict[str, str]) -> dict[str, Any]:
     symbol = p.get("symbol")
     if symbol not in SYMBOLS:
         raise _err(400, -1121, "Invalid symbol.")
-    for order in state.orders.values():
-        if order["symbol"] != symbol:
-            continue
-        if ("orderId" in p and str(order["orderId"]) == p["orderId"]) or (
-            "origClientOrderId" in p and order["clientOrderId"] == p["origClientOrderId"]
-        ):
+    candidates: list[int] = []
+    if "orderId" in p and p["orderId"].isdigit():
+        candidates.append(int(p["orderId"]))
+    if "origClientOrderId" in p:
+        candidates.extend(state.by_client_id.get(p["origClientOrderId"], ()))
+    for order_id in sorted(set(candidates)):  # the oldest match first, as a scan in order would
+        order = state.orders.get(order_id)
+        if order is not None and order["symbol"] == symbol:
             return order
     if "orderId" not in p and "origClientOrderId" not in p:
         raise _err(400, -1102,
@@ -340,7 +345,7 @@ def _new_order(state: BinanceState, p: dict[str, str], *, place: bool = True) ->
     if not re.fullmatch(r"[a-zA-Z0-9\-_]{1,36}", coid):
         raise _err(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; "
                                "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
-    if any(o["clientOrderId"] == coid and o["status"] == "NEW" for o in state.orders.values()):
+    if any(state.orders[i]["status"] == "NEW" for i in state.by_client_id.get(coid, ())):
         raise _err(400, -2010, "Duplicate order sent.")
     base, quote_asset, ref = SYMBOLS[symbol]
     qty = Decimal(p["quantity"]) if "quantity" in p else None
@@ -377,6 +382,7 @@ def _new_order(state: BinanceState, p: dict[str, str], *, place: bool = True) ->
     }
     state.orders[order_id] = order
     order_event(state, order, "TRADE" if filled else "NEW")
+    state.by_client_id.setdefault(coid, []).append(order_id)
     return {**order, "fills": []}
 
 

@@ -279,3 +279,23 @@ def test_client_order_ids_batch_refused_when_ids_cannot_be_added_or_repeat() -> 
     prepared = okx.EXCHANGE.prepare(Inbound("POST", "/api/v5/trade/batch-orders", b"", JSON, json.dumps(twice).encode()))
     with pytest.raises(BadRequest, match="its own client order id"):
         inject_batch(okx.EXCHANGE, prepared, "bot", uuid.uuid4().hex)
+
+
+@pytest.mark.parametrize(("query", "body"), [
+    (b"", b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
+    (b"symbol=BTCUSDT&side=SELL&type=MARKET&quantity=0.5", b""),
+    (b"symbol=ETHUSDT&side=BUY", b"type=MARKET&quoteOrderQty=100"),
+    (b"", b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.00100&price=50000.00"
+          b"&newOrderRespType=RESULT"),
+])
+def test_binance_injects_without_parsing_again_exactly_as_a_reparse(query: bytes, body: bytes) -> None:
+    """The id is added to the parsed order (issue: parse each order once); what comes out is
+    what parsing the order again with the id in it gives, field for field."""
+    from proxy.exchanges.client_order_ids import inbound_with
+
+    headers = (("content-type", "application/x-www-form-urlencoded"),) if body else ()
+    prepared = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", query, headers, body))
+    coid = "bot-" + uuid.uuid4().hex[:20]
+    fast = binance.EXCHANGE.with_client_order_id(prepared, coid)
+    assert fast == binance.EXCHANGE.prepare(inbound_with(prepared, "newClientOrderId", coid))
+    assert fast.client_order_id == coid

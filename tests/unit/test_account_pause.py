@@ -10,6 +10,7 @@ import pytest
 
 from proxy.errors import AccountPaused
 from proxy.guards.cooldowns import (
+    CACHE_S,
     DEFAULT_418_S,
     DEFAULT_429_S,
     MAX_PAUSE_S,
@@ -60,7 +61,7 @@ def test_pause_is_shared_through_the_store_and_ends_by_itself(tmp_path: Path) ->
             with pytest.raises(AccountPaused) as exc:
                 await a.check("main")
             assert exc.value.retry_after == 10 and exc.value.rule == "exchange_cooldown"
-            clock[0] += 0.3  # past the other worker's cache
+            clock[0] += CACHE_S + 0.05  # past the other worker's cache bound
             with pytest.raises(AccountPaused):
                 await b.check("main")
             await b.check("other")  # other accounts are not paused

@@ -1,0 +1,222 @@
+"""The backends' side of the group commit (proxy.state.group_commit): one batch made durable.
+
+sqlite: the whole batch on the store's one thread, one transaction, the audit append
+overlapping the COMMIT. Redis: one pipelined round trip, then the audit append on the audit
+writer's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from proxy.errors import NotReady
+from proxy.state.base import Owner
+from proxy.state.group_commit import (
+    Abandon,
+    Claim,
+    Complete,
+    DurableLog,
+    GroupCommit,
+    Op,
+    Spend,
+    SpendAnswer,
+    audit_results,
+    records_of,
+)
+
+log = logging.getLogger("proxy.state.group_commit")
+
+
+class SqliteBatches:
+    """A batch on the sqlite store's thread: one transaction for every claim, completion and
+    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), the weight spends
+    on the rate-limit file, then one audit append and fdatasync, all in one thread hop."""
+
+    def __init__(self, store: Any, limiter: Any | None) -> None:
+        self._store = store  # SqliteStateStore (begin_fn, complete_fn, abandon_fn, transaction)
+        self._limiter = limiter  # SqliteLimiter (hit_sync) or None
+
+    async def apply(self, ops: list[Op], audit: DurableLog) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._store.executor, self._apply, ops, audit)
+
+    def _apply(self, ops: list[Op], audit: DurableLog) -> None:
+        store = self._store
+        now = store.now_us()
+        steps: list[tuple[Op, Callable[[Any], Any]]] = []
+        for op in ops:
+            if isinstance(op, Claim):
+                steps.append((op, store.begin_fn(op.scope, op.content_hash, op.ttl_s, op.lease_s, now)))
+            elif isinstance(op, Complete):
+                steps.append((op, store.complete_fn(op.scope, op.response, op.token,
+                                                    now + int(op.ttl_s * 1_000_000))))
+            elif isinstance(op, Abandon):
+                steps.append((op, store.abandon_fn(op.scope, op.token)))
+
+        def tx(conn: Any) -> None:
+            for op, step in steps:
+                if not isinstance(op, Claim):
+                    done = step(conn)
+                    if isinstance(op, Abandon):
+                        op.done = done
+                    continue
+                conn.execute("SAVEPOINT claim")
+                op.result = step(conn)
+                if op.spend is not None and op.wants_record:
+                    try:
+                        hit = self._spend(op.spend)
+                    except NotReady as exc:
+                        op.error = exc
+                        hit = None
+                    if hit is None or not hit.allowed:
+                        op.refused = hit
+                        conn.execute("ROLLBACK TO claim")
+                conn.execute("RELEASE claim")
+
+        # The audit append starts on the audit writer's thread once every claim's result is
+        # known, so its fdatasync runs while this thread commits: two disks waits overlap
+        # instead of adding up. A record may thus become durable without its claim (a crash or
+        # a failed COMMIT in between): nobody was told, nothing was sent, and the trail shows
+        # an allow decision without an outcome, as any crash before sending does.
+        job: list[tuple[list[tuple[Claim | None, dict[str, Any]]], Future[list[Exception | None]]]] = []
+
+        def start_audit() -> None:
+            pairs = records_of(ops)
+            if pairs:
+                job.append((pairs, audit.executor.submit(audit.append_batch, [r for _, r in pairs])))
+
+        if steps:
+            try:
+                store.transaction(tx, start_audit)
+            except NotReady as exc:
+                for op, _ in steps:
+                    if isinstance(op, Claim | Abandon):
+                        op.error = exc
+                    elif isinstance(op, Complete):
+                        op.failed = True
+        if job:
+            pairs, future = job[0]
+            try:
+                errors = future.result()
+            except Exception as exc:  # the writer's thread is gone: nothing of this batch is durable
+                errors = [NotReady(f"the audit trail is not writable ({type(exc).__name__})")] * len(pairs)
+        else:
+            pairs = records_of(ops)  # the transaction failed before COMMIT: outcomes only
+            if not pairs:
+                return
+            errors = audit.append_batch([r for _, r in pairs])
+        failed = audit_results(pairs, errors)
+        if failed:  # durable claims without a durable record: nothing is sent, free the ids
+            undo = [store.abandon_fn(c.scope, c.result.token) for c in failed
+                    if isinstance(c.result, Owner)]
+            try:
+                store.transaction(lambda conn: [fn(conn) for fn in undo])
+            except NotReady:
+                log.error("claims of %d unsent orders stay until their lease ends", len(undo))
+
+    def _spend(self, spend: Spend) -> SpendAnswer:
+        if self._limiter is None:
+            raise NotReady("no rate-limit store")
+        return self._limiter.hit_sync(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
+
+
+class RedisBatches:
+    """A batch on Redis: every claim, completion and abandon in one pipelined round trip (each
+    a Lua script, atomic on its own), the owners' weight spends concurrently, then one audit
+    append and fdatasync on the audit writer's thread."""
+
+    def __init__(self, store: Any, limiter: Any | None) -> None:
+        self._store = store  # RedisStateStore (begin_call, complete_call, abandon_call, pipeline)
+        self._limiter = limiter  # a WindowLimiter (async hit)
+
+    async def apply(self, ops: list[Op], audit: DurableLog) -> None:
+        store = self._store
+        now = store.now_us()
+        calls: list[tuple[Any, list[str], list[str | bytes]]] = []
+        parsers: list[tuple[Op, Callable[[Any], Any] | None]] = []
+        for op in ops:
+            if isinstance(op, Claim):
+                script, keys, args, parse = store.begin_call(op.scope, op.content_hash, op.ttl_s,
+                                                             op.lease_s, now)
+                calls.append((script, keys, args))
+                parsers.append((op, parse))
+            elif isinstance(op, Complete):
+                calls.append(store.complete_call(op.scope, op.response, op.token, op.ttl_s, now))
+                parsers.append((op, None))
+            elif isinstance(op, Abandon):
+                calls.append(store.abandon_call(op.scope, op.token))
+                parsers.append((op, bool))
+        if calls:
+            try:
+                replies = await store.pipeline(calls)
+            except NotReady as exc:
+                replies = [exc] * len(calls)
+            for (op, parse), reply in zip(parsers, replies, strict=True):
+                failed = isinstance(reply, Exception)
+                if isinstance(op, Claim):
+                    if failed:
+                        op.error = reply if isinstance(reply, NotReady) else NotReady(
+                            f"state store unreachable: redis: {reply}")
+                    else:
+                        assert parse is not None
+                        op.result = parse(reply)
+                elif isinstance(op, Abandon):
+                    if failed:
+                        op.error = NotReady(f"state store unreachable: redis: {reply}")
+                    else:
+                        op.done = bool(reply)
+                elif isinstance(op, Complete):
+                    op.failed = failed
+        spenders = [op for op in ops if isinstance(op, Claim) and op.error is None
+                    and op.spend is not None and op.wants_record]
+        if spenders:
+            answers = await asyncio.gather(*(self._spend(op.spend) for op in spenders if op.spend),
+                                           return_exceptions=True)
+            undo: list[Claim] = []
+            for op, answer in zip(spenders, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    op.error = answer if isinstance(answer, NotReady) else NotReady(
+                        f"rate-limit store unreachable ({type(answer).__name__})")
+                    undo.append(op)
+                elif not answer.allowed:
+                    op.refused = answer
+                    undo.append(op)
+            await self._undo(undo)
+        pairs = records_of(ops)
+        if not pairs:
+            return
+        loop = asyncio.get_running_loop()
+        errors = await loop.run_in_executor(audit.executor, audit.append_batch, [r for _, r in pairs])
+        await self._undo(audit_results(pairs, errors))
+
+    async def _spend(self, spend: Spend) -> SpendAnswer:
+        if self._limiter is None:
+            raise NotReady("no rate-limit store")
+        return await self._limiter.hit(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
+
+    async def _undo(self, claims: list[Claim]) -> None:
+        calls = [self._store.abandon_call(c.scope, c.result.token) for c in claims
+                 if isinstance(c.result, Owner)]
+        if not calls:
+            return
+        try:
+            await self._store.pipeline(calls)
+        except NotReady:
+            log.error("claims of %d unsent orders stay until their lease ends", len(calls))
+
+
+def group_commit(store: object | None, limiter: object | None, audit: DurableLog | None,
+                 on_error: Callable[[str], None] | None = None) -> GroupCommit | None:
+    """The durability owner for this worker's store (None without a store or an audit trail)."""
+    if store is None or audit is None:
+        return None
+    if hasattr(store, "begin_fn"):
+        return GroupCommit(SqliteBatches(store, limiter if hasattr(limiter, "hit_sync") else None),
+                           audit, on_error)
+    if hasattr(store, "begin_call"):
+        return GroupCommit(RedisBatches(store, limiter), audit, on_error)
+    return None

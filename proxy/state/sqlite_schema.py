@@ -1,0 +1,20 @@
+"""The sqlite store's tables: nonces, idempotency records, window amounts and flags.
+
+Created on first use (``CREATE ... IF NOT EXISTS``); amounts are decimal strings, times are
+microseconds.
+"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (
+    key_id TEXT PRIMARY KEY, unit TEXT NOT NULL, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY, content_hash TEXT NOT NULL, state TEXT NOT NULL,
+    token TEXT NOT NULL, lease_until_us INTEGER NOT NULL, expires_us INTEGER NOT NULL,
+    status INTEGER, headers TEXT, body BLOB);
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_us);
+CREATE TABLE IF NOT EXISTS windows (
+    key TEXT NOT NULL, ts_us INTEGER NOT NULL, amount TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS windows_key_ts ON windows (key, ts_us);
+CREATE TABLE IF NOT EXISTS flags (
+    name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_us INTEGER);
+"""

@@ -1,0 +1,112 @@
+"""A worker's group commit in a process of its own, for the kill -9 tests:
+``python -m tests.state.commit_child BACKEND LOCATION PREFIX AUDIT_DIR LEASE_S DIE_AT``
+(the audit chain key comes in the environment, not argv).
+
+Places orders forever, 16 at a time: claim (with a weight spend and a decision record) in the
+group commit, print ``durable COID`` once the claim returns (the moment the proxy would send),
+then queue the outcome record and the completion. ``DIE_AT``: ``none`` (the parent kills it),
+``after_commit`` (SIGKILL itself in the fifth batch once the state store committed, its audit
+append held back; sqlite only) or ``after_audit`` (once the fifth batch's audit append is
+durable, before any waiter wakes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from proxy.audit.writer import AuditWriter
+from proxy.errors import NotReady
+from proxy.guards.rate_limits import open_limiter
+from proxy.model.sensitive import Secret
+from proxy.state import IdempotencyScope, StoredResponse, open_store
+from proxy.state.batches import group_commit
+from proxy.state.group_commit import Spend
+
+CONCURRENCY = 16
+
+
+class _Dying:
+    """The audit trail, with a SIGKILL of this process at the chosen step of the fifth batch."""
+
+    def __init__(self, inner: AuditWriter, die_at: str) -> None:
+        self._inner = inner
+        self._die_at = die_at
+        self._batches = 0
+        self.executor = inner.executor
+
+    def append_batch(self, records: list[dict[str, Any]]) -> list[Exception | None]:
+        self._batches += 1
+        if self._die_at == "after_commit" and self._batches == 5:
+            time.sleep(5)  # the state thread kills the process meanwhile
+        errors = self._inner.append_batch(records)
+        if self._die_at == "after_audit" and self._batches == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return errors
+
+
+class _DyingStore:
+    """The sqlite store, killing this process right after the fifth batch's COMMIT."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._commits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def transaction(self, fn: Any, before_commit: Any = None) -> Any:
+        result = self._inner.transaction(fn, before_commit)
+        if before_commit is not None:
+            self._commits += 1
+            if self._commits == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+
+async def main(backend: str, location: str, prefix: str, audit_dir: str, lease_s: float,
+               die_at: str) -> None:
+    if backend == "sqlite":
+        store = open_store("sqlite", path=Path(location), url=None)
+        limiter = open_limiter("sqlite", path=Path(location), url=None)
+    else:
+        store = open_store("redis", path=None, url=location, prefix=prefix)
+        limiter = open_limiter("redis", path=None, url=location)
+    audit = AuditWriter(Path(audit_dir), Secret(os.environ.pop("AUDIT_TEST_KEY")), f"child-{os.getpid()}")
+    await audit.start()
+    commit = group_commit(_DyingStore(store) if die_at == "after_commit" else store, limiter,
+                          _Dying(audit, die_at))
+    assert commit is not None
+    print("started", flush=True)
+    ids = itertools.count()
+
+    async def one() -> None:
+        while True:
+            coid = f"o{next(ids)}"
+            scope = IdempotencyScope("bot", "main", coid)
+            record = {"request_id": coid, "phase": "decision", "decision": "allow", "client_order_id": coid}
+            print(f"claiming {coid}", flush=True)
+            try:
+                claimed = await commit.claim(scope, "h", 3600, lease_s=lease_s,
+                                             spend=Spend(f"weight|{prefix}", 10**9, 60, 1), record=record)
+            except NotReady:
+                continue
+            if not claimed.recorded:
+                continue
+            print(f"durable {coid} {claimed.result.token}", flush=True)  # type: ignore[union-attr]
+            commit.outcome({"request_id": coid, "phase": "outcome", "upstream_status": 200})
+            commit.complete(scope, StoredResponse(200, (), coid.encode()),
+                            token=claimed.result.token, ttl_s=3600)  # type: ignore[union-attr]
+
+    await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    asyncio.run(main(a[0], a[1], a[2], a[3], float(a[4]), a[5]))
