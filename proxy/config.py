@@ -1,4 +1,4 @@
-"""The configuration file (CONTRACT.md §2): TOML, strict, relative paths against its folder.
+"""The configuration file (docs/interface.md §2): TOML, strict, relative paths against its folder.
 
 Every unknown key and bad value is a :class:`~proxy.errors.ConfigError` whose message names the
 file, where in it, the problem and what to use instead.

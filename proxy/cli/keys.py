@@ -19,9 +19,11 @@ def register(sub: Subparsers) -> None:
     kr.add_argument("--secret", metavar="PATH",
                     help="which key of a key pool (one of the account's secrets); default: its first")
     ks = with_config(keys.add_parser(
-        "status", help="each account's key version and age",
+        "status", help="each account's key version and age, and the exchange's last verdict",
         description="One JSON line per key (every key of a key pool, each with its KV path as "
-                    "\"secret\"): key version, creation time and age in days.",
+                    "\"secret\"): key version, creation time and age in days, and what the running "
+                    "proxy last heard from the exchange about the account's key (\"exchange\": "
+                    "can_sign, why, exchange_verdict; read from its /readyz).",
         epilog="exit codes: 0 every key younger than keys.rotation_warn_days (90 by default); "
                "5 a key is past it (rotate it); 1 a secret could not be read",
     ))
@@ -107,6 +109,7 @@ def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     vault = source(cfg)
     now = datetime.now(UTC)
     reports = []
+    verdicts = _running_verdicts(cfg)
     for account in cfg.accounts:
         for path in account.secret_paths:
             rotate = "`keys rotate`" if path == account.secret else f"`keys rotate --secret {path}`"
@@ -121,9 +124,25 @@ def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
                 state = key_age.KeyState(account.name, error=str(exc))
             report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
             reports.append(report)
-            print(json.dumps({**report.as_dict(), "secret": path}))
+            seen = verdicts.get(account.name) if isinstance(verdicts, dict) else None
+            print(json.dumps({**report.as_dict(), "secret": path,
+                              "exchange": seen if seen is not None else {"exchange_verdict": str(verdicts)}}))
             if report.status != "ok":
                 which = f"account {account.name}" + (f" key {path}" if account.secrets else "")
                 print(f"{'warning' if report.status == 'rotate' else 'error'}: {which}: "
                       f"{report.message}", file=sys.stderr)
     return key_age.exit_code(reports)
+
+
+def _running_verdicts(cfg: config_mod.Config) -> dict[str, object] | str:
+    """Each account's signing state from the running proxy's /readyz (docs/interface.md
+    "Operators"): the exchange's last verdict lives in the serving processes, not in Vault."""
+    import httpx
+
+    url = f"http://{cfg.server.admin_listen}/readyz"
+    try:
+        body = httpx.get(url, timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return f"unknown: no proxy answers on {url}"
+    accounts = body.get("accounts") if isinstance(body, dict) else None
+    return accounts if isinstance(accounts, dict) else f"unknown: {url} names no accounts"

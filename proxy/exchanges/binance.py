@@ -1,6 +1,6 @@
 """Binance spot (``/api/v3`` and the few ``/sapi`` reads a trading bot needs).
 
-Signing (SPECS.md §1): the payload is the raw query string concatenated, without separator, to
+Signing (docs/exchanges.md §1): the payload is the raw query string concatenated, without separator, to
 the raw body, as sent. HMAC keys sign hex HMAC-SHA256; Ed25519 and RSA (PKCS#1 v1.5, SHA-256)
 keys sign base64, percent-encoded. ``timestamp`` goes first, ``recvWindow`` (when the account sets its own)
 after the bot's parameters and ``signature`` last, in the body when there is one, else in the
@@ -22,10 +22,14 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
+    RefusalBody,
+    RefusalView,
     drop_keys,
     encode_pairs,
     endpoint,
+    exchange_reason,
     parse_json,
+    render_native,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
@@ -110,6 +114,20 @@ _AMEND_PARAMS = _ORDER_PARAMS | {
 }
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Binance error code that
+#: ccxt 4.5.90's binance maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, int | None] = {
+    "unauthenticated": -1002, "forbidden": -1002, "endpoint_forbidden": -1002, "policy_denied": -1002,
+    "bad_request": -1100, "too_large": -1100, "idempotency_conflict": -2010, "rate_limited": -1003,
+    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": -1007,
+}
+
+#: ccxt's binance maps no code to PermissionDenied, only these words in ``msg``
+_NO_PRIVILEGE = "this client has no operation privilege here"
+
+
 @dataclass(frozen=True)
 class Binance:
     """The Binance spot exchange. ``recv_window`` (ms), when set, replaces the bot's."""
@@ -118,8 +136,21 @@ class Binance:
     nonce_unit: NonceUnit | None = None
     recv_window: int | None = None
 
-    #: SPECS.md: GET /api/v3/time -> {"serverTime": ms}
+    #: docs/exchanges.md: GET /api/v3/time -> {"serverTime": ms}
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/time", ("serverTime",))
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v3/", "/sapi/")
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        """``{"code": -1002, "msg": ...}``. ccxt raises DDoSProtection for every Binance 429,
+        before it reads the body: the nearest it has to RateLimitExceeded."""
+        permission = refusal.code in ("forbidden", "endpoint_forbidden", "policy_denied")
+        msg = f"{refusal.text}; {_NO_PRIVILEGE}" if permission else refusal.text
+        return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": msg})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        return exchange_reason(body, "code", "msg")
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.binance.com", "testnet": "https://testnet.binance.vision"}[

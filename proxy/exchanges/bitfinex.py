@@ -1,6 +1,6 @@
 """Bitfinex v2 REST (``GET /v2/...`` public, ``POST /v2/auth/r|w/...`` signed).
 
-Signing (SPECS.md §6): the JSON body is sent as prepared (``{}`` when empty) and signed as::
+Signing (docs/exchanges.md §6): the JSON body is sent as prepared (``{}`` when empty) and signed as::
 
     bfx-signature = hex(HMAC-SHA384(secret, "/api" + path + nonce + body))
 
@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import (
@@ -34,12 +34,17 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
+    RefusalBody,
+    RefusalView,
     dump_json,
     encode_pairs,
     endpoint,
+    json_or_none,
     parse_json_object,
     parse_pairs,
+    reason_text,
     reject_unused_body,
+    render_native,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
@@ -118,6 +123,16 @@ _META_FIELDS = frozenset({"aff_code", "make_visible", "protect_selfmatch"})
 _DATE = re.compile(r"20[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])")
 _TIF = re.compile(r"20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitfinex error that
+#: ccxt 4.5.90's bitfinex maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+_DOWN = "temporarily_unavailable"
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "10100", "forbidden": "10001", "endpoint_forbidden": "10001", "policy_denied": "10001",
+    "bad_request": "10020", "too_large": "10020", "idempotency_conflict": "10020", "rate_limited": "11010",
+    "account_paused": _DOWN, "not_ready": _DOWN, "upstream_error": _DOWN, "upstream_timeout": None,
+}
+
 
 @dataclass(frozen=True)
 class Bitfinex:
@@ -129,6 +144,20 @@ class Bitfinex:
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
             raise ValueError('nonce_unit: Bitfinex needs "ms" or "us"')
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/v2/auth/", "/v2/ticker", "/v2/book/", "/v2/conf/",
+                                                 "/v2/platform/", "/v2/trades/", "/v2/candles/")
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        """``{"error": "10001"}``: ccxt reads ``["error", code, text]`` only from 500 and 429 answers.
+        Nothing of Bitfinex's maps to InvalidOrder: a reused client order id is BadRequest."""
+        return render_native(refusal, REFUSALS, lambda c: {"error": c, "error_description": refusal.text})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        data = json_or_none(body)  # ["error", 10114, "nonce: small"]
+        ok = isinstance(data, list) and len(data) >= 3 and data[0] == "error"
+        return reason_text(data[1], data[2]) if ok else None
 
     def base_url(self, environment: Environment) -> str:
         # Paper trading is a Bitfinex sub-account with its own keys on the same API host.

@@ -1,6 +1,6 @@
 """Bitget v2 classic spot (``/api/v2/spot/...``) and the public reads ccxt's load_markets needs.
 
-Signing (SPECS.md §4): ``timestamp + METHOD + path + ["?" + query] + body``, where ``query`` is
+Signing (docs/exchanges.md §4): ``timestamp + METHOD + path + ["?" + query] + body``, where ``query`` is
 the parameters sorted by key and written *without* percent-encoding (Bitget's own sample and
 ccxt both sign the decoded form; the URL carries the encoded form). HMAC keys sign
 base64(HMAC-SHA256); RSA keys sign base64(SHA256withRSA, PKCS#1 v1.5). Auth is headers only
@@ -24,10 +24,14 @@ from proxy.exchanges.base import (
     Environment,
     NonceUnit,
     Pairs,
+    RefusalBody,
+    RefusalView,
     dump_json,
     endpoint,
+    exchange_reason,
     parse_json_object,
     parse_pairs,
+    render_native,
     require_content_type,
 )
 from proxy.exchanges.base import (
@@ -74,7 +78,7 @@ CATALOGUE = Catalogue([
     endpoint("POST", "/api/v2/spot/trade/cancel-order", C),
     endpoint("POST", "/api/v2/spot/trade/batch-cancel-order", C, batch=True),
     endpoint("POST", "/api/v2/spot/trade/cancel-symbol-order", C),
-    # never (SPECS.md §4); any unlisted path is refused as well
+    # never (docs/exchanges.md §4); any unlisted path is refused as well
     endpoint("POST", "/api/v2/spot/wallet/withdrawal", W),
     endpoint("POST", "/api/v2/spot/wallet/cancel-withdrawal", W),
     endpoint("POST", "/api/v3/account/withdrawal", W),
@@ -108,6 +112,18 @@ _ORDER_FIELDS = frozenset({
 _MAX_BATCH = 50
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitget error code that
+#: ccxt 4.5.90's bitget maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "40006", "forbidden": "40014", "endpoint_forbidden": "40014",
+    "policy_denied": "40014", "bad_request": "40017", "too_large": "40017",
+    "idempotency_conflict": "40500", "rate_limited": "1001", "account_paused": "40604",
+    "not_ready": "40604", "upstream_error": "40604", "upstream_timeout": "50008",
+}
+
+
 @dataclass(frozen=True)
 class Bitget:
     """The Bitget v2 spot exchange. ``paper_trading`` adds Bitget's demo header (PAPTRADING: 1)."""
@@ -116,8 +132,21 @@ class Bitget:
     nonce_unit: NonceUnit | None = None
     paper_trading: bool = False
 
-    #: SPECS.md: GET /api/v2/public/time -> data.serverTime (ms)
+    #: docs/exchanges.md: GET /api/v2/public/time -> data.serverTime (ms)
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/time", ("data", "serverTime"))
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = (
+        "/api/v2/spot/", "/api/v2/mix/", "/api/v2/margin/", "/api/v2/common/", "/api/v2/public/",
+        "/api/v2/user/", "/api/v2/broker/", "/api/v2/earn/", "/api/v2/tax/",
+        "/api/v3/account/withdraw", "/api/v3/account/transfer", "/api/v3/broker/",
+    )
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        return render_native(refusal, REFUSALS, lambda c: {"code": c, "msg": refusal.text, "data": None})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        return exchange_reason(body, "code", "msg")
 
     def base_url(self, environment: Environment) -> str:
         # Demo trading uses the live host with the PAPTRADING header (see ``paper_trading``).

@@ -1,4 +1,4 @@
-"""Bitstamp HTTP API v2 with the v2 ``X-Auth`` header authentication (SPECS.md §5a).
+"""Bitstamp HTTP API v2 with the v2 ``X-Auth`` header authentication (docs/exchanges.md §5a).
 
 String to sign: ``"BITSTAMP " + api_key + METHOD + host + path + query + content_type + nonce
 + timestamp + "v2" + body``, plain concatenation; ``host`` is the netloc actually sent to
@@ -10,7 +10,7 @@ single-use UUID4 (36 lower-case characters, unique within 150 s), so requests ne
 Private endpoints are POSTs with a form body and no query string. Paths end in ``/`` and embed
 the currency pair (``/api/v2/buy/btcusd/``); the catalogue holds them without the trailing
 slash because the shared path check refuses empty segments. Legacy form auth (``key``,
-``signature``, ``nonce`` in the body, SPECS.md §5b) does not cover the parameters and is refused.
+``signature``, ``nonce`` in the body, docs/exchanges.md §5b) does not cover the parameters and is refused.
 """
 
 from __future__ import annotations
@@ -26,9 +26,14 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
+    RefusalBody,
+    RefusalView,
     encode_pairs,
     endpoint,
+    json_or_none,
     parse_json_object,
+    reason_text,
+    render_native,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
@@ -78,7 +83,7 @@ CATALOGUE = Catalogue([
     endpoint("POST", f"{V2}/cancel_order", C),
     endpoint("POST", f"{V2}/cancel_all_orders", C),
     endpoint("POST", f"{V2}/cancel_all_orders/{{pair}}", C),
-    # never (SPECS.md §5a); anything unlisted is refused too
+    # never (docs/exchanges.md §5a); anything unlisted is refused too
     *(endpoint("POST", f"{V2}/{p}", W) for p in (
         "withdrawal/open", "withdrawal/cancel", "withdrawal/status", "withdrawal-requests",
         "btc_withdrawal", "eth_withdrawal", "ltc_withdrawal", "bch_withdrawal", "xrp_withdrawal",
@@ -110,6 +115,20 @@ _MARKET_FIELDS = frozenset({"amount", "client_order_id"})
 _INSTANT_FIELDS = frozenset({"amount", "client_order_id", "amount_in_counter"})
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitstamp error words that
+#: ccxt 4.5.90's bitstamp maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "Authentication failed", "forbidden": "No permission found",
+    "endpoint_forbidden": "No permission found", "policy_denied": "No permission found",
+    "bad_request": "Invalid offset.", "too_large": "Invalid offset.",
+    "idempotency_conflict": "Ensure that there are no more than one order per client order id.",
+    "rate_limited": None, "account_paused": None, "not_ready": None, "upstream_error": None,
+    "upstream_timeout": None,
+}
+
+
 @dataclass(frozen=True)
 class Bitstamp:
     """The Bitstamp exchange (HMAC keys only; Bitstamp issues no other kind)."""
@@ -117,8 +136,28 @@ class Bitstamp:
     name: str = "bitstamp"
     nonce_unit: NonceUnit | None = None
 
-    #: SPECS.md: no server-time endpoint was verified; signed with the host clock
+    #: docs/exchanges.md: no server-time endpoint was verified; signed with the host clock
     server_time: ClassVar[ServerTime | None] = None
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v2/",)
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        """``{"status": "error", "reason": {"__all__": [...]}}``: ccxt matches Bitstamp's errors
+        by their words, so the words it knows come first, the proxy's text second ("Invalid
+        offset." is all ccxt's bitstamp maps to BadRequest)."""
+        return render_native(refusal, REFUSALS, lambda words: {
+            "status": "error", "reason": {"__all__": [words, refusal.text]}, "code": refusal.code})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        """``code reason``; the reason is a string, ``{"__all__": [...]}`` or per field."""
+        data = json_or_none(body)
+        if not isinstance(data, dict):
+            return None
+        reason = data.get("reason", data.get("error"))
+        if isinstance(reason, dict):
+            reason = "; ".join(str(v[0] if isinstance(v, list) and v else v) for v in reason.values())
+        return reason_text(data.get("code"), reason)
 
     def base_url(self, environment: Environment) -> str:
         if environment != "live":
@@ -207,7 +246,7 @@ def string_to_sign(
     api_key: str, method: str, host: str, path_and_query: str, content_type: str | None,
     nonce: str, timestamp: str, body: bytes,
 ) -> bytes:
-    """SPECS.md §5a, byte for byte; Content-Type only when there is a body."""
+    """docs/exchanges.md §5a, byte for byte; Content-Type only when there is a body."""
     ctype = (content_type or "") if body else ""
     head = (f"BITSTAMP {api_key}{method.upper()}{host.lower()}{path_and_query}"
             f"{ctype}{nonce}{timestamp}{VERSION}")

@@ -1,12 +1,12 @@
 """Bybit v5 (spot, linear, inverse and option through the unified ``/v5`` API).
 
-Signing (SPECS.md §2): ``timestamp + api_key + recv_window + payload`` where the payload is the
+Signing (docs/exchanges.md §2): ``timestamp + api_key + recv_window + payload`` where the payload is the
 query string exactly as sent (GET) or the JSON body exactly as sent (POST); HMAC keys sign
 lower-case hex HMAC-SHA256, RSA keys base64 RSASSA-PKCS1-v1_5/SHA-256. Authentication lives
 only in the ``X-BAPI-*`` headers, which sign() builds from scratch; the proxy sets its own
 ``X-BAPI-RECV-WINDOW``.
 
-Quantity semantics (SPECS.md §2, BYB-ORDER): a spot Market order's ``qty`` is quote currency
+Quantity semantics (docs/exchanges.md §2, BYB-ORDER): a spot Market order's ``qty`` is quote currency
 when ``marketUnit`` is ``quoteCoin``, or by default for a Buy; otherwise ``qty`` is the
 exchange's own quantity (base coin spot/linear, contracts inverse/option).
 """
@@ -26,12 +26,16 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
+    RefusalBody,
+    RefusalView,
     drop_keys,
     dump_json,
     encode_pairs,
     endpoint,
+    exchange_reason,
     parse_json_object,
     parse_pairs,
+    render_native,
     require_content_type,
 )
 from proxy.exchanges.base import (
@@ -121,6 +125,17 @@ _CANCEL_FIELDS = frozenset({
 MAX_BATCH = 20
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bybit retCode that
+#: ccxt 4.5.90's bybit maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, int | None] = {
+    "unauthenticated": 10003, "forbidden": 10005, "endpoint_forbidden": 10005, "policy_denied": 10005,
+    "bad_request": 10001, "too_large": 10001, "idempotency_conflict": 110072, "rate_limited": 10006,
+    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": 170007,
+}
+
+
 @dataclass(frozen=True)
 class Bybit:
     """The Bybit v5 exchange. ``recv_window`` (ms) is what the proxy sends and signs."""
@@ -129,8 +144,18 @@ class Bybit:
     nonce_unit: NonceUnit | None = None
     recv_window: int = 5000
 
-    #: SPECS.md: GET /v5/market/time; result.timeNano is the finest field
+    #: docs/exchanges.md: GET /v5/market/time; result.timeNano is the finest field
     server_time: ClassVar[ServerTime | None] = ServerTime("/v5/market/time", ("result", "timeNano"), "ns")
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/v5/",)
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        return render_native(refusal, REFUSALS, lambda code: {
+            "retCode": code, "retMsg": refusal.text, "result": {}, "retExtInfo": {}})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        return exchange_reason(body, "retCode", "retMsg")
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.bybit.com", "testnet": "https://api-testnet.bybit.com"}[

@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade (``/api/v3/brokerage``) with CDP API keys.
 
-Signing (SPECS.md §8): ``Authorization: Bearer <JWT>``, a fresh JWT per request, ES256 (EC
+Signing (docs/exchanges.md §8): ``Authorization: Bearer <JWT>``, a fresh JWT per request, ES256 (EC
 P-256 PEM) or EdDSA (base64 seed‖public key). The JWT names only ``METHOD host/path``, never the
 query or body, so policy must read the JSON body itself: :func:`prepare` canonicalises it and
 extracts one intent from ``order_configuration``. The claims are exactly those ccxt 4.5.90
@@ -30,11 +30,16 @@ from proxy.exchanges.base import (
     Environment,
     NonceUnit,
     Pairs,
+    RefusalBody,
+    RefusalView,
     dump_json,
     encode_pairs,
     endpoint,
+    json_or_none,
     parse_json_object,
     parse_pairs,
+    reason_text,
+    render_native,
     require_content_type,
 )
 from proxy.exchanges.client_order_ids import (
@@ -152,6 +157,19 @@ class _CdpEd25519Key(Ed25519Key):
         return self._key
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Coinbase error id that
+#: ccxt 4.5.90's coinbase maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "unauthorized", "forbidden": "PERMISSION_DENIED",
+    "endpoint_forbidden": "PERMISSION_DENIED", "policy_denied": "PERMISSION_DENIED",
+    "bad_request": "INVALID_ARGUMENT", "too_large": "INVALID_ARGUMENT",
+    "idempotency_conflict": "INVALID_ARGUMENT", "rate_limited": "rate_limit_exceeded",
+    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": None,
+}
+
+
 @dataclass(frozen=True)
 class Coinbase:
     """Coinbase Advanced Trade. JWTs live ``jwt_lifetime`` seconds (Coinbase's limit: 120)."""
@@ -160,8 +178,27 @@ class Coinbase:
     nonce_unit: NonceUnit | None = None
     jwt_lifetime: int = 120
 
-    #: SPECS.md: GET /api/v3/brokerage/time -> epochMillis
+    #: docs/exchanges.md: GET /api/v3/brokerage/time -> epochMillis
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/brokerage/time", ("epochMillis",))
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v3/brokerage/", "/v2/")
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        """Advanced Trade's ``{"error", "message"}``. Nothing of Coinbase's maps to InvalidOrder:
+        a reused client order id is BadRequest."""
+        return render_native(refusal, REFUSALS, lambda error: {
+            "error": error, "message": refusal.text, "error_details": refusal.text})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        """``error message``, ``errors[0].id message`` or ``error_response.error message``."""
+        data = json_or_none(body)
+        if not isinstance(data, dict):
+            return None
+        for inner in (data.get("error_response"), *(data.get("errors") or [])[:1]):
+            if isinstance(inner, dict):
+                return reason_text(inner.get("error", inner.get("id")), inner.get("message"))
+        return reason_text(data.get("error"), data.get("message", data.get("error_description")))
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.coinbase.com", "testnet": "https://api-sandbox.coinbase.com"}[

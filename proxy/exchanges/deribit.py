@@ -1,6 +1,6 @@
 """Deribit (``/api/v2``), per-request signature ("Deribit Signature Credentials (HTTP REST)").
 
-Auth flow (SPECS.md §9): every private request carries
+Auth flow (docs/exchanges.md §9): every private request carries
 ``Authorization: deri-hmac-sha256 id=ClientId,ts=ms,sig=hex,nonce=N`` with
 ``sig = hex(HMAC-SHA256(ClientSecret, ts\\nnonce\\nMETHOD\\nURI\\nBody\\n))``, so no access token
 ever exists and the bot never holds a credential. ``public/auth`` and the other
@@ -24,12 +24,17 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
+    RefusalBody,
+    RefusalView,
     drop_keys,
     encode_pairs,
     endpoint,
+    json_or_none,
     parse_json_object,
     parse_pairs,
+    reason_text,
     reject_unused_body,
+    render_native,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
@@ -117,6 +122,17 @@ _ORDER_PARAMS = frozenset({
 })
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Deribit error code that
+#: ccxt 4.5.90's deribit maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, int | None] = {
+    "unauthenticated": 10000, "forbidden": 11042, "endpoint_forbidden": 11042, "policy_denied": 11042,
+    "bad_request": 11029, "too_large": 11029, "idempotency_conflict": 10025, "rate_limited": None,
+    "account_paused": 10040, "not_ready": 10040, "upstream_error": 10040, "upstream_timeout": None,
+}
+
+
 @dataclass(frozen=True)
 class Deribit:
     """Deribit. Window-based: ``ts`` within 60 s and a single-use random nonce."""
@@ -124,8 +140,26 @@ class Deribit:
     name: str = "deribit"
     nonce_unit: NonceUnit | None = None
 
-    #: SPECS.md: GET /api/v2/public/get_time -> result (ms)
+    #: docs/exchanges.md: GET /api/v2/public/get_time -> result (ms)
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/get_time", ("result",))
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v2/private/", "/api/v2/public/")
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        """A JSON-RPC error. Deribit's too_many_requests (10028) is DDoSProtection in ccxt, so a
+        rate limit is text: ccxt maps the 429 itself to RateLimitExceeded."""
+        return render_native(refusal, REFUSALS, lambda code: {"jsonrpc": "2.0", "error": {
+            "code": code, "message": refusal.text, "data": refusal.fields()}})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        data = json_or_none(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(error, dict):
+            return None
+        detail = error.get("data")
+        return reason_text(error.get("code"), error.get("message"),
+                           detail.get("reason") if isinstance(detail, dict) else None)
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://www.deribit.com", "testnet": "https://test.deribit.com"}[

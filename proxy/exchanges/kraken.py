@@ -1,6 +1,6 @@
 """Kraken spot REST (``/0/public/*`` unsigned, ``/0/private/*`` signed).
 
-Signing (SPECS.md §7): the nonce goes INTO the body, first, and the signature covers the body
+Signing (docs/exchanges.md §7): the nonce goes INTO the body, first, and the signature covers the body
 exactly as sent::
 
     API-Sign = base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + body)))
@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from proxy.errors import BadRequest
@@ -39,12 +39,17 @@ from proxy.exchanges.base import (
     Environment,
     NonceUnit,
     Pairs,
+    RefusalBody,
+    RefusalView,
     drop_keys,
     dump_json,
     endpoint,
+    json_or_none,
     parse_json_object,
     parse_pairs,
+    reason_text,
     reject_unused_body,
+    render_native,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
@@ -123,6 +128,20 @@ def _encode(pairs: Pairs) -> str:
     return "&".join(f"{quote(k, safe='-_.~[]')}={quote(v, safe='-_.~[]')}" for k, v in pairs)
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Kraken error string that
+#: ccxt 4.5.90's kraken maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "EAPI:Invalid key", "forbidden": "EGeneral:Permission denied",
+    "endpoint_forbidden": "EGeneral:Permission denied", "policy_denied": "EGeneral:Permission denied",
+    "bad_request": "EGeneral:Invalid arguments", "too_large": "EGeneral:Invalid arguments",
+    "idempotency_conflict": "EOrder:Invalid order", "rate_limited": "EGeneral:Rate limit exceeded",
+    "account_paused": "EService:Unavailable", "not_ready": "EService:Unavailable",
+    "upstream_error": "EService:Unavailable", "upstream_timeout": None,
+}
+
+
 @dataclass(frozen=True)
 class Kraken:
     """Kraken spot. ``nonce_unit`` is the scale of Stamp.nonce; see the module docstring."""
@@ -133,6 +152,20 @@ class Kraken:
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
             raise ValueError('nonce_unit: Kraken needs "ms" or "us"')
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/0/",)
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        """``{"error": [...], "result": {}}``, the error ccxt knows first ("EAPI:Rate limit
+        exceeded" would be DDoSProtection; any other ":Rate limit exceeded" is RateLimitExceeded)."""
+        return render_native(refusal, REFUSALS, lambda error: {
+            "error": [error, f"EGeneral:{refusal.text}"], "result": {}})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        data = json_or_none(body)
+        errors = data.get("error") if isinstance(data, dict) else None
+        return reason_text("; ".join(map(str, errors))) if isinstance(errors, list) else None
 
     def base_url(self, environment: Environment) -> str:
         if environment == "live":

@@ -1,6 +1,6 @@
 """OKX v5 (``/api/v5``: spot, margin, swap, futures, options).
 
-Signing (SPECS.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + requestPath + body``, where
+Signing (docs/exchanges.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + requestPath + body``, where
 ``timestamp`` is ISO-8601 UTC with milliseconds and ``Z`` (``2020-12-08T09:08:57.715Z``),
 ``requestPath`` includes ``?query`` for GET, and ``body`` is the JSON exactly as sent (empty
 when there is none). The passphrase travels in plain text in ``OK-ACCESS-PASSPHRASE``. Demo
@@ -27,12 +27,18 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
+    RefusalBody,
+    RefusalView,
     dump_json,
     encode_pairs,
     endpoint,
+    exchange_reason,
+    json_or_none,
     parse_json,
     parse_json_object,
     parse_pairs,
+    reason_text,
+    render_native,
     require_content_type,
 )
 from proxy.exchanges.base import (
@@ -116,6 +122,18 @@ _CANCEL_FIELDS = frozenset({"instId", "ordId", "clOrdId"})
 MAX_BATCH = 20
 
 
+
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the OKX error code that
+#: ccxt 4.5.90's okx maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "50111", "forbidden": "50027", "endpoint_forbidden": "50027",
+    "policy_denied": "50027", "bad_request": "51000", "too_large": "51000",
+    "idempotency_conflict": "51016", "rate_limited": "50011", "account_paused": "50013",
+    "not_ready": "50013", "upstream_error": "50013", "upstream_timeout": "50004",
+}
+
+
 @dataclass(frozen=True)
 class Okx:
     """The OKX v5 exchange; ``simulated_trading`` marks demo-trading (testnet) accounts."""
@@ -124,8 +142,23 @@ class Okx:
     nonce_unit: NonceUnit | None = None
     simulated_trading: bool = False
 
-    #: SPECS.md: GET /api/v5/public/time -> data[0].ts (ms string)
+    #: docs/exchanges.md: GET /api/v5/public/time -> data[0].ts (ms string)
     server_time: ClassVar[ServerTime | None] = ServerTime("/api/v5/public/time", ("data", 0, "ts"))
+
+    #: path prefixes of this API, for refusals made before the account is known
+    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v5/",)
+
+    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
+        return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": refusal.text, "data": []})
+
+    def answer_reason(self, body: bytes) -> str | None:
+        """``code msg``, or the first order's ``sCode sMsg`` when the top level says only "1"."""
+        data = json_or_none(body)
+        items = data.get("data") if isinstance(data, dict) else None
+        first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+        if first.get("sCode") not in (None, "", "0"):
+            return reason_text(first.get("sCode"), first.get("sMsg"))
+        return exchange_reason(body, "code", "msg")
 
     def base_url(self, environment: Environment) -> str:
         # OKX demo trading shares the live host; the x-simulated-trading header selects it.

@@ -3,7 +3,7 @@
 Window-based exchanges (Binance, Bybit, OKX, Bitget, Coinbase, Deribit) reject a request whose
 timestamp is too far from *their* clock, so the proxy measures the offset of each exchange's
 clock from the host's (:mod:`proxy.guards.clock`) and signs with corrected time. Each exchange
-module declares ``server_time: ClassVar[ServerTime | None]`` from SPECS.md's "Server time" line;
+module declares ``server_time: ClassVar[ServerTime | None]`` from docs/exchanges.md's "Server time" line;
 this module is pure (no I/O, no clock): the caller sends the request and passes the body here.
 """
 

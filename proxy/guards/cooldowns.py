@@ -115,6 +115,10 @@ class AccountPauses:
         if until > now:
             raise self._refusal(account, until, now)
 
+    def known_until(self, name: str) -> float:
+        """The end of ``name``'s pause as this worker last read it (0: none), for /readyz."""
+        return self._cache.get(name, (0.0, 0.0))[1]
+
     async def _until(self, name: str, now: float) -> float:
         cached = self._cache.get(name)
         if cached is not None and (self.store is None or now - cached[0] < CACHE_S):

@@ -28,7 +28,7 @@ from proxy.state import StateStore
 
 log = logging.getLogger("proxy.guards.hooks")
 
-#: Answer bodies that mean "nonce too low / reused" (SPECS.md: Kraken, Bitfinex, Bitstamp).
+#: Answer bodies that mean "nonce too low / reused" (docs/exchanges.md: Kraken, Bitfinex, Bitstamp).
 NONCE_MARKERS: dict[str, tuple[bytes, ...]] = {
     "kraken": (b"EAPI:Invalid nonce",),
     "bitfinex": (b"nonce: small",),
@@ -89,6 +89,11 @@ class ExchangeSafety:
 
     async def check_pause(self, account: str) -> None:
         await self.pauses.check(account, self._egress.get(account))
+
+    def paused_until(self, account: str) -> float:
+        """When the account's cool-down (or its IP's ban) ends, as this worker knows (0: none)."""
+        scope = self._egress.get(account)
+        return max(self.pauses.known_until(account), self.pauses.known_until(scope) if scope else 0.0)
 
     async def paused(self, account: str) -> bool:
         """Whether the proxy's own requests for ``account`` (exchange clock, key checks) must

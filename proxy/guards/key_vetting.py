@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proxy import exchanges
 from proxy.errors import NotReady, ProxyError
 from proxy.exchanges.base import Credentials, Exchange
 from proxy.model.request import Inbound, Stamp
@@ -97,12 +98,16 @@ CHECKS: dict[str, tuple[str, Callable[[Any], Permissions]]] = {
 
 
 def parse_answer(exchange: str, status: int, body: bytes) -> Permissions:
-    """The key's permissions from the exchange's answer; ValueError when it cannot be read."""
+    """The key's permissions from the exchange's answer; ValueError when it cannot be read,
+    naming the exchange's own error code and message when it gave one (never a secret)."""
     if status != 200:
-        raise ValueError(f"the exchange answered {status}")
+        raise ValueError(f"the exchange answered {exchanges.answer_reason(exchange, status, body)}")
     try:
         return CHECKS[exchange][1](json.loads(body))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        reason = exchanges.answer_reason(exchange, status, body)
+        if reason != f"HTTP {status}":  # an error code in a 200 answer (Bybit, OKX)
+            raise ValueError(f"the exchange answered {reason}") from None
         raise ValueError(f"unreadable permission answer ({type(exc).__name__})") from None
 
 
@@ -151,6 +156,8 @@ class _Verdict:
     reason: str = ""
     retry_at: float = 0.0
     failures: int = 0
+    #: what the exchange said, in a few words (for /readyz and `keys status`)
+    said: str = ""
 
 
 #: one key of one account: (account, KV path of a pool key; "" for an account's single key)
@@ -208,6 +215,16 @@ class KeyVetting:
         return {(name if not key else f"{name} key {key}"): v.reason
                 for (name, key), v in self._verdicts.items() if not v.allowed}
 
+    def verdict(self, account: str) -> str:
+        """The last verdict on the account's key (its first key, for a pool), in the exchange's
+        words where it gave any: for /readyz and ``keys status``."""
+        pool = self._pools.get(account)
+        key = pool.paths[0] if pool is not None and pool.paths else ""
+        verdict = self._verdicts.get((account, key))
+        if verdict is None:
+            return "not checked yet"
+        return verdict.said or verdict.reason
+
     def _keys(self, account: _Account) -> list[tuple[str, Credentials]]:
         pool = getattr(account, "pool", None)
         if pool is None:
@@ -243,7 +260,8 @@ class KeyVetting:
                 self._warned.add(name)
                 log.warning("account %s: %s offers no way to read a key's permissions; make sure the "
                             "key cannot withdraw (the proxy cannot check)", name, exchange)
-            self._set(ident, _Verdict(creds.version, True))
+            self._set(ident, _Verdict(creds.version, True, said=(
+                f"key version {creds.version} not checked: {exchange} cannot say what a key may do")))
             self._passed.add(ident)  # a rotation must not wait for the next round
             return
         if self.guard is not None and await self.guard.paused(name):
@@ -280,7 +298,9 @@ class KeyVetting:
         log.info("account %s: %sversion %d checked with %s: cannot withdraw%s", name,
                  f"key {key} " if key else "key ", creds.version, exchange,
                  "" if not perms.can_withdraw else " (no: allowed by unsafe flag)")
-        self._set(ident, _Verdict(creds.version, True))
+        said = "cannot withdraw" if not perms.can_withdraw else "CAN WITHDRAW (allowed by the unsafe flag)"
+        self._set(ident, _Verdict(creds.version, True, said=(
+            f"key version {creds.version} checked with {exchange}: {said}")))
         self._passed.add(ident)
 
     def _set(self, ident: _KeyId, verdict: _Verdict) -> None:
@@ -310,7 +330,7 @@ def _which(key: str) -> str:
 def _short(exc: BaseException) -> str:
     """Our own messages as they are; anything else by type only (it could quote anything)."""
     text = str(exc) if isinstance(exc, ProxyError | ValueError) else ""
-    return (text or type(exc).__name__)[:160]
+    return (text or type(exc).__name__)[:300]
 
 
 def warn_unsafe_accounts(accounts: Iterable[Any]) -> None:

@@ -11,8 +11,9 @@ keys only other workers report added from them (lowest pid first).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,29 @@ def merge(own: WorkerReadiness, others: Sequence[WorkerReadiness], stale_after_s
 
 def _pid_order(pid: str) -> tuple[int, str]:
     return (int(pid), "") if pid.isdigit() else (0, pid)
+
+
+@dataclass(frozen=True)
+class AccountSigning:
+    """One account as /readyz shows it: whether it can sign now, and if not, why."""
+
+    name: str
+    key_version: int | None
+    why_not: str | None            # None: it can sign
+    exchange_verdict: str          # the last verdict on its key, in the exchange's words
+    paused_until: float = 0.0      # epoch seconds; 0: not paused
+
+
+def accounts_detail(accounts: Iterable[AccountSigning], now: float) -> dict[str, dict[str, object]]:
+    """``{"binance-main": {"can_sign": false, "why": "...", ...}}``. An account that is paused
+    (an exchange cool-down) cannot sign until the pause ends, whatever its key."""
+    shown: dict[str, dict[str, object]] = {}
+    for a in accounts:
+        why = a.why_not
+        entry: dict[str, object] = {"key_version": a.key_version, "exchange_verdict": a.exchange_verdict}
+        if a.paused_until > now:
+            until = datetime.fromtimestamp(a.paused_until, UTC).isoformat(timespec="seconds")
+            entry["paused_until"] = until.replace("+00:00", "Z")
+            why = why or f"paused until {entry['paused_until']}: the exchange asked the proxy to back off"
+        shown[a.name] = {"can_sign": why is None, **({"why": why} if why else {}), **entry}
+    return shown

@@ -148,6 +148,7 @@ class Pipeline:
         grant = policy.grant_for(account.name) if policy is not None else None
         if policy is None or grant is None:
             raise Forbidden("no such account, or not granted to this client")
+        ctx.answer_as = account.exchange  # from here on, refusals take the account's format
         await self.safety.admit_client(ctx.client, account.name, policy, grant)
         prepared = account.exchange.prepare(inbound)
         # A single order without a client order id gets one before policy and audit see it.

@@ -99,5 +99,5 @@ class Sender:
             raise
         await self.safety.observe(account.name, account.cfg.exchange, response.status, response.headers,
                                   response.body)
-        self.decisions.outcome(ctx, response)
+        self.decisions.outcome(ctx, response, rule)
         return Reply(response.status, response.headers, response.body)

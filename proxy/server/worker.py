@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -26,7 +25,8 @@ import uvicorn
 
 from proxy.audit.writer import AuditWriter
 from proxy.config import Config
-from proxy.errors import ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
+from proxy.errors import NotReady, ProxyError, SecretMissing, SecretSourceError, VaultUnreachable
+from proxy.exchanges import for_path
 from proxy.exchanges.base import Credentials
 from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
@@ -39,6 +39,7 @@ from proxy.keys.transit import signer as transit
 from proxy.keys.vault import SecretMeta, VaultSecretSource
 from proxy.ops.admin import create_admin_app
 from proxy.ops.metrics import Metrics
+from proxy.ops.readiness import AccountSigning, accounts_detail
 from proxy.ops.review_page import AuditReview
 from proxy.ops.run_dir import RunDir
 from proxy.ops.status import ProxyStatus
@@ -46,7 +47,8 @@ from proxy.pipeline import accounts as accounts_mod
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.app import Pipeline
 from proxy.pipeline.auth import TokenVerifier
-from proxy.pipeline.http import Receive, Scope, Send
+from proxy.pipeline.decision import error_reply
+from proxy.pipeline.http import Receive, Scope, Send, split_target
 from proxy.policy.model import PolicySet
 from proxy.policy.reload import PolicyReloader
 from proxy.state import StateStore
@@ -68,14 +70,15 @@ class _NotYet:
         if scope["type"] != "http":
             return
         rid = uuid.uuid4().hex
-        body = json.dumps({"error": {
-            "code": "not_ready", "message": self.message, "request_id": rid,
-        }}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"x-proxy-error", b"not_ready"),
-            (b"x-proxy-request-id", rid.encode()), (b"content-length", str(len(body)).encode()),
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        # in the format of the exchange whose path it is, as every refusal before the grant
+        reply = error_reply(rid, NotReady(self.message), for_path(split_target(raw_path)[1]))
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": [
+            *headers, (b"x-proxy-request-id", rid.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
         ]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": reply.body})
 
 
 class _Switch:
@@ -172,7 +175,17 @@ class Worker:
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
         extra["exchange_clock"] = self.exchange_clock.detail()
+        extra["accounts"] = accounts_detail(self._signing(), time.time())
         return extra
+
+    def _signing(self) -> Iterator[AccountSigning]:
+        """Per account: can it sign now, and if not, why (docs/interface.md "Operators")."""
+        for a in self.accounts.values():
+            refusal = None if a.creds is None else self.vetting.refusal(a.name, a.creds.version)
+            why = f"secret not loaded: {a.error or 'not read yet'}" if a.creds is None else (
+                refusal.message if refusal is not None else None)
+            yield AccountSigning(a.name, a.creds.version if a.creds else None, why,
+                                 self.vetting.verdict(a.name), self.safety.paused_until(a.name))
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
