@@ -179,7 +179,7 @@ def _wait(done: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
 def _killed(stack: Stack) -> bool:
     r = httpx.get(stack.proxy_url + "/x/binance-main/api/v3/account",
                   headers={"Proxy-Authorization": f"Bearer {stack.token('killed-bot')}"}, timeout=5)
-    return r.headers.get("x-proxy-error") == "account_paused"
+    return bool(r.headers.get("x-proxy-error") == "account_paused")
 
 
 def _all_gone(stack: Stack) -> bool:
@@ -191,7 +191,8 @@ def _raised(call: Callable[[], Any]) -> BaseException:
     try:
         call()
     except ccxt.BaseError as exc:
-        return exc
+        raised: BaseException = exc
+        return raised
     raise AssertionError("no exception")
 
 

@@ -41,6 +41,7 @@ def _status_line(stack: Stack) -> dict[str, Any]:
     out = stack.cli("keys", "status")
     assert out.returncode == 0, out.stderr
     (line,) = [json.loads(x) for x in out.stdout.splitlines()]
+    assert isinstance(line, dict)
     return line
 
 
