@@ -25,8 +25,8 @@ def proxy_error(response: httpx.Response) -> dict[str, str]:
         data = response.json()
     except ValueError:
         data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):  # the proxy's own JSON
-        error = data["error"]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("code") == code:  # the proxy's own JSON
         return {k: str(error.get(k, "")) for k in ("code", "message", "rule", "request_id")}
     for text in _texts(response):
         found = _TEXT.search(text)
