@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import TextIO
 
 import uvicorn
 
@@ -28,6 +29,18 @@ point the account at the emulator: base_url = "http://127.0.0.1:9001" with
 unsafe_custom_base_url = true."""
 
 
+def read_secret(stdin: TextIO, stderr: TextIO) -> str:
+    """The API secret from stdin (never argv, so it stays out of the process list); an empty
+    one is allowed but said loudly, since every signed request would then be refused."""
+    if stdin.isatty():
+        stderr.write("reading the API secret from stdin (type it, then Ctrl-D; or pipe it in)\n")
+    secret = stdin.read().strip()
+    if not secret:
+        stderr.write("warning: no API secret on stdin: every signed request will be refused as "
+                     "badly signed; pipe it in: echo \"$SECRET\" | python -m proxy_devkit.emulator ...\n")
+    return secret
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m proxy_devkit.emulator", description=DESCRIPTION,
@@ -41,13 +54,7 @@ def main() -> None:
     parser.add_argument("--skew-ms", type=int, default=0,
                         help="run the exchange's clock this far from the host's (window exchanges)")
     args = parser.parse_args()
-    if sys.stdin.isatty():
-        sys.stderr.write("reading the API secret from stdin (type it, then Ctrl-D; or pipe it in)\n")
-    secret = sys.stdin.read().strip()
-    if not secret:
-        sys.stderr.write("warning: no API secret on stdin: every signed request will be refused as "
-                         "badly signed; pipe it in: echo \"$SECRET\" | python -m proxy_devkit.emulator ...\n")
-    fields = {"api_key": args.api_key, "api_secret": secret}
+    fields = {"api_key": args.api_key, "api_secret": read_secret(sys.stdin, sys.stderr)}
     if args.passphrase:
         fields["passphrase"] = args.passphrase
     module = importlib.import_module(f"proxy_devkit.emulator.{args.exchange}")
