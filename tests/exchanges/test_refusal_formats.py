@@ -125,3 +125,28 @@ def test_a_path_no_exchange_owns_gets_the_proxys_own_json() -> None:
     reply = error_reply("abc123", errors.Forbidden("no such account"), None)
     assert reply.status == 403 and b'"code": "forbidden"' in reply.body
     assert ("x-proxy-error", "forbidden") in reply.headers
+
+
+def test_the_table_in_docs_interface_is_the_code() -> None:
+    """docs/interface.md lists each exchange's native code per refusal: it must not drift."""
+    import importlib
+    import re
+
+    from tests.support.stack import REPO
+
+    text = (REPO / "docs" / "interface.md").read_text()
+    table = text.split("| proxy code | Binance", 1)[1].split("\n\n", 1)[0].splitlines()
+    order = ["binance", "bitfinex", "bitget", "bitstamp", "bybit", "coinbase", "deribit", "kraken", "okx"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    seen = set()
+    for codes_cell, *cells in rows:
+        for code in re.findall(r"`([a-z_]+)`", codes_cell):
+            seen.add(code)
+            for name, cell in zip(order, cells, strict=True):
+                native = importlib.import_module(f"proxy.exchanges.{name}").REFUSALS[code]
+                if cell == "*text*":
+                    assert native is None, (name, code)
+                else:
+                    shown = (re.findall(r"`([^`]+)`", cell) or re.findall(r'"([^"]+)"', cell))[0]
+                    assert native is not None and str(native).startswith(shown), (name, code, shown)
+    assert seen == set(EXPECTED)
