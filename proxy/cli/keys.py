@@ -64,7 +64,7 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     if not isinstance(data, dict) or not {"api_key", "api_secret"} <= set(data) or set(data) - allowed \
             or not all(isinstance(v, str) for v in data.values()):
         print("error: stdin must be a JSON object of strings with api_key, api_secret "
-              "(and passphrase for OKX and Bitget), nothing else", file=sys.stderr)
+              "(and passphrase where the exchange issues one), nothing else", file=sys.stderr)
         return EXIT_USAGE
     try:  # refuse material the exchange module cannot load before any proxy sees it
         exchanges.get(account.exchange).load_credentials({k: Secret(v) for k, v in data.items()}, 0)
@@ -78,7 +78,8 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from proxy.keys.transit.importer import KeyInputError, import_account_key
+    from proxy.errors import KeyInputError
+    from proxy.keys.transit.importer import import_account_key
 
     account = cfg.account(args.account)
     if account is None:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
-from proxy.errors import BadRequest, EndpointForbidden
+from proxy.errors import BadRequest, EndpointForbidden, InstrumentError
 from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import AsymmetricKey, HmacKey
+
+if TYPE_CHECKING:  # capabilities imports this module's parsers
+    from proxy.exchanges.capabilities import Capabilities
 
 MAX_PARAMS = 64
 MAX_VALUE_LEN = 1024
@@ -45,16 +48,22 @@ class Credentials:
 
 
 class Exchange(Protocol):
-    """The pure surface of one exchange."""
+    """The pure surface of one exchange. Its members are read-only, so the exchanges' frozen
+    dataclasses satisfy it (an account's options make a modified copy, never a mutation)."""
 
     @property
     def name(self) -> str:
-        """The exchange's name in configuration (``binance``...)."""
+        """The exchange's name in configuration (its key in the registry)."""
         ...
 
     @property
     def nonce_unit(self) -> NonceUnit | None:
         """None for window-based exchanges; otherwise the unit of a strictly increasing nonce."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything generic code may ask of the exchange beyond parsing and signing."""
         ...
 
     def base_url(self, environment: Environment) -> str:
@@ -71,21 +80,6 @@ class Exchange(Protocol):
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         """Add authentication for ``host`` (the netloc actually sent to)."""
-        ...
-
-    @property
-    def refusal_paths(self) -> tuple[str, ...]:
-        """Path prefixes of this exchange's API: a refusal made before the account is known
-        answers in the format of the exchange whose path it is (exchanges.for_path)."""
-        ...
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """The proxy's own refusal in this exchange's error format, with a code that ccxt maps
-        to the class a bot should see (docs/interface.md "Refusals")."""
-        ...
-
-    def answer_reason(self, body: bytes) -> str | None:
-        """The exchange's own code and message from an error answer, for logs and /readyz."""
         ...
 
 
@@ -158,12 +152,6 @@ class Catalogue:
         if ep.action is Action.FORBIDDEN:
             raise EndpointForbidden(f"{method} {path} is a {ep.category} endpoint; never allowed")
         return ep
-
-    def knows(self, path: str) -> bool:
-        """Whether ``path`` is one of this catalogue's paths, for any method."""
-        if any(p == path for _, p in self._exact):
-            return True
-        return any(self._match_template(m, path) is not None for m, _, _ in self._templates)
 
     def _match_template(self, method: str, path: str) -> Endpoint | None:
         parts = path[1:].split("/")
@@ -370,73 +358,27 @@ def reject_unused_body(inbound: Inbound) -> None:
         raise BadRequest(f"body: {inbound.method} requests to this endpoint take no body")
 
 
-# ---------------------------------------------------------------- the proxy's own refusals
-
-@dataclass(frozen=True)
-class RefusalView:
-    """A refusal the proxy makes itself, before an exchange module dresses it in the exchange's
-    error format (docs/interface.md "Refusals in the exchange's own format")."""
-
-    status: int
-    code: str          # the contract's code, e.g. "policy_denied"
-    message: str       # what happened and what to do; never a secret
-    rule: str          # the rule that decided; the code itself when no rule did
-    request_id: str
-
-    @property
-    def text(self) -> str:
-        """One line naming the code, the rule and the request id: ccxt quotes the body in its
-        exception, so a bot's log says which rule refused and which audit record to look up."""
-        return f"{self.code}: {self.message} (rule {self.rule}; request {self.request_id})"
-
-    def fields(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message, "rule": self.rule,
-                "request_id": self.request_id}
+# ---------------------------------------------------------------- instruments
 
 
-@dataclass(frozen=True)
-class RefusalBody:
-    content_type: str
-    body: bytes
-
-
-def refusal_json(value: Any) -> RefusalBody:
-    return RefusalBody("application/json", json.dumps(value).encode())
-
-
-def refusal_text(refusal: RefusalView) -> RefusalBody:
-    """For classes the exchange's ccxt maps from the HTTP status only (no body code does): a
-    body that is not JSON makes ccxt fall back to the status (429, 502/503, 504)."""
-    return RefusalBody("text/plain; charset=utf-8", refusal.text.encode())
-
-
-def contract_refusal(refusal: RefusalView) -> RefusalBody:
-    """The proxy's own JSON, for a path that belongs to no exchange."""
-    return refusal_json({"error": refusal.fields()})
-
-
-def render_native(refusal: RefusalView, table: Mapping[str, Any], shape: Callable[[Any], Any]) -> RefusalBody:
-    """``shape(native)`` as JSON, where ``native`` is the exchange's own error for the refusal's
-    code in ``table``; plain text where the table has none (ccxt then maps the HTTP status)."""
-    native = table.get(refusal.code)
-    return refusal_text(refusal) if native is None else refusal_json(shape(native))
-
-
-def json_or_none(body: bytes) -> Any:
+def instrument_answer(body: bytes) -> Any:
+    """The JSON of an instruments answer, numbers as Decimal; InstrumentError if not JSON."""
+    if len(body) > 1024 * 1024:
+        raise InstrumentError("instruments answer too large")
     try:
-        return json.loads(body)
-    except ValueError:
-        return None
+        return json.loads(body.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, ValueError):
+        raise InstrumentError("instruments answer is not JSON") from None
 
 
-def exchange_reason(body: bytes, code_key: str, message_key: str) -> str | None:
-    """``"<code> <message>"`` from a JSON object answer such as Binance's ``{"code", "msg"}``:
-    the exchange's own words for why it refused, cut short and stripped of control characters."""
-    data = json_or_none(body)
-    return reason_text(data.get(code_key), data.get(message_key)) if isinstance(data, dict) else None
-
-
-def reason_text(*parts: Any) -> str | None:
-    words = " ".join(str(p) for p in parts if p not in (None, "", [], {}))
-    words = _CTRL.sub(" ", words).strip()
-    return words[:200] or None
+def positive_decimal(value: Any, what: str) -> Decimal:
+    """A positive finite decimal from a plain decimal string or JSON number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise InstrumentError(f"{what}: missing or not a number")
+    text = str(value)
+    if not re.fullmatch(r"[0-9]{1,24}(?:\.[0-9]{1,24})?", text):
+        raise InstrumentError(f"{what}: not a plain decimal")
+    number = Decimal(text)
+    if number <= 0:
+        raise InstrumentError(f"{what}: not positive")
+    return number

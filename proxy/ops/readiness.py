@@ -69,7 +69,7 @@ class AccountSigning:
 
 
 def accounts_detail(accounts: Iterable[AccountSigning], now: float) -> dict[str, dict[str, object]]:
-    """``{"binance-main": {"can_sign": false, "why": "...", ...}}``. An account that is paused
+    """``{"main": {"can_sign": false, "why": "...", ...}}``. An account that is paused
     (an exchange cool-down) cannot sign until the pause ends, whatever its key."""
     shown: dict[str, dict[str, object]] = {}
     for a in accounts:

@@ -16,9 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from proxy import exchanges
 from proxy.errors import NotReady, Refusal, Unauthenticated
 from proxy.exchanges import for_path
-from proxy.exchanges.base import Exchange, RefusalView, contract_refusal
+from proxy.exchanges.base import Exchange
+from proxy.exchanges.capabilities import find_order_id
+from proxy.exchanges.refusals import RefusalView, contract_refusal
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply, split_target
@@ -143,7 +146,9 @@ class Decisions:
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
-            ctx.exchange_order_id = exchange_order_id(response.body)
+            known = exchanges.find(ctx.exchange or "")  # the exchange says where its answer has it
+            fields = known.capabilities.order_id_fields if known is not None else ()
+            ctx.exchange_order_id = find_order_id(response.body, fields)
         task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", rule, "outcome")))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -224,7 +229,7 @@ def error_reply(request_id: str, refusal: Refusal, exchange: Exchange | None) ->
     own JSON without an exchange; ``X-Proxy-Error`` names the code either way."""
     view = RefusalView(refusal.status, refusal.code, refusal.message, refusal.rule or refusal.code,
                        request_id)
-    rendered = exchange.render_refusal(view) if exchange is not None else contract_refusal(view)
+    rendered = exchange.capabilities.errors.render(view) if exchange is not None else contract_refusal(view)
     headers: list[tuple[str, str]] = [
         ("content-type", rendered.content_type), ("x-proxy-error", refusal.code),
     ]
@@ -247,33 +252,3 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
         }.items()
         if v is not None
     }
-
-
-_ORDER_ID_KEYS = ("orderId", "ordId", "order_id", "txid", "id")
-
-
-def exchange_order_id(body: bytes) -> str | None:
-    """Best effort: the exchange's order id from a placement answer, for the audit record.
-    Looks for the usual id fields in the top three levels of a JSON answer."""
-    if len(body) > 64 * 1024:
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    level: list[Any] = [data]
-    for _ in range(3):
-        nxt: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                for key in _ORDER_ID_KEYS:
-                    value = node.get(key)
-                    if isinstance(value, str | int) and not isinstance(value, bool):
-                        return str(value)
-                    if isinstance(value, list) and value and isinstance(value[0], str | int):
-                        return str(value[0])
-                nxt.extend(node.values())
-            elif isinstance(node, list):
-                nxt.extend(node[:4])
-        level = nxt
-    return None

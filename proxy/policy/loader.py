@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from proxy.errors import PolicyError
 from proxy.model.decimals import decimal_from_config
 from proxy.model.request import GRANTABLE, NEVER_GRANTABLE, Category
 from proxy.policy.model import (
@@ -51,13 +52,6 @@ _RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\"
 
 Bad = Callable[[str, str], None]
 
-
-class PolicyError(ValueError):
-    """One or more policy problems, each ``file: where: problem``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def policy_files(directory: Path) -> list[Path]:

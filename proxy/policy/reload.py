@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from proxy.errors import PolicyError
 from proxy.ops.metrics import Metrics
-from proxy.policy.loader import PolicyError, dir_digest, load_dir
+from proxy.policy.loader import dir_digest, load_dir
 from proxy.policy.model import PolicySet
 
 log = logging.getLogger("proxy.policy")

@@ -11,15 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
 from proxy.exchanges.tickers import ticker_market
+from proxy.guards.instruments import Instruments
 from proxy.guards.prices import ReferencePrices
-from proxy.model.request import Prepared
-from proxy.policy.evaluate import Decision, EvalContext, over_budget, reference_symbols
+from proxy.model.request import Instrument, Prepared
+from proxy.policy.evaluate import (
+    Decision,
+    EvalContext,
+    instrument_symbols,
+    over_budget,
+    reference_symbols,
+)
 from proxy.policy.model import PolicySet
 from proxy.state import StateStore
 
@@ -40,10 +48,13 @@ class PolicyRuntime:
 
     def __init__(
         self, store: StateStore | None, prices: ReferencePrices | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, instruments: Instruments | None = None,
     ) -> None:
         self.store = store
         self.prices = prices
+        #: contract sizes from the exchange's instruments endpoint (None: notional rules on
+        #: instruments the request does not describe refuse)
+        self.instruments = instruments
         self._clock = clock
         self._flags: dict[str, tuple[float, bool]] = {}
 
@@ -51,13 +62,18 @@ class PolicyRuntime:
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
         exchange: Any, base_url: str,
     ) -> EvalContext:
-        symbols = reference_symbols(policies, client, account, prepared)
+        canonical = canonical_symbols(exchange)
+        symbols = reference_symbols(policies, client, account, prepared, canonical)
         refs = {}
         if symbols and self.prices is not None:
             market = ticker_market(str(getattr(exchange, "name", "")), prepared)
             refs = await self.prices.prices(exchange, base_url, sorted(symbols), market)
+        wanted = instrument_symbols(policies, client, account, prepared, canonical)
+        instruments = {}
+        if wanted and self.instruments is not None:
+            instruments = await self.instruments.lookup(exchange, base_url, account, wanted)
         return EvalContext(
-            reference_prices=refs,
+            reference_prices=refs, instruments=instruments, canonical=canonical,
             kill_client=await self._flag(kill_flag("client", client)),
             kill_account=await self._flag(kill_flag("account", account)),
         )
@@ -88,6 +104,23 @@ class PolicyRuntime:
             if total > charge.limit:
                 return over_budget(decision, charge, total)
         return decision
+
+
+def with_instruments(prepared: Prepared, instruments: Mapping[str, Instrument]) -> Prepared:
+    """``prepared`` with the instruments read from the exchange on its intents (what is signed
+    and sent does not change)."""
+    if not instruments:
+        return prepared
+    intents = tuple(
+        replace(i, instrument=instruments.get(i.symbol or "", i.instrument)) if i.instrument is None else i
+        for i in prepared.intents)
+    return replace(prepared, intents=intents)
+
+
+def canonical_symbols(exchange: Any) -> Callable[[str], str]:
+    """The exchange module's alias resolution (``canonical_symbol``), else symbols as written."""
+    fn = getattr(exchange, "canonical_symbol", None)
+    return fn if callable(fn) else str
 
 
 def refusal(decision: Decision) -> Refusal:

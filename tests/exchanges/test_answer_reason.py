@@ -34,7 +34,7 @@ def _j(value: object) -> bytes:
     ("deribit", _j({"jsonrpc": "2.0", "error": {"code": 13009, "message": "unauthorized"}}), "13009 unauthorized"),
 ])
 def test_answer_reason_reads_the_exchanges_own_words(exchange: str, body: bytes, reason: str) -> None:
-    assert exchanges.get(exchange).answer_reason(body) == reason
+    assert exchanges.get(exchange).capabilities.errors.reason(body) == reason
     assert exchanges.answer_reason(exchange, 400, body) == f"HTTP 400: {reason}"
 
 
@@ -46,5 +46,5 @@ def test_answer_reason_of_something_else_is_the_status_alone(exchange: str, body
 
 def test_answer_reason_is_one_short_line() -> None:
     body = _j({"code": -1, "msg": "line one\nline two\x00" + "x" * 500})
-    reason = exchanges.get("binance").answer_reason(body)
+    reason = exchanges.get("binance").capabilities.errors.reason(body)
     assert reason is not None and "\n" not in reason and "\x00" not in reason and len(reason) <= 200

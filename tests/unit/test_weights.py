@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.exchanges.weights import DEFAULT_WEIGHT_PER_MINUTE, request_weight
+from proxy import exchanges
+from proxy.exchanges.weights import default_weight_per_minute, request_weight
 
 
 @pytest.mark.parametrize(("method", "path", "query", "body", "weight"), [
@@ -30,4 +31,5 @@ def test_other_exchanges_and_defaults() -> None:
     assert request_weight("kraken", "POST", "/0/private/TradesHistory") == 2
     assert request_weight("kraken", "POST", "/0/private/Balance") == 1
     assert request_weight("okx", "GET", "/api/v5/account/balance") == 1
-    assert DEFAULT_WEIGHT_PER_MINUTE == {"binance": 6000}
+    defaults = {name: default_weight_per_minute(name) for name in exchanges.NAMES}
+    assert {name: w for name, w in defaults.items() if w is not None} == {"binance": 6000}

@@ -1,7 +1,7 @@
 """``keys import-transit``: put a transit account's key into Vault Transit, the rest into KV.
 
 The operator pipes the key as issued (the ``keys rotate`` JSON: api_key, api_secret, and
-passphrase for OKX and Bitget). The exchange module loads it exactly as it would for local
+passphrase where the exchange issues one). The exchange module loads it exactly as it would for local
 signing, so Transit receives the very bytes local signing would use; the material is wrapped
 for Transit's wrapping key and imported as a new key or a new version; Vault then proves it
 holds the same key (an HMAC verified by Transit, or the public key compared) before KV gets a
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 
 from proxy import exchanges
-from proxy.errors import SecretSourceError
-from proxy.keys.transit.signer import TransitClient, TransitError, signer
+from proxy.errors import KeyFormatError, KeyInputError, SecretSourceError, TransitError
+from proxy.keys.transit.signer import TransitClient, signer
 from proxy.keys.transit.wrap import import_key, transit_material
 from proxy.model.sensitive import Secret
-from proxy.model.signers import AsymmetricKey, HmacKey, KeyFormatError
+from proxy.model.signers import AsymmetricKey, HmacKey
 
 if TYPE_CHECKING:  # types only: this edge does not import the wiring layer
     from proxy.config import AccountConfig, VaultConfig
@@ -34,9 +34,6 @@ if TYPE_CHECKING:  # types only: this edge does not import the wiring layer
 _FIELDS = {"api_key", "api_secret", "passphrase"}
 _PROBE = b"signing-proxy transit import check"
 
-
-class KeyInputError(ValueError):
-    """The key on stdin is not usable; the message names fields, never values."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ def parse_key_json(text: str) -> dict[str, str]:
     if not isinstance(data, dict) or not {"api_key", "api_secret"} <= set(data) \
             or set(data) - _FIELDS or not all(isinstance(v, str) for v in data.values()):
         raise KeyInputError("stdin must be a JSON object of strings with api_key, api_secret "
-                            "(and passphrase for OKX and Bitget), nothing else")
+                            "(and passphrase where the exchange issues one), nothing else")
     return data
 
 

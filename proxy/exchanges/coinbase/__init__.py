@@ -17,38 +17,35 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
     Environment,
     NonceUnit,
     Pairs,
-    RefusalBody,
-    RefusalView,
     dump_json,
     encode_pairs,
     endpoint,
-    json_or_none,
+    instrument_answer,
     parse_json_object,
     parse_pairs,
-    reason_text,
-    render_native,
+    positive_decimal,
     require_content_type,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
 )
-from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.coinbase.capabilities import CAPABILITIES
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import EcKey, Ed25519Key, load_pem_private_key, looks_like_pem
 
@@ -157,19 +154,6 @@ class _CdpEd25519Key(Ed25519Key):
         return self._key
 
 
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Coinbase error id that
-#: ccxt 4.5.90's coinbase maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, str | None] = {
-    "unauthenticated": "unauthorized", "forbidden": "PERMISSION_DENIED",
-    "endpoint_forbidden": "PERMISSION_DENIED", "policy_denied": "PERMISSION_DENIED",
-    "bad_request": "INVALID_ARGUMENT", "too_large": "INVALID_ARGUMENT",
-    "idempotency_conflict": "INVALID_ARGUMENT", "rate_limited": "rate_limit_exceeded",
-    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": None,
-}
-
-
 @dataclass(frozen=True)
 class Coinbase:
     """Coinbase Advanced Trade. JWTs live ``jwt_lifetime`` seconds (Coinbase's limit: 120)."""
@@ -178,27 +162,10 @@ class Coinbase:
     nonce_unit: NonceUnit | None = None
     jwt_lifetime: int = 120
 
-    #: docs/exchanges.md: GET /api/v3/brokerage/time -> epochMillis
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/brokerage/time", ("epochMillis",))
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v3/brokerage/", "/v2/")
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """Advanced Trade's ``{"error", "message"}``. Nothing of Coinbase's maps to InvalidOrder:
-        a reused client order id is BadRequest."""
-        return render_native(refusal, REFUSALS, lambda error: {
-            "error": error, "message": refusal.text, "error_details": refusal.text})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        """``error message``, ``errors[0].id message`` or ``error_response.error message``."""
-        data = json_or_none(body)
-        if not isinstance(data, dict):
-            return None
-        for inner in (data.get("error_response"), *(data.get("errors") or [])[:1]):
-            if isinstance(inner, dict):
-                return reason_text(inner.get("error", inner.get("id")), inner.get("message"))
-        return reason_text(data.get("error"), data.get("message", data.get("error_description")))
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Coinbase: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.coinbase.com", "testnet": "https://api-sandbox.coinbase.com"}[
@@ -254,6 +221,15 @@ class Coinbase:
         except BadRequest:
             return Lookup.UNKNOWN
         return Lookup.FOUND if status == 200 and data.get("success") is True else Lookup.UNKNOWN
+
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /api/v3/brokerage/market/products/{product_id}`` for a futures product."""
+        if market != "FUTURE" or not _PRODUCT.fullmatch(symbol):
+            raise InstrumentError("no Coinbase product table for this product")
+        return Outbound("GET", f"{B}/market/products/{symbol}", (), b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         headers: tuple[tuple[str, str], ...] = ()
@@ -390,11 +366,31 @@ def _order_intent(obj: Mapping[str, Any]) -> Intent:
     base, quote = money.get("base_size"), money.get("quote_size")
     if spec.order_type == "market" and (base is None) == (quote is None):
         raise BadRequest(f"{where}: send base_size or quote_size, exactly one")
+    spot = product.count("-") == 1
+    if quote is not None and not spot:
+        raise BadRequest(f"{where}quote_size: only for spot products; send base_size (contracts)")
     return Intent(
         symbol=product, side=_SIDES[side], order_type=spec.order_type, time_in_force=spec.tif,
-        quantity=base, quote_quantity=quote, price=money.get("limit_price"),
-        client_order_id=coid,
+        quantity=base, quote_quantity=quote if spot else None, price=money.get("limit_price"),
+        client_order_id=coid, market="SPOT" if spot else "FUTURE",
+        instrument=Instrument(product, "spot") if spot else None,
+        prices=tuple(money[k] for k in ("stop_price", "stop_trigger_price") if k in money),
     )
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """A futures product from ``/api/v3/brokerage/market/products/{id}``: ``base_size`` counts
+    contracts of ``future_product_details.contract_size`` base units (CB-DOC "Get public
+    product")."""
+    data = instrument_answer(body)
+    if not isinstance(data, dict) or data.get("product_id") != symbol:
+        raise InstrumentError("coinbase product: the answer is for another product")
+    if data.get("product_type") != "FUTURE":
+        raise InstrumentError("coinbase product: not a FUTURE product")
+    details = data.get("future_product_details")
+    if not isinstance(details, dict):
+        raise InstrumentError("coinbase product: no future_product_details")
+    return Instrument(symbol, "linear", positive_decimal(details.get("contract_size"), "contract_size"))
 
 
 def _check_cancel(obj: Mapping[str, Any]) -> None:
@@ -406,9 +402,6 @@ def _check_cancel(obj: Mapping[str, Any]) -> None:
     for order_id in ids:
         if not isinstance(order_id, str) or not _ORDER_ID.fullmatch(order_id):
             raise BadRequest("order_ids: each an order id string (letters, digits, '-')")
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 128)
 
 
 EXCHANGE = Coinbase()

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import quote
 
 from proxy.errors import BadRequest
@@ -39,29 +39,25 @@ from proxy.exchanges.base import (
     Environment,
     NonceUnit,
     Pairs,
-    RefusalBody,
-    RefusalView,
     drop_keys,
     dump_json,
     endpoint,
-    json_or_none,
     parse_json_object,
     parse_pairs,
-    reason_text,
     reject_unused_body,
-    render_native,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.kraken.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, USER_AGENT, lookup_result
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -102,7 +98,6 @@ CATALOGUE = Catalogue([
 AUTH_PARAMS = ("nonce", "otp")
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-USER_AGENT = "exchange-signing-proxy"
 MAX_BATCH = 15
 
 _PAIR = re.compile(r"[A-Z0-9]{2,24}")
@@ -128,20 +123,6 @@ def _encode(pairs: Pairs) -> str:
     return "&".join(f"{quote(k, safe='-_.~[]')}={quote(v, safe='-_.~[]')}" for k, v in pairs)
 
 
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Kraken error string that
-#: ccxt 4.5.90's kraken maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, str | None] = {
-    "unauthenticated": "EAPI:Invalid key", "forbidden": "EGeneral:Permission denied",
-    "endpoint_forbidden": "EGeneral:Permission denied", "policy_denied": "EGeneral:Permission denied",
-    "bad_request": "EGeneral:Invalid arguments", "too_large": "EGeneral:Invalid arguments",
-    "idempotency_conflict": "EOrder:Invalid order", "rate_limited": "EGeneral:Rate limit exceeded",
-    "account_paused": "EService:Unavailable", "not_ready": "EService:Unavailable",
-    "upstream_error": "EService:Unavailable", "upstream_timeout": None,
-}
-
-
 @dataclass(frozen=True)
 class Kraken:
     """Kraken spot. ``nonce_unit`` is the scale of Stamp.nonce; see the module docstring."""
@@ -149,23 +130,16 @@ class Kraken:
     name: str = "kraken"
     nonce_unit: NonceUnit | None = "us"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Kraken: the "capabilities" section below."""
+        return CAPABILITIES
+    def canonical_symbol(self, symbol: str) -> str:  # policy compares symbols through this
+        return canonical_pair(symbol)
+
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
             raise ValueError('nonce_unit: Kraken needs "ms" or "us"')
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/0/",)
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """``{"error": [...], "result": {}}``, the error ccxt knows first ("EAPI:Rate limit
-        exceeded" would be DDoSProtection; any other ":Rate limit exceeded" is RateLimitExceeded)."""
-        return render_native(refusal, REFUSALS, lambda error: {
-            "error": [error, f"EGeneral:{refusal.text}"], "result": {}})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        data = json_or_none(body)
-        errors = data.get("error") if isinstance(data, dict) else None
-        return reason_text("; ".join(map(str, errors))) if isinstance(errors, list) else None
 
     def base_url(self, environment: Environment) -> str:
         if environment == "live":
@@ -208,10 +182,6 @@ class Kraken:
             intents = _form_intents(ep.name, ep.category, dict(pairs))
         return Prepared(inbound.method, ep.path, "", body, ctype, ep, intents)
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` with ``cl_ord_id`` added; unchanged when the bot sent ``userref``
         (Kraken takes one or the other)."""
@@ -236,7 +206,7 @@ class Kraken:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """No error and the order under ``open``/``closed``: found; none there: absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:
@@ -279,7 +249,6 @@ def _content_type(inbound: Inbound) -> str:
     if ctype not in (FORM, JSON):
         raise BadRequest(f"body: Content-Type must be {FORM} or {JSON}")
     return ctype
-
 
 
 # ---------------------------------------------------------------- intents
@@ -385,11 +354,41 @@ def _order(p: Mapping[str, str], pair: str | None, allowed: frozenset[str]) -> I
     quote_sized = "viqc" in flags
     if quote_sized and otype != "market":
         raise BadRequest("oflags=viqc (volume in quote currency) is only for market orders")
+    trigger = _trigger(p, otype)
     return Intent(
-        symbol=pair, side=side, order_type=otype, time_in_force=tif,
+        symbol=pair, side=side, order_type=otype,
+        time_in_force=tif if tif is not None else "GTC",  # KRK-DOC AddOrder: GTC is the default
         quantity=None if quote_sized else volume, quote_quantity=volume if quote_sized else None,
-        price=price, client_order_id=coid,
+        price=price, client_order_id=coid, instrument=Instrument(pair, "spot"),
+        prices=(trigger,) if trigger is not None else (),
     )
+
+
+def _trigger(p: Mapping[str, str], otype: str) -> Decimal | None:
+    """A stop-loss or take-profit order's trigger (``price``; a *-limit's limit is ``price2``)."""
+    triggered = otype in _TRIGGERED or otype in _TRIGGERED_LIMIT
+    return parse_decimal(p["price"], "price") if triggered else None
+
+
+#: KRK-DOC Assets: legacy asset codes and their altname spellings (XXBTZUSD is the pair id of
+#: XBTUSD); BTC and DOGE are accepted spellings of XBT and XDG.
+_LEGACY_ASSETS: Mapping[str, str] = {k: k[1:] for k in (
+    "XXBT", "XETH", "XLTC", "XXRP", "XXLM", "XXMR", "XETC", "XZEC", "XREP", "XMLN", "XXDG",
+    "ZUSD", "ZEUR", "ZGBP", "ZCAD", "ZJPY")}
+_ASSET_ALIASES = (("BTC", "XBT"), ("DOGE", "XDG"))
+
+
+def canonical_pair(pair: str) -> str:
+    """A pair as its altname (XXBTZUSD, BTCUSD -> XBTUSD), so no spelling escapes a cap."""
+    pair = pair.upper()
+    if len(pair) == 8 and pair[:4] in _LEGACY_ASSETS and pair[4:] in _LEGACY_ASSETS:
+        return _LEGACY_ASSETS[pair[:4]] + _LEGACY_ASSETS[pair[4:]]
+    for alias, code in _ASSET_ALIASES:
+        if pair.startswith(alias):
+            pair = code + pair[len(alias):]
+        if pair.endswith(alias) and len(pair) > len(alias):
+            pair = pair[: -len(alias)] + code
+    return pair
 
 
 def _oflags(text: str | None) -> list[str]:
@@ -428,23 +427,6 @@ def _price(p: Mapping[str, str], otype: str) -> Decimal | None:
         "ordertype: use market, limit, iceberg, stop-loss, take-profit, stop-loss-limit or "
         "take-profit-limit (trailing and settle-position orders are not supported)"
     )
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    result = data.get("result")
-    if status != 200 or data.get("error") != [] or not isinstance(result, dict):
-        return Lookup.UNKNOWN
-    orders = result.get("open", result.get("closed"))
-    if not isinstance(orders, dict):
-        return Lookup.UNKNOWN
-    return Lookup.FOUND if orders else Lookup.ABSENT
 
 
 EXCHANGE = Kraken()

@@ -4,8 +4,8 @@ Signing (docs/exchanges.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + re
 ``timestamp`` is ISO-8601 UTC with milliseconds and ``Z`` (``2020-12-08T09:08:57.715Z``),
 ``requestPath`` includes ``?query`` for GET, and ``body`` is the JSON exactly as sent (empty
 when there is none). The passphrase travels in plain text in ``OK-ACCESS-PASSPHRASE``. Demo
-trading uses the same host with ``x-simulated-trading: 1``: use :data:`TESTNET` (or
-:func:`for_environment`) for testnet accounts.
+trading uses the same host with ``x-simulated-trading: 1``: a testnet account's exchange object
+has ``simulated_trading`` set (``capabilities.testnet_switches``), like :data:`TESTNET`.
 
 Quantity semantics: ``sz`` is the exchange's own quantity (base for spot, contracts for
 derivatives) except a spot Market order, where ``tgtCcy`` (default ``quote_ccy`` for a buy,
@@ -19,26 +19,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
     Environment,
     NonceUnit,
-    RefusalBody,
-    RefusalView,
     dump_json,
     encode_pairs,
     endpoint,
-    exchange_reason,
-    json_or_none,
+    instrument_answer,
     parse_json,
-    parse_json_object,
     parse_pairs,
-    reason_text,
-    render_native,
+    positive_decimal,
     require_content_type,
 )
 from proxy.exchanges.base import (
@@ -47,16 +42,16 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.okx.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -122,18 +117,6 @@ _CANCEL_FIELDS = frozenset({"instId", "ordId", "clOrdId"})
 MAX_BATCH = 20
 
 
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the OKX error code that
-#: ccxt 4.5.90's okx maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, str | None] = {
-    "unauthenticated": "50111", "forbidden": "50027", "endpoint_forbidden": "50027",
-    "policy_denied": "50027", "bad_request": "51000", "too_large": "51000",
-    "idempotency_conflict": "51016", "rate_limited": "50011", "account_paused": "50013",
-    "not_ready": "50013", "upstream_error": "50013", "upstream_timeout": "50004",
-}
-
-
 @dataclass(frozen=True)
 class Okx:
     """The OKX v5 exchange; ``simulated_trading`` marks demo-trading (testnet) accounts."""
@@ -142,23 +125,10 @@ class Okx:
     nonce_unit: NonceUnit | None = None
     simulated_trading: bool = False
 
-    #: docs/exchanges.md: GET /api/v5/public/time -> data[0].ts (ms string)
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v5/public/time", ("data", 0, "ts"))
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v5/",)
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": refusal.text, "data": []})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        """``code msg``, or the first order's ``sCode sMsg`` when the top level says only "1"."""
-        data = json_or_none(body)
-        items = data.get("data") if isinstance(data, dict) else None
-        first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
-        if first.get("sCode") not in (None, "", "0"):
-            return reason_text(first.get("sCode"), first.get("sMsg"))
-        return exchange_reason(body, "code", "msg")
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Okx: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         # OKX demo trading shares the live host; the x-simulated-trading header selects it.
@@ -195,10 +165,6 @@ class Okx:
         return Prepared(method="POST", path=ep.path, query="", body=body,
                         content_type="application/json", endpoint=ep, intents=intents)
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -212,12 +178,24 @@ class Okx:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """code "0" with the order: found; 51603 "Order does not exist": absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
         values = [c for c in ids]
         return self.prepare(batch_inbound_with(prepared, None, CLIENT_ORDER_ID_RULES.field, values))
+
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /api/v5/public/instruments?instType=SWAP&instId=..`` (OKX-DOC "Get
+        instruments"); options need an instrument family and are not read (refused)."""
+        if market not in ("SWAP", "FUTURES") or not _INST_ID.fullmatch(symbol):
+            raise InstrumentError(f"no OKX instrument table for {market or 'this'} instrument")
+        extra = (SIMULATED_TRADING_HEADER,) if self.simulated_trading else ()
+        return Outbound("GET", f"{V5}/public/instruments?"
+                        + encode_pairs([("instType", market), ("instId", symbol)]), extra, b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -245,7 +223,6 @@ def iso8601_ms(now_ms: int) -> str:
     """``2020-12-08T09:08:57.715Z``: OKX's OK-ACCESS-TIMESTAMP format."""
     seconds = datetime.fromtimestamp(now_ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{seconds}.{now_ms % 1000:03d}Z"
-
 
 
 # ---------------------------------------------------------------- intents
@@ -315,8 +292,10 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
         _check_fields(obj, _AMEND_FIELDS, "amend")
         if "ordId" not in obj and "clOrdId" not in obj:
             raise BadRequest("amend: send ordId or clOrdId")
-        return Intent(symbol=_inst_id(obj, True), quantity=_decimal(obj, "newSz"),
-                      price=_decimal(obj, "newPx"), client_order_id=_cl_ord_id(obj))
+        inst = _inst_id(obj, True)
+        assert inst is not None
+        return Intent(symbol=inst, quantity=_decimal(obj, "newSz"), price=_decimal(obj, "newPx"),
+                      client_order_id=_cl_ord_id(obj), **_instrument_fields(inst))
     _check_fields(obj, _ORDER_FIELDS, "order")
     inst = _inst_id(obj, True)
     assert inst is not None
@@ -357,30 +336,67 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
     default = "quote_ccy" if side == "buy" else "base_ccy"
     by_quote = spot_market and (target or default) == "quote_ccy"
     return Intent(
-        symbol=inst, side=side, order_type=otype, quantity=None if by_quote else size,
-        quote_quantity=size if by_quote else None, price=price, client_order_id=_cl_ord_id(obj),
+        symbol=inst, side=side, order_type=otype, time_in_force=_EFFECTIVE_TIF[otype],
+        quantity=None if by_quote else size, quote_quantity=size if by_quote else None,
+        price=price, client_order_id=_cl_ord_id(obj), **_instrument_fields(inst),
     )
 
 
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clOrdId", 32, separator="")
+#: OKX has no time-in-force field: the order type carries it (OKX-DOC "Place order" ordType:
+#: limit and post_only rest until cancelled, optimal_limit_ioc is "market order with
+#: immediate-or-cancel", fok/ioc/op_fok as named, mmp orders are limit orders of market
+#: makers). A plain market order has none.
+_EFFECTIVE_TIF: Mapping[str, str | None] = {
+    "limit": "gtc", "post_only": "gtc", "mmp": "gtc", "mmp_and_post_only": "gtc",
+    "ioc": "ioc", "optimal_limit_ioc": "ioc", "fok": "fok", "op_fok": "fok", "market": None,
+}
 
 
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    if status == 200 and data.get("code") == "0" and isinstance(data.get("data"), list) and data["data"]:
-        return Lookup.FOUND
-    if data.get("code") == "51603":
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
+def instrument_type(inst: str) -> str:
+    """OKX's instType from an instId's documented shape: BTC-USDT (SPOT), BTC-USD-SWAP (SWAP),
+    BTC-USD-250328 (FUTURES), BTC-USD-250328-50000-C (OPTION); "" for any other shape."""
+    parts = inst.split("-")
+    if len(parts) == 2:
+        return "SPOT"
+    if len(parts) == 3:
+        return "SWAP" if parts[2] == "SWAP" else "FUTURES" if parts[2].isdigit() else ""
+    if len(parts) == 5 and parts[4] in ("C", "P"):
+        return "OPTION"
+    return ""
+
+
+def _instrument_fields(inst: str) -> dict[str, Any]:
+    """A spot sz counts base units (known from the request); any other instrument is read from
+    /api/v5/public/instruments before a notional rule can apply."""
+    kind = instrument_type(inst)
+    if kind == "SPOT":
+        return {"instrument": Instrument(inst, "spot"), "market": "SPOT"}
+    return {"market": kind}
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """One SWAP or FUTURES instrument from ``/api/v5/public/instruments``: ``ctType`` linear
+    (``ctVal`` x ``ctMult`` base units a contract, ``ctValCcy`` the base currency) or inverse
+    (``ctVal`` x ``ctMult`` quote units a contract, ``ctValCcy`` the quote currency)."""
+    data = instrument_answer(body)
+    if not isinstance(data, dict) or data.get("code") != "0":
+        raise InstrumentError("okx instruments: code is not \"0\"")
+    items = data.get("data")
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        raise InstrumentError("okx instruments: expected exactly one instrument")
+    item = items[0]
+    if item.get("instId") != symbol or item.get("instType") != market:
+        raise InstrumentError("okx instruments: the answer is for another instrument")
+    size = positive_decimal(item.get("ctVal"), "ctVal") * positive_decimal(item.get("ctMult"), "ctMult")
+    base, quote = symbol.split("-")[:2]
+    kind, currency = item.get("ctType"), item.get("ctValCcy")
+    if kind == "linear" and currency == base:
+        return Instrument(symbol, "linear", size)
+    if kind == "inverse" and currency == quote:
+        return Instrument(symbol, "inverse", size)
+    raise InstrumentError(f"okx instruments: ctType {kind!r} with ctValCcy {currency!r} is not "
+                          "a documented contract")
 
 
 EXCHANGE = Okx()
 TESTNET = Okx(simulated_trading=True)
-
-
-def for_environment(environment: Environment) -> Okx:
-    """The OKX module for an account's environment (demo trading needs its header)."""
-    return TESTNET if environment == "testnet" else EXCHANGE

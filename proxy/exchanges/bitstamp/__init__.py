@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import (
@@ -26,36 +25,22 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
-    RefusalBody,
-    RefusalView,
     encode_pairs,
     endpoint,
-    json_or_none,
-    parse_json_object,
-    reason_text,
-    render_native,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bitstamp.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import (
-    Category,
-    Endpoint,
-    Inbound,
-    Intent,
-    Outbound,
-    Prepared,
-    Stamp,
-)
+from proxy.model.request import Category, Endpoint, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey, looks_like_pem
 
@@ -115,20 +100,6 @@ _MARKET_FIELDS = frozenset({"amount", "client_order_id"})
 _INSTANT_FIELDS = frozenset({"amount", "client_order_id", "amount_in_counter"})
 
 
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitstamp error words that
-#: ccxt 4.5.90's bitstamp maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, str | None] = {
-    "unauthenticated": "Authentication failed", "forbidden": "No permission found",
-    "endpoint_forbidden": "No permission found", "policy_denied": "No permission found",
-    "bad_request": "Invalid offset.", "too_large": "Invalid offset.",
-    "idempotency_conflict": "Ensure that there are no more than one order per client order id.",
-    "rate_limited": None, "account_paused": None, "not_ready": None, "upstream_error": None,
-    "upstream_timeout": None,
-}
-
-
 @dataclass(frozen=True)
 class Bitstamp:
     """The Bitstamp exchange (HMAC keys only; Bitstamp issues no other kind)."""
@@ -136,28 +107,10 @@ class Bitstamp:
     name: str = "bitstamp"
     nonce_unit: NonceUnit | None = None
 
-    #: docs/exchanges.md: no server-time endpoint was verified; signed with the host clock
-    server_time: ClassVar[ServerTime | None] = None
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v2/",)
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """``{"status": "error", "reason": {"__all__": [...]}}``: ccxt matches Bitstamp's errors
-        by their words, so the words it knows come first, the proxy's text second ("Invalid
-        offset." is all ccxt's bitstamp maps to BadRequest)."""
-        return render_native(refusal, REFUSALS, lambda words: {
-            "status": "error", "reason": {"__all__": [words, refusal.text]}, "code": refusal.code})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        """``code reason``; the reason is a string, ``{"__all__": [...]}`` or per field."""
-        data = json_or_none(body)
-        if not isinstance(data, dict):
-            return None
-        reason = data.get("reason", data.get("error"))
-        if isinstance(reason, dict):
-            reason = "; ".join(str(v[0] if isinstance(v, list) and v else v) for v in reason.values())
-        return reason_text(data.get("code"), reason)
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bitstamp: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         if environment != "live":
@@ -197,10 +150,6 @@ class Bitstamp:
             "POST", inbound.raw_path, "", encoded, FORM if encoded else None, ep, intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -215,7 +164,7 @@ class Bitstamp:
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """200 with the order: found; ``404.002`` "Order not found." (ccxt: OrderNotFound):
         absent; anything else proves nothing."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -274,7 +223,6 @@ def _lookup(method: str, raw_path: str) -> tuple[Endpoint, list[str]]:
     return ep, segments
 
 
-
 def _flag(params: Mapping[str, str], name: str) -> bool:
     value = params.get(name)
     if value is None:
@@ -326,6 +274,10 @@ def _order_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
         symbol=pair, side=side, order_type=kind, time_in_force=tif,
         quantity=None if quote_sized else amount, quote_quantity=amount if quote_sized else None,
         price=price, client_order_id=_client_order_id(params.get("client_order_id")),
+        # A perpetual's amount unit is not read from an instruments table here, so a notional
+        # rule refuses it; spot amounts are base currency.
+        instrument=None if pair.endswith("-perp") else Instrument(pair, "spot"),
+        market="perp" if pair.endswith("-perp") else "spot",
     )
 
 
@@ -336,25 +288,6 @@ def _other_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
     if "id" in params and "client_order_id" in params:
         raise BadRequest("send id or client_order_id, not both")
     return Intent(symbol=pair, client_order_id=_client_order_id(params.get("client_order_id")))
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 64)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body)
-    except BadRequest:
-        return Lookup.UNKNOWN
-    if status == 200 and data.get("id") is not None and isinstance(data.get("status"), str) \
-            and data.get("status") != "error":
-        return Lookup.FOUND
-    reason = data.get("reason")
-    reasons = reason.get("__all__") if isinstance(reason, dict) else [reason]
-    if data.get("response_code") == "404.002" or (
-            isinstance(reasons, list) and "Order not found." in reasons):
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
 
 
 EXCHANGE = Bitstamp()

@@ -21,12 +21,10 @@ Bitfinex has no separate testnet: paper trading is a sub-account on the same hos
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import Any
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import (
@@ -34,29 +32,32 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
-    RefusalBody,
-    RefusalView,
     dump_json,
     encode_pairs,
     endpoint,
-    json_or_none,
     parse_json_object,
     parse_pairs,
-    reason_text,
     reject_unused_body,
-    render_native,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bitfinex.capabilities import (
+    CAPABILITIES,
+    CLIENT_ORDER_ID_RULES,
+    LOOKUP_LIMIT,
+    MAX_CID,
+    SYMBOL,
+    lookup_result,
+)
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
 )
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Category, Endpoint, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -89,8 +90,6 @@ CATALOGUE = Catalogue([
     endpoint("POST", "/v1/transfer", X),
 ])
 
-_SYMBOL_TEXT = r"t(?:[A-Z0-9]{6}|[A-Z0-9]{2,12}:[A-Z0-9]{2,12})"
-_SYMBOL = re.compile(_SYMBOL_TEXT)
 _CONF = re.compile(r"pub:[a-z]+(?::[a-z]+)*(?:,pub:[a-z]+(?::[a-z]+)*)*")
 #: Paths whose parameter segment holds ':' or ',' (Catalogue segments cannot).
 _TEMPLATES: tuple[tuple[re.Pattern[str], Endpoint], ...] = (
@@ -108,30 +107,19 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], Endpoint], ...] = (
 
 JSON = "application/json"
 MAX_OPS = 75
-MAX_CID = 2**45
 _ORDER_TYPES = frozenset({
     f"{prefix}{kind}" for prefix in ("EXCHANGE ", "")
-    for kind in ("LIMIT", "MARKET", "STOP", "STOP LIMIT", "TRAILING STOP", "FOK", "IOC")
+    for kind in ("LIMIT", "MARKET", "STOP", "STOP LIMIT", "FOK", "IOC")
 })
 _FLAGS = {64: "hidden", 512: "close", 1024: "reduce_only", 4096: "post_only", 16384: "oco",
           524288: "no_var_rates"}
 _ORDER_FIELDS = frozenset({
-    "type", "symbol", "amount", "price", "lev", "price_trailing", "price_aux_limit",
-    "price_oco_stop", "gid", "cid", "flags", "tif", "meta",
+    "type", "symbol", "amount", "price", "lev", "price_aux_limit", "price_oco_stop", "gid",
+    "cid", "flags", "tif", "meta",
 })
 _META_FIELDS = frozenset({"aff_code", "make_visible", "protect_selfmatch"})
 _DATE = re.compile(r"20[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])")
 _TIF = re.compile(r"20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitfinex error that
-#: ccxt 4.5.90's bitfinex maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-_DOWN = "temporarily_unavailable"
-REFUSALS: dict[str, str | None] = {
-    "unauthenticated": "10100", "forbidden": "10001", "endpoint_forbidden": "10001", "policy_denied": "10001",
-    "bad_request": "10020", "too_large": "10020", "idempotency_conflict": "10020", "rate_limited": "11010",
-    "account_paused": _DOWN, "not_ready": _DOWN, "upstream_error": _DOWN, "upstream_timeout": None,
-}
 
 
 @dataclass(frozen=True)
@@ -141,23 +129,14 @@ class Bitfinex:
     name: str = "bitfinex"
     nonce_unit: NonceUnit | None = "us"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bitfinex: the "capabilities" section below."""
+        return CAPABILITIES
+
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
             raise ValueError('nonce_unit: Bitfinex needs "ms" or "us"')
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/v2/auth/", "/v2/ticker", "/v2/book/", "/v2/conf/",
-                                                 "/v2/platform/", "/v2/trades/", "/v2/candles/")
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """``{"error": "10001"}``: ccxt reads ``["error", code, text]`` only from 500 and 429 answers.
-        Nothing of Bitfinex's maps to InvalidOrder: a reused client order id is BadRequest."""
-        return render_native(refusal, REFUSALS, lambda c: {"error": c, "error_description": refusal.text})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        data = json_or_none(body)  # ["error", 10114, "nonce: small"]
-        ok = isinstance(data, list) and len(data) >= 3 and data[0] == "error"
-        return reason_text(data[1], data[2]) if ok else None
 
     def base_url(self, environment: Environment) -> str:
         # Paper trading is a Bitfinex sub-account with its own keys on the same API host.
@@ -186,10 +165,6 @@ class Bitfinex:
         intents = _intents(ep, symbol, obj)
         return Prepared(inbound.method, path, "", dump_json(obj).encode(), JSON, ep, intents)
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` with the integer ``cid`` added (scoped by Bitfinex to the UTC day)."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, int(coid)))
@@ -217,7 +192,7 @@ class Bitfinex:
         (a ``cid`` is unique per UTC day only, so an older order reusing it must not count);
         the bot sees that array alone, never the account's other orders. Absent: a complete
         list without it (a list of LOOKUP_LIMIT entries may be cut short: unknown)."""
-        return _lookup_result(order.intents[0], status, body)
+        return lookup_result(order.intents[0], status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
@@ -264,11 +239,10 @@ def lookup(method: str, raw_path: str) -> tuple[Endpoint, str | None]:
                 if not _CONF.fullmatch(value):
                     raise BadRequest("config: send pub:... labels separated by ','")
                 return ep, None
-            if not _SYMBOL.fullmatch(value):
+            if not SYMBOL.fullmatch(value):
                 raise BadRequest("symbol: use Bitfinex's trading symbol exactly, e.g. tBTCUSD")
             return ep, value
     return CATALOGUE.lookup(method, raw_path), None
-
 
 
 # ---------------------------------------------------------------- intents
@@ -311,9 +285,12 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     if unknown:
         raise BadRequest(f"{unknown[0]!r} is not an order field this proxy understands")
     otype, symbol = obj.get("type"), obj.get("symbol")
+    if (isinstance(otype, str) and otype.endswith("TRAILING STOP")) or "price_trailing" in obj:
+        raise BadRequest("TRAILING STOP: the exchange moves a trailing stop's price with the "
+                         "market, which the policy cannot check; send a STOP or STOP LIMIT")
     if otype not in _ORDER_TYPES:
         raise BadRequest("type: use a Bitfinex order type such as 'EXCHANGE LIMIT'")
-    if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
+    if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol):
         raise BadRequest("symbol: use Bitfinex's trading symbol exactly, e.g. tBTCUSD")
     amount = parse_decimal(_text(obj, "amount"), "amount", allow_negative=True)
     if amount == 0:
@@ -321,11 +298,10 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     flags = _flags(obj.get("flags", 0))
     kind = otype.removeprefix("EXCHANGE ")
     prices = {k: parse_decimal(_text(obj, k), k) for k in (
-        "price", "price_trailing", "price_aux_limit", "price_oco_stop") if k in obj}
+        "price", "price_aux_limit", "price_oco_stop") if k in obj}
     need = {
         "LIMIT": {"price"}, "FOK": {"price"}, "IOC": {"price"}, "MARKET": set(),
         "STOP": {"price"}, "STOP LIMIT": {"price", "price_aux_limit"},
-        "TRAILING STOP": {"price_trailing"},
     }[kind] | ({"price_oco_stop"} if "oco" in flags else set())
     if set(prices) != need:
         missing, extra = sorted(need - set(prices)), sorted(set(prices) - need)
@@ -340,16 +316,40 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     if "meta" in obj:
         _meta(obj["meta"])
     cid = _integer(obj["cid"], "cid", MAX_CID) if "cid" in obj else None
-    tif = "FOK" if kind == "FOK" else "IOC" if kind == "IOC" else None
-    if "post_only" in flags:
-        tif = "PO"
+    tif = _effective_tif(kind, flags, "tif" in obj)
     limit = prices.get("price_aux_limit") if kind == "STOP LIMIT" else (
         prices.get("price") if kind in ("LIMIT", "FOK", "IOC") else None)
+    side = "buy" if amount > 0 else "sell"
+    triggers = (prices["price"],) if kind in ("STOP", "STOP LIMIT") else ()
+    legs: tuple[Intent, ...] = ()
+    if "oco" in flags:
+        # BFX-DOC "Submit order" flags: OCO (16384) "places a stop order at price_oco_stop
+        # alongside the order": a second order of the same side and amount, a STOP.
+        stop = "EXCHANGE STOP" if otype.startswith("EXCHANGE ") else "STOP"
+        legs = (Intent(symbol=symbol, side=side, order_type=stop.lower(), quantity=abs(amount),
+                       prices=(prices["price_oco_stop"],)),)
     return Intent(
-        symbol=symbol, side="buy" if amount > 0 else "sell", order_type=otype.lower(),
-        time_in_force=tif, quantity=abs(amount), price=limit,
-        client_order_id=None if cid is None else str(cid),
+        symbol=symbol, side=side, order_type=otype.lower(), time_in_force=tif,
+        quantity=abs(amount), price=limit, client_order_id=None if cid is None else str(cid),
+        prices=triggers, legs=legs, **_instrument_fields(symbol),
     )
+
+
+def _effective_tif(kind: str, flags: Collection[str], until: bool) -> str | None:
+    """No time-in-force field: FOK and IOC are order types, post-only a flag, a ``tif`` date
+    makes a limit order good till then, else it rests until cancelled; market and stop: none."""
+    if kind in ("FOK", "IOC"):
+        return kind
+    if "post_only" in flags:
+        return "PO"
+    return ("GTD" if until else "GTC") if kind in ("LIMIT", "STOP LIMIT") else None
+
+
+def _instrument_fields(symbol: str) -> dict[str, Any]:
+    """A trading pair (tBTCUSD, tTESTBTC:TESTUSD) counts base units; a derivative (tBTCF0:USTF0)
+    has no instruments reader here, so notional rules refuse it."""
+    derivative = "F0" in symbol
+    return {"market": "derivatives"} if derivative else {"instrument": Instrument(symbol, "spot")}
 
 
 def _cancel(obj: Mapping[str, Any]) -> Intent:
@@ -410,41 +410,6 @@ def _meta(value: Any) -> None:
         raise BadRequest(f"meta: an object with only {', '.join(sorted(_META_FIELDS))}")
     if any(not isinstance(v, str | int) or isinstance(v, bool) for v in value.values()):
         raise BadRequest("meta: values must be strings or integers")
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cid", 0, max_int=MAX_CID)
-
-#: Closed orders asked for when looking one up (Bitfinex's documented maximum per request).
-LOOKUP_LIMIT = 2500
-
-
-def _lookup_result(intent: Intent, status: int, body: bytes) -> tuple[Lookup, bytes]:
-    try:  # the exchange's own JSON (JavaScript numbers, exponents included), only read here
-        orders = json.loads(body)
-    except ValueError:
-        return Lookup.UNKNOWN, body
-    if status != 200 or not isinstance(orders, list):
-        return Lookup.UNKNOWN, body
-    assert intent.client_order_id is not None and intent.quantity is not None
-    amount = intent.quantity if intent.side == "buy" else -intent.quantity
-    for row in orders:
-        if not (isinstance(row, list) and len(row) > 7):
-            return Lookup.UNKNOWN, body
-        if row[2] == int(intent.client_order_id) and row[3] == intent.symbol \
-                and _same_amount(row[7], amount):
-            return Lookup.FOUND, json.dumps([row], separators=(",", ":")).encode()
-    if len(orders) >= LOOKUP_LIMIT:
-        return Lookup.UNKNOWN, body
-    return Lookup.ABSENT, body
-
-
-def _same_amount(value: Any, amount: Decimal) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return False
-    try:
-        return Decimal(str(value)) == amount
-    except InvalidOperation:
-        return False
 
 
 EXCHANGE = Bitfinex()

@@ -16,42 +16,37 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
     Environment,
     NonceUnit,
-    RefusalBody,
-    RefusalView,
     drop_keys,
     encode_pairs,
     endpoint,
-    json_or_none,
-    parse_json_object,
+    instrument_answer,
     parse_pairs,
-    reason_text,
     reject_unused_body,
-    render_native,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.deribit.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import (
     Action,
     Category,
     Endpoint,
     Inbound,
+    Instrument,
     Intent,
     Outbound,
     Prepared,
@@ -110,7 +105,6 @@ _INSTRUMENT = re.compile(r"[A-Z0-9]{1,10}(?:_[A-Z0-9]{1,10})?(?:-[A-Z0-9]{1,12})
 _LABEL = re.compile(r"[\x21-\x7e]{1,64}")
 _TYPES = frozenset({
     "limit", "market", "stop_limit", "stop_market", "take_limit", "take_market", "market_limit",
-    "trailing_stop",
 })
 _PRICED = frozenset({"limit", "stop_limit", "take_limit"})
 _TIFS = frozenset({"good_til_cancelled", "good_til_day", "fill_or_kill", "immediate_or_cancel"})
@@ -118,19 +112,13 @@ _BOOLS = ("post_only", "reject_post_only", "reduce_only", "mmp")
 _TRIGGERS = frozenset({"index_price", "mark_price", "last_price"})
 _ORDER_PARAMS = frozenset({
     "instrument_name", "amount", "type", "label", "price", "time_in_force", "max_show",
-    "trigger_price", "trigger", "trigger_offset", "valid_until", *_BOOLS,
+    "trigger_price", "trigger", "valid_until", *_BOOLS,
 })
-
-
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Deribit error code that
-#: ccxt 4.5.90's deribit maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, int | None] = {
-    "unauthenticated": 10000, "forbidden": 11042, "endpoint_forbidden": 11042, "policy_denied": 11042,
-    "bad_request": 11029, "too_large": 11029, "idempotency_conflict": 10025, "rate_limited": None,
-    "account_paused": 10040, "not_ready": 10040, "upstream_error": 10040, "upstream_timeout": None,
-}
+#: DRB-DOC "private/buy": a trailing stop's trigger follows the market by ``trigger_offset``,
+#: and ``advanced`` makes an option's price USD or implied volatility: prices the policy
+#: cannot check, so refused.
+_SELF_PRICING = ("trigger_offset", "advanced")
+_TRIGGERED = frozenset({"stop_limit", "stop_market", "take_limit", "take_market"})
 
 
 @dataclass(frozen=True)
@@ -140,26 +128,10 @@ class Deribit:
     name: str = "deribit"
     nonce_unit: NonceUnit | None = None
 
-    #: docs/exchanges.md: GET /api/v2/public/get_time -> result (ms)
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/get_time", ("result",))
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v2/private/", "/api/v2/public/")
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """A JSON-RPC error. Deribit's too_many_requests (10028) is DDoSProtection in ccxt, so a
-        rate limit is text: ccxt maps the 429 itself to RateLimitExceeded."""
-        return render_native(refusal, REFUSALS, lambda code: {"jsonrpc": "2.0", "error": {
-            "code": code, "message": refusal.text, "data": refusal.fields()}})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        data = json_or_none(body)
-        error = data.get("error") if isinstance(data, dict) else None
-        if not isinstance(error, dict):
-            return None
-        detail = error.get("data")
-        return reason_text(error.get("code"), error.get("message"),
-                           detail.get("reason") if isinstance(detail, dict) else None)
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Deribit: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://www.deribit.com", "testnet": "https://test.deribit.com"}[
@@ -192,10 +164,6 @@ class Deribit:
             content_type=None, endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -213,7 +181,17 @@ class Deribit:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """A JSON-RPC result listing orders with the label: found; an empty list: absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
+
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /api/v2/public/get_instrument?instrument_name=..``."""
+        if not _INSTRUMENT.fullmatch(symbol):
+            raise InstrumentError("not a Deribit instrument name")
+        return Outbound("GET", f"{PUB}/get_instrument?" + encode_pairs([("instrument_name", symbol)]),
+                        (), b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -243,7 +221,6 @@ def authorization(
     return f"deri-hmac-sha256 id={client_id},ts={ts},sig={sig},nonce={nonce}"
 
 
-
 def _instrument(params: Mapping[str, str], required: bool = True) -> str | None:
     name = params.get("instrument_name")
     if name is None:
@@ -262,17 +239,12 @@ def _label(params: Mapping[str, str]) -> str | None:
     return label
 
 
-def is_inverse(instrument: str) -> bool:
-    """Inverse futures and perpetuals (``BTC-PERPETUAL``, ``ETH-27JUN25``): ``amount`` is USD.
-
-    Linear instruments carry a settlement currency (``BTC_USDC-PERPETUAL``); options end in
-    ``-C``/``-P`` and count the underlying coin.
-    """
-    parts = instrument.split("-")
-    return "_" not in parts[0] and len(parts) == 2
-
-
 def _order_intent(method: str, params: Mapping[str, str]) -> Intent:
+    self_pricing = [k for k in _SELF_PRICING if k in params]
+    if self_pricing or params.get("type") == "trailing_stop":
+        raise BadRequest(f"{self_pricing[0] if self_pricing else 'trailing_stop'}: the exchange "
+                         "would set this order's price itself, which the policy cannot check; "
+                         "send an absolute price")
     unknown = sorted(set(params) - _ORDER_PARAMS)
     if unknown:
         hint = " (send amount, not contracts)" if unknown[0] == "contracts" else ""
@@ -290,9 +262,12 @@ def _order_intent(method: str, params: Mapping[str, str]) -> Intent:
         raise BadRequest(f"price: required for a {otype} order")
     if otype not in _PRICED and price is not None:
         raise BadRequest(f"price: not allowed on a {otype} order")
-    for name in ("trigger_price", "trigger_offset", "max_show"):
-        if name in params:
-            parse_decimal(params[name], name)
+    trigger = parse_decimal(params["trigger_price"], "trigger_price") if "trigger_price" in params else None
+    if (trigger is None) == (otype in _TRIGGERED):
+        raise BadRequest(f"trigger_price: required for {otype} orders, and only for "
+                         "stop_* and take_* orders")
+    if "max_show" in params:
+        parse_decimal(params["max_show"], "max_show")
     if "trigger" in params and params["trigger"] not in _TRIGGERS:
         raise BadRequest(f"trigger: use one of {', '.join(sorted(_TRIGGERS))}")
     if "valid_until" in params and not params["valid_until"].isdigit():
@@ -304,10 +279,34 @@ def _order_intent(method: str, params: Mapping[str, str]) -> Intent:
         if name in params and params[name] not in ("true", "false"):
             raise BadRequest(f"{name}: true or false")
     return Intent(
-        symbol=instrument, side=method, order_type=otype, time_in_force=tif, quantity=amount,
-        quote_quantity=amount if is_inverse(instrument) else None, price=price,
-        client_order_id=_label(params),
+        symbol=instrument, side=method, order_type=otype,
+        time_in_force=tif if tif is not None else "good_til_cancelled", quantity=amount,
+        price=price, client_order_id=_label(params), prices=(trigger,) if trigger is not None else (),
     )
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """One instrument from ``/api/v2/public/get_instrument``. DRB-DOC ``amount``: "For
+    perpetual and inverse futures the amount is in USD units. For options and linear futures
+    it is the underlying base currency coin": ``instrument_type`` reversed is inverse (1 USD a
+    unit of amount), linear and spot count the base coin, options are refused by notional
+    rules."""
+    data = instrument_answer(body)
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, dict) or result.get("instrument_name") != symbol:
+        raise InstrumentError("deribit instrument: the answer is for another instrument")
+    if result.get("is_active") is not True:
+        raise InstrumentError("deribit instrument: not active")
+    kind, style = result.get("kind"), result.get("instrument_type")
+    if kind == "option":
+        return Instrument(symbol, "option")
+    if kind == "spot":
+        return Instrument(symbol, "spot")
+    if kind == "future" and style == "reversed":
+        return Instrument(symbol, "inverse")
+    if kind == "future" and style == "linear":
+        return Instrument(symbol, "linear")
+    raise InstrumentError(f"deribit instrument: kind {kind!r} ({style!r}) has no documented amount unit")
 
 
 def _cancel_intents(params: Mapping[str, str]) -> tuple[Intent, ...]:
@@ -315,20 +314,6 @@ def _cancel_intents(params: Mapping[str, str]) -> tuple[Intent, ...]:
     if instrument is None and label is None:
         return ()
     return (Intent(symbol=instrument, client_order_id=label),)
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("label", 64)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    result = data.get("result")
-    if status != 200 or "error" in data or not isinstance(result, list):
-        return Lookup.UNKNOWN
-    return Lookup.FOUND if result else Lookup.ABSENT
 
 
 EXCHANGE = Deribit()

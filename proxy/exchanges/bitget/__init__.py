@@ -14,7 +14,7 @@ import base64
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlencode
 
 from proxy.errors import BadRequest
@@ -24,14 +24,10 @@ from proxy.exchanges.base import (
     Environment,
     NonceUnit,
     Pairs,
-    RefusalBody,
-    RefusalView,
     dump_json,
     endpoint,
-    exchange_reason,
     parse_json_object,
     parse_pairs,
-    render_native,
     require_content_type,
 )
 from proxy.exchanges.base import (
@@ -40,16 +36,16 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bitget.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
@@ -112,18 +108,6 @@ _ORDER_FIELDS = frozenset({
 _MAX_BATCH = 50
 
 
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitget error code that
-#: ccxt 4.5.90's bitget maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, str | None] = {
-    "unauthenticated": "40006", "forbidden": "40014", "endpoint_forbidden": "40014",
-    "policy_denied": "40014", "bad_request": "40017", "too_large": "40017",
-    "idempotency_conflict": "40500", "rate_limited": "1001", "account_paused": "40604",
-    "not_ready": "40604", "upstream_error": "40604", "upstream_timeout": "50008",
-}
-
-
 @dataclass(frozen=True)
 class Bitget:
     """The Bitget v2 spot exchange. ``paper_trading`` adds Bitget's demo header (PAPTRADING: 1)."""
@@ -132,21 +116,10 @@ class Bitget:
     nonce_unit: NonceUnit | None = None
     paper_trading: bool = False
 
-    #: docs/exchanges.md: GET /api/v2/public/time -> data.serverTime (ms)
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/time", ("data", "serverTime"))
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = (
-        "/api/v2/spot/", "/api/v2/mix/", "/api/v2/margin/", "/api/v2/common/", "/api/v2/public/",
-        "/api/v2/user/", "/api/v2/broker/", "/api/v2/earn/", "/api/v2/tax/",
-        "/api/v3/account/withdraw", "/api/v3/account/transfer", "/api/v3/broker/",
-    )
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        return render_native(refusal, REFUSALS, lambda c: {"code": c, "msg": refusal.text, "data": None})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        return exchange_reason(body, "code", "msg")
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bitget: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         # Demo trading uses the live host with the PAPTRADING header (see ``paper_trading``).
@@ -192,10 +165,6 @@ class Bitget:
             content_type=JSON, endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -211,7 +180,7 @@ class Bitget:
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """``00000`` with the order: found; ``43001`` (ccxt: OrderNotFound) or an empty list:
         absent; anything else proves nothing."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
@@ -262,8 +231,6 @@ def _encode_query(pairs: Pairs) -> str:
 
 def _decoded(query: str) -> str:
     return "&".join(f"{k}={v}" for k, v in parse_pairs(query, "query"))
-
-
 
 
 def _symbol(value: str | None, required: bool) -> str | None:
@@ -361,9 +328,12 @@ def _order_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
     quote_sized = otype == "market" and side == "buy"
     return Intent(
         symbol=symbol, side=side, order_type=otype,
-        time_in_force=force.lower() if force else None,
+        # a limit order without force is taken as gtc: whether Bitget then rests it or
+        # refuses it, a time-in-force rule never passes an order it would not pass as gtc
+        time_in_force=force.lower() if force else "gtc" if otype == "limit" else None,
         quantity=None if quote_sized else size, quote_quantity=size if quote_sized else None,
         price=price, client_order_id=_client_oid(_text(obj, "clientOid")),
+        instrument=Instrument(symbol, "spot"),
     )
 
 
@@ -378,25 +348,6 @@ def _cancel_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
     if order_id is not None and coid is not None:
         raise BadRequest("send orderId or clientOid, not both (Bitget silently prefers orderId)")
     return Intent(symbol=symbol, client_order_id=coid)
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clientOid", 49)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body)
-    except BadRequest:
-        return Lookup.UNKNOWN
-    code, orders = data.get("code"), data.get("data")
-    if status == 200 and code == "00000" and isinstance(orders, list):
-        if not orders:
-            return Lookup.ABSENT
-        if isinstance(orders[0], dict) and isinstance(orders[0].get("orderId"), str):
-            return Lookup.FOUND
-    if status == 400 and code == "43001":
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
 
 
 EXCHANGE = Bitget()

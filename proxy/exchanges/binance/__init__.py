@@ -13,7 +13,6 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 from urllib.parse import quote
 
 from proxy.errors import BadRequest
@@ -22,28 +21,23 @@ from proxy.exchanges.base import (
     Credentials,
     Environment,
     NonceUnit,
-    RefusalBody,
-    RefusalView,
     drop_keys,
     encode_pairs,
     endpoint,
-    exchange_reason,
-    parse_json,
-    render_native,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.binance.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
-from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.decimals import parse_decimal
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import Ed25519Key, HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
@@ -101,31 +95,22 @@ _TYPES = {
     "LIMIT_MAKER",
 }
 _TIFS = {"GTC", "IOC", "FOK"}
-_DECIMALS = ("quantity", "quoteOrderQty", "price", "stopPrice", "icebergQty", "pegOffsetValue")
+_DECIMALS = ("quantity", "quoteOrderQty", "price", "stopPrice", "icebergQty")
 _ORDER_PARAMS = frozenset({
     "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price",
-    "newClientOrderId", "strategyId", "strategyType", "stopPrice", "trailingDelta",
-    "icebergQty", "newOrderRespType", "selfTradePreventionMode", "pegPriceType",
-    "pegOffsetValue", "pegOffsetType", "recvWindow", "computeCommissionRates",
+    "newClientOrderId", "strategyId", "strategyType", "stopPrice",
+    "icebergQty", "newOrderRespType", "selfTradePreventionMode", "recvWindow",
+    "computeCommissionRates",
 })
+#: Parameters that make Binance set or move the price itself (BIN-REST "New order (TRADE)": pegged
+#: orders take their price from the book, pegPriceType/pegOffsetValue/pegOffsetType; a
+#: trailing stop moves its trigger with the market, trailingDelta): no price the policy
+#: could check exists when the order is sent, so they are refused.
+_SELF_PRICING = ("pegPriceType", "pegOffsetValue", "pegOffsetType", "trailingDelta")
 _AMEND_PARAMS = _ORDER_PARAMS | {
     "cancelReplaceMode", "cancelNewClientOrderId", "cancelOrigClientOrderId", "cancelOrderId",
     "cancelRestrictions", "orderRateLimitExceededMode",
 }
-
-
-
-#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Binance error code that
-#: ccxt 4.5.90's binance maps to the class a bot should see; None: none maps to it, but ccxt maps
-#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
-REFUSALS: dict[str, int | None] = {
-    "unauthenticated": -1002, "forbidden": -1002, "endpoint_forbidden": -1002, "policy_denied": -1002,
-    "bad_request": -1100, "too_large": -1100, "idempotency_conflict": -2010, "rate_limited": -1003,
-    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": -1007,
-}
-
-#: ccxt's binance maps no code to PermissionDenied, only these words in ``msg``
-_NO_PRIVILEGE = "this client has no operation privilege here"
 
 
 @dataclass(frozen=True)
@@ -136,21 +121,10 @@ class Binance:
     nonce_unit: NonceUnit | None = None
     recv_window: int | None = None
 
-    #: docs/exchanges.md: GET /api/v3/time -> {"serverTime": ms}
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/time", ("serverTime",))
-
-    #: path prefixes of this API, for refusals made before the account is known
-    refusal_paths: ClassVar[tuple[str, ...]] = ("/api/v3/", "/sapi/")
-
-    def render_refusal(self, refusal: RefusalView) -> RefusalBody:
-        """``{"code": -1002, "msg": ...}``. ccxt raises DDoSProtection for every Binance 429,
-        before it reads the body: the nearest it has to RateLimitExceeded."""
-        permission = refusal.code in ("forbidden", "endpoint_forbidden", "policy_denied")
-        msg = f"{refusal.text}; {_NO_PRIVILEGE}" if permission else refusal.text
-        return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": msg})
-
-    def answer_reason(self, body: bytes) -> str | None:
-        return exchange_reason(body, "code", "msg")
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Binance: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.binance.com", "testnet": "https://testnet.binance.vision"}[
@@ -191,10 +165,6 @@ class Binance:
             endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with ``newClientOrderId`` added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -208,7 +178,7 @@ class Binance:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """200 with the order: found; -2013 "Order does not exist": absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:
@@ -254,7 +224,6 @@ def _outbound(
     return Outbound(prepared.method, target, headers, body, stamp)
 
 
-
 def _intent(action: Action, category: Category, params: Mapping[str, str]) -> Intent:
     symbol = params.get("symbol")
     if symbol is not None and not _SYMBOL.fullmatch(symbol):
@@ -265,6 +234,10 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
         coid = params.get("origClientOrderId")
         return Intent(symbol=symbol, client_order_id=coid)
     allowed = _AMEND_PARAMS if action is Action.AMEND else _ORDER_PARAMS
+    pegged = [k for k in _SELF_PRICING if k in params]
+    if pegged:
+        raise BadRequest(f"{pegged[0]}: pegged and trailing orders let the exchange set the price, "
+                         "which the policy cannot check; send a price (and stopPrice)")
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise BadRequest(f"{unknown[0]!r} is not an order parameter this proxy understands")
@@ -280,8 +253,6 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
     if tif is not None and tif not in _TIFS:
         raise BadRequest("timeInForce: use GTC, IOC or FOK")
     values = {f: parse_decimal(params[f], f) for f in _DECIMALS if f in params}
-    if "trailingDelta" in params:
-        parse_integer(params["trailingDelta"], "trailingDelta")
     qty, quote_qty = values.get("quantity"), values.get("quoteOrderQty")
     if qty is not None and quote_qty is not None:
         raise BadRequest("send quantity or quoteOrderQty, not both")
@@ -296,28 +267,23 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
     coid = params.get("newClientOrderId")
     if coid is not None and not _CLIENT_ORDER_ID.fullmatch(coid):
         raise BadRequest("newClientOrderId: 1-36 characters from a-z, A-Z, 0-9, '-' and '_'")
+    if otype in ("STOP_LOSS", "TAKE_PROFIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") \
+            and "stopPrice" not in values:
+        raise BadRequest(f"stopPrice: required for a {otype} order")
+    if "stopPrice" in values and otype in ("LIMIT", "MARKET", "LIMIT_MAKER"):
+        raise BadRequest(f"stopPrice: not used by a {otype} order; omit it")
+    stop = values.get("stopPrice")
     return Intent(
         symbol=symbol, side=_SIDES[side], order_type=otype.lower(),
-        time_in_force=tif, quantity=qty, quote_quantity=quote_qty, price=values.get("price"),
-        client_order_id=coid,
+        time_in_force=tif if tif is not None else _DEFAULT_TIF.get(otype), quantity=qty,
+        quote_quantity=quote_qty, price=values.get("price"), client_order_id=coid,
+        instrument=Instrument(symbol, "spot"), prices=(stop,) if stop is not None else (),
     )
 
 
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("newClientOrderId", 36)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    if not isinstance(data, dict):
-        return Lookup.UNKNOWN
-    if status == 200 and isinstance(data.get("clientOrderId"), str):
-        return Lookup.FOUND
-    if status == 400 and data.get("code") == -2013:
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
+#: BIN-REST "New order (TRADE)": LIMIT_MAKER is a post-only limit order that rests until cancelled and
+#: takes no timeInForce; MARKET, STOP_LOSS and TAKE_PROFIT orders have none.
+_DEFAULT_TIF = {"LIMIT_MAKER": "GTC"}
 
 
 EXCHANGE = Binance()
