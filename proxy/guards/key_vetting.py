@@ -269,7 +269,7 @@ class KeyVetting:
         if self.guard is not None:
             await self.guard.observe(account.name, exchange.name, response.status, response.headers,
                                      response.body)
-        return probe.parse(response.status, response.body)
+        return parse_answer(exchange.name, response.status, response.body)
 
 
 def _which(key: str) -> str:
