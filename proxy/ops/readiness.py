@@ -11,9 +11,12 @@ keys only other workers report added from them (lowest pid first).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
+
+from proxy.errors import NotReady
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,39 @@ def accounts_detail(accounts: Iterable[AccountSigning], now: float) -> dict[str,
             why = why or f"paused until {entry['paused_until']}: the exchange asked the proxy to back off"
         shown[a.name] = {"can_sign": why is None, **({"why": why} if why else {}), **entry}
     return shown
+
+
+class _Creds(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+class _Account(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def creds(self) -> _Creds | None: ...
+
+    @property
+    def error(self) -> str: ...
+
+
+class _Vetting(Protocol):
+    def refusal(self, account: str, version: int) -> NotReady | None: ...
+
+    def verdict(self, account: str) -> str: ...
+
+
+class _Pauses(Protocol):
+    def paused_until(self, account: str) -> float: ...
+
+
+def signing(accounts: Iterable[_Account], vetting: _Vetting, pauses: _Pauses) -> Iterator[AccountSigning]:
+    """Per account: can it sign now, and if not, why (docs/interface.md "Operators")."""
+    for a in accounts:
+        refusal = None if a.creds is None else vetting.refusal(a.name, a.creds.version)
+        why = f"secret not loaded: {a.error or 'not read yet'}" if a.creds is None else (
+            refusal.message if refusal is not None else None)
+        yield AccountSigning(a.name, a.creds.version if a.creds else None, why,
+                             vetting.verdict(a.name), pauses.paused_until(a.name))

@@ -8,7 +8,6 @@ overwrite another's field by accident; the record is built from it in one place.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +19,6 @@ from proxy import exchanges
 from proxy.errors import NotReady, Refusal, Unauthenticated
 from proxy.exchanges import for_path
 from proxy.exchanges.base import Exchange
-from proxy.exchanges.capabilities import find_order_id
 from proxy.exchanges.refusals import RefusalView, contract_refusal
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
@@ -65,6 +63,8 @@ class RequestContext:
     upstream_status: int | None = None
     upstream_latency_ms: float | None = None
     exchange_order_id: str | None = None
+    #: a batch placement: every order's id, in order
+    exchange_order_ids: tuple[str, ...] | None = None
     error: str | None = None
     # Not recorded: whose error format a refusal takes (set once the client's grant is known),
     # and the rule of the allowed decision record, which its outcome record repeats.
@@ -79,7 +79,7 @@ class RequestContext:
             client_order_id_injected=False, would_deny=None, idempotent_replay=False,
             client_order_ids=None, order_lookup=None, order_lookup_for=self.prepared_coid,
             key_index=None, upstream_status=None, upstream_latency_ms=None, exchange_order_id=None,
-            error=None, decided_rule=None,
+            exchange_order_ids=None, error=None, decided_rule=None,
         )
 
     @property
@@ -88,7 +88,8 @@ class RequestContext:
 
 
 _OPTIONAL = ("client_order_id_injected", "would_deny", "idempotent_replay", "order_lookup",
-             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id", "error")
+             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id",
+             "exchange_order_ids", "error")
 
 
 class Decisions:
@@ -146,9 +147,10 @@ class Decisions:
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
-            known = exchanges.find(ctx.exchange or "")  # the exchange says where its answer has it
-            fields = known.capabilities.order_id_fields if known is not None else ()
-            ctx.exchange_order_id = find_order_id(response.body, fields)
+            batch = ctx.prepared.endpoint.batch
+            ids = exchange_order_ids(ctx.exchange, response.body, batch=batch)
+            ctx.exchange_order_id = ids[0] if ids else None
+            ctx.exchange_order_ids = ids if batch and ids else None
         task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", rule, "outcome")))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -210,7 +212,7 @@ class Decisions:
                 line["error"] = ctx.error
             if ctx.order_lookup_for is not None:
                 line["order_lookup_for"] = ctx.order_lookup_for
-            log.info(json.dumps(line))
+            log.info("decision", extra={"fields": line})
 
 
 def answering(ctx: RequestContext) -> Exchange | None:
@@ -252,3 +254,10 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
         }.items()
         if v is not None
     }
+
+
+def exchange_order_ids(exchange: str | None, body: bytes, *, batch: bool = False) -> tuple[str, ...]:
+    """The order ids in a placement answer, read where the exchange's capabilities say its
+    answer has them (``order_ids``); () for an unknown exchange or an answer without one."""
+    known = exchanges.find(exchange or "")
+    return known.capabilities.order_ids.extract(body, batch=batch) if known is not None else ()

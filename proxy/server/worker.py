@@ -32,6 +32,8 @@ from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.keys import audit_signing
+from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
 from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
@@ -39,7 +41,7 @@ from proxy.keys.transit import signer as transit
 from proxy.keys.vault import SecretMeta, VaultSecretSource
 from proxy.ops.admin import create_admin_app
 from proxy.ops.metrics import Metrics
-from proxy.ops.readiness import AccountSigning, accounts_detail
+from proxy.ops.readiness import accounts_detail, signing
 from proxy.ops.review_page import AuditReview
 from proxy.ops.run_dir import RunDir
 from proxy.ops.status import ProxyStatus
@@ -115,7 +117,8 @@ class Worker:
         self.transit = transit.TransitClient(
             cfg.vault.addr, self.source.token, mount=cfg.vault.transit_mount,
             timeout_s=cfg.vault.timeout_s, ca_file=cfg.vault.ca_file,
-        ) if any(a.signing == "transit" for a in cfg.accounts) else None
+        ) if any(a.signing == "transit" for a in cfg.accounts) or cfg.checkpoints.signing == "transit" \
+            else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
         self.store = observe_store(store, self.metrics)
@@ -133,6 +136,7 @@ class Worker:
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
+        self.vault_witness: VaultWitness | None = None
         self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
@@ -175,17 +179,14 @@ class Worker:
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
         extra["exchange_clock"] = self.exchange_clock.detail()
-        extra["accounts"] = accounts_detail(self._signing(), time.time())
+        if self.audit is not None and self.audit.checkpoint_error:  # logged; trading goes on
+            extra["audit_checkpoints"] = self.audit.checkpoint_error
+        if self.vault_witness is not None and self.vault_witness.error:
+            extra["audit_vault_witness"] = self.vault_witness.error
+        extra["accounts"] = accounts_detail(signing(self.accounts.values(), self.vetting, self.safety),
+                                            time.time())
         return extra
 
-    def _signing(self) -> Iterator[AccountSigning]:
-        """Per account: can it sign now, and if not, why (docs/interface.md "Operators")."""
-        for a in self.accounts.values():
-            refusal = None if a.creds is None else self.vetting.refusal(a.name, a.creds.version)
-            why = f"secret not loaded: {a.error or 'not read yet'}" if a.creds is None else (
-                refusal.message if refusal is not None else None)
-            yield AccountSigning(a.name, a.creds.version if a.creds else None, why,
-                                 self.vetting.verdict(a.name), self.safety.paused_until(a.name))
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -217,6 +218,8 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        if self.vault_witness is not None:
+            await asyncio.to_thread(self.vault_witness.close)
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
 
@@ -307,7 +310,9 @@ class Worker:
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            policy, self.vault_witness = await asyncio.to_thread(
+                audit_signing.checkpoint_policy, self.source, self.cfg, self.transit)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy)
             await audit.start()
             self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
