@@ -150,3 +150,20 @@ def test_the_table_in_docs_interface_is_the_code() -> None:
                     shown = (re.findall(r"`([^`]+)`", cell) or re.findall(r'"([^"]+)"', cell))[0]
                     assert native is not None and str(native).startswith(shown), (name, code, shown)
     assert seen == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_catalogued_path_answers_in_its_own_exchanges_format(name: str) -> None:
+    """The ``errors.paths`` capability, checked for truth: a refusal made before the account is
+    known takes this exchange's format for every endpoint of its catalogue."""
+    import sys
+
+    exchange = get(name)
+    catalogue = sys.modules[type(exchange).__module__].CATALOGUE
+    wrong = []
+    for endpoint in catalogue.endpoints:
+        path = endpoint.path.replace("{", "").replace("}", "")
+        found = for_path(path)
+        if found is None or found.name != name:
+            wrong.append(f"{endpoint.path}: {found.name if found else None}")
+    assert not wrong, wrong

@@ -115,7 +115,7 @@ def _reason(body: bytes) -> str | None:
 
 ERRORS = ErrorFormat((
     "/v2/auth/", "/v2/ticker", "/v2/book/", "/v2/conf/", "/v2/platform/", "/v2/trades/",
-    "/v2/candles/", "/v2/status/", "/v2/calc/", "/v2/stats1/",
+    "/v2/candles/", "/v2/status/", "/v2/calc/", "/v2/stats1/", "/v1/",
 ), REFUSALS, _render, _reason)
 
 
