@@ -1,7 +1,7 @@
 """Forwarding to the exchange with aiohttp.
 
 aiohttp rather than httpx: on this machine httpx 0.28 adds ~0.85 ms at p50 and tops out near
-1,000 req/s forwarding, aiohttp ~0.23 ms and ~6,000 req/s (DESIGN.md; encode/httpx#3215; our
+1,000 req/s forwarding, aiohttp ~0.23 ms and ~6,000 req/s (docs/design.md; encode/httpx#3215; our
 own bench/ table is in the README). The signed bytes go out exactly as signed: the URL is marked
 already-encoded so nothing re-quotes it, redirects are never followed, and only the headers the
 exchange module built are sent.

@@ -45,20 +45,26 @@ max_order_notional = "25000"
 """
 
 
+def _bold(text: str) -> str:
+    """Bold on a terminal; plain when output is not a terminal or NO_COLOR is set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return f"\033[1m{text}\033[0m"
+
+
 def _say(step: str, text: str = "") -> None:
-    print(f"\n\033[1m▶ {step}\033[0m" + (f"\n  {text}" if text else ""), flush=True)
+    print("\n" + _bold(f"▶ {step}") + (f"\n  {text}" if text else ""), flush=True)
 
 
 def _show(response: httpx.Response, keys: tuple[str, ...] = ()) -> Any:
-    data = response.json()
     error = response.headers.get("x-proxy-error")
-    if error:
-        e = data["error"]
-        rule = f", rule {e['rule']}" if "rule" in e else ""
-        print(f"  ← {response.status_code} {error}{rule}: {e['message']}")
-    else:
-        shown = {k: data[k] for k in keys if k in data} if isinstance(data, dict) else data
-        print(f"  ← {response.status_code} {json.dumps(shown)}")
+    if error:  # the proxy's own refusal, in Binance's error format (what ccxt understands)
+        print(f"  ← {response.status_code}, X-Proxy-Error: {error}")
+        print(f"    {response.text}")
+        return None
+    data = response.json()
+    shown = {k: data[k] for k in keys if k in data} if isinstance(data, dict) else data
+    print(f"  ← {response.status_code} {json.dumps(shown)}" if shown else f"  ← {response.status_code}")
     return data
 
 

@@ -43,6 +43,9 @@ class ClientAccount:
     orders_denied: int
     notional_allowed: Decimal
     unpriced: int
+    #: orders answered again from the idempotency record: never sent twice, so not counted
+    #: as orders or notional
+    replays: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,15 @@ class Overview:
     per_client_account: tuple[ClientAccount, ...]
     pending: tuple[Mapping[str, Any], ...]
     recent: tuple[tuple[Mapping[str, Any], Mapping[str, Any] | None], ...]
+    #: allowed decisions that replayed an earlier answer (same client order id and order)
+    replays: int = 0
 
 
 def summarize(records: Sequence[Mapping[str, Any]], limit: int) -> Overview:
     """Figures over ``records`` (oldest first). Orders are ``trade`` decisions, one per intent
-    of a batch; notional is summed as Decimal per client and account, in quote units."""
+    of a batch; notional is summed as Decimal per client and account, in quote units. An
+    idempotent replay answered a retry from the first attempt's record: it is counted as a
+    replay, never as an allowed decision, an order or notional."""
     decisions = [r for r in records if r.get(PHASE) == PHASE_DECISION]
     outcomes: dict[str, Mapping[str, Any]] = {}
     for r in records:
@@ -90,12 +97,14 @@ def summarize(records: Sequence[Mapping[str, Any]], limit: int) -> Overview:
         and (r.get("request_id") not in outcomes or is_lost_answer(outcomes[r["request_id"]]))
     ]
     recent = [(r, outcomes.get(r.get("request_id", ""))) for r in reversed(decisions)]
+    replays = sum(1 for r in decisions
+                  if r.get("decision") == "allow" and r.get("idempotent_replay") is True)
     return Overview(
         limit=limit,
         records=len(records),
         first_ts=_text(records[0].get("ts")) if records else "",
         last_ts=_text(records[-1].get("ts")) if records else "",
-        allowed=len(decisions) - len(denied),
+        allowed=len(decisions) - len(denied) - replays,
         denied=len(denied),
         outcomes=len(outcomes),
         denials_by_rule=tuple(
@@ -105,6 +114,7 @@ def summarize(records: Sequence[Mapping[str, Any]], limit: int) -> Overview:
         per_client_account=_per_client_account(decisions),
         pending=tuple(pending),
         recent=tuple(recent[:RECENT_ROWS]),
+        replays=replays,
     )
 
 
@@ -114,10 +124,13 @@ def _per_client_account(decisions: Iterable[Mapping[str, Any]]) -> tuple[ClientA
         if r.get("category") != "trade":
             continue
         row = rows.setdefault((_text(r.get("client")), _text(r.get("account"))),
-                              [0, 0, Decimal(0), 0])
+                              [0, 0, Decimal(0), 0, 0])
         intents = _intents(r)
         if r.get("decision") != "allow":
             row[1] += len(intents)
+            continue
+        if r.get("idempotent_replay") is True:
+            row[4] += len(intents)
             continue
         row[0] += len(intents)
         for intent in intents:
@@ -196,6 +209,7 @@ def render(overview: Overview, status: TrailStatus, *, generated: str) -> str:
         '<p class="figures">'
         f'<span>decisions allowed: <b id="allowed">{o.allowed}</b></span>'
         f'<span>decisions denied: <b id="denied">{o.denied}</b></span>'
+        f'<span>idempotent replays: <b id="replays">{o.replays}</b></span>'
         f'<span>outcomes: <b id="outcomes">{o.outcomes}</b></span>'
         f'<span>intents without outcome: <b id="pending-count">{len(o.pending)}</b></span></p>',
         _rules(o.denials_by_rule),
@@ -237,13 +251,14 @@ def _orders(rows_in: tuple[ClientAccount, ...]) -> str:
     rows = [
         f"<tr><td>{e(r.client)}</td><td>{e(r.account)}</td><td class=\"n\">{r.orders_allowed}</td>"
         f'<td class="n">{r.orders_denied}</td><td class="n">{e(_money(r.notional_allowed))}</td>'
-        f'<td class="n">{r.unpriced}</td></tr>'
+        f'<td class="n">{r.unpriced}</td><td class="n">{r.replays}</td></tr>'
         for r in rows_in
     ]
     return (
         "<h2>Orders and notional per client and account</h2>"
         + _table("orders", ("client", "account", "orders allowed", "orders denied",
-                            "notional allowed (quote units)", "allowed without notional"),
+                            "notional allowed (quote units)", "allowed without notional",
+                            "replays (not sent again)"),
                  rows, "No orders in this window.")
     )
 
@@ -291,7 +306,7 @@ def _recent(recent: tuple[tuple[Mapping[str, Any], Mapping[str, Any] | None], ..
             f"<td>{e(r.get('client'))}</td><td>{e(r.get('account'))}</td>"
             f"<td>{e(r.get('method'))} {e(r.get('path'))}</td><td>{e(_symbol(r))}</td>"
             f"<td class=\"t\">{e(order)}</td><td>{e(r.get('client_order_id'))}</td>"
-            f"<td>{e(r.get('decision'))}</td><td>{e(r.get('rule'))}</td>"
+            f"<td>{e(_decision(r))}</td><td>{e(r.get('rule'))}</td>"
             f'<td class="n">{e(status)}</td></tr>'
         )
     return (
@@ -300,6 +315,11 @@ def _recent(recent: tuple[tuple[Mapping[str, Any], Mapping[str, Any] | None], ..
                             "order", "client order id", "decision", "rule", "upstream"),
                  rows, "No decisions yet.")
     )
+
+
+def _decision(rec: Mapping[str, Any]) -> str:
+    """A replay is an answer given again, not a second allowed order: it says so."""
+    return "replay" if rec.get("idempotent_replay") is True else _text(rec.get("decision"))
 
 
 def _symbol(rec: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""``python -m proxy``: the operators' commands (CONTRACT.md §1).
+"""``python -m proxy``: the operators' commands (docs/interface.md §1).
 
 Exit codes: 0 success, 1 failure at run time (e.g. Vault unreachable), 2 usage error,
 3 invalid configuration or policy (or policy test file), 4 failing policy test cases,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
+from typing import Any
 
 from proxy import config as config_mod
 from proxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Subparsers, group, source, with_config
@@ -30,9 +33,11 @@ def register(sub: Subparsers) -> None:
     kb.add_argument("--secret", metavar="PATH", help="which key of a key pool; default: its first")
     kb.set_defaults(handler=rollback)
     ks = with_config(keys.add_parser(
-        "status", help="each account's key version and age",
+        "status", help="each account's key version and age, and the exchange's last verdict",
         description="One JSON line per key (every key of a key pool, each with its KV path as "
-                    "\"secret\"): key version, creation time and age in days.",
+                    "\"secret\"): key version, creation time and age in days, and what the running "
+                    "proxy last heard from the exchange about the account's key (\"exchange\": "
+                    "can_sign, why, exchange_verdict; read from its /readyz).",
         epilog="exit codes: 0 every key younger than keys.rotation_warn_days (90 by default); "
                "5 a key is past it (rotate it); 1 a secret could not be read",
     ))
@@ -102,17 +107,24 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serving_fallbacks(cfg: config_mod.Config) -> dict[str, str]:
-    """What the proxy serving this configuration says about refused key versions (its
-    /readyz "keys_fallback"); empty when it is not running or not reachable from here."""
-    import httpx
-
-    try:
-        body = httpx.get(f"http://{cfg.server.admin_listen}/readyz", timeout=2.0).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-    found = body.get("keys_fallback") if isinstance(body, dict) else None
+def _serving_fallbacks(readyz: dict[str, Any] | str) -> dict[str, str]:
+    """What the serving proxy says about refused key versions (its /readyz "keys_fallback")."""
+    found = readyz.get("keys_fallback") if isinstance(readyz, dict) else None
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _readyz(cfg: config_mod.Config) -> dict[str, Any] | str:
+    """The running proxy's /readyz (a 503 has the same body), or why there is none. The
+    exchange's last verdict on each key lives in the serving processes, not in Vault."""
+    url = f"http://{cfg.server.admin_listen}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            body = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:  # 503 not ready: the body still says why
+        body = json.loads(exc.read() or b"null")
+    except (OSError, ValueError):
+        return f"unknown: no proxy answers on {url}"
+    return body if isinstance(body, dict) else f"unknown: {url} answered no object"
 
 
 def rollback(cfg: config_mod.Config, args: argparse.Namespace) -> int:
@@ -174,8 +186,10 @@ def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
     vault = source(cfg)
     now = datetime.now(UTC)
-    serving = _serving_fallbacks(cfg)
+    readyz = _readyz(cfg)
+    serving = _serving_fallbacks(readyz)
     reports = []
+    verdicts = _running_verdicts(readyz)
     for account in cfg.accounts:
         for path in account.secret_paths:
             rotate = "`keys rotate`" if path == account.secret else f"`keys rotate --secret {path}`"
@@ -190,14 +204,24 @@ def status(cfg: config_mod.Config, args: argparse.Namespace) -> int:
                 state = key_age.KeyState(account.name, error=str(exc))
             report = key_age.assess(state, now, cfg.keys.rotation_warn_days)
             reports.append(report)
-            row = {**report.as_dict(), "secret": path}
+            row: dict[str, object] = {**report.as_dict(), "secret": path}
             if path == account.secret and account.name in serving:
                 row["serving"] = serving[account.name]
                 print(f"error: account {account.name}: the running proxy says {serving[account.name]}",
                       file=sys.stderr)
+            seen = verdicts.get(account.name) if isinstance(verdicts, dict) else None
+            row["exchange"] = seen if seen is not None else {"exchange_verdict": str(verdicts)}
             print(json.dumps(row))
             if report.status != "ok":
                 which = f"account {account.name}" + (f" key {path}" if account.secrets else "")
                 print(f"{'warning' if report.status == 'rotate' else 'error'}: {which}: "
                       f"{report.message}", file=sys.stderr)
     return key_age.exit_code(reports)
+
+
+def _running_verdicts(readyz: dict[str, Any] | str) -> dict[str, object] | str:
+    """Each account's signing state from /readyz (docs/interface.md "Operators")."""
+    if isinstance(readyz, str):
+        return readyz
+    accounts = readyz.get("accounts")
+    return accounts if isinstance(accounts, dict) else "unknown: the proxy names no accounts"

@@ -1,4 +1,4 @@
-"""The configuration file (CONTRACT.md §2): TOML, strict, relative paths against its folder.
+"""The configuration file (docs/interface.md §2): TOML, strict, relative paths against its folder.
 
 One declarative schema (pydantic v2 models below): every key, its type, its default (written
 here once) and its range. Every unknown key and bad value is a :class:`~proxy.errors.ConfigError`

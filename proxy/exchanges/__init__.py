@@ -86,3 +86,25 @@ def get(name: str) -> Exchange:
 def find(name: str) -> Exchange | None:
     """The exchange object for ``name``, or None when no exchange in scope has that name."""
     return get(name) if name in _LOADERS else None
+
+
+def for_path(path: str) -> Exchange | None:
+    """The exchange whose API ``path`` belongs to (the longest of their ``errors.paths``
+    prefixes), for a refusal made before the account is known (docs/interface.md "Refusals").
+    None when no exchange, or more than one, claims it."""
+    best: list[Exchange] = []
+    length = 0
+    for name in NAMES:
+        exchange = get(name)
+        for prefix in exchange.capabilities.errors.paths:
+            if path.startswith(prefix) and len(prefix) >= length:
+                best = [exchange] if len(prefix) > length else [*best, exchange]
+                length = len(prefix)
+    return best[0] if len(best) == 1 else None
+
+
+def answer_reason(name: str, status: int, body: bytes) -> str:
+    """``HTTP 400: <the exchange's own code and message>``, for logs and /readyz (never a
+    secret: exchanges echo neither keys nor signatures)."""
+    reason = get(name).capabilities.errors.reason(body) if name in NAMES else None
+    return f"HTTP {status}: {reason}" if reason else f"HTTP {status}"

@@ -18,6 +18,7 @@ from typing import Any
 
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
 from proxy.exchanges.order_ids import OrderIds
+from proxy.exchanges.refusals import ErrorFormat
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.streams import PrivateStream
 from proxy.exchanges.tickers import Ticker
@@ -132,3 +133,6 @@ class Capabilities:
     order_ids: OrderIds
     #: its private stream as the proxy carries it (None: bots cannot open one through the proxy)
     private_stream: PrivateStream | None
+    #: its error format: the proxy's refusals rendered so ccxt raises the right class, and the
+    #: exchange's own code and message read from an answer (for logs, /readyz, keys status)
+    errors: ErrorFormat

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from statistics import median_low
 from typing import Protocol
 
+from proxy import exchanges
 from proxy.errors import ProxyError
 from proxy.exchanges.base import Exchange
 from proxy.exchanges.server_time import ServerTime
@@ -212,8 +213,9 @@ class ExchangeClock:
         if self.guard is not None:
             await self.guard.observe(target.account, target.exchange, response.status, response.headers,
                                      response.body)
-        if response.status != 200:
-            raise ValueError(f"server time answered HTTP {response.status}")
+        if response.status != 200:  # with the exchange's own code and message
+            raise ValueError("server time: the exchange answered "
+                             + exchanges.answer_reason(target.exchange, response.status, response.body))
         server_ms = target.server_time.parse(response.body)
         return Sample(sample_offset(server_ms, sent, received), (received_mono - sent_mono) / 1e6)
 

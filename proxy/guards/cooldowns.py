@@ -115,6 +115,11 @@ class AccountPauses:
         if until > now:
             raise self._refusal(account, until, now)
 
+    def known_until(self, name: str) -> float:
+        """The end of ``name``'s pause as this worker last read it (0: none), for /readyz."""
+        value = self._flags.peek(pause_flag(name))
+        return 0.0 if value is None else _until_from(value)
+
     async def _until(self, name: str, now: float) -> float:
         del now
         try:

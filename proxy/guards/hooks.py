@@ -88,6 +88,11 @@ class ExchangeSafety:
     async def check_pause(self, account: str) -> None:
         await self.pauses.check(account, self._egress.get(account))
 
+    def paused_until(self, account: str) -> float:
+        """When the account's cool-down (or its IP's ban) ends, as this worker knows (0: none)."""
+        scope = self._egress.get(account)
+        return max(self.pauses.known_until(account), self.pauses.known_until(scope) if scope else 0.0)
+
     async def paused(self, account: str) -> bool:
         """Whether the proxy's own requests for ``account`` (exchange clock, key checks) must
         wait: its cool-down or its IP ban, or a state store that cannot say (add no traffic

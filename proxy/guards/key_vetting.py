@@ -48,11 +48,18 @@ RULE = "key_permissions"
 
 def parse_answer(exchange: str, status: int, body: bytes) -> Permissions:
     """The key's permissions from ``exchange``'s answer; ValueError when it cannot be read (or
-    the exchange has no permission probe)."""
+    the exchange has no permission probe), naming the exchange's own error code and message
+    when it gave one (never a secret)."""
     probe = exchanges.get(exchange).capabilities.key_permissions
     if probe is None:
         raise ValueError(f"{exchange} offers no way to read a key's permissions")
-    return probe.parse(status, body)
+    try:
+        return probe.parse(status, body)
+    except ValueError:
+        reason = exchanges.answer_reason(exchange, status, body)
+        if status != 200 or reason != f"HTTP {status}":  # a refusal, or an error code in a 200
+            raise ValueError(f"the exchange answered {reason}") from None
+        raise
 
 
 class _Pool(Protocol):
@@ -100,6 +107,8 @@ class _Verdict:
     reason: str = ""
     retry_at: float = 0.0
     failures: int = 0
+    #: what the exchange said, in a few words (for /readyz and `keys status`)
+    said: str = ""
 
 
 #: one key of one account: (account, KV path of a pool key; "" for an account's single key)
@@ -160,6 +169,16 @@ class KeyVetting:
         return {(name if not key else f"{name} key {key}"): v.reason
                 for (name, key), v in self._verdicts.items() if not v.allowed}
 
+    def verdict(self, account: str) -> str:
+        """The last verdict on the account's key (its first key, for a pool), in the exchange's
+        words where it gave any: for /readyz and ``keys status``."""
+        pool = self._pools.get(account)
+        key = pool.paths[0] if pool is not None and pool.paths else ""
+        verdict = self._verdicts.get((account, key))
+        if verdict is None:
+            return "not checked yet"
+        return verdict.said or verdict.reason
+
     def _keys(self, account: _Account) -> list[tuple[str, Credentials]]:
         pool = getattr(account, "pool", None)
         if pool is None:
@@ -195,7 +214,8 @@ class KeyVetting:
                 self._warned.add(name)
                 log.warning("account %s: %s offers no way to read a key's permissions; make sure the "
                             "key cannot withdraw (the proxy cannot check)", name, exchange)
-            self._set(ident, _Verdict(creds.version, True))
+            self._set(ident, _Verdict(creds.version, True, said=(
+                f"key version {creds.version} not checked: {exchange} cannot say what a key may do")))
             self._passed.add(ident)  # a rotation must not wait for the next round
             return
         if self.guard is not None and await self.guard.paused(name):
@@ -232,7 +252,9 @@ class KeyVetting:
         log.info("account %s: %sversion %d checked with %s: cannot withdraw%s", name,
                  f"key {key} " if key else "key ", creds.version, exchange,
                  "" if not perms.can_withdraw else " (no: allowed by unsafe flag)")
-        self._set(ident, _Verdict(creds.version, True))
+        said = "cannot withdraw" if not perms.can_withdraw else "CAN WITHDRAW (allowed by the unsafe flag)"
+        self._set(ident, _Verdict(creds.version, True, said=(
+            f"key version {creds.version} checked with {exchange}: {said}")))
         self._passed.add(ident)
 
     def _set(self, ident: _KeyId, verdict: _Verdict) -> None:
@@ -256,7 +278,7 @@ class KeyVetting:
         if self.on_refused is not None and key_refused(codes, response.status, response.body):
             self.on_refused(account.name, key, creds.version,
                             f"HTTP {response.status} to the permission check")
-        return probe.parse(response.status, response.body)
+        return parse_answer(exchange.name, response.status, response.body)
 
 
 def _which(key: str) -> str:
@@ -267,7 +289,7 @@ def _which(key: str) -> str:
 def _short(exc: BaseException) -> str:
     """Our own messages as they are; anything else by type only (it could quote anything)."""
     text = str(exc) if isinstance(exc, ProxyError | ValueError) else ""
-    return (text or type(exc).__name__)[:160]
+    return (text or type(exc).__name__)[:300]
 
 
 def warn_unsafe_accounts(accounts: Iterable[Any]) -> None:

@@ -11,8 +11,12 @@ keys only other workers report added from them (lowest pid first).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from proxy.errors import NotReady
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,65 @@ def merge(own: WorkerReadiness, others: Sequence[WorkerReadiness], stale_after_s
 
 def _pid_order(pid: str) -> tuple[int, str]:
     return (int(pid), "") if pid.isdigit() else (0, pid)
+
+
+@dataclass(frozen=True)
+class AccountSigning:
+    """One account as /readyz shows it: whether it can sign now, and if not, why."""
+
+    name: str
+    key_version: int | None
+    why_not: str | None            # None: it can sign
+    exchange_verdict: str          # the last verdict on its key, in the exchange's words
+    paused_until: float = 0.0      # epoch seconds; 0: not paused
+
+
+def accounts_detail(accounts: Iterable[AccountSigning], now: float) -> dict[str, dict[str, object]]:
+    """``{"main": {"can_sign": false, "why": "...", ...}}``. An account that is paused
+    (an exchange cool-down) cannot sign until the pause ends, whatever its key."""
+    shown: dict[str, dict[str, object]] = {}
+    for a in accounts:
+        why = a.why_not
+        entry: dict[str, object] = {"key_version": a.key_version, "exchange_verdict": a.exchange_verdict}
+        if a.paused_until > now:
+            until = datetime.fromtimestamp(a.paused_until, UTC).isoformat(timespec="seconds")
+            entry["paused_until"] = until.replace("+00:00", "Z")
+            why = why or f"paused until {entry['paused_until']}: the exchange asked the proxy to back off"
+        shown[a.name] = {"can_sign": why is None, **({"why": why} if why else {}), **entry}
+    return shown
+
+
+class _Creds(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+class _Account(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def creds(self) -> _Creds | None: ...
+
+    @property
+    def error(self) -> str: ...
+
+
+class _Vetting(Protocol):
+    def refusal(self, account: str, version: int) -> NotReady | None: ...
+
+    def verdict(self, account: str) -> str: ...
+
+
+class _Pauses(Protocol):
+    def paused_until(self, account: str) -> float: ...
+
+
+def signing(accounts: Iterable[_Account], vetting: _Vetting, pauses: _Pauses) -> Iterator[AccountSigning]:
+    """Per account: can it sign now, and if not, why (docs/interface.md "Operators")."""
+    for a in accounts:
+        refusal = None if a.creds is None else vetting.refusal(a.name, a.creds.version)
+        why = f"secret not loaded: {a.error or 'not read yet'}" if a.creds is None else (
+            refusal.message if refusal is not None else None)
+        yield AccountSigning(a.name, a.creds.version if a.creds else None, why,
+                             vetting.verdict(a.name), pauses.paused_until(a.name))

@@ -27,7 +27,7 @@ from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, P
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
-from proxy.pipeline.decision import AuditSink, Decisions, RequestContext, error_reply
+from proxy.pipeline.decision import AuditSink, Decisions, RequestContext, answering, error_reply
 from proxy.pipeline.http import Receive, Reply, Scope, Send, lifespan, read_body, split_target
 from proxy.pipeline.lookup import INJECTED_HEADER, inject, is_batch_placement
 from proxy.pipeline.once import Once
@@ -180,7 +180,7 @@ class Pipeline:
         self.metrics.inc("proxy_requests_total", (("client", ""), ("account", ""), ("decision", "deny"),
                                                   ("status", str(refusal.status))),
                          help="bot requests by client, account, decision and status")
-        return error_reply(ctx.request_id, refusal)
+        return error_reply(ctx.request_id, refusal, answering(ctx))
 
     async def _pipeline(self, ctx: RequestContext, scope: Scope, receive: Receive, raw_path: bytes) -> Reply:
         if not self.ready:
@@ -210,6 +210,7 @@ class Pipeline:
         grant = policy.grant_for(account.name) if policy is not None else None
         if policy is None or grant is None:
             raise Forbidden("no such account, or not granted to this client")
+        ctx.answer_as = account.exchange  # from here on, refusals take the account's format
         await self.safety.admit_client(ctx.client, account.name, policy, grant)
         prepared = _contract_only(account.exchange.prepare, inbound, self.metrics)
         # A single order without a client order id gets one before policy and audit see it.

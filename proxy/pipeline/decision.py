@@ -1,5 +1,5 @@
 """What one request decided, said once: the typed context, its audit record, the one decision
-log line, and the error body a bot gets.
+log line, and the error answer a bot gets (in its exchange's own format).
 
 Every field an audit record can carry is a typed field of ``RequestContext``, so no stage can
 overwrite another's field by accident; the record is built from it in one place.
@@ -8,7 +8,6 @@ overwrite another's field by accident; the record is built from it in one place.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,9 +17,12 @@ from typing import Any, Protocol
 
 from proxy import exchanges
 from proxy.errors import AuditReserveReached, NotReady, Refusal, Unauthenticated
+from proxy.exchanges import for_path
+from proxy.exchanges.base import Exchange
+from proxy.exchanges.refusals import RefusalView, contract_refusal
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
-from proxy.pipeline.http import Reply
+from proxy.pipeline.http import Reply, split_target
 from proxy.state.group_commit import GroupCommit
 from proxy.upstream import UpstreamResponse
 
@@ -69,6 +71,10 @@ class RequestContext:
     channels: tuple[str, ...] | None = None
     #: why a private stream ended
     stream_close: str | None = None
+    # Not recorded: whose error format a refusal takes (set once the client's grant is known),
+    # and the rule of the allowed decision record, which its outcome record repeats.
+    answer_as: Exchange | None = None
+    decided_rule: str | None = None
 
     def lookup(self, prepared: Prepared) -> RequestContext:
         """The context of a lookup the proxy makes on this request's behalf (same request id)."""
@@ -78,7 +84,7 @@ class RequestContext:
             client_order_id_injected=False, would_deny=None, idempotent_replay=False,
             client_order_ids=None, order_lookup=None, order_lookup_for=self.prepared_coid,
             key_index=None, upstream_status=None, upstream_latency_ms=None, exchange_order_id=None,
-            exchange_order_ids=None, error=None,
+            exchange_order_ids=None, error=None, decided_rule=None,
         )
 
     @property
@@ -133,6 +139,8 @@ class Decisions:
 
     async def durable(self, ctx: RequestContext, decision: str, rule: str, phase: str) -> None:
         """Write a record and wait until it is durable; any failure fails closed."""
+        if decision == "allow" and phase == "decision":
+            ctx.decided_rule = rule
         try:
             await self.audit.write(self.record(ctx, decision, rule, phase))
         except NotReady:
@@ -141,10 +149,10 @@ class Decisions:
             reason = f"the audit trail is not writable ({type(exc).__name__}); nothing was sent"
             raise NotReady(reason) from None
 
-    def outcome(self, ctx: RequestContext, response: UpstreamResponse) -> None:
+    def outcome(self, ctx: RequestContext, response: UpstreamResponse, rule: str) -> None:
         """Queue the outcome record without waiting for its fsync: the decision record was
         durable before anything was sent, and the outcome rides the next group commit, so the
-        bot does not pay a second fsync."""
+        bot does not pay a second fsync. ``rule`` is the decision's: the outcome repeats it."""
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
@@ -152,12 +160,12 @@ class Decisions:
             ids = exchange_order_ids(ctx.exchange, response.body, batch=batch)
             ctx.exchange_order_id = ids[0] if ids else None
             ctx.exchange_order_ids = ids if batch and ids else None
-        record = self.record(ctx, "allow", "grant", "outcome")
+        record = self.record(ctx, "allow", rule, "outcome")
         if self.commit is not None:
             self.commit.outcome(record)
         else:
             self.queue(record)
-        self.log(ctx, "allow", "grant", response.status, response.status)
+        self.log(ctx, "allow", rule, response.status, response.status)
 
     def queue(self, record: dict[str, Any]) -> None:
         """Write a record in the background (an outcome: the decision before it was durable)."""
@@ -184,8 +192,11 @@ class Decisions:
         rule = refusal.rule or refusal.code
         ctx.error = refusal.code
         # Once sent, the request was allowed and its decision record is written: the failure
-        # (timeout, unreachable, garbage) is its outcome, not a second decision.
+        # (timeout, unreachable, garbage) is its outcome, not a second decision, and carries the
+        # decision's rule (the failure is in ``error``).
         decision, phase = ("allow", "outcome") if ctx.sent else ("deny", "decision")
+        if ctx.sent and ctx.decided_rule is not None:
+            rule = ctx.decided_rule
         if refusal.code not in ("not_ready",) or ctx.client is not None:
             try:
                 await self.audit.write(self.record(ctx, decision, rule, phase))
@@ -196,37 +207,62 @@ class Decisions:
                 log.error("audit record not written for refused request %s", ctx.request_id)
                 self.metrics.inc("proxy_audit_errors_total", help="audit records that could not be written")
         self.log(ctx, decision, rule, refusal.status, None)
-        return error_reply(ctx.request_id, refusal)
+        return error_reply(ctx.request_id, refusal, answering(ctx))
 
     def log(self, ctx: RequestContext, decision: str, rule: str, status: int, upstream: int | None) -> None:
-        """The one canonical decision line (and the request metrics)."""
+        """The one canonical decision line of a bot request (and the request metrics), with the
+        rule that decided. A lookup the proxy makes for a lost answer gets a line of its own
+        (``order_lookup_for``) but is not counted as a bot request."""
         elapsed = (time.perf_counter() - ctx.started) * 1000
-        labels = (("account", ctx.account or ""), ("decision", decision), ("status", str(status)))
-        self.metrics.inc("proxy_requests_total", (("client", ctx.client or ""), *labels),
-                         help="bot requests by client, account, decision and status")
-        self.metrics.observe_ms("proxy_request_duration_seconds", (("account", ctx.account or ""),),
-                                elapsed, help="time in the proxy including the exchange")
+        if ctx.order_lookup_for is None:
+            labels = (("account", ctx.account or ""), ("decision", decision), ("status", str(status)))
+            self.metrics.inc("proxy_requests_total", (("client", ctx.client or ""), *labels),
+                             help="bot requests by client, account, decision and status")
+            self.metrics.observe_ms("proxy_request_duration_seconds", (("account", ctx.account or ""),),
+                                    elapsed, help="time in the proxy including the exchange")
+        else:
+            self.metrics.inc("proxy_order_lookups_total", (("account", ctx.account or ""),),
+                             help="order lookups the proxy made after a lost answer")
         if log.isEnabledFor(logging.INFO):
-            log.info("decision", extra={"fields": {
+            line: dict[str, Any] = {
                 "request_id": ctx.request_id, "client": ctx.client, "account": ctx.account,
                 "method": ctx.method, "path": ctx.prepared.path if ctx.prepared else ctx.path[:200],
                 "category": ctx.category, "decision": decision, "rule": rule, "status": status,
                 "upstream_status": upstream, "ms": round(elapsed, 3),
-            }})
+            }
+            if ctx.error is not None:
+                line["error"] = ctx.error
+            if ctx.order_lookup_for is not None:
+                line["order_lookup_for"] = ctx.order_lookup_for
+            log.info("decision", extra={"fields": line})
 
 
-def error_reply(request_id: str, refusal: Refusal) -> Reply:
-    """The contract's error body and headers for a refusal."""
-    error: dict[str, Any] = {"code": refusal.code, "message": refusal.message, "request_id": request_id}
-    if refusal.rule:
-        error["rule"] = refusal.rule
-    headers: list[tuple[str, str]] = [("content-type", "application/json"), ("x-proxy-error", refusal.code)]
+def answering(ctx: RequestContext) -> Exchange | None:
+    """Whose error format a refusal takes: the account's once the client's grant on it is
+    known; before that the exchange whose API the path belongs to, so an unknown account and an
+    ungranted one answer alike (None: the proxy's own JSON)."""
+    if ctx.answer_as is not None:
+        return ctx.answer_as
+    path = ctx.path if ctx.account is not None else split_target(ctx.path.encode("latin-1"))[1]
+    return for_path(path)
+
+
+def error_reply(request_id: str, refusal: Refusal, exchange: Exchange | None) -> Reply:
+    """A refusal as the bot gets it: in ``exchange``'s error format, chosen so that ccxt raises
+    the class a bot's retry logic treats right (docs/interface.md "Refusals"), or the proxy's
+    own JSON without an exchange; ``X-Proxy-Error`` names the code either way."""
+    view = RefusalView(refusal.status, refusal.code, refusal.message, refusal.rule or refusal.code,
+                       request_id)
+    rendered = exchange.capabilities.errors.render(view) if exchange is not None else contract_refusal(view)
+    headers: list[tuple[str, str]] = [
+        ("content-type", rendered.content_type), ("x-proxy-error", refusal.code),
+    ]
     retry_after = getattr(refusal, "retry_after", None)  # RateLimited; AccountPaused (cool-down)
     if retry_after is not None:
         headers.append(("retry-after", str(retry_after)))
     if isinstance(refusal, Unauthenticated):
         headers.append(("proxy-authenticate", 'Bearer realm="signing-proxy"'))
-    return Reply(refusal.status, tuple(headers), json.dumps({"error": error}).encode())
+    return Reply(refusal.status, tuple(headers), rendered.body)
 
 
 def intent_fields(intent: Intent) -> dict[str, Any]:

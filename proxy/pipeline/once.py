@@ -312,6 +312,7 @@ class Once:
             return await self._place(ctx, account, prepared, creds, decision, scope, token, mark_unknown=True)
         if found is not None:
             reply = Reply(found.status, found_headers(found.headers), found.body)
+            self.decisions.log(ctx, "allow", "idempotency.lookup", reply.status, reply.status)
             await self._complete(scope, StoredResponse(reply.status, reply.headers, reply.body), token)
             return reply
         refusal: Refusal = UpstreamError(
@@ -338,6 +339,6 @@ class Once:
 
 def _stored(ctx: RequestContext, refusal: Refusal, *, unknown: bool = False) -> StoredResponse:
     """A refusal as the answer kept for a client order id (replayed to retries)."""
-    reply = error_reply(ctx.request_id, refusal)
+    reply = error_reply(ctx.request_id, refusal, ctx.answer_as)
     headers = (*reply.headers, UNKNOWN_OUTCOME) if unknown else reply.headers
     return StoredResponse(reply.status, headers, reply.body)

@@ -140,5 +140,5 @@ class Sender:
         codes = account.exchange.capabilities.key_refusal_codes
         if self.fallbacks is not None and key_refused(codes, response.status, response.body):
             self.fallbacks.refused(account, creds.version, f"HTTP {response.status} to {prepared.path}")
-        self.decisions.outcome(ctx, response)
+        self.decisions.outcome(ctx, response, rule)
         return Reply(response.status, response.headers, response.body)

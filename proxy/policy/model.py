@@ -1,4 +1,4 @@
-"""The policy model (CONTRACT.md §5, grown in policies/README.md): values only.
+"""The policy model (docs/interface.md §7, grown in policies/README.md): values only.
 
 The loader validates everything, so a value here is always well-formed: evaluation never has to
 second-guess a policy, and a policy that loaded is a policy that means one thing.

@@ -120,7 +120,7 @@ def canonical_symbols(exchange: Any) -> Callable[[str], str]:
 
 
 def refusal(decision: Decision) -> Refusal:
-    """The contract error for a denial (CONTRACT.md §4), naming its rule."""
+    """The contract error for a denial (docs/interface.md §5), naming its rule."""
     if decision.code == "forbidden":
         return Forbidden("no such account, or not granted to this client")
     if decision.code == "account_paused":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
-from proxy.pipeline.http import Receive, Scope, Send
+from proxy.errors import NotReady
+from proxy.exchanges import for_path
+from proxy.pipeline.decision import error_reply
+from proxy.pipeline.http import Receive, Scope, Send, split_target
 
 
 class NotYet:
@@ -20,14 +22,15 @@ class NotYet:
         if scope["type"] != "http":
             return
         rid = uuid.uuid4().hex
-        body = json.dumps({"error": {
-            "code": "not_ready", "message": self.message, "request_id": rid,
-        }}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"x-proxy-error", b"not_ready"),
-            (b"x-proxy-request-id", rid.encode()), (b"content-length", str(len(body)).encode()),
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        # in the format of the exchange whose path it is, as every refusal before the grant
+        reply = error_reply(rid, NotReady(self.message), for_path(split_target(raw_path)[1]))
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": [
+            *headers, (b"x-proxy-request-id", rid.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
         ]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": reply.body})
 
 
 class Switch:

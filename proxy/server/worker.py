@@ -38,6 +38,7 @@ from proxy.keys.transit import signer as transit
 from proxy.keys.vault import SecretMeta, VaultSecretSource
 from proxy.ops.admin import create_admin_app
 from proxy.ops.metrics import Metrics
+from proxy.ops.readiness import accounts_detail, signing
 from proxy.ops.review_page import AuditReview
 from proxy.ops.run_dir import RunDir
 from proxy.ops.status import ProxyStatus
@@ -158,6 +159,8 @@ class Worker:
             extra["keys_fallback"] = fallbacks
         if (audit := self.audit_headroom()) is not None:
             extra["audit"] = audit
+        extra["accounts"] = accounts_detail(signing(self.accounts.values(), self.vetting, self.safety),
+                                            time.time())
         return extra
 
     def audit_headroom(self) -> dict[str, object] | None:

@@ -1,4 +1,4 @@
-"""A strict Binance spot emulator (SPECS.md §1), independent of the proxy's signer.
+"""A strict Binance spot emulator (docs/exchanges.md §1), independent of the proxy's signer.
 
 Checks, as Binance documents: the ``X-MBX-APIKEY`` header (-2014 malformed, -2015 unknown),
 the signature over ``query + body`` minus the ``signature`` pair (-1022), and

@@ -1,4 +1,4 @@
-"""A strict Bitfinex v2 emulator (SPECS.md §6), independent of the proxy's signer.
+"""A strict Bitfinex v2 emulator (docs/exchanges.md §6), independent of the proxy's signer.
 
 Checks, as Bitfinex documents: ``bfx-apikey`` (10100 "apikey: invalid"), ``bfx-signature`` =
 hex(HMAC-SHA384(secret, "/api" + path + bfx-nonce + body)) over the exact body bytes received

@@ -1,4 +1,4 @@
-"""A strict Bitget v2 spot emulator (SPECS.md §4), independent of the proxy's signer.
+"""A strict Bitget v2 spot emulator (docs/exchanges.md §4), independent of the proxy's signer.
 
 Checks, as Bitget documents: ``ACCESS-KEY`` (40006 unknown), ``ACCESS-PASSPHRASE`` (40012),
 ``ACCESS-TIMESTAMP`` within 30 s of server time (40008; 40005 if not ms digits) and
@@ -6,7 +6,7 @@ Checks, as Bitget documents: ``ACCESS-KEY`` (40006 unknown), ``ACCESS-PASSPHRASE
 ``timestamp + METHOD + path + ["?" + query sorted by key, percent-decoded] + body``; a client
 that signs the query in another order fails. POST bodies must be ``application/json`` (40007).
 Errors are HTTP 400 with ``{"code", "msg", "requestTime", "data": null}``; the auth codes come from
-ccxt's table (SPECS.md §4). UNVERIFIED: the code and wording for a duplicate ``clientOid``
+ccxt's table (docs/exchanges.md §4). UNVERIFIED: the code and wording for a duplicate ``clientOid``
 (43122 here) and for an unknown symbol (40034 here). ``clientOid`` is unique per account over
 all orders, open or not.
 """

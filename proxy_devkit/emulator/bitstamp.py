@@ -1,4 +1,4 @@
-"""A strict Bitstamp v2 emulator (SPECS.md §5a), independent of the proxy's signer.
+"""A strict Bitstamp v2 emulator (docs/exchanges.md §5a), independent of the proxy's signer.
 
 Verifies ``X-Auth-Signature`` = hex HMAC-SHA256 over ``"BITSTAMP " + key + METHOD + Host +
 path + ["?" + query] + [Content-Type, only with a body] + nonce + timestamp + "v2" + body``,

@@ -1,4 +1,4 @@
-"""A strict Bybit v5 emulator (SPECS.md §2), independent of the proxy's signer.
+"""A strict Bybit v5 emulator (docs/exchanges.md §2), independent of the proxy's signer.
 
 Checks, as Bybit documents (BYB-GUIDE): the ``X-BAPI-API-KEY`` header (10003), the signature in
 ``X-BAPI-SIGN`` over ``timestamp + api_key + recv_window + payload`` where the payload is the raw

@@ -1,4 +1,4 @@
-"""A strict Coinbase Advanced Trade emulator (SPECS.md §8), independent of the proxy's signer.
+"""A strict Coinbase Advanced Trade emulator (docs/exchanges.md §8), independent of the proxy's signer.
 
 Checks, as the CDP docs describe: ``Authorization: Bearer <JWT>`` verified with the key's
 public half (ES256 or EdDSA, the algorithm fixed by the key, never by the token); ``kid`` and

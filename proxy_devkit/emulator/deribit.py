@@ -1,4 +1,4 @@
-"""A strict Deribit emulator (SPECS.md §9), independent of the proxy's signer.
+"""A strict Deribit emulator (docs/exchanges.md §9), independent of the proxy's signer.
 
 Checks, as Deribit documents for "Deribit Signature Credentials (HTTP REST)": the header
 ``deri-hmac-sha256 id=..,ts=..,sig=..,nonce=..`` (fields in any order), a known client id

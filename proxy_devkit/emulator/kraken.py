@@ -1,4 +1,4 @@
-"""A strict Kraken spot emulator (SPECS.md §7), independent of the proxy's signer.
+"""A strict Kraken spot emulator (docs/exchanges.md §7), independent of the proxy's signer.
 
 Checks, as Kraken documents: the ``API-Key`` header ("EAPI:Invalid key"), ``API-Sign`` =
 base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + body))) over the exact body

@@ -1,8 +1,8 @@
-"""A strict OKX v5 emulator (SPECS.md §3), independent of the proxy's signer.
+"""A strict OKX v5 emulator (docs/exchanges.md §3), independent of the proxy's signer.
 
 Checks, as OKX documents: every ``OK-ACCESS-*`` header present (50103/50104/50106/50107), the
 timestamp in ISO-8601 with milliseconds and ``Z`` (50112) and within 30 s of server time
-either way (50102; the REST window is UNVERIFIED in SPECS.md, 30 s is the widely reported
+either way (50102; the REST window is UNVERIFIED in docs/exchanges.md, 30 s is the widely reported
 value), the key (50111), demo versus live (50101: a demo key needs ``x-simulated-trading: 1``
 and a live key must not send it), the passphrase (50105), and the base64 HMAC-SHA256 over
 ``timestamp + METHOD + path?query + body`` as received (50113). Auth errors are HTTP 401

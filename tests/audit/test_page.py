@@ -41,7 +41,7 @@ def _trail() -> list[dict[str, Any]]:
 
 def test_page_summarize_figures() -> None:
     o = summarize(_trail(), 100)
-    assert (o.records, o.allowed, o.denied, o.outcomes) == (10, 4, 4, 2)
+    assert (o.records, o.allowed, o.denied, o.outcomes, o.replays) == (10, 3, 4, 2, 1)
     assert [(r.rule, r.denials, r.clients) for r in o.denials_by_rule] == [
         ("symbols", 2, ("alpha", "beta")), ("max_order_notional", 1, ("alpha",)),
         ("unauthenticated", 1, ("",)),
@@ -55,6 +55,20 @@ def test_page_summarize_figures() -> None:
     assert [r["request_id"] for r, _ in o.recent][:2] == ["req-10", "req-9"]
     assert dict((r["request_id"], out and out["upstream_status"]) for r, out in o.recent)["req-5"] == 201
     assert (o.first_ts, o.last_ts) == ("2025-01-01T00:00:01.000000Z", "2025-01-01T00:00:10.000000Z")
+
+
+def test_page_replays_are_replays_not_orders_or_notional() -> None:
+    intent = {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.01", "price": "50000", "notional": "500"}
+    first = decision(1, client="alpha", intent=intent, client_order_id="bot-1")
+    retries = [decision(i, client="alpha", intent=intent, client_order_id="bot-1", idempotent_replay=True)
+               for i in (2, 3)]
+    o = summarize([first, outcome(1), *retries], 10)
+    (row,) = o.per_client_account
+    assert (row.orders_allowed, row.notional_allowed, row.replays) == (1, Decimal("500"), 2)
+    assert (o.allowed, o.replays) == (1, 2)
+    page = render(o, OK, generated="now")
+    assert 'id="replays">2<' in page and 'id="allowed">1<' in page
+    assert page.count("<td>replay</td>") == 2
 
 
 def test_page_batch_counts_every_order_and_bad_notional_is_unpriced() -> None:
@@ -97,7 +111,8 @@ def test_page_render_shows_the_figures() -> None:
     parser = _Text()
     parser.feed(doc)
     text = " ".join(parser.text)
-    assert parser.cells["allowed"] == ["4"] and parser.cells["denied"] == ["4"]
+    assert parser.cells["allowed"] == ["3"] and parser.cells["denied"] == ["4"]
+    assert parser.cells["replays"] == ["1"]
     assert parser.cells["pending-count"] == ["1"]
     assert "The trail verifies" in "".join(parser.cells["trail-status"])
     assert "1,500" in text and "3,000.5" in text and "max_order_notional" in text

@@ -17,7 +17,7 @@ from proxy.exchanges.binance import EXCHANGE, signature_for
 from proxy.model.request import Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
 
-# SPECS.md, "Test vectors" #1 and #2 (Binance's own documentation).
+# docs/exchanges.md, "Test vectors" #1 and #2 (Binance's own documentation).
 VEC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 VEC_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
 VECTORS = [

@@ -1,6 +1,6 @@
 """Bitfinex v2 signing against the documented formula and ccxt 4.5.90, and canonicalisation.
 
-Bitfinex publishes no fixed-output example (SPECS.md "Test vectors"), so the formula is
+Bitfinex publishes no fixed-output example (docs/exchanges.md "Test vectors"), so the formula is
 recomputed here independently and ccxt serves as the byte-for-byte oracle.
 """
 

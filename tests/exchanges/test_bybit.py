@@ -1,7 +1,7 @@
 """Bybit v5 signing against ccxt 4.5.90 and an independent recomputation of the documented
 algorithm, plus the catalogue, auth stripping, intents and hostile canonicalisation.
 
-Bybit publishes no usable vector (SPECS.md "Test vectors": the guide's secret is not given), so
+Bybit publishes no usable vector (docs/exchanges.md "Test vectors": the guide's secret is not given), so
 the oracles are ccxt and the formula in BYB-GUIDE computed here with hmac/cryptography.
 """
 

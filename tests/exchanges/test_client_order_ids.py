@@ -23,7 +23,7 @@ def _json(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj).encode()
 
 
-#: exchange, an order without an id, the id's rule as the exchange documents it (SPECS.md)
+#: exchange, an order without an id, the id's rule as the exchange documents it (docs/exchanges.md)
 CASES: list[tuple[Any, Inbound, str]] = [
     (binance.EXCHANGE, Inbound("POST", "/api/v3/order", b"", FORM,
                                b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000"),

@@ -18,7 +18,7 @@ from proxy.exchanges.deribit import EXCHANGE
 from proxy.model.request import Action, Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
 
-# SPECS.md "Test vectors" #4 (Deribit's own documentation).
+# docs/exchanges.md "Test vectors" #4 (Deribit's own documentation).
 VEC_ID, VEC_SECRET = "AMANDA", "AMANDASECRECT"
 VEC_TS, VEC_NONCE = 1576074319000, "1iqt2wls"
 VEC_SIG = "56590594f97921b09b18f166befe0d1319b198bbcdad7ca73382de2f88fe9aa1"

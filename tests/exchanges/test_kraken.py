@@ -16,7 +16,7 @@ from proxy.exchanges.kraken import EXCHANGE, Kraken
 from proxy.model.request import Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
 
-# SPECS.md, "Test vectors" #3 (Kraken's own documentation).
+# docs/exchanges.md, "Test vectors" #3 (Kraken's own documentation).
 VEC_SECRET = (
     "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
 )

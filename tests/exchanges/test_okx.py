@@ -1,7 +1,7 @@
 """OKX v5 signing against ccxt 4.5.90 and an independent recomputation of the documented
 formula, plus the catalogue, demo-trading header, intents and hostile canonicalisation.
 
-OKX publishes the formula only, no output (SPECS.md "Test vectors"), so the oracles are ccxt
+OKX publishes the formula only, no output (docs/exchanges.md "Test vectors"), so the oracles are ccxt
 and the documented formula computed here with hmac.
 """
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -192,8 +191,8 @@ def test_attack_corpus_refused_audited_never_sent(stack: Stack) -> None:
     for case_id, ex, method, path, query, ctype, body, status, code in CORPUS:
         target = f"/x/{ex}-main{path}" + (f"?{query}" if query else "")
         got, headers, raw = send(stack, token, method, target, ctype, body)
-        error = json.loads(raw).get("error", {}) if raw.startswith(b"{") else {}
-        if (got, headers.get("x-proxy-error"), error.get("code")) != (status, code, code):
+        # the body is in the exchange's own error format; its text names the code
+        if (got, headers.get("x-proxy-error")) != (status, code) or f"{code}: ".encode() not in raw:
             wrong.append(f"{case_id}: expected {status} {code}, got {got} {raw[:160]!r}")
         request_ids[headers.get("x-proxy-request-id", "")] = case_id
     assert not wrong, "\n".join(wrong)

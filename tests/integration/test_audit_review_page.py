@@ -20,6 +20,7 @@ import pytest
 from proxy.audit.review import iter_records
 from proxy.audit.writer import AuditWriter
 from proxy.model.sensitive import Secret
+from tests.support.refusals import proxy_error
 from tests.support.stack import REPO, AccountSpec, Stack, start_stack
 
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -106,10 +107,10 @@ def test_audit_review_page_in_headless_chromium(stack: Stack) -> None:
     for client, count in (("alpha-bot", 3), ("beta-bot", 2)):
         for _ in range(count):
             assert _order(stack, client).status_code == 200  # 500 quote units each
-    assert _order(stack, "alpha-bot", quantity="0.5", price="60000").json()["error"]["rule"] \
+    assert proxy_error(_order(stack, "alpha-bot", quantity="0.5", price="60000"))["rule"] \
         == "max_order_notional"
     for _ in range(2):
-        assert _order(stack, "beta-bot", symbol="SOLUSDT", price="150").json()["error"]["rule"] \
+        assert proxy_error(_order(stack, "beta-bot", symbol="SOLUSDT", price="150"))["rule"] \
             == "symbols"
     assert _order(stack, "alpha-bot", quantity="0.9").status_code == 403  # max_order_qty
     # A hostile value that reached the trail (as a looser exchange module might let through)

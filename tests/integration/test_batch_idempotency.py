@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.redis_server import RedisServer
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 ACCOUNTS = [
@@ -126,7 +127,7 @@ def test_batch_refused_where_an_id_cannot_be_added(stack: Stack) -> None:
         {"type": "buy", "ordertype": "limit", "volume": "0.01", "price": "40000"}]}
     r = _post(stack, "kraken-main", "/0/private/AddOrderBatch", body)
     assert r.status_code == 400 and r.headers["x-proxy-error"] == "bad_request"
-    assert "cl_ord_id" in r.json()["error"]["message"]
+    assert "cl_ord_id" in proxy_error(r)["message"]
     assert _sent(stack, "kraken-main", "/0/private/AddOrderBatch") == 0
     dup = _post(stack, "bybit-main", BYBIT_BATCH, _bybit(["sameId1", "sameId1"]))
     assert dup.status_code == 400 and dup.headers["x-proxy-error"] == "bad_request"

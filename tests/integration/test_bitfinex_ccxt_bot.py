@@ -11,6 +11,7 @@ import ccxt
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 FIELDS = {"api_key": "bitfinex-real-key-0123", "api_secret": "bitfinex-real-secret-0123456789"}
@@ -70,12 +71,12 @@ def test_bitfinex_ccxt_bot_order_over_policy_never_reaches_emulator(stack: Stack
     before = len(stack.emulator("bitfinex-main").recorder.all())
     big = b'{"type":"EXCHANGE LIMIT","symbol":"tBTCUSD","amount":"-2","price":"60000"}'
     r = _post(stack, "/v2/auth/w/order/submit", big)
-    assert r.status_code == 403 and r.json()["error"]["code"] == "policy_denied"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "policy_denied"
     batch = (b'{"ops":[["on",{"type":"EXCHANGE LIMIT","symbol":"tBTCUSD","amount":"0.1",'
              b'"price":"60000"}],["on",{"type":"EXCHANGE LIMIT","symbol":"tBTCUSD",'
              b'"amount":"-1","price":"60000"}]]}')
     r = _post(stack, "/v2/auth/w/order/multi", batch)
-    assert r.status_code == 403 and r.json()["error"]["code"] == "policy_denied"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "policy_denied"
     assert len(stack.emulator("bitfinex-main").recorder.all()) == before
 
 
@@ -87,5 +88,5 @@ def test_bitfinex_ccxt_bot_dangerous_endpoints_never_reach_emulator(
 ) -> None:
     before = len(stack.emulator("bitfinex-main").recorder.all())
     r = _post(stack, path, b'{"wallet":"exchange","method":"bitcoin","amount":"1","address":"x"}')
-    assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "endpoint_forbidden"
     assert len(stack.emulator("bitfinex-main").recorder.all()) == before

@@ -10,6 +10,7 @@ import ccxt
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 FIELDS = {"api_key": "bg_real_key_0123", "api_secret": "bg-real-secret-0123456789abcdef",
@@ -68,5 +69,5 @@ def test_bitget_ccxt_bot_dangerous_endpoints_never_reach_emulator(stack: Stack, 
                    headers={"Proxy-Authorization": f"Bearer {stack.token('bitget-bot')}",
                             "Content-Type": "application/json"},
                    content=b'{"coin":"BTC","size":"1","address":"x","transferType":"on_chain"}')
-    assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "endpoint_forbidden"
     assert len(stack.emulator("bitget-main").recorder.all()) == before

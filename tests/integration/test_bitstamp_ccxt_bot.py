@@ -13,6 +13,7 @@ import ccxt
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 FIELDS = {"api_key": "bitstampRealKey0123456789abcdef", "api_secret": "bitstamp-real-secret-0123"}
@@ -69,7 +70,7 @@ def test_bitstamp_ccxt_bot_dangerous_endpoints_never_reach_emulator(
     r = httpx.post(stack.proxy_url + "/x/bitstamp-main" + path,
                    headers={"Proxy-Authorization": f"Bearer {stack.token('bitstamp-bot')}"},
                    data={"amount": "1", "address": "x"})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "endpoint_forbidden"
     assert len(stack.emulator("bitstamp-main").recorder.all()) == before
 
 

@@ -11,6 +11,7 @@ import ccxt
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 FIELDS = {"api_key": "bybit_real_key_0123", "api_secret": "bybit-real-secret-0123456789abcdef"}
@@ -70,5 +71,5 @@ def test_bybit_ccxt_bot_dangerous_endpoints_never_reach_emulator(stack: Stack, p
                    headers={"Proxy-Authorization": f"Bearer {stack.token('bybit-bot')}",
                             "Content-Type": "application/json"},
                    content=b'{"coin":"BTC","chain":"BTC","address":"x","amount":"1"}')
-    assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "endpoint_forbidden"
     assert len(stack.emulator("bybit-main").recorder.all()) == before

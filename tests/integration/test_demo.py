@@ -39,9 +39,11 @@ def test_demo_runs_every_step_and_cleans_up() -> None:
     text = out.stdout
     for marker in ("OpenBao dev server at", "Binance emulator at", "(ready)",
                    '"clientOrderId": "demo-order-1", "status": "NEW"', '"status": "CANCELED"',
-                   "403 endpoint_forbidden", "policy_denied, rule symbols",
-                   "policy_denied, rule max_order_qty", "OK: 11 records", "temporary files removed"):
+                   "balances: BTC 2.00000000", "X-Proxy-Error: endpoint_forbidden",
+                   "X-Proxy-Error: policy_denied", "(rule symbols; request ",
+                   "(rule max_order_qty; request ", "OK: 11 records", "temporary files removed"):
         assert marker in text, marker
+    assert "\033[" not in text  # not a terminal: no escape codes (nor with NO_COLOR set)
     time.sleep(0.5)
     assert not _children_of(_bao_servers() - before, 0) - before
 

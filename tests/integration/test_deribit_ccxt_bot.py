@@ -12,6 +12,7 @@ import ccxt
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 FIELDS = {"api_key": "drbIntClient1", "api_secret": "deribit-integration-secret-0123456789"}
@@ -84,5 +85,5 @@ def test_deribit_ccxt_bot_dangerous_endpoints_never_reach_emulator(
     before = len(stack.emulator("deribit-main").recorder.all())
     r = httpx.get(stack.proxy_url + "/x/deribit-main" + path,
                   headers={"Proxy-Authorization": f"Bearer {stack.token('deribit-bot')}"})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "endpoint_forbidden"
+    assert r.status_code == 403 and proxy_error(r)["code"] == "endpoint_forbidden"
     assert len(stack.emulator("deribit-main").recorder.all()) == before

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy import exchanges
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,7 @@ def test_exchange_clock_skewed_exchange_accepts_synced_accounts(tmp_path: Path, 
                 assert seen and not any(rec.accepted for rec in seen), (exchange, seen)
                 r = httpx.get(f"{stack.proxy_url}/x/{host}{path}",
                               headers={"Proxy-Authorization": f"Bearer {token}"}, timeout=30)
-                assert r.status_code == 503 and r.json()["error"]["rule"] == "key_permissions", r.text
+                assert r.status_code == 503 and proxy_error(r)["rule"] == "key_permissions", r.text
                 # only the vetting's own retries (backing off) may have reached it, never the bot's read
                 probe = exchanges.get(exchange).capabilities.key_permissions
                 assert probe is not None

@@ -20,6 +20,7 @@ from proxy.audit.reader import iter_records
 from proxy.guards.cooldowns import egress_scope, pause_flag
 from proxy.state import open_store
 from tests.support.redis_server import RedisServer
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -128,7 +129,7 @@ def test_exchange_429_pauses_the_account_on_every_worker(stack: Stack) -> None:
         refused.append(_order(stack, "bot", "binance-main"))
     for r in refused:
         assert r.status_code == 503 and r.headers["x-proxy-error"] == "account_paused", r.text
-        assert r.json()["error"]["rule"] == "exchange_cooldown"
+        assert proxy_error(r)["rule"] == "exchange_cooldown"
         assert 1 <= int(r.headers["retry-after"]) <= 6
     assert len(emulator.recorder.all()) == seen, "nothing more reached the exchange"
     assert len(_pids(stack, _rids(refused))) == 2, "both workers refused"
@@ -160,7 +161,7 @@ def test_exchange_418_ban_pauses_every_binance_account_behind_the_ip(stack: Stac
         paused = _get(stack, "bot", account, "/api/v3/account")
         assert paused.headers["x-proxy-error"] == "account_paused", paused.text
         assert 100 <= int(paused.headers["retry-after"]) <= 120
-        assert "IP address" in paused.json()["error"]["message"]
+        assert "IP address" in proxy_error(paused)["message"]
     assert len(stack.emulator("binance-main").recorder.all()) == seen, "nothing reached the exchange"
     kraken = httpx.post(stack.proxy_url + "/x/kraken-main/0/private/Balance", content=b"", timeout=15,
                         headers={"Proxy-Authorization": f"Bearer {stack.token('bot')}",
@@ -193,7 +194,7 @@ def test_client_rate_limit_refuses_exactly_the_excess_across_workers(stack: Stac
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 5 and statuses.count(429) == 7, statuses
     limited = [r for r in responses if r.status_code == 429]
-    assert all(r.json()["error"]["rule"] == "rate_limit.client" and int(r.headers["retry-after"]) >= 1
+    assert all(proxy_error(r)["rule"] == "rate_limit.client" and int(r.headers["retry-after"]) >= 1
                for r in limited)
     assert len(_pids(stack, {r.headers["x-proxy-request-id"] for r in responses})) == 2
     # another client on the same account is unaffected
@@ -238,7 +239,7 @@ def test_account_weight_budget_follows_binance_weights(tmp_path: Path, backend: 
             statuses = [_get(s, "bot", "binance-main", "/api/v3/account").status_code for _ in range(4)]
             assert statuses == [200, 200, 429, 429], statuses
             r = _get(s, "bot", "binance-main", "/api/v3/account")
-            assert r.json()["error"]["rule"] == "rate_limit.account" and "retry-after" in r.headers
+            assert proxy_error(r)["rule"] == "rate_limit.account" and "retry-after" in r.headers
             assert len([x for x in emulator.recorder.all() if x.path == "/api/v3/account"]) == 2
             assert [_order(s, "bot", "binance-main").status_code for _ in range(10)] == [200] * 10
             assert _order(s, "bot", "binance-main").status_code == 429

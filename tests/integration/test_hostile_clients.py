@@ -15,7 +15,7 @@ No timing assertion: only answers, counts and memory are asserted.
 from __future__ import annotations
 
 import http.client
-import json
+import re
 import socket
 import threading
 import uuid
@@ -158,7 +158,7 @@ def test_malformed_inputs_are_bad_requests_not_internal_errors(stack: Stack) -> 
         stack, "POST", "/x/binance-main/api/v3/order", ctype="application/x-www-form-urlencoded",
         body=b"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=100000&price=100000")
     assert (status, headers.get("x-proxy-error")) == (429, "rate_limited"), raw
-    assert json.loads(raw)["error"]["rule"] == "budget.client.notional.1m"
+    assert b"(rule budget.client.notional.1m;" in raw
     assert "internal error" not in stack.proxy_log()
     assert '"level": "error"' not in stack.proxy_log()
 
@@ -178,8 +178,8 @@ def test_unknown_and_ungranted_accounts_are_answered_alike(
     for account in ("no-such-desk", "secret-desk"):
         status, got, raw = send(stack, "POST", f"/x/{account}/api/v3/order", body=body,
                                 ctype="application/x-www-form-urlencoded", headers=headers)
-        error = json.loads(raw)["error"] if raw.startswith(b"{") else {}
-        answers.append((status, got.get("x-proxy-error"), error.get("code"), error.get("message")))
+        # the same refusal, in the same format; only the request id differs
+        answers.append((status, got.get("x-proxy-error"), re.sub(rb"request [0-9a-f]+", b"", raw)))
     assert answers[0] == answers[1], what
     assert answers[0][0] in (400, 403, 413)
 

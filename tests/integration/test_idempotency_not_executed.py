@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, start_stack
 
 ACCOUNT = AccountSpec("binance-main", "binance", {"api_key": "notExecutedKey0123", "api_secret": "n" * 64})
@@ -57,4 +58,4 @@ def test_a_test_order_spends_neither_its_client_order_id_nor_the_budget(tmp_path
         assert real.status_code == 200 and real.json()["clientOrderId"] == "validated-first", real.text
         over = httpx.post(f"{stack.proxy_url}/x/binance-main/api/v3/order",
                           data={**ORDER, "newClientOrderId": "second-real"}, headers=headers, timeout=15)
-        assert over.status_code == 429 and over.json()["error"]["rule"] == "budget.client.orders.1m"
+        assert over.status_code == 429 and proxy_error(over)["rule"] == "budget.client.orders.1m"

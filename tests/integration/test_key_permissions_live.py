@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def test_withdraw_capable_keys_are_refused_trade_only_keys_serve(tmp_path: Path)
         for account, path in (("binance-main", "/api/v3/account"), ("okx-main", "/api/v5/account/balance")):
             r = _account(stack, account, path)
             assert r.status_code == 503 and r.headers["x-proxy-error"] == "not_ready", r.text
-            error = r.json()["error"]
+            error = proxy_error(r)
             assert error["rule"] == "key_permissions" and "can withdraw" in error["message"]
             assert _sent(stack, account, path) == 0
         ready = httpx.get(stack.admin_url + "/readyz", timeout=5).json()
@@ -100,7 +101,7 @@ def test_failed_check_fails_closed_then_recovers(tmp_path: Path) -> None:
         stack.start_proxy(1)
         stack.wait_ready()
         r = _account(stack, "binance-main", "/api/v3/account")
-        assert r.status_code == 503 and "could not check" in r.json()["error"]["message"], r.text
+        assert r.status_code == 503 and "could not check" in proxy_error(r)["message"], r.text
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             r = _account(stack, "binance-main", "/api/v3/account")
@@ -130,7 +131,7 @@ def test_bybit_and_coinbase_withdraw_capable_keys_are_refused(tmp_path: Path) ->
         refused = httpx.get(stack.admin_url + "/readyz", timeout=5).json()["accounts_refused"]
         assert set(refused) == {"bybit-main", "coinbase-main"}
         r = _account(stack, "coinbase-main", "/api/v3/brokerage/accounts")
-        assert r.status_code == 503 and r.json()["error"]["rule"] == "key_permissions"
+        assert r.status_code == 503 and proxy_error(r)["rule"] == "key_permissions"
 
 
 BINANCE_B = {"api_key": "binanceWithdrawKey0002B", "api_secret": "e" * 64}

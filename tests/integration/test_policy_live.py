@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from proxy.audit.reader import iter_records
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def audit(stack: Stack, request_id: str) -> dict[str, object]:
 def test_live_price_band_uses_the_exchange_ticker(stack: Stack) -> None:
     assert order(stack, "mm", price="50900").status_code == 200
     r = order(stack, "mm", price="52000")
-    assert r.status_code == 403 and r.json()["error"]["rule"] == "price_band"
+    assert r.status_code == 403 and proxy_error(r)["rule"] == "price_band"
     assert audit(stack, r.headers["x-proxy-request-id"])["rule"] == "price_band"
 
 
@@ -89,7 +90,7 @@ def test_live_kill_switch_within_a_second_leaves_cancel(stack: Stack) -> None:
     time.sleep(1.0)
     for _ in range(6):  # both workers
         r = order(stack, "mm")
-        assert r.status_code == 503 and r.json()["error"]["rule"] == "kill_switch.client", r.text
+        assert r.status_code == 503 and proxy_error(r)["rule"] == "kill_switch.client", r.text
     assert time.monotonic() - set_at < 5
     cancel = httpx.delete(stack.proxy_url + "/x/binance-main/api/v3/openOrders", params={"symbol": "BTCUSDT"},
                           headers={"Proxy-Authorization": f"Bearer {stack.token('mm')}"}, timeout=10)
@@ -146,7 +147,7 @@ def test_live_budget_holds_across_workers(stack: Stack) -> None:
     statuses = [order(stack, "mm").status_code for _ in range(4)]
     assert statuses.count(200) == 1 and statuses.count(429) == 3, statuses
     r = order(stack, "mm")
-    assert r.json()["error"]["rule"] == "budget.client.orders.2h" and "retry-after" in r.headers
+    assert proxy_error(r)["rule"] == "budget.client.orders.2h" and "retry-after" in r.headers
     path.write_text(POLICY.format(qty="0.5", orders=1000))
 
 
@@ -177,7 +178,7 @@ def test_live_idempotent_replay_and_conflict_spend_no_budget(stack: Stack) -> No
         assert second.status_code == 200, second.text  # replays and the conflict spent nothing
         for _ in range(2):
             third = order(stack, "mm", newClientOrderId=f"rp3-{tag}")
-            assert third.status_code == 429 and third.json()["error"]["rule"] == "budget.client.orders.3h"
+            assert third.status_code == 429 and proxy_error(third)["rule"] == "budget.client.orders.3h"
             assert "x-proxy-idempotent-replay" not in third.headers
         assert sent(f"rp2-{tag}") == 1 and sent(f"rp3-{tag}") == 0
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.test_attack_corpus import FIELDS
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,7 @@ def accepted(exchange: str, r: httpx.Response) -> bool:
 
 
 def refused(r: httpx.Response, rule: str) -> bool:
-    return r.status_code == 403 and r.json()["error"]["rule"] == rule
+    return r.status_code == 403 and proxy_error(r)["rule"] == rule
 
 
 @pytest.mark.parametrize("exchange", list(SYMBOL))
@@ -146,7 +146,7 @@ def test_live_price_band_on_every_exchange(stack: Stack, exchange: str) -> None:
     for price in ("52000", "48500"):
         outside = send(stack, exchange, limit(exchange, price))
         assert refused(outside, "price_band"), outside.text
-        assert "50000" in outside.json()["error"]["message"]
+        assert "50000" in proxy_error(outside)["message"]
     assert orders_received(stack, exchange) == before
 
 
@@ -177,7 +177,7 @@ def test_live_price_band_follows_the_exchange_price(stack: Stack, monkeypatch: p
     for exchange in SYMBOL:
         old_band = send(stack, exchange, limit(exchange, "50900"))
         assert refused(old_band, "price_band"), (exchange, old_band.text)
-        assert "60000" in old_band.json()["error"]["message"]
+        assert "60000" in proxy_error(old_band)["message"]
         new_band = send(stack, exchange, limit(exchange, "60500"))
         assert accepted(exchange, new_band), (exchange, new_band.text)
     monkeypatch.undo()
@@ -191,5 +191,5 @@ def test_live_no_ticker_answer_refuses(stack: Stack, monkeypatch: pytest.MonkeyP
     monkeypatch.delitem(okx.INSTRUMENTS, "BTC-USDT")
     time.sleep(3.5)
     r = send(stack, "okx", limit("okx", "50000"))
-    assert refused(r, "price_band") and "fail closed" in r.json()["error"]["message"], r.text
-    assert json.loads(r.text)["error"]["code"] == "policy_denied"
+    assert refused(r, "price_band") and "fail closed" in proxy_error(r)["message"], r.text
+    assert proxy_error(r)["code"] == "policy_denied"

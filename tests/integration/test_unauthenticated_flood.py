@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -85,7 +86,7 @@ def test_below_the_audit_reserve_reads_stop_and_orders_flow(stack: Stack) -> Non
     headers = {"Proxy-Authorization": f"Bearer {stack.token('bot')}"}
     read = httpx.get(stack.proxy_url + "/x/binance-main/api/v3/account", headers=headers, timeout=30)
     assert (read.status_code, read.headers["x-proxy-error"]) == (503, "not_ready")
-    assert "reserve" in read.json()["error"]["message"]
+    assert "reserve" in proxy_error(read)["message"]
     order = httpx.post(stack.proxy_url + "/x/binance-main/api/v3/order", content=ORDER, timeout=30,
                        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
     assert order.status_code == 200, order.text

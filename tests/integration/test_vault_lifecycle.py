@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 POLICY = """
@@ -94,7 +95,7 @@ def test_deleted_or_destroyed_secret_stops_only_its_account(tmp_path: Path) -> N
         kv(stack).delete_metadata_and_all_versions(path="exchanges/binance-a", mount_point="secret")
         eventually(lambda: balance(stack, "binance-a", token).status_code == 503, 15, "a stops", stack)
         r = balance(stack, "binance-a", token)
-        assert r.headers["x-proxy-error"] == "not_ready" and "binance-a" in r.json()["error"]["message"]
+        assert r.headers["x-proxy-error"] == "not_ready" and "binance-a" in proxy_error(r)["message"]
         assert balance(stack, "binance-b", token).status_code == 200
         code, body = stack.readyz()
         assert code == 200 and any("binance-a" in s for s in body["accounts_stopped"])
@@ -166,7 +167,7 @@ def test_vault_down_while_serving_grace_then_not_ready_then_back(tmp_path: Path)
         eventually(lambda: balance(stack, "binance-a", token).status_code == 503, 20, "grace ends", stack)
         assert time.monotonic() - down_at >= 6
         r = balance(stack, "binance-a", token)
-        assert r.headers["x-proxy-error"] == "not_ready" and "grace period" in r.json()["error"]["message"]
+        assert r.headers["x-proxy-error"] == "not_ready" and "grace period" in proxy_error(r)["message"]
         code, body = stack.readyz()
         assert code == 503 and any("grace_period_s" in s for s in body["reasons"]), body
         assert [v for _, v in stack.metric("proxy_vault_up")] == [0.0]

@@ -25,7 +25,7 @@ from proxy.model.signers import HmacKey
 
 FORM, JSON = "application/x-www-form-urlencoded", "application/json"
 
-# SPECS.md "Test vectors" #1, #2 (Binance), #3 (Kraken), #4 (Deribit): the exchanges' own docs.
+# docs/exchanges.md "Test vectors" #1, #2 (Binance), #3 (Kraken), #4 (Deribit): the exchanges' own docs.
 BINANCE_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 BINANCE_VECTORS = [
     ("symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000"

@@ -138,6 +138,20 @@ def test_exchange_clock_failed_round_keeps_the_last_offset() -> None:
     assert "503" in str(clock.detail()["binance-main"])
 
 
+def test_exchange_clock_failure_names_the_exchanges_own_reason() -> None:
+    class _Refusing(_FakeExchange):
+        async def send(self, base_url: str, out: Outbound) -> UpstreamResponse:
+            body = {"code": -1003, "msg": "Too much request weight used; current limit is 6000."}
+            return UpstreamResponse(429, (), json.dumps(body).encode(), 1.0)
+
+    fake = _Refusing(skew_ms=0)
+    target = Target("binance-main", "http://exchange.test", ServerTime("/api/v3/time", ("serverTime",)),
+                    "binance")
+    clock = ExchangeClock(fake, [target], Metrics(), wall_ns=fake.now, mono_ns=fake.now)
+    assert asyncio.run(clock.measure(target)) is None
+    assert "HTTP 429: -1003 Too much request weight used" in str(clock.detail()["binance-main"])
+
+
 def test_exchange_clock_follows_a_host_clock_step_between_measurements() -> None:
     fake = _FakeExchange(skew_ms=300_000)
     mono = [fake.now()]

@@ -1,4 +1,4 @@
-"""The pipeline's safety hooks, without I/O: nonce-rejection detection per SPECS.md, metrics
+"""The pipeline's safety hooks, without I/O: nonce-rejection detection per docs/exchanges.md, metrics
 after an exchange answer, and store failures counted by ObservedStore."""
 
 from __future__ import annotations

@@ -57,6 +57,24 @@ def test_unreadable_answers_are_errors(exchange: str, status: int, body: bytes) 
         parse_answer(exchange, status, body)
 
 
+@pytest.mark.parametrize(("exchange", "status", "body", "said"), [
+    ("binance", 401, _b({"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}),
+     "HTTP 401: -2015 Invalid API-key, IP, or permissions for action."),
+    ("binance", 400, _b({"code": -1022, "msg": "Signature for this request is not valid."}),
+     "HTTP 400: -1022 Signature for this request is not valid."),
+    ("okx", 200, _b({"code": "50113", "msg": "Invalid Sign", "data": []}), "HTTP 200: 50113 Invalid Sign"),
+    ("bybit", 200, _b({"retCode": 10003, "retMsg": "API key is invalid."}),
+     "HTTP 200: 10003 API key is invalid."),
+    ("coinbase", 401, _b({"error": "unauthorized", "message": "invalid jwt"}), "HTTP 401: unauthorized invalid jwt"),
+    ("binance", 502, b"<html>bad gateway</html>", "HTTP 502"),
+])
+def test_refused_checks_say_the_exchanges_own_code_and_message(
+    exchange: str, status: int, body: bytes, said: str
+) -> None:
+    with pytest.raises(ValueError, match=f"the exchange answered {said}$"):
+        parse_answer(exchange, status, body)
+
+
 # ---------------------------------------------------------------- vetting keys, pool keys
 
 class _Cfg:

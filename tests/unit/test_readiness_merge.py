@@ -55,3 +55,21 @@ def test_details_cannot_overwrite_the_verdict() -> None:
     ready, body = merge(WorkerReadiness("12", ("x",), {"ready": True, "reasons": []}),
                         [WorkerReadiness("11", (), {}, 1.0)], 5)
     assert not ready and body["ready"] is False and body["reasons"] == ["worker 12: x"]
+
+
+def test_accounts_detail_says_who_can_sign_and_why_not() -> None:
+    from proxy.ops.readiness import AccountSigning, accounts_detail
+
+    now = 1_800_000_000.0
+    shown = accounts_detail([
+        AccountSigning("a", 3, None, "key version 3 checked with binance: cannot withdraw"),
+        AccountSigning("b", 1, "account b: could not check ... (HTTP 401: -2015 Invalid API-key)", "x"),
+        AccountSigning("c", 2, None, "ok", paused_until=now + 30),
+        AccountSigning("d", None, "secret not loaded: no secret at secret/exchanges/d", "not checked yet"),
+    ], now)
+    assert shown["a"] == {"can_sign": True, "key_version": 3,
+                          "exchange_verdict": "key version 3 checked with binance: cannot withdraw"}
+    assert shown["b"]["can_sign"] is False and "-2015" in str(shown["b"]["why"])
+    assert shown["c"]["can_sign"] is False and shown["c"]["paused_until"] == "2027-01-15T08:00:30Z"
+    assert str(shown["c"]["why"]).startswith("paused until 2027-01-15T08:00:30Z")
+    assert shown["d"]["can_sign"] is False and shown["d"]["key_version"] is None

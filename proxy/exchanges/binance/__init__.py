@@ -1,6 +1,6 @@
 """Binance spot (``/api/v3`` and the few ``/sapi`` reads a trading bot needs).
 
-Signing (SPECS.md §1): the payload is the raw query string concatenated, without separator, to
+Signing (docs/exchanges.md §1): the payload is the raw query string concatenated, without separator, to
 the raw body, as sent. HMAC keys sign hex HMAC-SHA256; Ed25519 and RSA (PKCS#1 v1.5, SHA-256)
 keys sign base64, percent-encoded. ``timestamp`` goes first, ``recvWindow`` (when the account sets its own)
 after the bot's parameters and ``signature`` last, in the body when there is one, else in the

@@ -18,6 +18,7 @@ from proxy.exchanges.binance.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
+from proxy.exchanges.refusals import ErrorFormat, RefusalBody, RefusalView, exchange_reason, render_native
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -129,6 +130,35 @@ PROBE = PermissionProbe("/sapi/v1/account/apiRestrictions", _permissions)
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Binance error code that
+#: ccxt 4.5.90's binance maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, int | None] = {
+    "unauthenticated": -1002, "forbidden": -1002, "endpoint_forbidden": -1002, "policy_denied": -1002,
+    "bad_request": -1100, "too_large": -1100, "idempotency_conflict": -2010, "rate_limited": -1003,
+    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": -1007,
+}
+
+#: ccxt's binance maps no code to PermissionDenied, only these words in ``msg``
+_NO_PRIVILEGE = "this client has no operation privilege here"
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    """``{"code": -1002, "msg": ...}``. ccxt raises DDoSProtection for every Binance 429,
+    before it reads the body: the nearest it has to RateLimitExceeded."""
+    permission = refusal.code in ("forbidden", "endpoint_forbidden", "policy_denied")
+    msg = f"{refusal.text}; {_NO_PRIVILEGE}" if permission else refusal.text
+    return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": msg})
+
+
+def _reason(body: bytes) -> str | None:
+    return exchange_reason(body, "code", "msg")
+
+
+ERRORS = ErrorFormat(("/api/v3/", "/sapi/"), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     server_time=ServerTime("/api/v3/time", ("serverTime",)),  # {"serverTime": ms}
     ticker=TICKER,
@@ -147,4 +177,5 @@ CAPABILITIES = Capabilities(
     # POST /api/v3/order answers {"orderId": 28, ...}
     order_ids=OrderIds(("orderId",)),
     private_stream=STREAM,
+    errors=ERRORS,
 )

@@ -1,6 +1,6 @@
 """Bitfinex v2 REST (``GET /v2/...`` public, ``POST /v2/auth/r|w/...`` signed).
 
-Signing (SPECS.md §6): the JSON body is sent as prepared (``{}`` when empty) and signed as::
+Signing (docs/exchanges.md §6): the JSON body is sent as prepared (``{}`` when empty) and signed as::
 
     bfx-signature = hex(HMAC-SHA384(secret, "/api" + path + nonce + body))
 

@@ -17,6 +17,15 @@ from proxy.exchanges.bitfinex.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
+from proxy.exchanges.refusals import (
+    ErrorFormat,
+    RefusalBody,
+    RefusalView,
+    exchange_reason,
+    json_or_none,
+    reason_text,
+    render_native,
+)
 from proxy.exchanges.tickers import Quote, Ticker
 from proxy.model.request import Intent
 
@@ -78,6 +87,39 @@ def _same_amount(value: Any, amount: Decimal) -> bool:
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitfinex error that
+#: ccxt 4.5.90's bitfinex maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "10100", "forbidden": "10001", "endpoint_forbidden": "10001",
+    "policy_denied": "10001", "bad_request": "10020", "too_large": "10020",
+    "idempotency_conflict": "10020", "rate_limited": "11010", "account_paused": "temporarily_unavailable",
+    "not_ready": "temporarily_unavailable", "upstream_error": "temporarily_unavailable",
+    "upstream_timeout": None,
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    """``{"error": "10001", ...}``: ccxt reads Bitfinex's ``["error", code, text]`` only from
+    500 and 429 answers, an object's ``error`` at any status. Nothing of Bitfinex's maps to
+    InvalidOrder: a reused client order id is BadRequest (10020)."""
+    return render_native(refusal, REFUSALS, lambda code: {"error": code, "error_description": refusal.text})
+
+
+def _reason(body: bytes) -> str | None:
+    data = json_or_none(body)  # ["error", 10114, "nonce: small"]
+    if isinstance(data, list) and len(data) >= 3 and data[0] == "error":
+        return reason_text(data[1], data[2])
+    return exchange_reason(body, "error", "message")
+
+
+ERRORS = ErrorFormat((
+    "/v2/auth/", "/v2/ticker", "/v2/book/", "/v2/conf/", "/v2/platform/", "/v2/trades/",
+    "/v2/candles/", "/v2/status/", "/v2/calc/", "/v2/stats1/", "/v1/",
+), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     server_time=None,  # nonce-based: no timestamp window
     ticker=TICKER,
@@ -96,4 +138,5 @@ CAPABILITIES = Capabilities(
     # the id; order/multi nests one such answer per operation at [4]
     order_ids=OrderIds((4, 0, 0), (4, EVERY, 4, 0, 0)),
     private_stream=STREAM,
+    errors=ERRORS,
 )

@@ -1,6 +1,6 @@
 """Bitget v2 classic spot (``/api/v2/spot/...``) and the public reads ccxt's load_markets needs.
 
-Signing (SPECS.md §4): ``timestamp + METHOD + path + ["?" + query] + body``, where ``query`` is
+Signing (docs/exchanges.md §4): ``timestamp + METHOD + path + ["?" + query] + body``, where ``query`` is
 the parameters sorted by key and written *without* percent-encoding (Bitget's own sample and
 ccxt both sign the decoded form; the URL carries the encoded form). HMAC keys sign
 base64(HMAC-SHA256); RSA keys sign base64(SHA256withRSA, PKCS#1 v1.5). Auth is headers only
@@ -74,7 +74,7 @@ CATALOGUE = Catalogue([
     endpoint("POST", "/api/v2/spot/trade/cancel-order", C),
     endpoint("POST", "/api/v2/spot/trade/batch-cancel-order", C, batch=True),
     endpoint("POST", "/api/v2/spot/trade/cancel-symbol-order", C),
-    # never (SPECS.md §4); any unlisted path is refused as well
+    # never (docs/exchanges.md §4); any unlisted path is refused as well
     endpoint("POST", "/api/v2/spot/wallet/withdrawal", W),
     endpoint("POST", "/api/v2/spot/wallet/cancel-withdrawal", W),
     endpoint("POST", "/api/v3/account/withdrawal", W),

@@ -16,6 +16,7 @@ from proxy.exchanges.bitget.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
+from proxy.exchanges.refusals import ErrorFormat, RefusalBody, RefusalView, exchange_reason, render_native
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -58,6 +59,33 @@ def lookup_result(status: int, body: bytes) -> Lookup:
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitget error code that
+#: ccxt 4.5.90's bitget maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "40006", "forbidden": "40014", "endpoint_forbidden": "40014",
+    "policy_denied": "40014", "bad_request": "40017", "too_large": "40017",
+    "idempotency_conflict": "40500", "rate_limited": "1001", "account_paused": "40604",
+    "not_ready": "40604", "upstream_error": "40604", "upstream_timeout": "50008",
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": refusal.text, "data": None})
+
+
+def _reason(body: bytes) -> str | None:
+    return exchange_reason(body, "code", "msg")
+
+
+ERRORS = ErrorFormat((
+    "/api/v2/spot/", "/api/v2/mix/", "/api/v2/margin/", "/api/v2/common/", "/api/v2/public/time",
+    "/api/v2/user/", "/api/v2/broker/", "/api/v2/earn/", "/api/v2/tax/",
+    "/api/v3/account/withdraw", "/api/v3/account/transfer", "/api/v3/broker/",
+), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     # GET /api/v2/public/time -> data.serverTime (ms string)
     server_time=ServerTime("/api/v2/public/time", ("data", "serverTime")),
@@ -78,4 +106,5 @@ CAPABILITIES = Capabilities(
     # [{"orderId"}]}}
     order_ids=OrderIds(("data", "orderId"), ("data", "successList", EVERY, "orderId")),
     private_stream=STREAM,
+    errors=ERRORS,
 )

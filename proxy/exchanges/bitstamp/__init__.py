@@ -1,4 +1,4 @@
-"""Bitstamp HTTP API v2 with the v2 ``X-Auth`` header authentication (SPECS.md §5a).
+"""Bitstamp HTTP API v2 with the v2 ``X-Auth`` header authentication (docs/exchanges.md §5a).
 
 String to sign: ``"BITSTAMP " + api_key + METHOD + host + path + query + content_type + nonce
 + timestamp + "v2" + body``, plain concatenation; ``host`` is the netloc actually sent to
@@ -10,7 +10,7 @@ single-use UUID4 (36 lower-case characters, unique within 150 s), so requests ne
 Private endpoints are POSTs with a form body and no query string. Paths end in ``/`` and embed
 the currency pair (``/api/v2/buy/btcusd/``); the catalogue holds them without the trailing
 slash because the shared path check refuses empty segments. Legacy form auth (``key``,
-``signature``, ``nonce`` in the body, SPECS.md §5b) does not cover the parameters and is refused.
+``signature``, ``nonce`` in the body, docs/exchanges.md §5b) does not cover the parameters and is refused.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ CATALOGUE = Catalogue([
     # a real WebSocket token is the proxy's alone: a bot's request is answered by the proxy with
     # a placeholder (proxy.exchanges.bitstamp.stream)
     endpoint("POST", f"{V2}/websockets_token", R, Action.STREAM_TOKEN),
-    # never (SPECS.md §5a); anything unlisted is refused too
+    # never (docs/exchanges.md §5a); anything unlisted is refused too
     *(endpoint("POST", f"{V2}/{p}", W) for p in (
         "withdrawal/open", "withdrawal/cancel", "withdrawal/status", "withdrawal-requests",
         "btc_withdrawal", "eth_withdrawal", "ltc_withdrawal", "bch_withdrawal", "xrp_withdrawal",
@@ -208,7 +208,7 @@ def string_to_sign(
     api_key: str, method: str, host: str, path_and_query: str, content_type: str | None,
     nonce: str, timestamp: str, body: bytes,
 ) -> bytes:
-    """SPECS.md §5a, byte for byte; Content-Type only when there is a body."""
+    """docs/exchanges.md §5a, byte for byte; Content-Type only when there is a body."""
     ctype = (content_type or "") if body else ""
     head = (f"BITSTAMP {api_key}{method.upper()}{host.lower()}{path_and_query}"
             f"{ctype}{nonce}{timestamp}{VERSION}")

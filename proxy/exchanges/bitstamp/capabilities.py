@@ -16,6 +16,14 @@ from proxy.exchanges.bitstamp.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import OrderIds
+from proxy.exchanges.refusals import (
+    ErrorFormat,
+    RefusalBody,
+    RefusalView,
+    json_or_none,
+    reason_text,
+    render_native,
+)
 from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 64)
@@ -58,6 +66,42 @@ def lookup_result(status: int, body: bytes) -> Lookup:
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bitstamp error words that
+#: ccxt 4.5.90's bitstamp maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "Authentication failed", "forbidden": "No permission found",
+    "endpoint_forbidden": "No permission found", "policy_denied": "No permission found",
+    "bad_request": "Invalid offset.", "too_large": "Invalid offset.",
+    "idempotency_conflict": "Ensure that there are no more than one order per client order id.",
+    "rate_limited": None, "account_paused": None, "not_ready": None, "upstream_error": None,
+    "upstream_timeout": None,
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    """``{"status": "error", "reason": {"__all__": [...]}}``: ccxt matches Bitstamp's errors
+    by their words, so the words it knows come first, the proxy's text second ("Invalid
+    offset." is all ccxt's bitstamp maps to BadRequest)."""
+    return render_native(refusal, REFUSALS, lambda words: {
+        "status": "error", "reason": {"__all__": [words, refusal.text]}, "code": refusal.code})
+
+
+def _reason(body: bytes) -> str | None:
+    """``code reason``; the reason is a string, ``{"__all__": [...]}`` or per field."""
+    data = json_or_none(body)
+    if not isinstance(data, dict):
+        return None
+    reason = data.get("reason", data.get("error"))
+    if isinstance(reason, dict):
+        reason = "; ".join(str(v[0] if isinstance(v, list) and v else v) for v in reason.values())
+    return reason_text(data.get("code"), reason)
+
+
+ERRORS = ErrorFormat(("/api/v2/",), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     server_time=None,  # no server-time endpoint was verified: signed with the host clock
     ticker=TICKER,
@@ -76,4 +120,5 @@ CAPABILITIES = Capabilities(
     # buy/sell answer the order itself: {"id": "1234", ...}
     order_ids=OrderIds(("id",)),
     private_stream=STREAM,
+    errors=ERRORS,
 )

@@ -1,12 +1,12 @@
 """Bybit v5 (spot, linear, inverse and option through the unified ``/v5`` API).
 
-Signing (SPECS.md §2): ``timestamp + api_key + recv_window + payload`` where the payload is the
+Signing (docs/exchanges.md §2): ``timestamp + api_key + recv_window + payload`` where the payload is the
 query string exactly as sent (GET) or the JSON body exactly as sent (POST); HMAC keys sign
 lower-case hex HMAC-SHA256, RSA keys base64 RSASSA-PKCS1-v1_5/SHA-256. Authentication lives
 only in the ``X-BAPI-*`` headers, which sign() builds from scratch; the proxy sets its own
 ``X-BAPI-RECV-WINDOW``.
 
-Quantity semantics (SPECS.md §2, BYB-ORDER): a spot Market order's ``qty`` is quote currency
+Quantity semantics (docs/exchanges.md §2, BYB-ORDER): a spot Market order's ``qty`` is quote currency
 when ``marketUnit`` is ``quoteCoin``, or by default for a Buy; otherwise ``qty`` is the
 exchange's own quantity (base coin spot/linear, contracts inverse/option).
 """

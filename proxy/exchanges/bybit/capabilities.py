@@ -18,6 +18,7 @@ from proxy.exchanges.bybit.stream import STREAM
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.order_ids import EVERY, OrderIds
+from proxy.exchanges.refusals import ErrorFormat, RefusalBody, RefusalView, exchange_reason, render_native
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 from proxy.model.request import Prepared
@@ -94,6 +95,29 @@ PROBE = PermissionProbe("/v5/user/query-api", _permissions)
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Bybit retCode that
+#: ccxt 4.5.90's bybit maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, int | None] = {
+    "unauthenticated": 10003, "forbidden": 10005, "endpoint_forbidden": 10005, "policy_denied": 10005,
+    "bad_request": 10001, "too_large": 10001, "idempotency_conflict": 110072, "rate_limited": 10006,
+    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": 170007,
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    return render_native(refusal, REFUSALS, lambda code: {
+        "retCode": code, "retMsg": refusal.text, "result": {}, "retExtInfo": {}})
+
+
+def _reason(body: bytes) -> str | None:
+    return exchange_reason(body, "retCode", "retMsg")
+
+
+ERRORS = ErrorFormat(("/v5/",), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     # GET /v5/market/time; result.timeNano is the finest field
     server_time=ServerTime("/v5/market/time", ("result", "timeNano"), "ns"),
@@ -113,4 +137,5 @@ CAPABILITIES = Capabilities(
     # [{"orderId"}]}}
     order_ids=OrderIds(("result", "orderId"), ("result", "list", EVERY, "orderId")),
     private_stream=STREAM,
+    errors=ERRORS,
 )

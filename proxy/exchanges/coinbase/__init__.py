@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade (``/api/v3/brokerage``) with CDP API keys.
 
-Signing (SPECS.md §8): ``Authorization: Bearer <JWT>``, a fresh JWT per request, ES256 (EC
+Signing (docs/exchanges.md §8): ``Authorization: Bearer <JWT>``, a fresh JWT per request, ES256 (EC
 P-256 PEM) or EdDSA (base64 seed‖public key). The JWT names only ``METHOD host/path``, never the
 query or body, so policy must read the JSON body itself: :func:`prepare` canonicalises it and
 extracts one intent from ``order_configuration``. The claims are exactly those ccxt 4.5.90

@@ -15,6 +15,14 @@ from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissi
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
 from proxy.exchanges.coinbase.stream import STREAM
 from proxy.exchanges.order_ids import OrderIds
+from proxy.exchanges.refusals import (
+    ErrorFormat,
+    RefusalBody,
+    RefusalView,
+    json_or_none,
+    reason_text,
+    render_native,
+)
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -50,6 +58,40 @@ PROBE = PermissionProbe("/api/v3/brokerage/key_permissions", _permissions)
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Coinbase error id that
+#: ccxt 4.5.90's coinbase maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "unauthorized", "forbidden": "PERMISSION_DENIED",
+    "endpoint_forbidden": "PERMISSION_DENIED", "policy_denied": "PERMISSION_DENIED",
+    "bad_request": "INVALID_ARGUMENT", "too_large": "INVALID_ARGUMENT",
+    "idempotency_conflict": "INVALID_ARGUMENT", "rate_limited": "rate_limit_exceeded",
+    "account_paused": None, "not_ready": None, "upstream_error": None, "upstream_timeout": None,
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    """Advanced Trade's ``{"error", "message"}``. Nothing of Coinbase's maps to InvalidOrder:
+    a reused client order id is BadRequest."""
+    return render_native(refusal, REFUSALS, lambda error: {
+        "error": error, "message": refusal.text, "error_details": refusal.text})
+
+
+def _reason(body: bytes) -> str | None:
+    """``error message``, ``errors[0].id message`` or ``error_response.error message``."""
+    data = json_or_none(body)
+    if not isinstance(data, dict):
+        return None
+    for inner in (data.get("error_response"), *(data.get("errors") or [])[:1]):
+        if isinstance(inner, dict):
+            return reason_text(inner.get("error", inner.get("id")), inner.get("message"))
+    return reason_text(data.get("error"), data.get("message", data.get("error_description")))
+
+
+ERRORS = ErrorFormat(("/api/v3/brokerage/", "/v2/"), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     # GET /api/v3/brokerage/time -> epochMillis (string)
     server_time=ServerTime("/api/v3/brokerage/time", ("epochMillis",)),
@@ -68,4 +110,5 @@ CAPABILITIES = Capabilities(
     client_order_ids=None,    # POST orders answers {"success": true, "success_response": {"order_id"}}
     order_ids=OrderIds(("success_response", "order_id")),
     private_stream=STREAM,
+    errors=ERRORS,
 )

@@ -1,6 +1,6 @@
 """Deribit (``/api/v2``), per-request signature ("Deribit Signature Credentials (HTTP REST)").
 
-Auth flow (SPECS.md §9): every private request carries
+Auth flow (docs/exchanges.md §9): every private request carries
 ``Authorization: deri-hmac-sha256 id=ClientId,ts=ms,sig=hex,nonce=N`` with
 ``sig = hex(HMAC-SHA256(ClientSecret, ts\\nnonce\\nMETHOD\\nURI\\nBody\\n))``, so no access token
 ever exists and the bot never holds a credential. ``public/auth`` and the other

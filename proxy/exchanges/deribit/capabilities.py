@@ -16,6 +16,14 @@ from proxy.exchanges.capabilities import Capabilities, SignedRead
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.deribit.stream import STREAM
 from proxy.exchanges.order_ids import OrderIds
+from proxy.exchanges.refusals import (
+    ErrorFormat,
+    RefusalBody,
+    RefusalView,
+    json_or_none,
+    reason_text,
+    render_native,
+)
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -55,6 +63,37 @@ def lookup_result(status: int, body: bytes) -> Lookup:
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Deribit error code that
+#: ccxt 4.5.90's deribit maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, int | None] = {
+    "unauthenticated": 10000, "forbidden": 11042, "endpoint_forbidden": 11042, "policy_denied": 11042,
+    "bad_request": 11029, "too_large": 11029, "idempotency_conflict": 10025, "rate_limited": None,
+    "account_paused": 10040, "not_ready": 10040, "upstream_error": 10040, "upstream_timeout": None,
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    """A JSON-RPC error. Deribit's too_many_requests (10028) is DDoSProtection in ccxt, so a
+    rate limit is text: ccxt maps the 429 itself to RateLimitExceeded."""
+    return render_native(refusal, REFUSALS, lambda code: {"jsonrpc": "2.0", "error": {
+        "code": code, "message": refusal.text, "data": refusal.fields()}})
+
+
+def _reason(body: bytes) -> str | None:
+    data = json_or_none(body)
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    detail = error.get("data")
+    return reason_text(error.get("code"), error.get("message"),
+                       detail.get("reason") if isinstance(detail, dict) else None)
+
+
+ERRORS = ErrorFormat(("/api/v2/private/", "/api/v2/public/"), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     # GET /api/v2/public/get_time -> result (ms integer)
     server_time=ServerTime("/api/v2/public/get_time", ("result",)),
@@ -75,4 +114,5 @@ CAPABILITIES = Capabilities(
     # "id" is the JSON-RPC request's, not the order's
     order_ids=OrderIds(("result", "order", "order_id")),
     private_stream=STREAM,
+    errors=ERRORS,
 )

@@ -1,6 +1,6 @@
 """Kraken spot REST (``/0/public/*`` unsigned, ``/0/private/*`` signed).
 
-Signing (SPECS.md §7): the nonce goes INTO the body, first, and the signature covers the body
+Signing (docs/exchanges.md §7): the nonce goes INTO the body, first, and the signature covers the body
 exactly as sent::
 
     API-Sign = base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + body)))

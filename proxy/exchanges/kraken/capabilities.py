@@ -16,6 +16,14 @@ from proxy.exchanges.capabilities import Capabilities, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.kraken.stream import STREAM
 from proxy.exchanges.order_ids import EVERY, OrderIds
+from proxy.exchanges.refusals import (
+    ErrorFormat,
+    RefusalBody,
+    RefusalView,
+    json_or_none,
+    reason_text,
+    render_native,
+)
 from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
@@ -78,6 +86,36 @@ def lookup_result(status: int, body: bytes) -> Lookup:
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the Kraken error string that
+#: ccxt 4.5.90's kraken maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "EAPI:Invalid key", "forbidden": "EGeneral:Permission denied",
+    "endpoint_forbidden": "EGeneral:Permission denied", "policy_denied": "EGeneral:Permission denied",
+    "bad_request": "EGeneral:Invalid arguments", "too_large": "EGeneral:Invalid arguments",
+    "idempotency_conflict": "EOrder:Invalid order", "rate_limited": "EGeneral:Rate limit exceeded",
+    "account_paused": "EService:Unavailable", "not_ready": "EService:Unavailable",
+    "upstream_error": "EService:Unavailable", "upstream_timeout": None,
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    """``{"error": [...], "result": {}}``, the error ccxt knows first ("EAPI:Rate limit
+    exceeded" would be DDoSProtection; any other ":Rate limit exceeded" is RateLimitExceeded)."""
+    return render_native(refusal, REFUSALS, lambda error: {
+        "error": [error, f"EGeneral:{refusal.text}"], "result": {}})
+
+
+def _reason(body: bytes) -> str | None:
+    data = json_or_none(body)
+    errors = data.get("error") if isinstance(data, dict) else None
+    return reason_text("; ".join(map(str, errors))) if isinstance(errors, list) else None
+
+
+ERRORS = ErrorFormat(("/0/",), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     server_time=None,  # nonce-based: no timestamp window
     ticker=TICKER,
@@ -97,4 +135,5 @@ CAPABILITIES = Capabilities(
     # [{"txid"}]}}
     order_ids=OrderIds(("result", "txid", 0), ("result", "orders", EVERY, "txid")),
     private_stream=STREAM,
+    errors=ERRORS,
 )

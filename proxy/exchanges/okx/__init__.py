@@ -1,6 +1,6 @@
 """OKX v5 (``/api/v5``: spot, margin, swap, futures, options).
 
-Signing (SPECS.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + requestPath + body``, where
+Signing (docs/exchanges.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + requestPath + body``, where
 ``timestamp`` is ISO-8601 UTC with milliseconds and ``Z`` (``2020-12-08T09:08:57.715Z``),
 ``requestPath`` includes ``?query`` for GET, and ``body`` is the JSON exactly as sent (empty
 when there is none). The passphrase travels in plain text in ``OK-ACCESS-PASSPHRASE``. Demo

@@ -16,6 +16,15 @@ from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissi
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.okx.stream import STREAM
 from proxy.exchanges.order_ids import EVERY, OrderIds
+from proxy.exchanges.refusals import (
+    ErrorFormat,
+    RefusalBody,
+    RefusalView,
+    exchange_reason,
+    json_or_none,
+    reason_text,
+    render_native,
+)
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -68,6 +77,35 @@ PROBE = PermissionProbe("/api/v5/account/config", _permissions)
 
 # ---------------------------------------------------------------- the declaration
 
+# ---------------------------------------------------------------- errors
+#: The proxy's own refusals (docs/interface.md "Refusals"): proxy code -> the OKX error code that
+#: ccxt 4.5.90's okx maps to the class a bot should see; None: none maps to it, but ccxt maps
+#: the HTTP status to it, so the answer is plain text and ccxt falls back to the status.
+REFUSALS: dict[str, str | None] = {
+    "unauthenticated": "50111", "forbidden": "50027", "endpoint_forbidden": "50027",
+    "policy_denied": "50027", "bad_request": "51000", "too_large": "51000",
+    "idempotency_conflict": "51016", "rate_limited": "50011", "account_paused": "50013",
+    "not_ready": "50013", "upstream_error": "50013", "upstream_timeout": "50004",
+}
+
+
+def _render(refusal: RefusalView) -> RefusalBody:
+    return render_native(refusal, REFUSALS, lambda code: {"code": code, "msg": refusal.text, "data": []})
+
+
+def _reason(body: bytes) -> str | None:
+    """``code msg``, or the first order's ``sCode sMsg`` when the top level says only "1"."""
+    data = json_or_none(body)
+    items = data.get("data") if isinstance(data, dict) else None
+    first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+    if first.get("sCode") not in (None, "", "0"):
+        return reason_text(first.get("sCode"), first.get("sMsg"))
+    return exchange_reason(body, "code", "msg")
+
+
+ERRORS = ErrorFormat(("/api/v5/",), REFUSALS, _render, _reason)
+
+
 CAPABILITIES = Capabilities(
     # GET /api/v5/public/time -> data[0].ts (ms string)
     server_time=ServerTime("/api/v5/public/time", ("data", 0, "ts")),
@@ -86,4 +124,5 @@ CAPABILITIES = Capabilities(
     # trade/order and batch-orders answer {"data": [{"ordId"}, ...]}
     order_ids=OrderIds(("data", 0, "ordId"), ("data", EVERY, "ordId")),
     private_stream=STREAM,
+    errors=ERRORS,
 )
