@@ -21,7 +21,7 @@ from proxy.exchanges.weights import request_weight
 from proxy.guards.cooldowns import AccountPauses, cooldown, egress_scope
 from proxy.guards.key_vetting import KeyVetting
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter
-from proxy.model.request import Prepared
+from proxy.model.request import Outbound, Prepared
 from proxy.ops.metrics import Metrics
 from proxy.policy.model import ClientPolicy, Grant, RateLimit
 from proxy.state import StateStore
@@ -126,6 +126,26 @@ class ExchangeSafety:
         if not budget:
             return
         weight = request_weight(exchange, prepared.method, prepared.path, prepared.query, prepared.body)
+        await self._spend_weight(account, budget, weight)
+
+    def spender(
+        self, account: str, exchange: str, budget: int | None,
+    ) -> Callable[[Outbound], Awaitable[None]]:
+        """Charges one of the proxy's own requests for ``account`` (a reference-price lookup)
+        to the account's weight budget: the exchange counts them like the bots' requests."""
+
+        async def spend(out: Outbound) -> None:
+            if not budget:
+                return
+            path, _, query = out.path_and_query.partition("?")
+            weight = request_weight(exchange, out.method, path, query, out.body)
+            await self._spend_weight(account, budget, weight)
+
+        return spend
+
+    async def _spend_weight(self, account: str, budget: int, weight: int) -> None:
+        if weight <= 0:  # counted by another of the exchange's limits (Kraken orders, Deribit's engine)
+            return
         scope = self._egress.get(account)  # Binance counts weight per IP: one budget for all
         key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
         await self._spend(key, budget, 60, weight, "rate_limit.account", account, None)

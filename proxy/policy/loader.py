@@ -4,6 +4,12 @@ The schema is strict and versioned (``version = 1``): an unknown key is an error
 no-op, because a misspelt cap that is silently ignored is a cap that does not exist. Every
 problem in every file is reported at once so a risk manager fixes them in one pass.
 Files named ``*.tests.toml`` are policy test files (see :mod:`proxy.policy.testing`), not policies.
+
+An edit that only takes permissions away is never refused: what it leaves behind that can no
+longer apply (caps on a grant without ``trade``, an override for a symbol no longer granted,
+an empty list, two per-account budgets that disagree: the lower applies) is a *warning*.
+A serving worker loads ``partial``: a file that does not load holds its client (refused
+outright) while every other client loads, so no edit ever leaves an older, wider policy in force.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 from proxy.model.decimals import decimal_from_config
 from proxy.model.request import GRANTABLE, NEVER_GRANTABLE, Category
+from proxy.policy.account_budgets import reconcile_account_budgets
 from proxy.policy.model import (
     SCHEMA_VERSION,
     Budget,
@@ -53,11 +60,17 @@ Bad = Callable[[str, str], None]
 
 
 class PolicyError(ValueError):
-    """One or more policy problems, each ``file: where: problem``."""
+    """One or more policy problems, each ``file: where: problem``; ``client`` is the client the
+    file names, when that can be read."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], client: str | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.client = client
+
+
+_CLIENT_LINE = re.compile(r'^[ \t]*client[ \t]*=[ \t]*"([A-Za-z0-9][A-Za-z0-9_.-]{0,62})"[ \t]*(?:#.*)?$',
+                          re.MULTILINE)
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -72,74 +85,77 @@ def dir_digest(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_dir(directory: Path, known_accounts: set[str] | None = None) -> PolicySet:
-    """Load every policy ``*.toml`` in ``directory``; raise PolicyError listing every problem."""
+def load_dir(directory: Path, known_accounts: set[str] | None = None, *, partial: bool = False) -> PolicySet:
+    """Load every policy ``*.toml`` in ``directory``. Strict (start-up, the CLI): raise
+    PolicyError listing every problem. ``partial`` (a serving worker): never raise; a file that
+    does not load puts its client in ``held`` and its problems in ``problems``."""
     if not directory.is_dir():
-        raise PolicyError([f"{directory}: not a directory; create it or fix policies.dir"])
+        problem = f"{directory}: not a directory; create it or fix policies.dir"
+        if partial:
+            return PolicySet(problems=(problem,))
+        raise PolicyError([problem])
     problems: list[str] = []
+    warnings: list[str] = []
     clients: dict[str, ClientPolicy] = {}
+    held: dict[str, str] = {}
     digest = hashlib.sha256()
     for file in policy_files(directory):
-        data = file.read_bytes()
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            problems.append(f"{file}: cannot be read ({exc.strerror}); fix its permissions")
+            digest.update(file.name.encode() + b"\0\xff\0")
+            continue
         digest.update(file.name.encode() + b"\0" + data + b"\0")
         try:
-            policy = parse_file(file, data, known_accounts)
+            policy = parse_file(file, data, known_accounts, warnings)
         except PolicyError as exc:
             problems.extend(exc.problems)
+            if exc.client is not None:
+                held[exc.client] = str(file)
             continue
-        if policy.client in clients:
-            problems.append(
-                f"{file}: client: {policy.client!r} also has a policy in "
-                f"{clients[policy.client].source}; use one file per client"
-            )
+        if policy.client in clients or policy.client in held:
+            where = clients[policy.client].source if policy.client in clients else held[policy.client]
+            problems.append(f"{file}: client: {policy.client!r} also has a policy in {where}; "
+                            "use one file per client")
+            held[policy.client] = str(file)
             continue
         clients[policy.client] = policy
-    problems.extend(_account_budget_conflicts(clients))
-    if problems:
+    for client in held:
+        clients.pop(client, None)
+    clients = reconcile_account_budgets(clients, warnings)
+    if problems and not partial:
         raise PolicyError(problems)
-    return PolicySet(clients, version=digest.hexdigest()[:16])
+    return PolicySet(clients, version=digest.hexdigest()[:16], held=held, problems=tuple(problems),
+                     warnings=tuple(warnings))
 
 
-def _account_budget_conflicts(clients: dict[str, ClientPolicy]) -> list[str]:
-    """A per-account budget is shared by every client of the account, so every file that
-    declares one for the same account and window must agree on its limits."""
-    seen: dict[tuple[str, int], tuple[Budget, str]] = {}
-    problems: list[str] = []
-    for policy in clients.values():
-        for grant in policy.grants:
-            for budget in grant.budgets:
-                if budget.per != "account":
-                    continue
-                key = (grant.account, budget.window_s)
-                if key not in seen:
-                    seen[key] = (budget, grant.source)
-                    continue
-                other, where = seen[key]
-                if (other.max_notional, other.max_orders) != (budget.max_notional, budget.max_orders):
-                    problems.append(
-                        f"{grant.source}.budgets: the per-account budget for {grant.account} over "
-                        f"{budget.window} differs from the one in {where}; use the same limits in both "
-                        "(or per = \"client\")"
-                    )
-    return problems
-
-
-def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) -> ClientPolicy:
+def parse_file(
+    file: Path, data: bytes, known_accounts: set[str] | None = None, warnings: list[str] | None = None,
+) -> ClientPolicy:
+    """One policy file; its warnings (see the module doc) are appended to ``warnings``."""
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError([f"{file}: toml: not valid TOML ({exc}); use TOML 1.0 syntax"]) from None
+        line = _CLIENT_LINE.search(data.decode("utf-8", errors="replace"))
+        raise PolicyError([f"{file}: toml: not valid TOML ({exc}); use TOML 1.0 syntax"],
+                          line.group(1) if line else None) from None
     problems: list[str] = []
+    notes: list[str] = []
 
     def bad(where: str, problem: str) -> None:
         problems.append(f"{file}: {where}: {problem}")
+
+    def warn(where: str, problem: str) -> None:
+        notes.append(f"{file}: {where}: {problem}")
 
     for key in sorted(set(raw) - set(_TOP_KEYS)):
         bad(key, "unknown key; use version, client, rate_limit and [[grants]]")
     if raw.get("version") != SCHEMA_VERSION or isinstance(raw.get("version"), bool):
         bad("version", f"must be {SCHEMA_VERSION}; use version = {SCHEMA_VERSION}")
     client = raw.get("client")
-    if not isinstance(client, str) or not _CLIENT.fullmatch(client):
+    named: str | None = client if isinstance(client, str) and _CLIENT.fullmatch(client) else None
+    if named is None:
         bad("client", "must name the client; use client = \"momentum-bot\"")
         client = "?"
     grants_raw = raw.get("grants", [])
@@ -148,18 +164,20 @@ def parse_file(file: Path, data: bytes, known_accounts: set[str] | None = None) 
         grants_raw = []
     grants: list[Grant] = []
     for i, g in enumerate(grants_raw):
-        grant = _grant(f"grants[{i}]", g, bad, known_accounts, str(file))
+        grant = _grant(f"grants[{i}]", g, bad, known_accounts, str(file), warn)
         if grant is None:
             continue
         if any(other.account == grant.account for other in grants):
             bad(f"grants[{i}].account", f"{grant.account!r} is granted twice; use one grant per account")
             continue
         grants.append(grant)
-    top = _Problems(bad)
+    top = _Problems(bad, warn)
     client_limits = _rate_limits("rate_limit", raw.get("rate_limit"), top)
     if problems:
-        raise PolicyError(problems)
-    return ClientPolicy(client, tuple(grants), source=str(file), rate_limits=client_limits)
+        raise PolicyError(problems, named)
+    if warnings is not None:
+        warnings.extend(notes)
+    return ClientPolicy(str(client), tuple(grants), source=str(file), rate_limits=client_limits)
 
 
 def _unknown(where: str, table: dict[str, Any], known: tuple[str, ...], bad: Bad) -> bool:
@@ -169,11 +187,13 @@ def _unknown(where: str, table: dict[str, Any], known: tuple[str, ...], bad: Bad
     return not extra
 
 
-def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: str) -> Grant | None:
+def _grant(
+    where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: str, warn: Bad,
+) -> Grant | None:
     if not isinstance(g, dict):
         bad(where, "must be a table; use [[grants]]")
         return None
-    n = _Problems(bad)
+    n = _Problems(bad, warn)
     n.ok &= _unknown(where, g, _GRANT_KEYS, bad)
     account = g.get("account")
     if not isinstance(account, str):
@@ -190,10 +210,11 @@ def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: 
                            "the exchange's order types in lower case, e.g. [\"limit\", \"market\"]")
     tifs = _strings(f"{where}.time_in_force", g.get("time_in_force"), n, _WORD,
                     "the exchange's time-in-force values, e.g. [\"gtc\", \"ioc\"]")
-    if (sides or order_types or tifs or "max_order_qty" in g or "max_order_notional" in g
-            or "price_band" in g or g.get("budgets")) and Category.TRADE not in allow and n.ok:
-        n.bad(where, "order limits are set but \"trade\" is not allowed; use allow = [..., \"trade\"] "
-              "or remove the order limits")
+    limits = [k for k in ("sides", "order_types", "time_in_force", "max_order_qty", "max_order_notional",
+                          "price_band", "per_symbol", "budgets") if g.get(k) is not None]
+    if limits and Category.TRADE not in allow and n.ok:
+        n.warn(where, f"{', '.join(limits)} set but \"trade\" is not allowed, so they never apply; "
+               "remove them (or allow \"trade\")")
     qty = _decimal(f"{where}.max_order_qty", g.get("max_order_qty"), n)
     notional = _decimal(f"{where}.max_order_notional", g.get("max_order_notional"), n)
     band = _band(f"{where}.price_band", g.get("price_band"), n)
@@ -217,10 +238,11 @@ def _grant(where: str, g: Any, bad: Bad, known_accounts: set[str] | None, file: 
 
 
 class _Problems:
-    """Counts problems for one grant while reporting them to the file's list."""
+    """Counts problems for one grant while reporting them (and warnings) to the file's lists."""
 
-    def __init__(self, bad: Bad) -> None:
+    def __init__(self, bad: Bad, warn: Bad) -> None:
         self._bad = bad
+        self.warn = warn
         self.ok = True
 
     def bad(self, where: str, problem: str) -> None:
@@ -259,9 +281,11 @@ def _strings(
 ) -> frozenset[str] | None:
     if raw is None:
         return None
-    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
-        n.bad(where, f"must be a non-empty list of strings; use {example}")
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        n.bad(where, f"must be a list of strings; use {example}")
         return None
+    if not raw:  # everything removed: nothing passes (a narrowing edit is never refused)
+        n.warn(where, "is empty, so nothing passes it; remove \"trade\" (or the grant) to say so plainly")
     values: set[str] = set()
     for s in raw:
         value = s.lower() if lower else s
@@ -318,8 +342,8 @@ def _per_symbol(
             n.bad(at, "is not an exchange symbol; use e.g. [grants.per_symbol.BTCUSDT]")
             continue
         if symbols is not None and symbol not in symbols:
-            n.bad(at, f"{symbol!r} is not in this grant's symbols, so the override could never apply; "
-                  "use a granted symbol or add it to symbols")
+            n.warn(at, f"{symbol!r} is not in this grant's symbols, so the override never applies "
+                   "(its orders are refused by symbols); remove it")
             continue
         if not isinstance(table, dict) or not table:
             n.bad(at, f"must be a table with at least one of {', '.join(_SYMBOL_KEYS)}")

@@ -4,10 +4,15 @@
 store (cached locally for at most ``FLAG_CACHE_S`` so a switch is in force within a second on
 every worker and host), reference prices from :mod:`proxy.guards.prices`, and budget charges
 applied atomically with ``add_to_window(limit=...)``.
+
+Static rules come before any exchange call: a request that the rules needing no price (grant,
+categories, kill switches, symbols, sides, order types, time in force) refuse makes the proxy
+ask the exchange nothing, so refused orders cannot be turned into ticker traffic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,9 +22,9 @@ from typing import Any
 
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
 from proxy.exchanges.tickers import ticker_market
-from proxy.guards.prices import ReferencePrices
+from proxy.guards.prices import ReferencePrices, Spend
 from proxy.model.request import Prepared
-from proxy.policy.evaluate import Decision, EvalContext, over_budget, reference_symbols
+from proxy.policy.evaluate import Decision, EvalContext, evaluate, over_budget, reference_symbols
 from proxy.policy.model import PolicySet
 from proxy.state import StateStore
 
@@ -49,18 +54,22 @@ class PolicyRuntime:
 
     async def context(
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
-        exchange: Any, base_url: str,
+        exchange: Any, base_url: str, spend: Spend | None = None,
     ) -> EvalContext:
-        symbols = reference_symbols(policies, client, account, prepared)
-        refs = {}
-        if symbols and self.prices is not None:
-            market = ticker_market(str(getattr(exchange, "name", "")), prepared)
-            refs = await self.prices.prices(exchange, base_url, sorted(symbols), market)
-        return EvalContext(
-            reference_prices=refs,
+        """What ``evaluate`` needs beyond the request. Reference prices are looked up only when
+        the static rules pass (``spend`` charges each lookup to the account's weight budget)."""
+        context = EvalContext(
             kill_client=await self._flag(kill_flag("client", client)),
             kill_account=await self._flag(kill_flag("account", account)),
         )
+        if static_denial(policies, client, account, prepared, context) is not None:
+            return context  # refused without a price: the exchange is not asked
+        symbols = reference_symbols(policies, client, account, prepared)
+        if symbols and self.prices is not None:
+            market = ticker_market(str(getattr(exchange, "name", "")), prepared)
+            refs = await self.prices.prices(exchange, base_url, sorted(symbols), market, spend=spend)
+            context = dataclasses.replace(context, reference_prices=refs)
+        return context
 
     async def _flag(self, name: str) -> bool:
         if self.store is None:
@@ -88,6 +97,23 @@ class PolicyRuntime:
             if total > charge.limit:
                 return over_budget(decision, charge, total)
         return decision
+
+
+def static_denial(
+    policies: PolicySet, client: str, account: str, prepared: Prepared, context: EvalContext,
+) -> Decision | None:
+    """The refusal the rules that need no reference price make, or None: ``evaluate`` with the
+    grant's price-dependent limits (caps, bands, budgets) taken away, enforced even in report
+    mode (a report-mode refusal needs no price either)."""
+    policy = policies.for_client(client)
+    grant = policy.grant_for(account) if policy is not None else None
+    if policy is None or grant is None:
+        return evaluate(policies, client, account, prepared, context)
+    bare = dataclasses.replace(grant, max_order_qty=None, max_order_notional=None, price_band=None,
+                               per_symbol={}, budgets=(), mode="enforce")
+    alone = PolicySet({client: dataclasses.replace(policy, grants=(bare,))}, version=policies.version)
+    decision = evaluate(alone, client, account, prepared, context)
+    return None if decision.allowed else decision
 
 
 def refusal(decision: Decision) -> Refusal:

@@ -22,15 +22,15 @@ from typing import Any
 
 from proxy.config import Config
 from proxy.ops.run_dir import RunDir
-from proxy.policy.model import PolicySet
 from proxy.server.worker import Worker, bind
 from proxy.state import open_store
 
 log = logging.getLogger("proxy.server.supervisor")
 
 
-def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
-                run_dir: RunDir | None = None) -> None:
+def _run_worker(cfg: Config, bot_fd: int, admin_fd: int, run_dir: RunDir | None = None) -> None:
+    """One worker; it loads the policy files itself, as they are when it starts (a respawned
+    worker never revives the set the supervisor validated at start-up)."""
     import socket
 
     bot = socket.socket(fileno=bot_fd)
@@ -39,7 +39,7 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
     async def main() -> None:
         store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url,
                            sqlite_synchronous="FULL" if cfg.state.synchronous == "full" else "NORMAL")
-        worker = Worker(cfg, policies, store=store, run_dir=run_dir)
+        worker = Worker(cfg, store=store, run_dir=run_dir)
         try:
             await worker.run(bot, admin)
         finally:
@@ -53,23 +53,24 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
         asyncio.run(main())
 
 
-def serve(cfg: Config, policies: PolicySet, workers: int) -> int:
+def serve(cfg: Config, workers: int) -> int:
+    """``cfg``'s policies were validated by the caller (invalid ones stop start-up, exit 3);
+    every worker loads them afresh."""
     bot = bind(cfg.server.listen.host, cfg.server.listen.port)
     admin = bind(cfg.server.admin_listen.host, cfg.server.admin_listen.port)
     log.info("serving bots on %s, operators on %s, %d worker(s)", cfg.server.listen,
              cfg.server.admin_listen, workers)
     if workers <= 1:
-        _run_worker(cfg, policies, bot.fileno(), admin.fileno())
+        _run_worker(cfg, bot.fileno(), admin.fileno())
         return 0
     run_dir = RunDir.create()
     try:
-        return _supervise(cfg, policies, workers, bot.fileno(), admin.fileno(), run_dir)
+        return _supervise(cfg, workers, bot.fileno(), admin.fileno(), run_dir)
     finally:
         run_dir.remove()
 
 
-def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: int,
-               run_dir: RunDir) -> int:
+def _supervise(cfg: Config, n: int, bot_fd: int, admin_fd: int, run_dir: RunDir) -> int:
     children: dict[int, int] = {}
     stopping = False
 
@@ -80,7 +81,7 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _run_worker(cfg, policies, bot_fd, admin_fd, run_dir)
+                _run_worker(cfg, bot_fd, admin_fd, run_dir)
             except BaseException as exc:  # say why (type and message; never a traceback of values)
                 log.error("worker %d failed: %s: %s", os.getpid(), type(exc).__name__, exc)
                 status = 1
