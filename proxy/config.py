@@ -311,6 +311,9 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     if environment not in ("live", "testnet"):
         raise s.fail("environment", f"{environment!r}: use \"live\" or \"testnet\"")
     secret, pool = _secrets(s)
+    problem = exchanges.testnet_problem(module) if environment == "testnet" else None
+    if problem is not None:
+        raise s.fail("environment", f"{exchange} has no testnet environment ({problem}); use \"live\"")
     try:
         official = module.base_url(environment)
     except (ValueError, KeyError):

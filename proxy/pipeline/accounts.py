@@ -41,9 +41,8 @@ def build(cfg: AccountConfig) -> Account:
         overrides["recv_window"] = cfg.recv_window_ms
     if cfg.nonce_unit is not None and getattr(exchange, "nonce_unit", None) is not None:
         overrides["nonce_unit"] = cfg.nonce_unit
-    if cfg.environment == "testnet" and hasattr(exchange, "simulated_trading"):
-        overrides["simulated_trading"] = True  # OKX demo trading header
     if overrides and dataclasses.is_dataclass(exchange):
         exchange = dataclasses.replace(exchange, **overrides)
+    exchange = exchanges.for_environment(exchange, cfg.environment)  # OKX, Bitget: the demo header
     pool = KeyPool(cfg.secrets) if cfg.secrets else None
     return Account(cfg=cfg, exchange=exchange, host=urlsplit(cfg.base_url).netloc, pool=pool)
