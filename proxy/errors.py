@@ -12,12 +12,28 @@
     │   ├── RateLimited          429 rate_limited (Retry-After)
     │   ├── UpstreamError        502 upstream_error
     │   ├── NotReady             503 not_ready
+    │   │   ├── LockTimeout      a key's nonce lock stayed held by another request
+    │   │   └── NonceUnitChanged a key asked for nonces in another unit (could go backwards)
     │   ├── AccountPaused        503 account_paused
     │   └── UpstreamTimeout      504 upstream_timeout
     ├── ConfigError              invalid configuration or policy at start-up (exit 3)
-    └── SecretSourceError        Vault unreachable, denied, or a secret malformed
-        ├── SecretMissing        the secret (or its current version) is gone: the account stops
-        └── VaultUnreachable     connection refused, timeout, sealed: serve from memory (grace)
+    ├── PolicyError              policy files with problems, each ``file: where: problem``
+    ├── SecretSourceError        Vault unreachable, denied, or a secret malformed
+    │   ├── SecretMissing        the secret (or its current version) is gone: the account stops
+    │   ├── VaultUnreachable     connection refused, timeout, sealed: serve from memory (grace)
+    │   └── TransitError         Vault Transit unreachable, denied, or not a signature
+    │       └── TransitKeyMissing    the Transit key (or version) is gone
+    ├── KeyFormatError           secret text that is not a key of the expected kind
+    ├── KeyInputError            `keys import-transit` input that is not usable
+    ├── TickerError              an exchange ticker answer that is not a usable price
+    └── AuditError               the audit trail cannot be written or read as evidence
+        ├── AuditIntegrityError  reading with the key found tampering (names the first record)
+        ├── ChainKeyError        the chain key is malformed
+        ├── UnsafeAuditRecord    a record would carry secret-looking material or a reserved key
+        └── TrailFileError       TRAIL.json missing, malformed, or written with another key
+
+Errors that callers historically caught as ``ValueError`` (bad input) still are: those classes
+derive from both ``ProxyError`` and ``ValueError``.
 
 Third-party exceptions are translated into these at the edge that meets them. Messages never
 carry secret material: they name fields and say what to do.
@@ -86,6 +102,15 @@ class NotReady(Refusal):
     status, code = 503, "not_ready"
 
 
+class LockTimeout(NotReady):
+    """The per-key lock stayed held by another request for the whole wait."""
+
+
+class NonceUnitChanged(NotReady):
+    """A key that has signed in one unit was asked for a nonce in another (e.g. Bitfinex ms
+    vs us): switching could go backwards in the exchange's eyes, so it is refused."""
+
+
 class AccountPaused(Refusal):
     status, code = 503, "account_paused"
 
@@ -117,3 +142,53 @@ class SecretMissing(SecretSourceError):
 
 class VaultUnreachable(SecretSourceError):
     """Vault could not be reached or is sealed; nothing says the secrets changed."""
+
+
+class TransitError(SecretSourceError):
+    """Transit unreachable, denied, or an answer that is not a signature; never holds input."""
+
+
+class TransitKeyMissing(TransitError):
+    """The Transit key, or the version the account pins, does not exist."""
+
+
+class PolicyError(ProxyError, ValueError):
+    """One or more policy problems, each ``file: where: problem``; ``client`` is the client the
+    file names, when that can be read (a serving worker refuses that client until it loads)."""
+
+    def __init__(self, problems: list[str], client: str | None = None) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+        self.client = client
+
+
+class KeyFormatError(ProxyError, ValueError):
+    """The secret text is not a key of the kind expected; the message never holds it."""
+
+
+class KeyInputError(ProxyError, ValueError):
+    """The key on stdin is not usable; the message names fields, never values."""
+
+
+class TickerError(ProxyError, ValueError):
+    """The answer is not a usable price for the asked symbol (the caller refuses)."""
+
+
+class AuditError(ProxyError):
+    """The audit trail cannot be written, or read as evidence."""
+
+
+class AuditIntegrityError(AuditError):
+    """Reading with a key found the trail tampered with; names the first bad record."""
+
+
+class ChainKeyError(AuditError, ValueError):
+    """The chain key is malformed. The message never contains the key."""
+
+
+class UnsafeAuditRecord(AuditError, ValueError):
+    """A record would put secret-looking material, or a reserved key, into the trail."""
+
+
+class TrailFileError(AuditError):
+    """TRAIL.json is missing, malformed, or was not written with this key."""

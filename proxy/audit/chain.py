@@ -21,6 +21,7 @@ from typing import Any, NoReturn, final
 
 import orjson
 
+from proxy.errors import ChainKeyError
 from proxy.model.sensitive import Secret
 
 GENESIS_PREV = bytes(32)
@@ -35,9 +36,6 @@ _DOMAIN_TRAIL = b"audit-chain-v1\x00"
 _DOMAIN_TRAIL_ID = b"audit-trail-id-v1\x00"
 _DOMAIN_TOMBSTONE = b"audit-tombstone-v1\x00"
 
-
-class ChainKeyError(ValueError):
-    """The chain key is malformed. The message never contains the key."""
 
 
 @final

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from proxy.audit import chain
+from proxy.errors import TrailFileError
 
 TRAIL_FILE = "TRAIL.json"
 TOMBSTONE_FILE = "PRUNED.jsonl"
@@ -30,9 +31,6 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 _TAIL_WINDOW = 1 << 16
 
-
-class TrailFileError(Exception):
-    """TRAIL.json is missing, malformed, or was not written with this key."""
 
 
 @dataclass(frozen=True)

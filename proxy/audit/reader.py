@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.audit.review import (
-    AuditIntegrityError,
-    Filters,
-    export_csv,
-    follow,
-    format_table,
-    iter_records,
-    json_lines,
-    query,
-)
+from proxy.audit.review import Filters, export_csv, follow, format_table, iter_records, json_lines, query
 from proxy.audit.verify import Location, PendingIntent, Problem, VerifyReport, verify
+from proxy.errors import AuditIntegrityError
 
 __all__ = [
     "AuditIntegrityError",

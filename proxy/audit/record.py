@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from proxy.errors import UnsafeAuditRecord
 from proxy.model.sensitive import Secret
 
 PHASE = "phase"
@@ -44,9 +45,6 @@ _FORBIDDEN = re.compile(
     re.IGNORECASE,
 )
 
-
-class UnsafeAuditRecord(ValueError):
-    """A record would put secret-looking material, or a reserved key, into the trail."""
 
 
 def check_record(record: Mapping[str, Any]) -> None:

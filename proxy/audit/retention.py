@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from proxy.audit import chain, layout
-from proxy.audit.review import AuditIntegrityError
 from proxy.audit.verify import verify
+from proxy.errors import AuditIntegrityError
 from proxy.model.sensitive import Secret
 
 

@@ -22,12 +22,8 @@ import orjson
 from proxy.audit import chain, layout
 from proxy.audit.record import PHASE, PHASE_OUTCOME
 from proxy.audit.verify import verify
-from proxy.errors import ProxyError
+from proxy.errors import AuditIntegrityError
 from proxy.model.sensitive import Secret
-
-
-class AuditIntegrityError(ProxyError):
-    """Reading with a key found the trail tampered with; names the first bad record."""
 
 
 @dataclass(frozen=True)

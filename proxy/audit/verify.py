@@ -17,6 +17,7 @@ import orjson
 from proxy.audit import chain, layout
 from proxy.audit.record import PHASE, PHASE_DECISION, PHASE_OUTCOME, is_lost_answer
 from proxy.audit.tombstones import Tombstone, read_tombstones
+from proxy.errors import TrailFileError
 from proxy.model.sensitive import Secret
 
 
@@ -149,7 +150,7 @@ def verify(directory: Path, key: Secret) -> VerifyReport:
     chain_key = chain.key_bytes(key)
     try:
         trail = layout.read_trail(directory, chain_key)
-    except layout.TrailFileError as exc:
+    except TrailFileError as exc:
         return _report([Problem(Location(layout.TRAIL_FILE, 1), str(exc))], [], _Intents())
     tkey = chain.trail_key(chain_key, trail.trail_id)
     tombs, tomb_problems = read_tombstones(directory, tkey)

@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from proxy.audit import chain, layout
-from proxy.audit.record import UnsafeAuditRecord, check_record
-from proxy.errors import NotReady
+from proxy.audit.record import check_record
+from proxy.errors import NotReady, TrailFileError, UnsafeAuditRecord
 from proxy.model.sensitive import Secret
 
 DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -109,7 +109,7 @@ class AuditWriter:
         with self._lock:
             try:
                 self._start_locked()
-            except layout.TrailFileError as exc:
+            except TrailFileError as exc:
                 raise _not_writable(str(exc)) from None
             except OSError as exc:
                 raise _not_writable(f"{exc.strerror or exc} at {self._dir}") from None

@@ -200,7 +200,7 @@ def export(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 def prune(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from proxy.audit import retention
-    from proxy.audit.review import AuditIntegrityError
+    from proxy.errors import AuditIntegrityError
 
     directory = _audit_dir(cfg, args)
     if directory is None:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy import config as config_mod
-from proxy.errors import ConfigError
-from proxy.policy.loader import PolicyError, load_dir
+from proxy.errors import ConfigError, PolicyError
+from proxy.policy.loader import load_dir
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_CASES_FAILED = 0, 1, 2, 3, 4
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")

@@ -76,7 +76,8 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def import_transit(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from proxy.keys.transit.importer import KeyInputError, import_account_key
+    from proxy.errors import KeyInputError
+    from proxy.keys.transit.importer import import_account_key
 
     account = cfg.account(args.account)
     if account is None:

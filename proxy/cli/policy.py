@@ -7,7 +7,8 @@ import sys
 
 from proxy import config as config_mod
 from proxy.cli.common import EXIT_CASES_FAILED, EXIT_CONFIG, EXIT_OK, Subparsers, group, with_config
-from proxy.policy.loader import PolicyError, load_dir
+from proxy.errors import PolicyError
+from proxy.policy.loader import load_dir
 
 
 def register(sub: Subparsers) -> None:

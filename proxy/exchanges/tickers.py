@@ -27,11 +27,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+from proxy.errors import TickerError
 from proxy.model.request import Outbound, Prepared
-
-
-class TickerError(ValueError):
-    """The answer is not a usable price for the asked symbol (the caller refuses)."""
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from proxy.errors import ProxyError
-from proxy.exchanges.tickers import TickerError, parse_ticker, supported, ticker_request
+from proxy.errors import ProxyError, TickerError
+from proxy.exchanges.tickers import parse_ticker, supported, ticker_request
 from proxy.model.request import Outbound
 from proxy.state import StateStore
 from proxy.upstream import UpstreamResponse

@@ -15,11 +15,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from proxy.errors import KeyFormatError
 from proxy.model.sensitive import Secret
-
-
-class KeyFormatError(ValueError):
-    """The secret text is not a key of the kind expected; the message never holds it."""
 
 
 class _Redacted:

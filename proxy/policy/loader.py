@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from proxy.errors import PolicyError
 from proxy.model.decimals import decimal_from_config
 from proxy.model.request import GRANTABLE, NEVER_GRANTABLE, Category
 from proxy.policy.account_budgets import reconcile_account_budgets
@@ -57,16 +58,6 @@ MAX_RATE_WINDOW_S = 86400
 _RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\" (the limits notation)"
 
 Bad = Callable[[str, str], None]
-
-
-class PolicyError(ValueError):
-    """One or more policy problems, each ``file: where: problem``; ``client`` is the client the
-    file names, when that can be read."""
-
-    def __init__(self, problems: list[str], client: str | None = None) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-        self.client = client
 
 
 _CLIENT_LINE = re.compile(r'^[ \t]*client[ \t]*=[ \t]*"([A-Za-z0-9][A-Za-z0-9_.-]{0,62})"[ \t]*(?:#.*)?$',

@@ -15,12 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from proxy.errors import Refusal
+from proxy.errors import PolicyError, Refusal
 from proxy.exchanges.base import Exchange
 from proxy.model.decimals import decimal_from_config
 from proxy.model.request import Inbound
 from proxy.policy.evaluate import EvalContext, evaluate
-from proxy.policy.loader import TEST_SUFFIX, PolicyError
+from proxy.policy.loader import TEST_SUFFIX
 from proxy.policy.model import PolicySet
 
 _TOP_KEYS = ("version", "reference_prices", "cases")

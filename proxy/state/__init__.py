@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from proxy.errors import LockTimeout, NonceUnitChanged
 from proxy.state.base import (
     DEFAULT_LEASE_S,
     DEFAULT_RECORD_TTL_S,
@@ -19,9 +20,7 @@ from proxy.state.base import (
     IdempotencyScope,
     InFlight,
     KeyLease,
-    LockTimeout,
     NonceUnit,
-    NonceUnitChanged,
     Owner,
     Replay,
     StateStore,

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
 
-from proxy.errors import NotReady
-
 NonceUnit = Literal["s", "ms", "us", "ns"]
 """The exchange's nonce unit. Recorded per key on first use; a later change is refused."""
 
@@ -36,15 +34,6 @@ presumed dead. Longer than any upstream timeout, so a live owner never loses it.
 def wall_clock_us() -> int:
     """The default clock: wall time in microseconds (stores accept an injected one)."""
     return time.time_ns() // 1000
-
-
-class NonceUnitChanged(NotReady):
-    """A key that has signed in one unit was asked for a nonce in another (e.g. Bitfinex ms
-    vs us): switching could go backwards in the exchange's eyes, so it is refused."""
-
-
-class LockTimeout(NotReady):
-    """The per-key lock stayed held by another request for the whole wait."""
 
 
 @dataclass(frozen=True, slots=True)

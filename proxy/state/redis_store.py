@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.errors import NotReady
+from proxy.errors import LockTimeout, NotReady
 from proxy.state import redis_scripts as scripts
 from proxy.state.base import (
     DEFAULT_LEASE_S,
@@ -49,7 +49,6 @@ from proxy.state.base import (
     IdempotencyScope,
     InFlight,
     KeyLease,
-    LockTimeout,
     NonceUnit,
     Owner,
     Replay,

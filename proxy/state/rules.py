@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from proxy.state.base import NONCE_UNITS, NonceUnit, NonceUnitChanged
+from proxy.errors import NonceUnitChanged
+from proxy.state.base import NONCE_UNITS, NonceUnit
 
 AMOUNT_SCALE = 18
 """Window amounts are stored as integers of 10**-18 units: exact, no floats anywhere."""

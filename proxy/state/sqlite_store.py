@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from proxy.errors import NotReady
+from proxy.errors import LockTimeout, NotReady
 from proxy.state.base import (
     DEFAULT_LEASE_S,
     DEFAULT_RECORD_TTL_S,
@@ -37,7 +37,6 @@ from proxy.state.base import (
     IdempotencyScope,
     InFlight,
     KeyLease,
-    LockTimeout,
     NonceUnit,
     Owner,
     Replay,

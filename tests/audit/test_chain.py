@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from proxy.audit import chain
+from proxy.errors import ChainKeyError
 from proxy.model.sensitive import Secret
 
 
@@ -43,7 +44,7 @@ def test_trail_key_differs_per_trail() -> None:
 
 def test_key_bytes_rejects_malformed_keys_without_echoing_them() -> None:
     for bad in ("zz" * 32, "ab" * 31, ""):
-        with pytest.raises(chain.ChainKeyError) as info:
+        with pytest.raises(ChainKeyError) as info:
             chain.key_bytes(Secret(bad))
         assert bad not in str(info.value) or not bad
     mac_key = chain.key_bytes(Secret("00" * 32))

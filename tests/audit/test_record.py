@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.audit.record import UnsafeAuditRecord, check_record
+from proxy.audit.record import check_record
+from proxy.errors import UnsafeAuditRecord
 from proxy.model.sensitive import Secret
 
 

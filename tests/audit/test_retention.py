@@ -10,8 +10,8 @@ import pytest
 
 from proxy.audit import chain
 from proxy.audit.retention import prune
-from proxy.audit.review import AuditIntegrityError
 from proxy.audit.verify import verify
+from proxy.errors import AuditIntegrityError
 from proxy.model.sensitive import Secret
 from tests.audit.conftest import lines, put_lines, write_trail
 

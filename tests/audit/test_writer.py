@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from proxy.audit.record import UnsafeAuditRecord
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter, default_writer_id
-from proxy.errors import NotReady
+from proxy.errors import NotReady, UnsafeAuditRecord
 from proxy.model.sensitive import Secret
 from tests.audit.conftest import decision, write_trail
 

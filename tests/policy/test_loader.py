@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.policy.loader import PolicyError, load_dir, parse_file
+from proxy.errors import PolicyError
+from proxy.policy.loader import load_dir, parse_file
 
 HEAD = 'version = 1\nclient = "bot"\n\n[[grants]]\naccount = "main"\n'
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from proxy.errors import TickerError
 from proxy.exchanges.bybit import EXCHANGE as BYBIT
-from proxy.exchanges.tickers import Quote, TickerError, parse_ticker, ticker_market, ticker_request
+from proxy.exchanges.tickers import Quote, parse_ticker, ticker_market, ticker_request
 from proxy.guards.prices import ReferencePrices
 from proxy.model.request import Inbound, Outbound
 from proxy.upstream import UpstreamResponse

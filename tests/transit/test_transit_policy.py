@@ -11,8 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from proxy.errors import TransitError
 from proxy.exchanges import binance
-from proxy.keys.transit.signer import TransitClient, TransitError, signer
+from proxy.keys.transit.signer import TransitClient, signer
 from proxy.keys.transit.wrap import import_key
 from proxy.model.sensitive import Secret
 from proxy.model.signers import AsymmetricKey, HmacKey

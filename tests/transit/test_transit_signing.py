@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from proxy import exchanges
+from proxy.errors import TransitError
 from proxy.exchanges import binance
 from proxy.exchanges.base import Credentials, Exchange
-from proxy.keys.transit.signer import TransitClient, TransitError, TransitHmacKey, load_credentials, signer
+from proxy.keys.transit.signer import TransitClient, TransitHmacKey, load_credentials, signer
 from proxy.keys.transit.wrap import import_key
 from proxy.model.request import Inbound, Stamp
 from proxy.model.sensitive import Secret

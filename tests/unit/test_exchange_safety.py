@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 
 from proxy import exchanges
-from proxy.errors import AccountPaused, NotReady, RateLimited
+from proxy.errors import AccountPaused, LockTimeout, NotReady, RateLimited
 from proxy.guards.cooldowns import egress_scope
 from proxy.guards.hooks import ExchangeSafety, nonce_rejected, observe_store
 from proxy.guards.prices import ReferencePrices
 from proxy.model.request import Inbound
 from proxy.ops.metrics import Metrics
-from proxy.state.base import LockTimeout
 from proxy.upstream import UpstreamResponse
 
 

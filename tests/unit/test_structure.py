@@ -98,3 +98,23 @@ def test_structure_pure_core_does_no_io(name: str) -> None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in IMPURE_CALLS
     }
     assert not calls, f"{name} reads a clock or randomness: {sorted(calls)}"
+
+
+def test_structure_every_exception_is_in_the_one_tree() -> None:
+    """proxy/errors.py writes the tree out; an exception class elsewhere would be missing from it."""
+    import importlib
+    import inspect
+
+    import proxy.errors
+
+    stray = []
+    for name in sorted(n for n in MODULES if n.startswith("proxy.") and not n.endswith("__main__")):
+        module = importlib.import_module(name)
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, BaseException) and obj.__module__ == name and name != "proxy.errors":
+                stray.append(f"{name}.{obj.__name__}")
+    assert not stray, f"define these in proxy/errors.py and add them to its tree: {stray}"
+    tree = proxy.errors.__doc__ or ""
+    for _, obj in inspect.getmembers(proxy.errors, inspect.isclass):
+        if issubclass(obj, BaseException) and obj.__module__ == "proxy.errors":
+            assert obj.__name__ in tree, f"{obj.__name__} is missing from the tree in errors.py's docstring"

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 
 from proxy import exchanges
-from proxy.errors import SecretSourceError
-from proxy.keys.transit.signer import TransitClient, TransitError, signer
+from proxy.errors import KeyFormatError, KeyInputError, SecretSourceError, TransitError
+from proxy.keys.transit.signer import TransitClient, signer
 from proxy.keys.transit.wrap import import_key, transit_material
 from proxy.model.sensitive import Secret
-from proxy.model.signers import AsymmetricKey, HmacKey, KeyFormatError
+from proxy.model.signers import AsymmetricKey, HmacKey
 
 if TYPE_CHECKING:  # types only: this edge does not import the wiring layer
     from proxy.config import AccountConfig, VaultConfig
@@ -34,9 +34,6 @@ if TYPE_CHECKING:  # types only: this edge does not import the wiring layer
 _FIELDS = {"api_key", "api_secret", "passphrase"}
 _PROBE = b"signing-proxy transit import check"
 
-
-class KeyInputError(ValueError):
-    """The key on stdin is not usable; the message names fields, never values."""
 
 
 @dataclass(frozen=True)

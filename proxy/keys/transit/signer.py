@@ -29,7 +29,7 @@ import urllib3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from proxy.errors import SecretSourceError
+from proxy.errors import TransitError, TransitKeyMissing
 from proxy.exchanges.base import Credentials, Exchange
 from proxy.model.sensitive import Secret
 from proxy.model.signers import Ed25519Key, HmacKey, RsaKey
@@ -41,12 +41,6 @@ EXCHANGES = frozenset({"binance", "bybit", "okx", "bitget", "bitstamp", "bitfine
 _HMAC_ALGORITHMS = {"sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha2-512"}
 
 
-class TransitError(SecretSourceError):
-    """Transit unreachable, denied, or an answer that is not a signature; never holds input."""
-
-
-class TransitKeyMissing(TransitError):
-    """No such Transit key (or no Transit engine at that mount)."""
 
 
 class TransitClient:

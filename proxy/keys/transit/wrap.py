@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
-from proxy.keys.transit.signer import TransitClient, TransitError, TransitKeyMissing
-from proxy.model.signers import AsymmetricKey, HmacKey, KeyFormatError, material_for_import
+from proxy.errors import KeyFormatError, TransitError, TransitKeyMissing
+from proxy.keys.transit.signer import TransitClient
+from proxy.model.signers import AsymmetricKey, HmacKey, material_for_import
 
 HMAC_MIN_BYTES, HMAC_MAX_BYTES = 32, 512
 
