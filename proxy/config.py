@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from proxy import exchanges
 from proxy.errors import ConfigError
-from proxy.keys.transit import signer as transit
 
 
 @dataclass(frozen=True)
@@ -332,17 +331,17 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
     recv_window = s.get("recv_window_ms", int)
     if recv_window is not None and not 0 < recv_window <= 60000:
         raise s.fail("recv_window_ms", "must be between 1 and 60000")
-    if recv_window is not None and not hasattr(module, "recv_window"):
+    if recv_window is not None and not module.capabilities.receive_window:
         raise s.fail("recv_window_ms", f"{exchange} has no receive window to set; remove the key")
     nonce_unit = s.get("nonce_unit", str)
     if nonce_unit is not None and nonce_unit not in ("ms", "us"):
         raise s.fail("nonce_unit", "use \"ms\" or \"us\"")
-    if nonce_unit is not None and getattr(module, "nonce_unit", None) is None:
+    if nonce_unit is not None and module.nonce_unit is None:
         raise s.fail("nonce_unit", f"{exchange} signs with a timestamp, not a nonce; remove the key")
     weight_per_minute, unsafe_withdraw = _account_safety(s, exchange)
     signing, transit_key = _signing(s, name, exchange)
     clock = s.get("exchange_clock", bool, True)
-    if "exchange_clock" in s.table and clock and getattr(module, "server_time", None) is None:
+    if "exchange_clock" in s.table and clock and module.capabilities.server_time is None:
         raise s.fail("exchange_clock", f"{exchange} has no server-time endpoint to follow; remove the key")
     if signing == "transit" and pool:
         raise s.fail("secrets", "a key pool cannot sign through Vault Transit (one transit_key per "
@@ -360,12 +359,14 @@ def _account(file: Path, index: int, item: object) -> AccountConfig:
 def _account_safety(s: _Section, exchange: str) -> tuple[int | None, bool]:
     """The account's outbound weight budget (default: the exchange's published limit; 0 turns
     it off) and the withdraw-capable-key override."""
-    from proxy.exchanges.weights import DEFAULT_WEIGHT_PER_MINUTE
+    from proxy.exchanges.weights import default_weight_per_minute
 
-    weight = s.get("weight_per_minute", int, DEFAULT_WEIGHT_PER_MINUTE.get(exchange))
+    published = default_weight_per_minute(exchange)
+    weight = s.get("weight_per_minute", int, published)
     if weight is not None and not 0 <= weight <= 10_000_000:
+        hint = f" ({published} for {exchange})" if published is not None else ""
         raise s.fail("weight_per_minute", "must be between 0 (no budget) and 10000000; "
-                     "use the exchange's published limit, e.g. 6000 for Binance")
+                     f"use the exchange's published limit{hint}")
     unsafe = s.get("unsafe_allow_withdraw_capable_key", bool, False)
     return (weight or None), unsafe
 
@@ -383,7 +384,7 @@ def _signing(s: _Section, name: str, exchange: str) -> tuple[Literal["local", "t
         return "local", None
     if signing != "transit":
         raise s.fail("signing", f"{signing!r}: use \"local\" (the default) or \"transit\"")
-    if exchange not in transit.EXCHANGES:
+    if not exchanges.get(exchange).capabilities.transit_signing:
         raise s.fail("signing", f"{exchange} cannot sign through Vault Transit (its JWT library needs "
                                 "the private key in process); use signing = \"local\"")
     key = name if key is None else key
@@ -408,10 +409,10 @@ def _secrets(s: _Section) -> tuple[str, tuple[str, ...]]:
     key = "secret" if single is not None else "secrets"
     if not paths or len(paths) > MAX_POOL:
         raise s.fail(key, f"list 1 to {MAX_POOL} KV paths, "
-                          "e.g. [\"exchanges/kraken-a\", \"exchanges/kraken-b\"]")
+                          "e.g. [\"exchanges/main-a\", \"exchanges/main-b\"]")
     for path in paths:
         if not isinstance(path, str) or not _KV_PATH.fullmatch(path):
-            raise s.fail(key, "must be a KV path such as \"exchanges/binance-main\"")
+            raise s.fail(key, "must be a KV path such as \"exchanges/main\"")
     if len(set(paths)) != len(paths):
         raise s.fail(key, "a path is listed twice; each key of a pool once")
     return paths[0], (tuple(paths) if listed is not None else ())

@@ -107,7 +107,7 @@ class LockTimeout(NotReady):
 
 
 class NonceUnitChanged(NotReady):
-    """A key that has signed in one unit was asked for a nonce in another (e.g. Bitfinex ms
+    """A key that has signed in one unit was asked for a nonce in another (e.g. ms
     vs us): switching could go backwards in the exchange's eyes, so it is refused."""
 
 

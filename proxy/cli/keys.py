@@ -62,7 +62,7 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     if not isinstance(data, dict) or not {"api_key", "api_secret"} <= set(data) or set(data) - allowed \
             or not all(isinstance(v, str) for v in data.values()):
         print("error: stdin must be a JSON object of strings with api_key, api_secret "
-              "(and passphrase for OKX and Bitget), nothing else", file=sys.stderr)
+              "(and passphrase where the exchange issues one), nothing else", file=sys.stderr)
         return EXIT_USAGE
     try:  # refuse material the exchange module cannot load before any proxy sees it
         exchanges.get(account.exchange).load_credentials({k: Secret(v) for k, v in data.items()}, 0)

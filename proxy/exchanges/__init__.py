@@ -1,73 +1,102 @@
-"""The exchanges in scope. Each lives in its own module exposing ``EXCHANGE``.
+"""The exchanges in scope. Each is a package here exposing ``EXCHANGE``, which satisfies
+:class:`~proxy.exchanges.base.Exchange` and declares every
+:class:`~proxy.exchanges.capabilities.Capabilities` (or says it has none).
 
-Adding an exchange means one module here plus one emulator; nothing else changes.
+Adding an exchange means one package here (plus its loader below) and one emulator; nothing
+else changes: generic code asks the exchange object, never a table keyed by its name. The
+loaders are typed imports, so mypy proves each ``EXCHANGE`` satisfies the protocol, and an
+exchange package is imported only when an account (or a test) asks for it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
+from collections.abc import Callable, Mapping
 from functools import cache
 
-from proxy.exchanges.base import Environment, Exchange
+from proxy.exchanges.base import Exchange
 
-NAMES = (
-    "binance", "bybit", "okx", "bitget", "bitstamp", "bitfinex", "kraken", "coinbase", "deribit",
-)
+
+def _binance() -> Exchange:
+    from proxy.exchanges.binance import EXCHANGE
+    return EXCHANGE
+
+
+def _bybit() -> Exchange:
+    from proxy.exchanges.bybit import EXCHANGE
+    return EXCHANGE
+
+
+def _okx() -> Exchange:
+    from proxy.exchanges.okx import EXCHANGE
+    return EXCHANGE
+
+
+def _bitget() -> Exchange:
+    from proxy.exchanges.bitget import EXCHANGE
+    return EXCHANGE
+
+
+def _bitstamp() -> Exchange:
+    from proxy.exchanges.bitstamp import EXCHANGE
+    return EXCHANGE
+
+
+def _bitfinex() -> Exchange:
+    from proxy.exchanges.bitfinex import EXCHANGE
+    return EXCHANGE
+
+
+def _kraken() -> Exchange:
+    from proxy.exchanges.kraken import EXCHANGE
+    return EXCHANGE
+
+
+def _coinbase() -> Exchange:
+    from proxy.exchanges.coinbase import EXCHANGE
+    return EXCHANGE
+
+
+def _deribit() -> Exchange:
+    from proxy.exchanges.deribit import EXCHANGE
+    return EXCHANGE
+
+
+_LOADERS: Mapping[str, Callable[[], Exchange]] = {
+    "binance": _binance, "bybit": _bybit, "okx": _okx, "bitget": _bitget, "bitstamp": _bitstamp,
+    "bitfinex": _bitfinex, "kraken": _kraken, "coinbase": _coinbase, "deribit": _deribit,
+}
+
+NAMES: tuple[str, ...] = tuple(_LOADERS)
 
 
 def available() -> tuple[str, ...]:
-    """The names whose module is present (all nine once every module has landed)."""
-    found = []
-    for name in NAMES:
-        try:
-            importlib.import_module(f"proxy.exchanges.{name}")
-        except ModuleNotFoundError:
-            continue
-        found.append(name)
-    return tuple(found)
+    """The names of every exchange in this build."""
+    return NAMES
 
 
 @cache
 def get(name: str) -> Exchange:
     """The exchange object for ``name``; ValueError for a name not in scope."""
-    if name not in NAMES:
+    loader = _LOADERS.get(name)
+    if loader is None:
         raise ValueError(f"unknown exchange {name!r}; use one of {', '.join(NAMES)}")
-    try:
-        module = importlib.import_module(f"proxy.exchanges.{name}")
-    except ModuleNotFoundError:
-        raise ValueError(f"exchange {name!r} is not implemented in this build") from None
-    exchange: Exchange = module.EXCHANGE
-    return exchange
+    return loader()
 
 
-#: The field an exchange module sets when its demo trading shares the live host and is chosen
-#: by a header on every request (OKX ``x-simulated-trading: 1``, Bitget ``paptrading: 1``).
-DEMO_HEADER_FIELDS = ("simulated_trading", "paper_trading")
-
-
-def demo_header_field(exchange: Exchange) -> str | None:
-    return next((f for f in DEMO_HEADER_FIELDS if hasattr(exchange, f)), None)
-
-
-def for_environment(exchange: Exchange, environment: Environment) -> Exchange:
-    """The module as an account of ``environment`` uses it: on testnet, with its demo header
-    where demo trading is chosen by one."""
-    field = demo_header_field(exchange)
-    if environment != "testnet" or field is None or not dataclasses.is_dataclass(exchange):
-        return exchange
-    demo: Exchange = dataclasses.replace(exchange, **{field: True})
-    return demo
+def find(name: str) -> Exchange | None:
+    """The exchange object for ``name``, or None when no exchange in scope has that name."""
+    return get(name) if name in _LOADERS else None
 
 
 def testnet_problem(exchange: Exchange) -> str | None:
-    """Why ``environment = "testnet"`` cannot mean a demo or testnet on this exchange, or None:
-    it must have its own host or a demo header, never silently the live exchange."""
+    """Why ``environment = "testnet"`` cannot mean a demo or test environment on this exchange,
+    or None: it needs its own host or a demo switch (``capabilities.testnet_switches``), never
+    silently the live exchange."""
     try:
         testnet = exchange.base_url("testnet")
     except (ValueError, KeyError) as exc:
         return str(exc) or f"{exchange.name} has no testnet"
-    if testnet == exchange.base_url("live") and demo_header_field(exchange) is None:
+    if testnet == exchange.base_url("live") and not exchange.capabilities.testnet_switches:
         return (f"{exchange.name}'s testnet URL is its live URL and nothing marks a request as demo; "
                 "it would trade live")
     return None

@@ -15,13 +15,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import AsymmetricKey, HmacKey
+
+if TYPE_CHECKING:  # capabilities imports this module's parsers
+    from proxy.exchanges.capabilities import Capabilities
 
 MAX_PARAMS = 64
 MAX_VALUE_LEN = 1024
@@ -45,16 +48,22 @@ class Credentials:
 
 
 class Exchange(Protocol):
-    """The pure surface of one exchange."""
+    """The pure surface of one exchange. Its members are read-only, so the exchanges' frozen
+    dataclasses satisfy it (an account's options make a modified copy, never a mutation)."""
 
     @property
     def name(self) -> str:
-        """The exchange's name in configuration (``binance``...)."""
+        """The exchange's name in configuration (its key in the registry)."""
         ...
 
     @property
     def nonce_unit(self) -> NonceUnit | None:
         """None for window-based exchanges; otherwise the unit of a strictly increasing nonce."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything generic code may ask of the exchange beyond parsing and signing."""
         ...
 
     def base_url(self, environment: Environment) -> str:

@@ -33,7 +33,7 @@ class ClientOrderIdRules:
 
     ``alphabet`` is the set of characters used for the prefix and the random part (a subset of
     what the exchange accepts: letters and digits); ``separator`` goes between them when the
-    exchange allows one. ``max_int`` > 0 marks an integer id (Bitfinex ``cid``) below it.
+    exchange allows one. ``max_int`` > 0 marks an integer id below it.
     """
 
     field: str
@@ -95,7 +95,7 @@ def batch_inbound_with(
     """The canonical JSON batch of ``prepared`` as an Inbound with ``ids[i]`` added as
     ``name`` to order ``i`` (None: that order keeps its own). ``items_key`` names the list
     in the body object (None: the body is the list); ``item_index`` picks the order object
-    inside each entry (Bitfinex's ``["on", {...}]``)."""
+    inside each entry (e.g. ``["on", {...}]``)."""
     whole: Any = parse_json(prepared.body)
     items = whole if items_key is None else whole[items_key]
     if not isinstance(items, list) or len(items) != len(ids):

@@ -1,10 +1,10 @@
 """How an exchange tells the time: its public server-time request and a pure parser of the answer.
 
-Window-based exchanges (Binance, Bybit, OKX, Bitget, Coinbase, Deribit) reject a request whose
-timestamp is too far from *their* clock, so the proxy measures the offset of each exchange's
-clock from the host's (:mod:`proxy.guards.clock`) and signs with corrected time. Each exchange
-module declares ``server_time: ClassVar[ServerTime | None]`` from SPECS.md's "Server time" line;
-this module is pure (no I/O, no clock): the caller sends the request and passes the body here.
+Window-based exchanges reject a request whose timestamp is too far from *their* clock, so the
+proxy measures the offset of each exchange's clock from the host's (:mod:`proxy.guards.clock`)
+and signs with corrected time. Each exchange module declares ``capabilities.server_time``
+(a :class:`ServerTime`, or None where it publishes none or signs with a nonce). This module is
+pure (no I/O, no clock): the caller sends the request and passes the body here.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Each window-based exchange's clock, as an offset from the host's, so a skewed host still signs
 timestamps the exchange accepts.
 
-Binance, Bybit, OKX, Bitget, Coinbase and Deribit reject a request whose timestamp is more than
-a few seconds (Bitget 30 s, Deribit 60 s, Binance ``recvWindow``) from *their* clock. Per
-account, this asks the exchange's public server-time endpoint a few times, NTP-style:
+Window-based exchanges reject a request whose timestamp is more than a few seconds (a receive
+window of 5 to 60 s) from *their* clock. Per account, this asks the exchange's public
+server-time endpoint (``capabilities.server_time``, declared by the exchange) a few times, NTP-style:
 ``offset = server_time - (t_send + t_recv) / 2``, drops samples whose round trip is too long to
 say much, and keeps the median. The pipeline then stamps ``now_ms = host now + offset``; the
 offset is anchored to the monotonic clock, so a later step of the host's wall clock is followed.
@@ -13,7 +13,8 @@ It measures once when the worker starts (readiness waits for that first round, a
 Until an account's first good measurement its offset is 0: the host clock, as before; /readyz
 ``exchange_clock`` and the ``proxy_exchange_clock_offset_ms`` gauge show which accounts are
 measured. A failed round keeps the last offset (clocks drift by milliseconds per hour, not
-seconds). Bitstamp publishes no server-time endpoint and is signed with the host clock.
+seconds). A window-based exchange that declares no server-time endpoint is signed with the host
+clock.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from statistics import median_low
 from typing import Protocol
 
 from proxy.errors import ProxyError
+from proxy.exchanges.base import Exchange
 from proxy.exchanges.server_time import ServerTime
 from proxy.model.request import Outbound
 from proxy.ops.metrics import Metrics
@@ -216,12 +218,12 @@ class ExchangeClock:
         return Sample(sample_offset(server_ms, sent, received), (received_mono - sent_mono) / 1e6)
 
 
-def targets_for(accounts: Mapping[str, tuple[str, object, bool]]) -> list[Target]:
+def targets_for(accounts: Mapping[str, tuple[str, Exchange, bool]]) -> list[Target]:
     """Targets from ``account -> (base_url, exchange, enabled)``: window-based exchanges that
     declare a server-time endpoint, unless the account turned tracking off."""
     found = []
     for name, (base_url, exchange, enabled) in accounts.items():
-        server_time = getattr(exchange, "server_time", None)
-        if enabled and getattr(exchange, "nonce_unit", None) is None and isinstance(server_time, ServerTime):
-            found.append(Target(name, base_url, server_time, str(getattr(exchange, "name", ""))))
+        server_time = exchange.capabilities.server_time
+        if enabled and exchange.nonce_unit is None and server_time is not None:
+            found.append(Target(name, base_url, server_time, exchange.name))
     return found

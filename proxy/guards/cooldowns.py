@@ -1,11 +1,11 @@
-"""Exchange cool-downs: after a 429, a 418 (Binance IP ban) or any ``Retry-After``, the account
+"""Exchange cool-downs: after a 429, a 418 (an IP ban) or any ``Retry-After``, the account
 pauses on every worker and host until the exchange's cool-down ends.
 
-Hammering a rate-limited key is how a 429 becomes a ban (Binance escalates 418 bans from two
-minutes to three days), so once the exchange says "slow down" nothing more is sent on that
-account, cancels included: the exchange would refuse those too, and every refused request
-extends the ban. The pause is a state-store flag whose TTL is the cool-down, so it is shared
-across workers and hosts and ends by itself.
+Hammering a rate-limited key is how a 429 becomes a ban (418 bans escalate from two minutes to
+three days where an exchange publishes them), so once the exchange says "slow down" nothing
+more is sent on that account, cancels included: the exchange would refuse those too, and every
+refused request extends the ban. The pause is a state-store flag whose TTL is the cool-down,
+so it is shared across workers and hosts and ends by itself.
 
 Each worker caches what the store said for ``CACHE_S``: another worker's pause is in force here
 within that time, and so is an operator clearing the flag early. The worker that met the 429
@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
+from proxy import exchanges
 from proxy.errors import AccountPaused, NotReady
 from proxy.state import StateStore
 
 DEFAULT_429_S = 30
-"""Cool-down after a 429 that names none: Binance counts weight per minute; half is enough."""
+"""Cool-down after a 429 that names none: weight budgets count per minute; half is enough."""
 DEFAULT_418_S = 120
-"""Cool-down after a 418 that names none: Binance's shortest IP ban is two minutes."""
+"""Cool-down after a 418 that names none: the shortest published IP ban is two minutes."""
 MAX_PAUSE_S = 3 * 86400
-"""The longest cool-down honoured: Binance's longest ban. A larger Retry-After is capped."""
+"""The longest cool-down honoured: the longest published ban. A larger Retry-After is capped."""
 CACHE_S = 0.25
 RULE = "exchange_cooldown"
 
@@ -79,15 +80,13 @@ def pause_flag(account: str) -> str:
     return f"pause|{len(account)}:{account}"
 
 
-IP_WIDE_EXCHANGES = frozenset({"binance"})
-"""Exchanges whose IP ban (418) and request-weight limit count per IP address, not per key."""
-
-
 def egress_scope(exchange: str, base_url: str) -> str | None:
     """What the exchange counts per IP for this account: ``exchange@host`` (every account of
     that exchange behind this proxy shares the proxy's address), or None where it counts per
-    key. The ``@`` keeps it apart from account names."""
-    if exchange not in IP_WIDE_EXCHANGES:
+    key (the exchange declares which: ``capabilities.ip_wide_limits``). The ``@`` keeps it apart
+    from account names."""
+    known = exchanges.find(exchange)
+    if known is None or not known.capabilities.ip_wide_limits:
         return None
     return f"{exchange}@{urlsplit(base_url).hostname or ''}"
 

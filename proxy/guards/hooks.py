@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
+from proxy import exchanges
 from proxy.errors import AccountPaused, NotReady, RateLimited
 from proxy.exchanges.weights import request_weight
 from proxy.guards.cooldowns import AccountPauses, cooldown, egress_scope
@@ -28,18 +29,14 @@ from proxy.state import StateStore
 
 log = logging.getLogger("proxy.guards.hooks")
 
-#: Answer bodies that mean "nonce too low / reused" (SPECS.md: Kraken, Bitfinex, Bitstamp).
-NONCE_MARKERS: dict[str, tuple[bytes, ...]] = {
-    "kraken": (b"EAPI:Invalid nonce",),
-    "bitfinex": (b"nonce: small",),
-    "bitstamp": (b"Invalid nonce",),
-}
 _NONCE_SCAN_BYTES = 4096
 
 
 def nonce_rejected(exchange: str, body: bytes) -> bool:
-    """Whether an exchange answer says the nonce was too low (Kraken answers 200 with it)."""
-    markers = NONCE_MARKERS.get(exchange)
+    """Whether an exchange answer says the nonce was too low or reused (the exchange declares
+    the markers; some answer HTTP 200 with them)."""
+    known = exchanges.find(exchange)
+    markers = known.capabilities.nonce_rejections if known is not None else ()
     if not markers:
         return False
     head = body[:_NONCE_SCAN_BYTES]
@@ -63,7 +60,7 @@ class ExchangeSafety:
         self.vetting = vetting
         self._clock = clock
         self.pauses = AccountPauses(store, clock=clock)  # store errors: counted by ObservedStore
-        #: account -> what its exchange counts per IP (Binance: 418 bans, request weight)
+        #: account -> what its exchange counts per IP (418 bans, request weight), if anything
         self._egress: dict[str, str] = {}
         self._urls: dict[str, tuple[str, str]] = {}  # account -> (exchange, base URL)
 
@@ -144,9 +141,9 @@ class ExchangeSafety:
         return spend
 
     async def _spend_weight(self, account: str, budget: int, weight: int) -> None:
-        if weight <= 0:  # counted by another of the exchange's limits (Kraken orders, Deribit's engine)
+        if weight <= 0:  # the exchange counts this request in another of its limits
             return
-        scope = self._egress.get(account)  # Binance counts weight per IP: one budget for all
+        scope = self._egress.get(account)  # weight counted per IP: one budget for all
         key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
         await self._spend(key, budget, 60, weight, "rate_limit.account", account, None)
 

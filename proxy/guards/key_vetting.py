@@ -5,15 +5,9 @@ The proxy never sends a withdrawal (those endpoints are ``endpoint_forbidden``),
 loading an account's key the proxy asks the exchange what the key may do and refuses to sign
 with one that can withdraw, unless the account says ``unsafe_allow_withdraw_capable_key = true``.
 
-Exchanges with such an endpoint (each in its endpoint catalogue as a read):
-
-- Binance ``GET /sapi/v1/account/apiRestrictions``: ``enableWithdrawals``, ``ipRestrict``;
-- Bybit ``GET /v5/user/query-api``: ``permissions.Wallet`` contains ``"Withdraw"``;
-- OKX ``GET /api/v5/account/config``: ``perm`` lists ``withdraw``;
-- Coinbase ``GET /api/v3/brokerage/key_permissions``: ``can_transfer``.
-
-Others (Bitget, Bitstamp, Bitfinex, Kraken, Deribit) are not asked: their keys are used
-unchecked and the start-up log says so.
+Each exchange that has such an endpoint declares it (``capabilities.key_permissions``: a signed
+read in its catalogue and the reading of its answer, in the exchange's module). The others are
+not asked: their keys are used unchecked and the start-up log says so.
 
 When the check cannot be done (exchange unreachable, an answer we cannot read) the account is
 refused, fail closed, and the check is retried with backoff (2 s doubling to 60 s): a key we
@@ -31,7 +25,6 @@ starts one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -39,8 +32,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proxy import exchanges
 from proxy.errors import NotReady, ProxyError
 from proxy.exchanges.base import Credentials, Exchange
+from proxy.exchanges.capabilities import PermissionProbe, Permissions
 from proxy.model.request import Inbound, Stamp
 
 log = logging.getLogger("proxy.guards.key_vetting")
@@ -50,60 +45,13 @@ RETRY_MAX_S = 60.0
 RULE = "key_permissions"
 
 
-@dataclass(frozen=True)
-class Permissions:
-    can_withdraw: bool
-    ip_restricted: bool | None = None
-
-
-def _binance(data: Any) -> Permissions:
-    withdraw = data["enableWithdrawals"]
-    if not isinstance(withdraw, bool):
-        raise TypeError("enableWithdrawals")
-    ip = data.get("ipRestrict")
-    return Permissions(withdraw, ip if isinstance(ip, bool) else None)
-
-
-def _bybit(data: Any) -> Permissions:
-    if data.get("retCode") != 0:
-        raise ValueError(f"retCode {data.get('retCode')}")
-    result = data["result"]
-    wallet = result["permissions"].get("Wallet") or []
-    ips = result.get("ips")
-    return Permissions("Withdraw" in wallet, None if ips is None else ips != ["*"])
-
-
-def _okx(data: Any) -> Permissions:
-    if data.get("code") != "0":
-        raise ValueError(f"code {data.get('code')}")
-    perm = data["data"][0]["perm"]
-    return Permissions("withdraw" in str(perm).split(","))
-
-
-def _coinbase(data: Any) -> Permissions:
-    transfer = data["can_transfer"]
-    if not isinstance(transfer, bool):
-        raise TypeError("can_transfer")
-    return Permissions(transfer)
-
-
-#: exchange -> (path of the permission query, parser of its JSON answer)
-CHECKS: dict[str, tuple[str, Callable[[Any], Permissions]]] = {
-    "binance": ("/sapi/v1/account/apiRestrictions", _binance),
-    "bybit": ("/v5/user/query-api", _bybit),
-    "okx": ("/api/v5/account/config", _okx),
-    "coinbase": ("/api/v3/brokerage/key_permissions", _coinbase),
-}
-
-
 def parse_answer(exchange: str, status: int, body: bytes) -> Permissions:
-    """The key's permissions from the exchange's answer; ValueError when it cannot be read."""
-    if status != 200:
-        raise ValueError(f"the exchange answered {status}")
-    try:
-        return CHECKS[exchange][1](json.loads(body))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise ValueError(f"unreadable permission answer ({type(exc).__name__})") from None
+    """The key's permissions from ``exchange``'s answer; ValueError when it cannot be read (or
+    the exchange has no permission probe)."""
+    probe = exchanges.get(exchange).capabilities.key_permissions
+    if probe is None:
+        raise ValueError(f"{exchange} offers no way to read a key's permissions")
+    return probe.parse(status, body)
 
 
 class _Pool(Protocol):
@@ -237,8 +185,8 @@ class KeyVetting:
         ident = (name, key)
         which = _which(key)
         unsafe = bool(getattr(account.cfg, "unsafe_allow_withdraw_capable_key", False))
-        check = CHECKS.get(exchange)
-        if check is None:
+        probe = account.exchange.capabilities.key_permissions
+        if probe is None:
             if name not in self._warned:
                 self._warned.add(name)
                 log.warning("account %s: %s offers no way to read a key's permissions; make sure the "
@@ -251,7 +199,7 @@ class KeyVetting:
         previous = self._verdicts.get(ident)
         failures = previous.failures if previous is not None and previous.version == creds.version else 0
         try:
-            perms = await asyncio.wait_for(self._ask(account, creds, check[0]), CHECK_TIMEOUT_S)
+            perms = await asyncio.wait_for(self._ask(account, creds, probe), CHECK_TIMEOUT_S)
         except Exception as exc:  # any failure to check: refuse the key (fail closed) and retry
             failures += 1
             delay = min(RETRY_MAX_S, 2.0 * 2 ** (failures - 1))
@@ -286,9 +234,9 @@ class KeyVetting:
     def _set(self, ident: _KeyId, verdict: _Verdict) -> None:
         self._verdicts[ident] = verdict
 
-    async def _ask(self, account: _Account, creds: Credentials, path: str) -> Permissions:
+    async def _ask(self, account: _Account, creds: Credentials, probe: PermissionProbe) -> Permissions:
         exchange = account.exchange
-        prepared = exchange.prepare(Inbound("GET", path, b"", (), b""))
+        prepared = exchange.prepare(Inbound("GET", probe.path, b"", (), b""))
         now_ms = self._wall_ms() + self._offset_ms(account.name)
         stamp = Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
         if creds.key.remote:  # Vault Transit signs over the network: keep the event loop free
@@ -299,7 +247,7 @@ class KeyVetting:
         if self.guard is not None:
             await self.guard.observe(account.name, exchange.name, response.status, response.headers,
                                      response.body)
-        return parse_answer(exchange.name, response.status, response.body)
+        return probe.parse(response.status, response.body)
 
 
 def _which(key: str) -> str:

@@ -2,7 +2,7 @@
 
 Why a sliding window *counter* (two fixed windows, the previous one weighted by how much of it
 still overlaps the last ``window``), not a log of every hit: it is O(1) per request whatever
-the limit (a Binance weight budget of 6,000 a minute at thousands of requests a second would
+the limit (a weight budget of 6,000 a minute at thousands of requests a second would
 make a log thousands of rows long), and it has no fixed-window boundary burst. Its estimate
 assumes the previous window's hits were spread evenly; the error is bounded by that window's
 count and is zero for a burst inside one window.

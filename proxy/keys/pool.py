@@ -1,6 +1,6 @@
 """A key pool: several API keys of one account, to go faster where each key is serialised.
 
-On Kraken and Bitfinex a key's nonces must arrive in order, so the proxy holds a per-key lock
+On nonce-based exchanges a key's nonces must arrive in order, so the proxy holds a per-key lock
 from nonce allocation until the exchange answers: one request in flight per key, and a key's
 throughput is about one request per exchange round trip. N keys give N independent nonce
 sequences and locks, so up to N requests in flight. Each request takes the key that has the

@@ -126,7 +126,7 @@ class Stamp:
     ``now_ms`` is exchange-corrected wall time; ``nonce`` is a strictly increasing per-key
     integer for exchanges that need one (else equal to the time in the exchange's unit);
     ``unique`` is a fresh random UUID4 string (36 characters, with hyphens) for exchanges that
-    want single-use nonce strings (Bitstamp, Deribit, Coinbase's JWT nonce).
+    want single-use nonce strings (a nonce header, a signature nonce, a JWT nonce).
     """
 
     now_ms: int

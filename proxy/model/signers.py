@@ -86,7 +86,7 @@ class EcKey(_Redacted):
 
     @property
     def private_key(self) -> ec.EllipticCurvePrivateKey:
-        """For JWT libraries that take a key object (Coinbase ES256)."""
+        """For JWT libraries that take a key object (ES256 JWTs)."""
         return self._key
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -114,9 +114,9 @@ def load_pem_private_key(secret: Secret) -> AsymmetricKey:
 def material_for_import(key: HmacKey | AsymmetricKey) -> tuple[str, bytes]:
     """(Vault Transit key type, raw key material) of a local key, for BYOK import only.
 
-    HMAC keys give the exact bytes the exchange module signs with (Kraken's decoded secret,
-    everyone else's text as UTF-8); private keys give PKCS#8 DER. The caller wraps the bytes
-    for Transit at once and drops them.
+    HMAC keys give the exact bytes the exchange module signs with (a base64 secret decoded
+    where the exchange signs with the decoded bytes, else the text as UTF-8); private keys give
+    PKCS#8 DER. The caller wraps the bytes for Transit at once and drops them.
     """
     if isinstance(key, HmacKey):
         return "hmac", key._secret

@@ -36,13 +36,15 @@ class Account:
 def build(cfg: AccountConfig) -> Account:
     """The account with its exchange module specialised by the account's options."""
     exchange = exchanges.get(cfg.exchange)
+    caps = exchange.capabilities
     overrides: dict[str, object] = {}
-    if cfg.recv_window_ms is not None and hasattr(exchange, "recv_window"):
+    if cfg.recv_window_ms is not None and caps.receive_window:
         overrides["recv_window"] = cfg.recv_window_ms
-    if cfg.nonce_unit is not None and getattr(exchange, "nonce_unit", None) is not None:
+    if cfg.nonce_unit is not None and exchange.nonce_unit is not None:
         overrides["nonce_unit"] = cfg.nonce_unit
+    if cfg.environment == "testnet":  # e.g. a demo-trading header on the live host
+        overrides.update(dict.fromkeys(caps.testnet_switches, True))
     if overrides and dataclasses.is_dataclass(exchange):
         exchange = dataclasses.replace(exchange, **overrides)
-    exchange = exchanges.for_environment(exchange, cfg.environment)  # OKX, Bitget: the demo header
     pool = KeyPool(cfg.secrets) if cfg.secrets else None
     return Account(cfg=cfg, exchange=exchange, host=urlsplit(cfg.base_url).netloc, pool=pool)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from proxy import exchanges
 from proxy.errors import NotReady, Refusal, Unauthenticated
+from proxy.exchanges.capabilities import find_order_id
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
@@ -135,7 +137,9 @@ class Decisions:
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
-            ctx.exchange_order_id = exchange_order_id(response.body)
+            known = exchanges.find(ctx.exchange or "")  # the exchange says where its answer has it
+            fields = known.capabilities.order_id_fields if known is not None else ()
+            ctx.exchange_order_id = find_order_id(response.body, fields)
         task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", "grant", "outcome")))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -211,33 +215,3 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
         }.items()
         if v is not None
     }
-
-
-_ORDER_ID_KEYS = ("orderId", "ordId", "order_id", "txid", "id")
-
-
-def exchange_order_id(body: bytes) -> str | None:
-    """Best effort: the exchange's order id from a placement answer, for the audit record.
-    Looks for the usual id fields in the top three levels of a JSON answer."""
-    if len(body) > 64 * 1024:
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    level: list[Any] = [data]
-    for _ in range(3):
-        nxt: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                for key in _ORDER_ID_KEYS:
-                    value = node.get(key)
-                    if isinstance(value, str | int) and not isinstance(value, bool):
-                        return str(value)
-                    if isinstance(value, list) and value and isinstance(value[0], str | int):
-                        return str(value[0])
-                nxt.extend(node.values())
-            elif isinstance(node, list):
-                nxt.extend(node[:4])
-        level = nxt
-    return None

@@ -1,9 +1,10 @@
 """Client order ids in the pipeline: injecting one, comparing order content, and the
 bookkeeping that lets a retry ask the exchange about an order whose first answer was lost.
 
-The exchange modules (pure) say how: ``with_client_order_id`` and ``client_order_id_rules``
-for injection, ``order_lookups`` and ``lookup_result`` for asking by client order id. An
-exchange without them keeps the older behaviour (no injection; an unknown outcome is final).
+The exchange modules (pure) say how: ``capabilities.client_order_ids`` and
+``with_client_order_id`` for injection, ``order_lookups`` and ``lookup_result`` for asking by
+client order id. An exchange without them keeps the older behaviour (no injection; an unknown
+outcome is final).
 
 How a lost answer is remembered without a new store primitive: the idempotency record of
 (client, account, id) is completed with the error answer marked ``x-proxy-outcome: unknown``.
@@ -20,8 +21,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from proxy.errors import BadRequest
-from proxy.exchanges.base import parse_json, parse_pairs
-from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup, make_client_order_id
+from proxy.exchanges.base import Exchange, parse_json, parse_pairs
+from proxy.exchanges.client_order_ids import Lookup, make_client_order_id
 from proxy.model.request import Action, Prepared
 from proxy.state import IdempotencyScope, StoredResponse
 
@@ -34,8 +35,7 @@ MAX_LOOKUP_ROUNDS = 16
 
 @runtime_checkable
 class InjectsClientOrderIds(Protocol):
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules: ...
+    """Adds ``capabilities.client_order_ids`` to a placement that has none."""
 
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared: ...
 
@@ -49,10 +49,11 @@ class LooksUpOrders(Protocol):
 
 @runtime_checkable
 class JudgesLookupsPerOrder(Protocol):
-    """An exchange whose lookup answers are lists to search (Bitfinex): the judgement needs
+    """An exchange whose lookup answers are lists to search: the judgement needs
     the order, and the bot is shown only the order found."""
 
     def lookup_result_for(self, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]: ...
+
 
 
 def judge(exchange: LooksUpOrders, order: Prepared, status: int, body: bytes) -> tuple[Lookup, bytes]:
@@ -93,7 +94,7 @@ def batch_scope(client: str, account: str, ids: Sequence[str]) -> IdempotencySco
 
 
 def inject_batch(
-    exchange: object, prepared: Prepared, client: str, token: str
+    exchange: Exchange, prepared: Prepared, client: str, token: str
 ) -> tuple[Prepared, str | None]:
     """Every order of a batch placement gets a client order id: the ones missing are made
     (one per order, from ``token``) and added where the exchange takes them in batches; where
@@ -105,7 +106,7 @@ def inject_batch(
         raise BadRequest("every order in a batch needs its own client order id; send each id once")
     if all(have):
         return prepared, None
-    rules = exchange.client_order_id_rules if isinstance(exchange, InjectsClientOrderIds) else None
+    rules = exchange.capabilities.client_order_ids
     if rules is None or not isinstance(exchange, InjectsBatchClientOrderIds):
         field = rules.field if rules is not None else "client order id"
         raise BadRequest(f"{field}: every order in a batch needs a client order id (the proxy "
@@ -123,17 +124,20 @@ def inject_batch(
     return changed, ",".join(ids)
 
 
-def inject(exchange: object, prepared: Prepared, client: str, token: str) -> tuple[Prepared, str | None]:
+def inject(exchange: Exchange, prepared: Prepared, client: str, token: str) -> tuple[Prepared, str | None]:
     """``prepared`` with a fresh client order id when it needs one and the exchange can take
     one; the id is returned too (None: nothing injected). Batches: :func:`inject_batch`."""
     if is_batch_placement(prepared):
         return inject_batch(exchange, prepared, client, token)
-    if not wants_client_order_id(prepared) or not isinstance(exchange, InjectsClientOrderIds):
+    rules = exchange.capabilities.client_order_ids
+    if not wants_client_order_id(prepared) or rules is None:
         return prepared, None
-    coid = make_client_order_id(exchange.client_order_id_rules, client, token)
+    if not isinstance(exchange, InjectsClientOrderIds):
+        return prepared, None
+    coid = make_client_order_id(rules, client, token)
     changed = exchange.with_client_order_id(prepared, coid)
     if changed.client_order_id != coid:
-        return prepared, None  # the exchange module declined (e.g. Kraken's userref is set)
+        return prepared, None  # the exchange module declined (e.g. its id field was set)
     return changed, coid
 
 

@@ -192,7 +192,7 @@ class Once:
             # may place the order (replaying the 429 for a day would block the bot's retries).
             await self.store.abandon(scope, token=token)
             return reply
-        # A 5xx leaves the execution status unknown (Binance says so): where the exchange can be
+        # A 5xx leaves the execution status unknown (exchanges say so): where the exchange can be
         # asked, the next retry looks the order up instead of replaying the 5xx.
         unknown = mark_unknown and reply.status >= 500
         headers = (*reply.headers, UNKNOWN_OUTCOME) if unknown else reply.headers

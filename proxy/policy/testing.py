@@ -159,7 +159,7 @@ def _decimals(where: str, raw: Any, bad: Any) -> dict[str, Decimal]:
 
 def _prices(where: str, raw: Any, bad: Any) -> dict[str, dict[str, Decimal]]:
     if not isinstance(raw, dict):
-        bad(where, "must be a table per account, e.g. [reference_prices.binance-main] BTCUSDT = \"50000\"")
+        bad(where, "must be a table per account, e.g. [reference_prices.ACCOUNT] BTCUSDT = \"50000\"")
         return {}
     return {account: _decimals(f"{where}.{account}", table, bad) for account, table in raw.items()}
 

@@ -56,7 +56,9 @@ def test_client_order_ids_injected_id_fits_the_exchange_and_is_sent(exchange: An
     assert coid is not None and re.fullmatch(rule, coid), coid
     assert coid.startswith("momen")
     assert changed.client_order_id == coid and changed.intents[0].client_order_id == coid
-    field = exchange.client_order_id_rules.field
+    rules = exchange.capabilities.client_order_ids
+    assert rules is not None
+    field = rules.field
     sent = changed.query + "&" + changed.body.decode()
     assert f"{field}={coid}" in sent or f'"{field}":"{coid}"' in sent
     # everything else is unchanged

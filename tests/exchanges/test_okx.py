@@ -19,7 +19,7 @@ import pytest
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import Credentials
-from proxy.exchanges.okx import EXCHANGE, TESTNET, for_environment, iso8601_ms
+from proxy.exchanges.okx import EXCHANGE, TESTNET, iso8601_ms
 from proxy.model.request import Category, Inbound, Stamp
 from proxy.model.sensitive import Secret
 
@@ -119,7 +119,6 @@ def test_okx_demo_trading_header_only_for_testnet() -> None:
     demo = TESTNET.sign(prepared, creds(), Stamp(TS), "www.okx.com")
     assert "x-simulated-trading" not in dict(live.headers)
     assert dict(demo.headers)["x-simulated-trading"] == "1"
-    assert for_environment("testnet") is TESTNET and for_environment("live") is EXCHANGE
     assert EXCHANGE.base_url("live") == TESTNET.base_url("testnet") == "https://www.okx.com"
 
 

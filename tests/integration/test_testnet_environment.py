@@ -85,16 +85,12 @@ def test_testnet_without_a_testnet_start_up_is_refused(tmp_path: Path, exchange:
 
 
 @pytest.mark.parametrize("name", exchanges.NAMES)
-def test_testnet_means_a_testnet_host_or_a_demo_header_on_every_exchange(name: str) -> None:
-    """Every exchange: testnet has its own official host, or the module sends its demo header,
-    or the configuration refuses it. Nothing else, ever (a new module must choose)."""
+def test_testnet_means_a_testnet_host_or_a_demo_switch_on_every_exchange(name: str) -> None:
+    """Every exchange: testnet has its own official host, or its account sets the module's
+    demo switch, or the configuration refuses it. Nothing else, ever (a new module must choose)."""
     module = exchanges.get(name)
     if exchanges.testnet_problem(module) is not None:
         assert name in ("bitfinex", "bitstamp", "kraken")
         return
-    testnet = exchanges.for_environment(module, "testnet")
-    field = exchanges.demo_header_field(module)
-    if field is None:
+    if not module.capabilities.testnet_switches:  # (accounts.build sets the switches: test_capabilities)
         assert module.base_url("testnet") != module.base_url("live")
-    else:
-        assert getattr(testnet, field) is True and not getattr(exchanges.for_environment(module, "live"), field)

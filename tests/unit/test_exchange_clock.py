@@ -38,7 +38,8 @@ PATHS = {
 
 @pytest.mark.parametrize(("name", "body", "expected"), DOCUMENTED, ids=[d[0] for d in DOCUMENTED])
 def test_server_time_parses_documented_answers(name: str, body: bytes, expected: int) -> None:
-    server_time = exchanges.get(name).server_time  # type: ignore[attr-defined]
+    server_time = exchanges.get(name).capabilities.server_time
+    assert server_time is not None
     assert server_time.parse(body) == expected
     request = server_time.request()
     assert (request.method, request.path_and_query, request.headers, request.body) == (
@@ -48,7 +49,7 @@ def test_server_time_parses_documented_answers(name: str, body: bytes, expected:
 def test_server_time_declared_for_window_exchanges_only() -> None:
     for name in exchanges.NAMES:
         exchange = exchanges.get(name)
-        declared = getattr(exchange, "server_time", None)
+        declared = exchange.capabilities.server_time
         if exchange.nonce_unit is not None or name == "bitstamp":
             assert declared is None, name
         else:

@@ -12,8 +12,9 @@ import pytest
 from proxy import exchanges
 from proxy.errors import AccountPaused, NotReady
 from proxy.exchanges.base import Credentials
+from proxy.exchanges.capabilities import Permissions
 from proxy.guards.hooks import ExchangeSafety
-from proxy.guards.key_vetting import KeyVetting, Permissions, parse_answer
+from proxy.guards.key_vetting import KeyVetting, parse_answer
 from proxy.keys.pool import KeyPool
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey

@@ -1,4 +1,4 @@
-"""L0 values: strict decimals, the redacting Secret, order ids from exchange answers."""
+"""L0 values: strict decimals, the redacting Secret."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from proxy.errors import BadRequest
 from proxy.model.decimals import parse_decimal
 from proxy.model.sensitive import Secret
-from proxy.pipeline.decision import exchange_order_id
 
 
 @pytest.mark.parametrize("text", ["0", "1", "0.5", "50000", "0.00000001", "123.456"])
@@ -35,13 +34,3 @@ def test_secret_never_shows_its_value() -> None:
     assert s.reveal() == "CANARY-value"
     with pytest.raises(TypeError):
         pickle.dumps(s)
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [(b'{"orderId": 123}', "123"), (b'{"result": {"orderId": "b1"}}', "b1"),
-     (b'{"data": [{"ordId": "o1"}]}', "o1"), (b'{"result": {"txid": ["OX1"]}}', "OX1"),
-     (b'{"success_response": {"order_id": "c1"}}', "c1"), (b"not json", None), (b'{"x": 1}', None)],
-)
-def test_exchange_order_id_from_common_shapes(body: bytes, expected: str | None) -> None:
-    assert exchange_order_id(body) == expected

@@ -6,12 +6,13 @@ exchange with a cost model must have its documented weight."""
 from __future__ import annotations
 
 import json
+import sys
 from urllib.parse import quote
 
 import pytest
 
 from proxy import exchanges
-from proxy.exchanges.weights import COST_MODELS, DEFAULT_WEIGHT_PER_MINUTE, documented, request_weight
+from proxy.exchanges.weights import default_weight_per_minute, request_weight
 from proxy.model.request import Action
 
 
@@ -82,15 +83,24 @@ def test_weights_deribit_credits() -> None:
 
 def test_weights_exchanges_without_a_cost_model_and_defaults() -> None:
     assert request_weight("okx", "GET", "/api/v5/account/balance") == 1
-    assert DEFAULT_WEIGHT_PER_MINUTE == {"binance": 6000}
+    defaults = {name: default_weight_per_minute(name) for name in exchanges.NAMES}
+    assert {name: w for name, w in defaults.items() if w is not None} == {"binance": 6000}
 
 
-@pytest.mark.parametrize("exchange", sorted(COST_MODELS))
-def test_weights_every_catalogued_endpoint_has_its_documented_weight(exchange: str) -> None:
+def test_weights_the_exchanges_that_publish_costs_declare_them() -> None:
+    declared = {name for name in exchanges.NAMES if exchanges.get(name).capabilities.weights is not None}
+    assert declared == {"binance", "kraken", "deribit"}
+
+
+@pytest.mark.parametrize("name", exchanges.NAMES)
+def test_weights_every_catalogued_endpoint_has_its_documented_weight(name: str) -> None:
     """Fails when an endpoint is added to the catalogue of an exchange with a cost model
-    without its weight (it would otherwise be charged the heaviest)."""
-    module = __import__(f"proxy.exchanges.{exchange}", fromlist=["CATALOGUE"])
-    assert exchanges.get(exchange) is not None
-    missing = [f"{ep.method} {ep.path}" for ep in module.CATALOGUE.endpoints
-               if ep.action is not Action.FORBIDDEN and not documented(exchange, ep.method, ep.path)]
+    without its documented weight (it would otherwise be charged the heaviest)."""
+    exchange = exchanges.get(name)
+    weights = exchange.capabilities.weights
+    if weights is None:
+        return
+    catalogue = getattr(sys.modules[type(exchange).__module__], "CATALOGUE")  # noqa: B009
+    missing = [f"{ep.method} {ep.path}" for ep in catalogue.endpoints
+               if ep.action is not Action.FORBIDDEN and (ep.method, ep.path) not in weights.documented]
     assert missing == []

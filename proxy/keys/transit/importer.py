@@ -1,7 +1,7 @@
 """``keys import-transit``: put a transit account's key into Vault Transit, the rest into KV.
 
 The operator pipes the key as issued (the ``keys rotate`` JSON: api_key, api_secret, and
-passphrase for OKX and Bitget). The exchange module loads it exactly as it would for local
+passphrase where the exchange issues one). The exchange module loads it exactly as it would for local
 signing, so Transit receives the very bytes local signing would use; the material is wrapped
 for Transit's wrapping key and imported as a new key or a new version; Vault then proves it
 holds the same key (an HMAC verified by Transit, or the public key compared) before KV gets a
@@ -57,7 +57,7 @@ def parse_key_json(text: str) -> dict[str, str]:
     if not isinstance(data, dict) or not {"api_key", "api_secret"} <= set(data) \
             or set(data) - _FIELDS or not all(isinstance(v, str) for v in data.values()):
         raise KeyInputError("stdin must be a JSON object of strings with api_key, api_secret "
-                            "(and passphrase for OKX and Bitget), nothing else")
+                            "(and passphrase where the exchange issues one), nothing else")
     return data
 
 

@@ -34,10 +34,6 @@ from proxy.exchanges.base import Credentials, Exchange
 from proxy.model.sensitive import Secret
 from proxy.model.signers import Ed25519Key, HmacKey, RsaKey
 
-#: Exchanges whose modules sign through the key interface that Transit can stand behind.
-#: Coinbase is not one: its JWT library needs the private key object in process.
-EXCHANGES = frozenset({"binance", "bybit", "okx", "bitget", "bitstamp", "bitfinex", "kraken", "deribit"})
-
 _HMAC_ALGORITHMS = {"sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha2-512"}
 
 
@@ -221,7 +217,7 @@ def _placeholder(kind: str) -> Secret:
     the fields (api_key format, passphrase) and the key kind exactly as for a local key. It is
     thrown away: the signer that replaces it is the Transit one."""
     if kind == "hmac":
-        return Secret(base64.b64encode(bytes(64)).decode())  # also valid base64 for Kraken
+        return Secret(base64.b64encode(bytes(64)).decode())  # also valid base64 (some exchanges decode it)
     private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey = (
         ed25519.Ed25519PrivateKey.generate() if kind == "ed25519"
         else rsa.generate_private_key(public_exponent=65537, key_size=2048)

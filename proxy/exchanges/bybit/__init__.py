@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
@@ -40,14 +40,14 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bybit.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -129,8 +129,10 @@ class Bybit:
     nonce_unit: NonceUnit | None = None
     recv_window: int = 5000
 
-    #: SPECS.md: GET /v5/market/time; result.timeNano is the finest field
-    server_time: ClassVar[ServerTime | None] = ServerTime("/v5/market/time", ("result", "timeNano"), "ns")
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bybit: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.bybit.com", "testnet": "https://api-testnet.bybit.com"}[
@@ -173,10 +175,6 @@ class Bybit:
             content_type="application/json", endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -193,7 +191,7 @@ class Bybit:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """retCode 0 with the order in ``result.list``: found; with an empty list: absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
@@ -225,7 +223,6 @@ def signature_for(creds: Credentials, message: bytes) -> str:
     if isinstance(key, RsaKey):
         return base64.b64encode(key.sign_pkcs1_sha256(message)).decode()
     raise TypeError("Bybit signs with HMAC or RSA keys")
-
 
 
 # ---------------------------------------------------------------- intents
@@ -348,23 +345,6 @@ def _one(action: Action, obj: Mapping[str, Any], category: str) -> Intent:
         quantity=None if by_value else qty, quote_quantity=qty if by_value else None,
         price=price, client_order_id=_link_id(obj),
     )
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("orderLinkId", 36)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    result = data.get("result")
-    if status != 200 or data.get("retCode") != 0 or not isinstance(result, dict):
-        return Lookup.UNKNOWN
-    orders = result.get("list")
-    if not isinstance(orders, list):
-        return Lookup.UNKNOWN
-    return Lookup.FOUND if orders else Lookup.ABSENT
 
 
 EXCHANGE = Bybit()

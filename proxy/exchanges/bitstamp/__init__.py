@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
 from proxy.errors import BadRequest, EndpointForbidden
 from proxy.exchanges.base import (
@@ -28,19 +27,18 @@ from proxy.exchanges.base import (
     NonceUnit,
     encode_pairs,
     endpoint,
-    parse_json_object,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bitstamp.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import (
     Category,
@@ -117,8 +115,10 @@ class Bitstamp:
     name: str = "bitstamp"
     nonce_unit: NonceUnit | None = None
 
-    #: SPECS.md: no server-time endpoint was verified; signed with the host clock
-    server_time: ClassVar[ServerTime | None] = None
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bitstamp: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         if environment != "live":
@@ -158,10 +158,6 @@ class Bitstamp:
             "POST", inbound.raw_path, "", encoded, FORM if encoded else None, ep, intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -176,7 +172,7 @@ class Bitstamp:
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """200 with the order: found; ``404.002`` "Order not found." (ccxt: OrderNotFound):
         absent; anything else proves nothing."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -233,7 +229,6 @@ def _lookup(method: str, raw_path: str) -> tuple[Endpoint, list[str]]:
         if name == "{currency}" and not _CURRENCY.fullmatch(value):
             raise BadRequest("path: the currency must be lower case, e.g. btc")
     return ep, segments
-
 
 
 def _flag(params: Mapping[str, str], name: str) -> bool:
@@ -297,25 +292,6 @@ def _other_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
     if "id" in params and "client_order_id" in params:
         raise BadRequest("send id or client_order_id, not both")
     return Intent(symbol=pair, client_order_id=_client_order_id(params.get("client_order_id")))
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 64)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body)
-    except BadRequest:
-        return Lookup.UNKNOWN
-    if status == 200 and data.get("id") is not None and isinstance(data.get("status"), str) \
-            and data.get("status") != "error":
-        return Lookup.FOUND
-    reason = data.get("reason")
-    reasons = reason.get("__all__") if isinstance(reason, dict) else [reason]
-    if data.get("response_code") == "404.002" or (
-            isinstance(reasons, list) and "Order not found." in reasons):
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
 
 
 EXCHANGE = Bitstamp()

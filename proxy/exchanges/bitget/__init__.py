@@ -14,7 +14,7 @@ import base64
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlencode
 
 from proxy.errors import BadRequest
@@ -36,14 +36,14 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bitget.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -116,8 +116,10 @@ class Bitget:
     nonce_unit: NonceUnit | None = None
     paper_trading: bool = False
 
-    #: SPECS.md: GET /api/v2/public/time -> data.serverTime (ms)
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/time", ("data", "serverTime"))
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bitget: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         # Demo trading uses the live host with the PAPTRADING header (see ``paper_trading``).
@@ -163,10 +165,6 @@ class Bitget:
             content_type=JSON, endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -182,7 +180,7 @@ class Bitget:
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """``00000`` with the order: found; ``43001`` (ccxt: OrderNotFound) or an empty list:
         absent; anything else proves nothing."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
@@ -233,8 +231,6 @@ def _encode_query(pairs: Pairs) -> str:
 
 def _decoded(query: str) -> str:
     return "&".join(f"{k}={v}" for k, v in parse_pairs(query, "query"))
-
-
 
 
 def _symbol(value: str | None, required: bool) -> str | None:
@@ -349,25 +345,6 @@ def _cancel_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
     if order_id is not None and coid is not None:
         raise BadRequest("send orderId or clientOid, not both (Bitget silently prefers orderId)")
     return Intent(symbol=symbol, client_order_id=coid)
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clientOid", 49)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body)
-    except BadRequest:
-        return Lookup.UNKNOWN
-    code, orders = data.get("code"), data.get("data")
-    if status == 200 and code == "00000" and isinstance(orders, list):
-        if not orders:
-            return Lookup.ABSENT
-        if isinstance(orders[0], dict) and isinstance(orders[0].get("orderId"), str):
-            return Lookup.FOUND
-    if status == 400 and code == "43001":
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
 
 
 EXCHANGE = Bitget()

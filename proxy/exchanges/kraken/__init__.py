@@ -49,12 +49,13 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
+from proxy.exchanges.kraken.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, USER_AGENT, lookup_result
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -97,7 +98,6 @@ CATALOGUE = Catalogue([
 AUTH_PARAMS = ("nonce", "otp")
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-USER_AGENT = "exchange-signing-proxy"
 MAX_BATCH = 15
 
 _PAIR = re.compile(r"[A-Z0-9]{2,24}")
@@ -129,6 +129,11 @@ class Kraken:
 
     name: str = "kraken"
     nonce_unit: NonceUnit | None = "us"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Kraken: the "capabilities" section below."""
+        return CAPABILITIES
 
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
@@ -175,10 +180,6 @@ class Kraken:
             intents = _form_intents(ep.name, ep.category, dict(pairs))
         return Prepared(inbound.method, ep.path, "", body, ctype, ep, intents)
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` with ``cl_ord_id`` added; unchanged when the bot sent ``userref``
         (Kraken takes one or the other)."""
@@ -203,7 +204,7 @@ class Kraken:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """No error and the order under ``open``/``closed``: found; none there: absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:
@@ -246,7 +247,6 @@ def _content_type(inbound: Inbound) -> str:
     if ctype not in (FORM, JSON):
         raise BadRequest(f"body: Content-Type must be {FORM} or {JSON}")
     return ctype
-
 
 
 # ---------------------------------------------------------------- intents
@@ -395,23 +395,6 @@ def _price(p: Mapping[str, str], otype: str) -> Decimal | None:
         "ordertype: use market, limit, iceberg, stop-loss, take-profit, stop-loss-limit or "
         "take-profit-limit (trailing and settle-position orders are not supported)"
     )
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    result = data.get("result")
-    if status != 200 or data.get("error") != [] or not isinstance(result, dict):
-        return Lookup.UNKNOWN
-    orders = result.get("open", result.get("closed"))
-    if not isinstance(orders, dict):
-        return Lookup.UNKNOWN
-    return Lookup.FOUND if orders else Lookup.ABSENT
 
 
 EXCHANGE = Kraken()

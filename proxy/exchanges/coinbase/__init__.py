@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -37,11 +37,11 @@ from proxy.exchanges.base import (
     parse_pairs,
     require_content_type,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
 )
-from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.coinbase.capabilities import CAPABILITIES
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -160,8 +160,10 @@ class Coinbase:
     nonce_unit: NonceUnit | None = None
     jwt_lifetime: int = 120
 
-    #: SPECS.md: GET /api/v3/brokerage/time -> epochMillis
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/brokerage/time", ("epochMillis",))
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Coinbase: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.coinbase.com", "testnet": "https://api-sandbox.coinbase.com"}[
@@ -369,9 +371,6 @@ def _check_cancel(obj: Mapping[str, Any]) -> None:
     for order_id in ids:
         if not isinstance(order_id, str) or not _ORDER_ID.fullmatch(order_id):
             raise BadRequest("order_ids: each an order id string (letters, digits, '-')")
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 128)
 
 
 EXCHANGE = Coinbase()

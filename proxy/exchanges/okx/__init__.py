@@ -4,8 +4,8 @@ Signing (SPECS.md §3): base64 HMAC-SHA256 of ``timestamp + METHOD + requestPath
 ``timestamp`` is ISO-8601 UTC with milliseconds and ``Z`` (``2020-12-08T09:08:57.715Z``),
 ``requestPath`` includes ``?query`` for GET, and ``body`` is the JSON exactly as sent (empty
 when there is none). The passphrase travels in plain text in ``OK-ACCESS-PASSPHRASE``. Demo
-trading uses the same host with ``x-simulated-trading: 1``: use :data:`TESTNET` (or
-:func:`for_environment`) for testnet accounts.
+trading uses the same host with ``x-simulated-trading: 1``: a testnet account's exchange object
+has ``simulated_trading`` set (``capabilities.testnet_switches``), like :data:`TESTNET`.
 
 Quantity semantics: ``sz`` is the exchange's own quantity (base for spot, contracts for
 derivatives) except a spot Market order, where ``tgtCcy`` (default ``quote_ccy`` for a buy,
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
@@ -31,7 +31,6 @@ from proxy.exchanges.base import (
     encode_pairs,
     endpoint,
     parse_json,
-    parse_json_object,
     parse_pairs,
     require_content_type,
 )
@@ -41,14 +40,14 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.okx.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -124,8 +123,10 @@ class Okx:
     nonce_unit: NonceUnit | None = None
     simulated_trading: bool = False
 
-    #: SPECS.md: GET /api/v5/public/time -> data[0].ts (ms string)
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v5/public/time", ("data", 0, "ts"))
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Okx: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         # OKX demo trading shares the live host; the x-simulated-trading header selects it.
@@ -162,10 +163,6 @@ class Okx:
         return Prepared(method="POST", path=ep.path, query="", body=body,
                         content_type="application/json", endpoint=ep, intents=intents)
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -179,7 +176,7 @@ class Okx:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """code "0" with the order: found; 51603 "Order does not exist": absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
@@ -212,7 +209,6 @@ def iso8601_ms(now_ms: int) -> str:
     """``2020-12-08T09:08:57.715Z``: OKX's OK-ACCESS-TIMESTAMP format."""
     seconds = datetime.fromtimestamp(now_ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{seconds}.{now_ms % 1000:03d}Z"
-
 
 
 # ---------------------------------------------------------------- intents
@@ -329,25 +325,5 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
     )
 
 
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("clOrdId", 32, separator="")
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    if status == 200 and data.get("code") == "0" and isinstance(data.get("data"), list) and data["data"]:
-        return Lookup.FOUND
-    if data.get("code") == "51603":
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
-
-
 EXCHANGE = Okx()
 TESTNET = Okx(simulated_trading=True)
-
-
-def for_environment(environment: Environment) -> Okx:
-    """The OKX module for an account's environment (demo trading needs its header)."""
-    return TESTNET if environment == "testnet" else EXCHANGE

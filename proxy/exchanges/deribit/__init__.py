@@ -16,7 +16,6 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
 from proxy.errors import BadRequest
 from proxy.exchanges.base import (
@@ -27,20 +26,19 @@ from proxy.exchanges.base import (
     drop_keys,
     encode_pairs,
     endpoint,
-    parse_json_object,
     parse_pairs,
     reject_unused_body,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
+from proxy.exchanges.deribit.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
 from proxy.model.decimals import parse_decimal
 from proxy.model.request import (
     Action,
@@ -124,8 +122,10 @@ class Deribit:
     name: str = "deribit"
     nonce_unit: NonceUnit | None = None
 
-    #: SPECS.md: GET /api/v2/public/get_time -> result (ms)
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v2/public/get_time", ("result",))
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Deribit: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://www.deribit.com", "testnet": "https://test.deribit.com"}[
@@ -158,10 +158,6 @@ class Deribit:
             content_type=None, endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with the client order id added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -179,7 +175,7 @@ class Deribit:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """A JSON-RPC result listing orders with the label: found; an empty list: absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -207,7 +203,6 @@ def authorization(
     """The ``Authorization`` header value, fields in ccxt's order (id, ts, sig, nonce)."""
     sig = key.hexdigest(string_to_sign(ts, nonce, method, uri, body))
     return f"deri-hmac-sha256 id={client_id},ts={ts},sig={sig},nonce={nonce}"
-
 
 
 def _instrument(params: Mapping[str, str], required: bool = True) -> str | None:
@@ -281,20 +276,6 @@ def _cancel_intents(params: Mapping[str, str]) -> tuple[Intent, ...]:
     if instrument is None and label is None:
         return ()
     return (Intent(symbol=instrument, client_order_id=label),)
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("label", 64)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json_object(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    result = data.get("result")
-    if status != 200 or "error" in data or not isinstance(result, list):
-        return Lookup.UNKNOWN
-    return Lookup.FOUND if result else Lookup.ABSENT
 
 
 EXCHANGE = Deribit()

@@ -13,7 +13,6 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 from urllib.parse import quote
 
 from proxy.errors import BadRequest
@@ -25,19 +24,18 @@ from proxy.exchanges.base import (
     drop_keys,
     encode_pairs,
     endpoint,
-    parse_json,
     split_query_and_body,
 )
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.binance.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     inbound_with,
     lookup_inbound,
 )
-from proxy.exchanges.server_time import ServerTime
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
@@ -118,8 +116,10 @@ class Binance:
     nonce_unit: NonceUnit | None = None
     recv_window: int | None = None
 
-    #: SPECS.md: GET /api/v3/time -> {"serverTime": ms}
-    server_time: ClassVar[ServerTime | None] = ServerTime("/api/v3/time", ("serverTime",))
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Binance: the "capabilities" section below."""
+        return CAPABILITIES
 
     def base_url(self, environment: Environment) -> str:
         return {"live": "https://api.binance.com", "testnet": "https://testnet.binance.vision"}[
@@ -160,10 +160,6 @@ class Binance:
             endpoint=ep, intents=intents,
         )
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` (an order without an id) with ``newClientOrderId`` added."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
@@ -177,7 +173,7 @@ class Binance:
 
     def lookup_result(self, status: int, body: bytes) -> Lookup:
         """200 with the order: found; -2013 "Order does not exist": absent."""
-        return _lookup_result(status, body)
+        return lookup_result(status, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         if prepared.category is Category.PUBLIC:
@@ -221,7 +217,6 @@ def _outbound(
         headers = (*headers, ("Content-Type", prepared.content_type))
     target = f"{prepared.path}?{query}" if query else prepared.path
     return Outbound(prepared.method, target, headers, body, stamp)
-
 
 
 def _intent(action: Action, category: Category, params: Mapping[str, str]) -> Intent:
@@ -270,23 +265,6 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
         time_in_force=tif, quantity=qty, quote_quantity=quote_qty, price=values.get("price"),
         client_order_id=coid,
     )
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("newClientOrderId", 36)
-
-
-def _lookup_result(status: int, body: bytes) -> Lookup:
-    try:
-        data = parse_json(body, "lookup")
-    except BadRequest:
-        return Lookup.UNKNOWN
-    if not isinstance(data, dict):
-        return Lookup.UNKNOWN
-    if status == 200 and isinstance(data.get("clientOrderId"), str):
-        return Lookup.FOUND
-    if status == 400 and data.get("code") == -2013:
-        return Lookup.ABSENT
-    return Lookup.UNKNOWN
 
 
 EXCHANGE = Binance()

@@ -21,11 +21,9 @@ Bitfinex has no separate testnet: paper trading is a sub-account on the same hos
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from proxy.errors import BadRequest, EndpointForbidden
@@ -44,8 +42,16 @@ from proxy.exchanges.base import (
 from proxy.exchanges.base import (
     require_secret as _require,
 )
+from proxy.exchanges.bitfinex.capabilities import (
+    CAPABILITIES,
+    CLIENT_ORDER_ID_RULES,
+    LOOKUP_LIMIT,
+    MAX_CID,
+    SYMBOL,
+    lookup_result,
+)
+from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import (
-    ClientOrderIdRules,
     Lookup,
     batch_inbound_with,
     inbound_with,
@@ -84,8 +90,6 @@ CATALOGUE = Catalogue([
     endpoint("POST", "/v1/transfer", X),
 ])
 
-_SYMBOL_TEXT = r"t(?:[A-Z0-9]{6}|[A-Z0-9]{2,12}:[A-Z0-9]{2,12})"
-_SYMBOL = re.compile(_SYMBOL_TEXT)
 _CONF = re.compile(r"pub:[a-z]+(?::[a-z]+)*(?:,pub:[a-z]+(?::[a-z]+)*)*")
 #: Paths whose parameter segment holds ':' or ',' (Catalogue segments cannot).
 _TEMPLATES: tuple[tuple[re.Pattern[str], Endpoint], ...] = (
@@ -103,7 +107,6 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], Endpoint], ...] = (
 
 JSON = "application/json"
 MAX_OPS = 75
-MAX_CID = 2**45
 _ORDER_TYPES = frozenset({
     f"{prefix}{kind}" for prefix in ("EXCHANGE ", "")
     for kind in ("LIMIT", "MARKET", "STOP", "STOP LIMIT", "TRAILING STOP", "FOK", "IOC")
@@ -125,6 +128,11 @@ class Bitfinex:
 
     name: str = "bitfinex"
     nonce_unit: NonceUnit | None = "us"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What generic code may ask of Bitfinex: the "capabilities" section below."""
+        return CAPABILITIES
 
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
@@ -159,10 +167,6 @@ class Bitfinex:
         intents = _intents(ep, symbol, obj)
         return Prepared(inbound.method, path, "", dump_json(obj).encode(), JSON, ep, intents)
 
-    @property
-    def client_order_id_rules(self) -> ClientOrderIdRules:
-        return CLIENT_ORDER_ID_RULES
-
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` with the integer ``cid`` added (scoped by Bitfinex to the UTC day)."""
         return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, int(coid)))
@@ -190,7 +194,7 @@ class Bitfinex:
         (a ``cid`` is unique per UTC day only, so an older order reusing it must not count);
         the bot sees that array alone, never the account's other orders. Absent: a complete
         list without it (a list of LOOKUP_LIMIT entries may be cut short: unknown)."""
-        return _lookup_result(order.intents[0], status, body)
+        return lookup_result(order.intents[0], status, body)
 
     def with_batch_client_order_ids(self, prepared: Prepared, ids: Sequence[str | None]) -> Prepared:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
@@ -237,11 +241,10 @@ def lookup(method: str, raw_path: str) -> tuple[Endpoint, str | None]:
                 if not _CONF.fullmatch(value):
                     raise BadRequest("config: send pub:... labels separated by ','")
                 return ep, None
-            if not _SYMBOL.fullmatch(value):
+            if not SYMBOL.fullmatch(value):
                 raise BadRequest("symbol: use Bitfinex's trading symbol exactly, e.g. tBTCUSD")
             return ep, value
     return CATALOGUE.lookup(method, raw_path), None
-
 
 
 # ---------------------------------------------------------------- intents
@@ -286,7 +289,7 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     otype, symbol = obj.get("type"), obj.get("symbol")
     if otype not in _ORDER_TYPES:
         raise BadRequest("type: use a Bitfinex order type such as 'EXCHANGE LIMIT'")
-    if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
+    if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol):
         raise BadRequest("symbol: use Bitfinex's trading symbol exactly, e.g. tBTCUSD")
     amount = parse_decimal(_text(obj, "amount"), "amount", allow_negative=True)
     if amount == 0:
@@ -383,41 +386,6 @@ def _meta(value: Any) -> None:
         raise BadRequest(f"meta: an object with only {', '.join(sorted(_META_FIELDS))}")
     if any(not isinstance(v, str | int) or isinstance(v, bool) for v in value.values()):
         raise BadRequest("meta: values must be strings or integers")
-
-
-CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cid", 0, max_int=MAX_CID)
-
-#: Closed orders asked for when looking one up (Bitfinex's documented maximum per request).
-LOOKUP_LIMIT = 2500
-
-
-def _lookup_result(intent: Intent, status: int, body: bytes) -> tuple[Lookup, bytes]:
-    try:  # the exchange's own JSON (JavaScript numbers, exponents included), only read here
-        orders = json.loads(body)
-    except ValueError:
-        return Lookup.UNKNOWN, body
-    if status != 200 or not isinstance(orders, list):
-        return Lookup.UNKNOWN, body
-    assert intent.client_order_id is not None and intent.quantity is not None
-    amount = intent.quantity if intent.side == "buy" else -intent.quantity
-    for row in orders:
-        if not (isinstance(row, list) and len(row) > 7):
-            return Lookup.UNKNOWN, body
-        if row[2] == int(intent.client_order_id) and row[3] == intent.symbol \
-                and _same_amount(row[7], amount):
-            return Lookup.FOUND, json.dumps([row], separators=(",", ":")).encode()
-    if len(orders) >= LOOKUP_LIMIT:
-        return Lookup.UNKNOWN, body
-    return Lookup.ABSENT, body
-
-
-def _same_amount(value: Any, amount: Decimal) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return False
-    try:
-        return Decimal(str(value)) == amount
-    except InvalidOperation:
-        return False
 
 
 EXCHANGE = Bitfinex()
