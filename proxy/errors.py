@@ -26,6 +26,7 @@
     ├── KeyFormatError           secret text that is not a key of the expected kind
     ├── KeyInputError            `keys import-transit` input that is not usable
     ├── TickerError              an exchange ticker answer that is not a usable price
+    ├── InstrumentError          an instruments answer that does not describe the instrument exactly
     └── AuditError               the audit trail cannot be written or read as evidence
         ├── AuditIntegrityError  reading with the key found tampering (names the first record)
         ├── ChainKeyError        the chain key is malformed
@@ -172,6 +173,11 @@ class KeyInputError(ProxyError, ValueError):
 
 class TickerError(ProxyError, ValueError):
     """The answer is not a usable price for the asked symbol (the caller refuses)."""
+
+
+class InstrumentError(ProxyError, ValueError):
+    """An instruments answer that does not describe the asked instrument exactly (every
+    notional rule on it then refuses: a contract size is never guessed)."""
 
 
 class AuditError(ProxyError):

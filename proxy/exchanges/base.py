@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
-from proxy.errors import BadRequest, EndpointForbidden
+from proxy.errors import BadRequest, EndpointForbidden, InstrumentError
 from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import AsymmetricKey, HmacKey
@@ -356,3 +356,29 @@ def require_content_type(inbound: Inbound, expected: str) -> None:
 def reject_unused_body(inbound: Inbound) -> None:
     if inbound.body:
         raise BadRequest(f"body: {inbound.method} requests to this endpoint take no body")
+
+
+# ---------------------------------------------------------------- instruments
+
+
+def instrument_answer(body: bytes) -> Any:
+    """The JSON of an instruments answer, numbers as Decimal; InstrumentError if not JSON."""
+    if len(body) > 1024 * 1024:
+        raise InstrumentError("instruments answer too large")
+    try:
+        return json.loads(body.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, ValueError):
+        raise InstrumentError("instruments answer is not JSON") from None
+
+
+def positive_decimal(value: Any, what: str) -> Decimal:
+    """A positive finite decimal from a plain decimal string or JSON number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise InstrumentError(f"{what}: missing or not a number")
+    text = str(value)
+    if not re.fullmatch(r"[0-9]{1,24}(?:\.[0-9]{1,24})?", text):
+        raise InstrumentError(f"{what}: not a plain decimal")
+    number = Decimal(text)
+    if number <= 0:
+        raise InstrumentError(f"{what}: not positive")
+    return number

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 
 class Category(enum.StrEnum):
@@ -70,26 +71,71 @@ class Inbound:
         return values[0] if values else None
 
 
+InstrumentKind = Literal["spot", "linear", "inverse", "option"]
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """How one instrument's order quantity becomes exposure in its quote (or settlement
+    price) currency, as the exchange's instruments endpoint (or its documentation, for spot)
+    says.
+
+    ``contract_size`` is what one unit of the order's quantity field is worth: base units for
+    spot and linear contracts (e.g. 1,000 DOGE for a DOGE perpetual whose contract is 1,000 DOGE),
+    quote units for inverse contracts (e.g. 100 USD a contract, or 1 USD where the order's
+    amount is itself in USD). Options have no notional a cap can
+    compare without a model, so every notional rule refuses them.
+    """
+
+    symbol: str
+    kind: InstrumentKind
+    contract_size: Decimal = Decimal(1)
+
+    def notional(self, quantity: Decimal, price: Decimal | None) -> Decimal | None:
+        """Exposure in quote units; None when it cannot be known (option, or no price)."""
+        if self.kind == "option":
+            return None
+        if self.kind == "inverse":
+            return quantity * self.contract_size
+        if price is None:
+            return None
+        return quantity * self.contract_size * price
+
+
 @dataclass(frozen=True)
 class Intent:
-    """What an order-shaped request asks for, in the exchange's own units and spelling."""
+    """What an order-shaped request asks for, in the exchange's own units and spelling.
+
+    ``time_in_force`` and ``order_type`` are the effective values (the exchange's default
+    applied when the request omits one). ``instrument`` is set when the request alone says
+    how its quantity counts (spot); otherwise ``market`` names the exchange's instrument table
+    the symbol is in (an instrument type or category) and the proxy reads the instrument
+    from the exchange. ``prices`` are every other price the exchange will use for this order
+    (trigger, stop, take-profit and stop-loss prices); ``legs`` are the orders it may create
+    (attached take-profit/stop-loss, OCO stop), checked like orders.
+    """
 
     symbol: str | None = None
     side: str | None = None              # "buy" | "sell"
     order_type: str | None = None        # lower-case exchange type, e.g. "limit", "market"
     time_in_force: str | None = None
     quantity: Decimal | None = None      # the exchange's own quantity field (base units spot)
-    quote_quantity: Decimal | None = None  # quote-sized market orders
+    quote_quantity: Decimal | None = None  # quote-sized market orders (spot only)
     price: Decimal | None = None
     client_order_id: str | None = None
+    market: str = ""
+    instrument: Instrument | None = None
+    prices: tuple[Decimal, ...] = ()
+    legs: tuple[Intent, ...] = ()
 
     @property
     def notional(self) -> Decimal | None:
-        """Quote value when it follows from the request alone (limit, or quote-sized market)."""
+        """Quote value when it follows from the request alone (quote-sized, or a priced order
+        on an instrument the request says)."""
         if self.quote_quantity is not None:
             return self.quote_quantity
-        if self.quantity is not None and self.price is not None:
-            return self.quantity * self.price
+        if self.quantity is not None and self.instrument is not None:
+            return self.instrument.notional(self.quantity, self.price)
         return None
 
 

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping
 
 from proxy.errors import Forbidden, NotReady, ProxyError, Refusal
 from proxy.guards.hooks import ExchangeSafety
+from proxy.guards.instruments import Instruments
 from proxy.guards.prices import ReferencePrices
-from proxy.model.request import Action, Inbound
+from proxy.model.request import Action, Category, Endpoint, Inbound, Outbound, Prepared
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
@@ -31,7 +32,7 @@ from proxy.pipeline.once import Once
 from proxy.pipeline.send import NONCE_LOCK_TIMEOUT_S, ClockOffsets, Sender
 from proxy.policy.evaluate import Decision, evaluate
 from proxy.policy.model import PolicySet
-from proxy.policy.runtime import PolicyRuntime, log_would_deny
+from proxy.policy.runtime import PolicyRuntime, log_would_deny, with_instruments
 from proxy.policy.runtime import refusal as policy_refusal
 from proxy.state import StateStore
 from proxy.upstream import Upstream
@@ -53,7 +54,8 @@ class Pipeline:
         self.accounts = dict(accounts)
         #: swapped whole on reload (one assignment); each request reads it once
         self.policies = policies
-        self.policy_runtime = PolicyRuntime(store, reference_prices or ReferencePrices(upstream, store=store))
+        self.policy_runtime = PolicyRuntime(store, reference_prices or ReferencePrices(upstream, store=store),
+                                            instruments=Instruments(upstream))
         self.verifier = verifier
         self.metrics = metrics
         self.max_body = max_body_bytes
@@ -65,6 +67,9 @@ class Pipeline:
         self.safety.know_accounts((a.name, a.cfg.exchange, a.cfg.base_url) for a in self.accounts.values())
         if self.policy_runtime.prices is not None:  # a ticker's 429/418 pauses its accounts too
             self.policy_runtime.prices.on_answer = self.safety.observe_url
+        if self.policy_runtime.instruments is not None:  # charged and observed like any call
+            self.policy_runtime.instruments.on_answer = self.safety.observe_url
+            self.policy_runtime.instruments.charge = self._charge_own_call
         self.decisions = Decisions(audit, metrics, lambda: self.policies.version)
         self.sender = Sender(upstream=upstream, store=store, safety=self.safety, decisions=self.decisions,
                              clock_ns=clock_ns)
@@ -73,6 +78,17 @@ class Pipeline:
             store=store, decisions=self.decisions, charge=self._charge, send=self.sender.stamp_and_send,
             ttl_s=idempotency_ttl_s, lease_s=owner_lease_s(upstream_timeout_s, vault_timeout_s),
         )
+
+    async def _charge_own_call(self, account_name: str, exchange: str, out: Outbound) -> None:
+        """A public call the proxy makes for a request (an instrument) spends that account's
+        weight budget like the bot's own calls."""
+        account = self.accounts.get(account_name)
+        if account is None:
+            return
+        path, _, query = out.path_and_query.partition("?")
+        own = Prepared(method=out.method, path=path, query=query, body=out.body, content_type=None,
+                       endpoint=Endpoint(out.method, path, Category.PUBLIC, Action.PUBLIC))
+        await self.safety.spend_weight(account_name, exchange, account.cfg.weight_per_minute, own)
 
     @property
     def exchange_clock(self) -> ClockOffsets | None:
@@ -163,6 +179,8 @@ class Pipeline:
             base_url=account.cfg.base_url, spend=self.safety.spender(account.name, account.cfg.exchange,
                                                                     account.cfg.weight_per_minute),
         )
+        # the instruments read for the decision size the audit record's notional too
+        prepared = ctx.prepared = with_instruments(prepared, context.instruments)
         decision = evaluate(policies, ctx.client, account.name, prepared, context)
         if not decision.allowed:
             raise policy_refusal(decision)

@@ -5,26 +5,35 @@ store (cached locally for at most ``FLAG_CACHE_S`` so a switch is in force withi
 every worker and host), reference prices from :mod:`proxy.guards.prices`, and budget charges
 applied atomically with ``add_to_window(limit=...)``.
 
-Static rules come before any exchange call: a request that the rules needing no price (grant,
-categories, kill switches, symbols, sides, order types, time in force) refuse makes the proxy
-ask the exchange nothing, so refused orders cannot be turned into ticker traffic.
+Static rules come before any exchange call: a request that the rules needing no price or
+instrument (grant, categories, kill switches, symbols, sides, order types, time in force)
+refuse makes the proxy ask the exchange nothing, so refused orders cannot be turned into
+ticker or instrument traffic.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
 from proxy.exchanges.tickers import ticker_market
+from proxy.guards.instruments import Instruments
 from proxy.guards.prices import ReferencePrices, Spend
-from proxy.model.request import Prepared
-from proxy.policy.evaluate import Decision, EvalContext, evaluate, over_budget, reference_symbols
+from proxy.model.request import Instrument, Prepared
+from proxy.policy.evaluate import (
+    Decision,
+    EvalContext,
+    evaluate,
+    instrument_symbols,
+    over_budget,
+    reference_symbols,
+)
 from proxy.policy.model import PolicySet
 from proxy.state import StateStore
 
@@ -45,10 +54,13 @@ class PolicyRuntime:
 
     def __init__(
         self, store: StateStore | None, prices: ReferencePrices | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, instruments: Instruments | None = None,
     ) -> None:
         self.store = store
         self.prices = prices
+        #: contract sizes from the exchange's instruments endpoint (None: notional rules on
+        #: instruments the request does not describe refuse)
+        self.instruments = instruments
         self._clock = clock
         self._flags: dict[str, tuple[float, bool]] = {}
 
@@ -56,20 +68,27 @@ class PolicyRuntime:
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
         exchange: Any, base_url: str, spend: Spend | None = None,
     ) -> EvalContext:
-        """What ``evaluate`` needs beyond the request. Reference prices are looked up only when
-        the static rules pass (``spend`` charges each lookup to the account's weight budget)."""
+        """What ``evaluate`` needs beyond the request. Reference prices and instruments are
+        looked up only when the static rules pass (``spend`` charges each price lookup to the
+        account's weight budget; the instruments cache charges its own)."""
+        canonical = canonical_symbols(exchange)
         context = EvalContext(
+            canonical=canonical,
             kill_client=await self._flag(kill_flag("client", client)),
             kill_account=await self._flag(kill_flag("account", account)),
         )
         if static_denial(policies, client, account, prepared, context) is not None:
-            return context  # refused without a price: the exchange is not asked
-        symbols = reference_symbols(policies, client, account, prepared)
+            return context  # refused without a price or an instrument: the exchange is not asked
+        symbols = reference_symbols(policies, client, account, prepared, canonical)
+        refs = {}
         if symbols and self.prices is not None:
             market = ticker_market(str(getattr(exchange, "name", "")), prepared)
             refs = await self.prices.prices(exchange, base_url, sorted(symbols), market, spend=spend)
-            context = dataclasses.replace(context, reference_prices=refs)
-        return context
+        wanted = instrument_symbols(policies, client, account, prepared, canonical)
+        instruments = {}
+        if wanted and self.instruments is not None:
+            instruments = await self.instruments.lookup(exchange, base_url, account, wanted)
+        return replace(context, reference_prices=refs, instruments=instruments)
 
     async def _flag(self, name: str) -> bool:
         if self.store is None:
@@ -102,18 +121,35 @@ class PolicyRuntime:
 def static_denial(
     policies: PolicySet, client: str, account: str, prepared: Prepared, context: EvalContext,
 ) -> Decision | None:
-    """The refusal the rules that need no reference price make, or None: ``evaluate`` with the
-    grant's price-dependent limits (caps, bands, budgets) taken away, enforced even in report
-    mode (a report-mode refusal needs no price either)."""
+    """The refusal the rules that need no reference price or instrument make, or None:
+    ``evaluate`` with the grant's size and price limits (caps, bands, budgets) taken away,
+    enforced even in report mode (a report-mode refusal needs no price either)."""
     policy = policies.for_client(client)
     grant = policy.grant_for(account) if policy is not None else None
     if policy is None or grant is None:
         return evaluate(policies, client, account, prepared, context)
-    bare = dataclasses.replace(grant, max_order_qty=None, max_order_notional=None, price_band=None,
-                               per_symbol={}, budgets=(), mode="enforce")
-    alone = PolicySet({client: dataclasses.replace(policy, grants=(bare,))}, version=policies.version)
+    bare = replace(grant, max_order_qty=None, max_order_notional=None, price_band=None,
+                   per_symbol={}, budgets=(), mode="enforce")
+    alone = PolicySet({client: replace(policy, grants=(bare,))}, version=policies.version)
     decision = evaluate(alone, client, account, prepared, context)
     return None if decision.allowed else decision
+
+
+def with_instruments(prepared: Prepared, instruments: Mapping[str, Instrument]) -> Prepared:
+    """``prepared`` with the instruments read from the exchange on its intents (what is signed
+    and sent does not change)."""
+    if not instruments:
+        return prepared
+    intents = tuple(
+        replace(i, instrument=instruments.get(i.symbol or "", i.instrument)) if i.instrument is None else i
+        for i in prepared.intents)
+    return replace(prepared, intents=intents)
+
+
+def canonical_symbols(exchange: Any) -> Callable[[str], str]:
+    """The exchange module's alias resolution (``canonical_symbol``), else symbols as written."""
+    fn = getattr(exchange, "canonical_symbol", None)
+    return fn if callable(fn) else str
 
 
 def refusal(decision: Decision) -> Refusal:

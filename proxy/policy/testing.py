@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,13 @@ from typing import Any
 from proxy.errors import PolicyError, Refusal
 from proxy.exchanges.base import Exchange
 from proxy.model.decimals import decimal_from_config
-from proxy.model.request import Inbound
+from proxy.model.request import Inbound, Instrument
 from proxy.policy.evaluate import EvalContext, evaluate
 from proxy.policy.loader import TEST_SUFFIX
 from proxy.policy.model import PolicySet
 
-_TOP_KEYS = ("version", "reference_prices", "cases")
+_TOP_KEYS = ("version", "reference_prices", "instruments", "cases")
+_KINDS = ("spot", "linear", "inverse", "option")
 _CASE_KEYS = (
     "name", "client", "account", "method", "path", "query", "body", "content_type", "kill",
     "budget_usage", "reference_prices", "expect", "rule",
@@ -80,6 +81,7 @@ def load_cases(file: Path) -> list[Case]:
     if raw.get("version") != 1:
         bad("version", "must be 1; use version = 1")
     shared = _prices("reference_prices", raw.get("reference_prices", {}), bad)
+    instruments = _instruments(raw.get("instruments", {}), bad)
     cases: list[Case] = []
     raw_cases = raw.get("cases", [])
     if not isinstance(raw_cases, list) or not raw_cases:
@@ -88,7 +90,8 @@ def load_cases(file: Path) -> list[Case]:
     for i, c in enumerate(raw_cases):
         case = _case(str(file), i, c, shared, bad)
         if case is not None:
-            cases.append(case)
+            cases.append(replace(case, context=replace(
+                case.context, instruments=instruments.get(case.account, {}))))
     if problems:
         raise PolicyError(problems)
     return cases
@@ -164,6 +167,27 @@ def _prices(where: str, raw: Any, bad: Any) -> dict[str, dict[str, Decimal]]:
     return {account: _decimals(f"{where}.{account}", table, bad) for account, table in raw.items()}
 
 
+def _instruments(raw: Any, bad: Any) -> dict[str, dict[str, Instrument]]:
+    """``[instruments.ACCOUNT] SYMBOL = { kind = "linear", contract_size = "1000" }``: what the
+    proxy would read from the exchange's instruments endpoint (absent: unknown, refused)."""
+    out: dict[str, dict[str, Instrument]] = {}
+    if not isinstance(raw, dict) or not all(isinstance(t, dict) for t in raw.values()):
+        bad("instruments", "must be a table per account, e.g. [instruments.ACCOUNT] "
+            "\"DOGE-USDT-SWAP\" = { kind = \"linear\", contract_size = \"1000\" }")
+        return out
+    for account, table in raw.items():
+        for symbol, spec in table.items():
+            where = f"instruments.{account}.{symbol}"
+            if not isinstance(spec, dict) or set(spec) - {"kind", "contract_size"} \
+                    or spec.get("kind") not in _KINDS:
+                bad(where, f"use {{ kind = one of {', '.join(_KINDS)}, contract_size = \"1\" }}")
+                continue
+            size = _decimals(where, {"contract_size": spec.get("contract_size", "1")}, bad)
+            if "contract_size" in size:
+                out.setdefault(account, {})[symbol] = Instrument(symbol, spec["kind"], size["contract_size"])
+    return out
+
+
 def run_case(policies: PolicySet, exchanges: Mapping[str, Exchange], case: Case) -> Outcome:
     """Decide one case as the proxy would (without the network and the state store)."""
     policy = policies.for_client(case.client)
@@ -174,7 +198,9 @@ def run_case(policies: PolicySet, exchanges: Mapping[str, Exchange], case: Case)
         prepared = exchange.prepare(case.inbound)
     except Refusal as refusal:
         return Outcome(case, "deny", refusal.rule or refusal.code, refusal.message)
-    decision = evaluate(policies, case.client, case.account, prepared, case.context)
+    canonical = getattr(exchange, "canonical_symbol", None)
+    context = replace(case.context, canonical=canonical) if callable(canonical) else case.context
+    decision = evaluate(policies, case.client, case.account, prepared, context)
     if decision.would_deny is not None:
         return Outcome(case, "would_deny", decision.would_deny.rule, decision.would_deny.message)
     return Outcome(case, "allow" if decision.allowed else "deny", decision.rule, decision.message)

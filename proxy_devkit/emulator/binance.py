@@ -402,3 +402,9 @@ def _new_order(state: BinanceState, p: dict[str, str], *, place: bool = True) ->
     }
     state.orders[order_id] = order
     return {**order, "fills": []}
+
+
+def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in quote units: this exchange trades spot here, where
+    ``quantity`` counts base units."""
+    return quantity * price

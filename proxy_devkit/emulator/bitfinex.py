@@ -280,3 +280,9 @@ def _array(o: Mapping[str, Any]) -> list[Any]:
         None, float(o["price"]), float(o["avg"]), 0, 0, None, None, None, 0, 0, None, None,
         None, "API>BFX", None, None, {},
     ]
+
+
+def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in quote units: this exchange trades spot here, where
+    ``amount`` counts base units."""
+    return quantity * price

@@ -370,3 +370,9 @@ def _cancel(state: BitgetState, p: Mapping[str, Any]) -> dict[str, Any]:
         state.balances[base] += Decimal(order["size"])
     order["status"], order["uTime"] = "cancelled", str(state.now_ms())
     return order
+
+
+def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in quote units: this exchange trades spot here, where
+    ``size`` counts base units."""
+    return quantity * price

@@ -289,3 +289,9 @@ def _find(state: BitstampState, p: Mapping[str, str]) -> dict[str, Any]:
         if (oid is not None and o["id"] == oid) or (oid is None and o["client_order_id"] == coid):
             return o
     raise _order_error("404.002", "Order not found.")
+
+
+def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in quote units: this exchange trades spot here, where
+    ``amount`` counts base units."""
+    return quantity * price

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy_devkit.emulator.bybit_contracts import CONTRACTS, contract_json, order_notional
 from proxy_devkit.emulator.recorder import Received, Recorder
 
 SYMBOLS = {
@@ -184,15 +185,26 @@ def _public(state: BybitState, method: str, path: str, q: dict[str, str]) -> Any
         return {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
     if path == "/v5/market/instruments-info":
         category = q.get("category")
-        items = [_instrument(s) for s in SYMBOLS] if category == "spot" else []
+        wanted = q.get("symbol")
+        if category == "spot":
+            items = [_instrument(s) for s in SYMBOLS if wanted in (None, s)]
+        else:
+            items = [contract_json(category, s) for (c, s) in CONTRACTS
+                     if c == category and wanted in (None, s)]
         return {"category": category, "list": items, "nextPageCursor": ""}
     if path == "/v5/market/tickers":
         return {"category": q.get("category"), "list": [
             {"symbol": s, "lastPrice": str(ref), "bid1Price": str(ref), "ask1Price": str(ref),
              "bid1Size": "1", "ask1Size": "1", "highPrice24h": str(ref), "lowPrice24h": str(ref),
              "prevPrice24h": str(ref), "price24hPcnt": "0", "volume24h": "0", "turnover24h": "0"}
-            for s, (_, _, ref) in SYMBOLS.items() if q.get("symbol") in (None, s)]}
+            for s, ref in _references(q.get("category")).items() if q.get("symbol") in (None, s)]}
     return None
+
+
+def _references(category: str | None) -> dict[str, Decimal]:
+    if category == "spot":
+        return {s: ref for s, (_, _, ref) in SYMBOLS.items()}
+    return {s: c[4] for (cat, s), c in CONTRACTS.items() if cat == category}
 
 
 def _instrument(symbol: str) -> dict[str, Any]:
@@ -274,8 +286,10 @@ def _dec(p: dict[str, Any], key: str) -> Decimal | None:
 
 
 def _create(state: BybitState, p: dict[str, Any]) -> dict[str, Any]:
+    if p.get("category") in ("linear", "inverse"):
+        return _create_contract(state, p)
     if p.get("category") != "spot":
-        raise _Reject(10001, "params error: the emulator trades category spot only")
+        raise _Reject(10001, "params error: the emulator trades spot, linear and inverse")
     symbol = p.get("symbol")
     if symbol not in SYMBOLS:
         raise _Reject(10001, "params error: symbol invalid")
@@ -321,6 +335,51 @@ def _create(state: BybitState, p: dict[str, Any]) -> dict[str, Any]:
         "category": "spot", "reduceOnly": False, "isLeverage": "0", "positionIdx": 0,
         "triggerPrice": "0", "stopOrderType": "", "orderIv": "", "rejectReason": "EC_NoError",
         "_locked": Decimal(0) if filled else lock, "_lock_coin": lock_coin,
+    }
+    return {"orderId": order_id, "orderLinkId": link}
+
+
+def _create_contract(state: BybitState, p: dict[str, Any]) -> dict[str, Any]:
+    """A linear or inverse order: it rests (Limit) or fills at the reference price (Market);
+    margin is not modelled. An inverse qty must be a whole number of USD."""
+    category, symbol = str(p.get("category")), p.get("symbol")
+    contract = CONTRACTS.get((category, str(symbol)))
+    if contract is None:
+        raise _Reject(10001, "params error: symbol invalid")
+    side, otype = p.get("side"), p.get("orderType")
+    if side not in ("Buy", "Sell") or otype not in ("Limit", "Market"):
+        raise _Reject(10001, "params error: side or orderType invalid")
+    if "marketUnit" in p:
+        raise _Reject(10001, "params error: marketUnit is for spot only")
+    link = p.get("orderLinkId") or f"emu-{next(state._ids)}"
+    if not isinstance(link, str) or not _LINK_ID.fullmatch(link):
+        raise _Reject(10001, "params error: orderLinkId invalid")
+    if any(o["orderLinkId"] == link for o in state.orders.values()):
+        raise _Reject(110072, "OrderLinkedID is duplicate")
+    qty, price = _dec(p, "qty"), _dec(p, "price")
+    if qty is None or (otype == "Limit" and price is None):
+        raise _Reject(10001, "params error: qty and (for Limit) price are required")
+    if category == "inverse" and qty != qty.to_integral_value():
+        raise _Reject(10001, "params error: qty invalid")
+    px = contract[4] if price is None else price
+    filled = otype == "Market"
+    order_id = str(next(state._ids))
+    now = str(state.now_ms())
+    state.orders[order_id] = {
+        "orderId": order_id, "orderLinkId": link, "symbol": symbol, "side": side,
+        "orderType": otype, "price": str(price if otype == "Limit" else Decimal(0)),
+        "qty": str(qty), "marketUnit": "",
+        "timeInForce": "IOC" if filled else p.get("timeInForce", "GTC"),
+        "orderStatus": "Filled" if filled else "New", "cumExecQty": str(qty if filled else 0),
+        "cumExecValue": "0", "cumExecFee": "0", "avgPrice": str(px) if filled else "",
+        "leavesQty": "0" if filled else str(qty), "leavesValue": "0", "createdTime": now,
+        "updatedTime": now, "category": category, "reduceOnly": False, "isLeverage": "",
+        "positionIdx": 0, "triggerPrice": p.get("triggerPrice", ""), "stopOrderType": "",
+        "orderIv": "", "takeProfit": p.get("takeProfit", ""), "stopLoss": p.get("stopLoss", ""),
+        "tpOrderType": p.get("tpOrderType", "Market" if "takeProfit" in p else ""),
+        "slOrderType": p.get("slOrderType", "Market" if "stopLoss" in p else ""),
+        "rejectReason": "EC_NoError", "_locked": Decimal(0), "_lock_coin": "",
+        "_notional": order_notional(category, str(symbol), qty, px),
     }
     return {"orderId": order_id, "orderLinkId": link}
 

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from proxy_devkit.emulator.coinbase_futures import FUTURES, future_json, place_future
 from proxy_devkit.emulator.recorder import Received, Recorder
 
 PRODUCTS = {
@@ -224,6 +225,8 @@ def _public(state: CoinbaseState, method: str, path: str, request: Request) -> A
         return {"products": products, "num_products": len(products)}
     if path.startswith("/api/v3/brokerage/market/products/"):
         product_id = path.rsplit("/", 1)[1]
+        if product_id in FUTURES:
+            return future_json(product_id)
         if product_id not in PRODUCTS:
             raise _error(404, "NOT_FOUND", "product not found")
         return _product(product_id)
@@ -346,6 +349,9 @@ def _create_order(state: CoinbaseState, req: Any) -> dict[str, Any]:
         if existing["client_order_id"] == coid:  # Coinbase: return the existing order
             return {"success": True, "success_response": _summary(existing),
                     "order_configuration": existing["order_configuration"]}
+    if product_id in FUTURES and side in ("BUY", "SELL"):
+        placed = place_future(state.orders, str(uuid.UUID(int=next(state._ids))), req)
+        return placed or _failure("INVALID_ORDER_CONFIGURATION", "futures: limit_limit_gtc, whole contracts")
     if product_id not in PRODUCTS:
         return _failure("UNKNOWN_FAILURE_REASON", "Invalid product_id")
     if side not in ("BUY", "SELL"):

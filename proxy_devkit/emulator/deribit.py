@@ -200,6 +200,13 @@ def _instrument_json(i: Instrument, now_ms: int) -> dict[str, Any]:
     }
 
 
+def order_notional(name: str, amount: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in USD, from this emulator's own table (DRB-DOC amount: USD on
+    inverse instruments, the base coin on linear ones)."""
+    inst = INSTRUMENTS[name]
+    return amount if inst.inverse else amount * price
+
+
 def _public(state: DeribitState, method: str, p: Mapping[str, str]) -> Any:
     now = state.now_ms()
     if method == "get_time":
@@ -215,6 +222,11 @@ def _public(state: DeribitState, method: str, p: Mapping[str, str]) -> Any:
         currency = p.get("currency", "any")
         return [_instrument_json(i, now) for i in INSTRUMENTS.values()
                 if currency in ("any", i.base, i.settlement)]
+    if method == "get_instrument":
+        inst = INSTRUMENTS.get(p.get("instrument_name", ""))
+        if inst is None:
+            raise _invalid("instrument_name", "unknown instrument")
+        return _instrument_json(inst, now)
     if method == "ticker":
         inst = INSTRUMENTS.get(p.get("instrument_name", ""))
         if inst is None:

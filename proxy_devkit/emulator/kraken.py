@@ -316,3 +316,9 @@ def _add_order(state: KrakenState, p: Mapping[str, Any], pid: str) -> dict[str, 
         **({"closetm": now} if filled else {}),
     }
     return {"descr": {"order": descr}, "txid": [txid]}
+
+
+def order_notional(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+    """What an order is worth in quote units: this exchange trades spot here, where
+    ``volume`` counts base units."""
+    return quantity * price

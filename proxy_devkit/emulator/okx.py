@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy_devkit.emulator.okx_contracts import CONTRACTS, contract_json, contract_notional
 from proxy_devkit.emulator.rate_faults import FaultSwitch
 from proxy_devkit.emulator.recorder import Received, Recorder
 
@@ -189,8 +190,15 @@ def _public(state: OkxState, path: str, q: dict[str, str]) -> dict[str, Any]:
     if path == "/api/v5/public/time":
         return _ok([{"ts": now}])
     if path == "/api/v5/public/instruments":
-        spot = q.get("instType") == "SPOT"
-        return _ok([_instrument(i) for i in INSTRUMENTS] if spot else [])
+        kind = q.get("instType")
+        if kind == "SPOT":
+            return _ok([_instrument(i) for i in INSTRUMENTS if q.get("instId") in (None, i)])
+        if kind in ("SWAP", "FUTURES"):
+            return _ok([contract_json(i) for i, c in CONTRACTS.items()
+                        if c[0] == kind and q.get("instId") in (None, i)])
+        if kind == "OPTION":
+            raise _Reject("51000", "Parameter instFamily or uly error", status=400)
+        raise _Reject("51000", "Parameter instType error", status=400)
     if path == "/api/v5/public/underlying":
         return _ok([[]])
     if path in ("/api/v5/market/tickers", "/api/v5/market/ticker"):
@@ -199,8 +207,17 @@ def _public(state: OkxState, path: str, q: dict[str, str]) -> dict[str, Any]:
              "askPx": str(ref), "askSz": "1", "bidPx": str(ref), "bidSz": "1", "open24h": str(ref),
              "high24h": str(ref), "low24h": str(ref), "volCcy24h": "0", "vol24h": "0",
              "sodUtc0": str(ref), "sodUtc8": str(ref), "ts": now}
-            for i, (_, _, ref) in INSTRUMENTS.items() if q.get("instId") in (None, i)])
+            for i, ref in _references().items() if q.get("instId") in (None, i)])
     raise _Reject("50014", "Endpoint request timeout.", status=404)
+
+
+def order_notional(inst: str, sz: Decimal, px: Decimal) -> Decimal:
+    """What an order is worth in quote units from this emulator's own tables (spot sz: base)."""
+    return sz * px if inst in INSTRUMENTS else contract_notional(inst, sz, px)
+
+
+def _references() -> dict[str, Decimal]:
+    return {**{i: v[2] for i, v in INSTRUMENTS.items()}, **{i: c[6] for i, c in CONTRACTS.items()}}
 
 
 def _instrument(inst: str) -> dict[str, Any]:
@@ -300,6 +317,8 @@ def _dec(p: dict[str, Any], key: str) -> Decimal | None:
 
 def _place(state: OkxState, p: dict[str, Any]) -> dict[str, Any]:
     inst = p.get("instId")
+    if inst in CONTRACTS:
+        return _place_contract(state, p, inst)
     if inst not in INSTRUMENTS:
         raise _OrderError("51001", "Instrument ID does not exist")
     side, otype = p.get("side"), p.get("ordType")
@@ -344,6 +363,42 @@ def _place(state: OkxState, p: dict[str, Any]) -> dict[str, Any]:
         "fee": "0", "feeCcy": quote, "lever": "", "reduceOnly": "false", "cancelSource": "",
         "category": "normal", "cTime": now, "uTime": now, "fillTime": now if filled else "",
         "_locked": Decimal(0) if filled else lock, "_lock_ccy": lock_ccy,
+    }
+    return {"ordId": ord_id, "clOrdId": coid, "tag": p.get("tag", "")}
+
+
+def _place_contract(state: OkxState, p: dict[str, Any], inst: str) -> dict[str, Any]:
+    """A SWAP or FUTURES order: sz is a whole number of contracts, tdMode cross or isolated;
+    the order rests (limit) or fills at the reference price (market), margin not modelled."""
+    side, otype = p.get("side"), p.get("ordType")
+    if side not in ("buy", "sell") or otype not in ("limit", "market", "post_only", "ioc", "fok"):
+        raise _OrderError("51000", "Parameter side or ordType error")
+    if p.get("tdMode") not in ("cross", "isolated"):
+        raise _OrderError("51000", "Parameter tdMode error")
+    if "tgtCcy" in p:
+        raise _OrderError("51000", "Parameter tgtCcy error")
+    coid = p.get("clOrdId", "")
+    if coid and (not isinstance(coid, str) or not _CL_ORD_ID.fullmatch(coid)):
+        raise _OrderError("51000", "Parameter clOrdId error")
+    if coid and any(o["clOrdId"] == coid for o in state.orders.values()):
+        raise _OrderError("51016", "Duplicated clOrdId")
+    size, price = _dec(p, "sz"), _dec(p, "px")
+    if size is None or size != size.to_integral_value() or (otype != "market" and price is None):
+        raise _OrderError("51000", "Parameter sz or px error")
+    filled = otype == "market"
+    px = CONTRACTS[inst][6] if price is None else price
+    ord_id = str(next(state._ids))
+    now = str(state.now_ms())
+    state.orders[ord_id] = {
+        "instType": CONTRACTS[inst][0], "instId": inst, "ordId": ord_id, "clOrdId": coid,
+        "tag": p.get("tag", ""), "px": "" if filled else str(price), "sz": str(size),
+        "ordType": otype, "side": side, "posSide": "net", "tdMode": p["tdMode"], "tgtCcy": "",
+        "accFillSz": str(size if filled else 0), "fillPx": str(px) if filled else "",
+        "fillSz": str(size if filled else 0), "avgPx": str(px) if filled else "",
+        "state": "filled" if filled else "live", "fee": "0", "feeCcy": CONTRACTS[inst][5],
+        "lever": "", "reduceOnly": "false", "cancelSource": "", "category": "normal",
+        "cTime": now, "uTime": now, "fillTime": now if filled else "",
+        "_locked": Decimal(0), "_lock_ccy": "", "_notional": order_notional(inst, size, px),
     }
     return {"ordId": ord_id, "clOrdId": coid, "tag": p.get("tag", "")}
 

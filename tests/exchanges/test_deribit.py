@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from proxy.errors import BadRequest, EndpointForbidden
+from proxy.errors import BadRequest, EndpointForbidden, InstrumentError
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.deribit import EXCHANGE
 from proxy.model.request import Action, Category, Inbound, Stamp
@@ -115,16 +116,45 @@ def test_deribit_inverse_order_intent_amount_is_usd() -> None:
     assert prepared.category is Category.TRADE and prepared.endpoint.action is Action.PLACE
     assert (intent.symbol, intent.side, intent.order_type) == ("BTC-PERPETUAL", "buy", "limit")
     assert intent.quantity == Decimal("100") and intent.price == Decimal("50000")
-    assert intent.notional == Decimal("100")  # inverse: amount is already USD
+    assert intent.time_in_force == "good_til_cancelled"  # Deribit's default, applied
     assert intent.client_order_id == "bot-1" and prepared.client_order_id == "bot-1"
 
 
-def test_deribit_linear_order_intent_notional_is_amount_times_price() -> None:
+def _instrument_answer(name: str, kind: str, style: str) -> bytes:
+    """Shaped as DRB-DOC public/get_instrument's example answer."""
+    return json.dumps({"jsonrpc": "2.0", "id": 2, "result": {
+        "tick_size": 2.5, "settlement_currency": "BTC", "quote_currency": "USD", "kind": kind,
+        "is_active": True, "instrument_name": name, "contract_size": 10, "base_currency": "BTC",
+        "counter_currency": "USD", "instrument_type": style, "min_trade_amount": 10}}).encode()
+
+
+def test_deribit_amounts_count_usd_on_inverse_and_coin_on_linear() -> None:
+    """DRB-DOC amount: "For perpetual and inverse futures the amount is in USD units. For
+    options and linear futures it is the underlying base currency coin"."""
+    inverse = EXCHANGE.parse_instrument(
+        "BTC-PERPETUAL", "", _instrument_answer("BTC-PERPETUAL", "future", "reversed"))
+    linear = EXCHANGE.parse_instrument(
+        "BTC_USDC-PERPETUAL", "", _instrument_answer("BTC_USDC-PERPETUAL", "future", "linear"))
+    option = EXCHANGE.parse_instrument(
+        "BTC-27JUN25-100000-C", "", _instrument_answer("BTC-27JUN25-100000-C", "option", "reversed"))
+    assert inverse.notional(Decimal(100), Decimal(50000)) == Decimal(100)
+    assert linear.notional(Decimal("0.5"), Decimal(60000)) == Decimal("30000.0")
+    assert option.kind == "option" and option.notional(Decimal(1), Decimal(1)) is None
+    with pytest.raises(InstrumentError):  # an answer for another instrument is never used
+        EXCHANGE.parse_instrument("ETH-PERPETUAL", "", _instrument_answer("BTC-PERPETUAL", "future", "reversed"))
+    out = EXCHANGE.instrument_request("BTC-PERPETUAL", "")
+    assert out.path_and_query == "/api/v2/public/get_instrument?instrument_name=BTC-PERPETUAL"
+
+
+def test_deribit_trigger_and_self_pricing_orders() -> None:
     (intent,) = EXCHANGE.prepare(inbound(
         "/api/v2/private/sell",
-        "instrument_name=BTC_USDC-PERPETUAL&amount=0.5&type=limit&price=60000")).intents
-    assert intent.side == "sell" and intent.quantity == Decimal("0.5")
-    assert intent.notional == Decimal("30000.0") and intent.client_order_id is None
+        "instrument_name=BTC-PERPETUAL&amount=10&type=stop_market&trigger_price=45000")).intents
+    assert intent.price is None and intent.prices == (Decimal(45000),)
+    for query in ("instrument_name=BTC-PERPETUAL&amount=10&type=trailing_stop&trigger_offset=100",
+                  "instrument_name=BTC-27JUN25-100000-C&amount=1&type=limit&price=0.5&advanced=implv"):
+        with pytest.raises(BadRequest):
+            EXCHANGE.prepare(inbound("/api/v2/private/buy", query))
 
 
 def test_deribit_market_order_default_type_and_no_price() -> None:

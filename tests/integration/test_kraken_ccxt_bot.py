@@ -73,8 +73,9 @@ def test_kraken_ccxt_bot_order_over_policy_never_reaches_emulator(stack: Stack) 
     alias = httpx.post(stack.proxy_url + "/x/kraken-main/0/private/AddOrder",
                        headers={"Proxy-Authorization": f"Bearer {stack.token('kraken-bot')}",
                                 "Content-Type": "application/x-www-form-urlencoded"},
-                       content=b"pair=XBTUSD&type=buy&ordertype=limit&volume=0.1&price=30000")
-    assert alias.status_code == 403  # XBTUSD is not the granted XXBTZUSD: no aliases
+                       content=b"pair=XBTUSD&type=buy&ordertype=limit&volume=2&price=30000")
+    # XBTUSD is the granted XXBTZUSD's altname: one market, so the cap holds under either name
+    assert alias.status_code == 403 and alias.json()["error"]["rule"] == "max_order_qty"
     assert len(stack.emulator("kraken-main").recorder.all()) == before
 
 

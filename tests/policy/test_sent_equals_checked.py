@@ -239,10 +239,10 @@ def deribit(draw: st.DrawFn) -> Case:
                               max_size=64)))
     query = _form({"instrument_name": inst, "amount": qty, "type": "market" if market else "limit",
                    "price": price, "label": label})
-    # Deribit: inverse contracts (BTC-PERPETUAL) count amount in USD, the quote currency
-    inverse = "_" not in inst.split("-")[0] and inst.count("-") == 1
+    # Deribit's amount is the order's own quantity (USD on inverse contracts, coin on linear
+    # ones: the notional comes from the instrument, read from the exchange)
     return (Inbound("GET", f"/api/v2/private/{side}", query.encode(), (), b""),
-            Seen(inst, side, qty, qty if inverse else None, price, label))
+            Seen(inst, side, qty, None, price, label))
 
 
 # ---------------------------------------------------------------- reading the signed request
@@ -337,9 +337,7 @@ def read_deribit(out: Outbound) -> Seen:
     assert out.method == "GET" and out.body == b""
     p = _query(out)
     side = urlsplit(out.path_and_query).path.rsplit("/", 1)[1]
-    inst = p["instrument_name"]
-    inverse = "_" not in inst.split("-")[0] and inst.count("-") == 1
-    return Seen(inst, side, p["amount"], p["amount"] if inverse else None, p.get("price"), p.get("label"))
+    return Seen(p["instrument_name"], side, p["amount"], None, p.get("price"), p.get("label"))
 
 
 EXCHANGES: dict[str, tuple[st.SearchStrategy[Case], Callable[[Outbound], Seen]]] = {

@@ -36,8 +36,8 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
     lookup_inbound,
 )
-from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.decimals import parse_decimal
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import Ed25519Key, HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
@@ -95,13 +95,18 @@ _TYPES = {
     "LIMIT_MAKER",
 }
 _TIFS = {"GTC", "IOC", "FOK"}
-_DECIMALS = ("quantity", "quoteOrderQty", "price", "stopPrice", "icebergQty", "pegOffsetValue")
+_DECIMALS = ("quantity", "quoteOrderQty", "price", "stopPrice", "icebergQty")
 _ORDER_PARAMS = frozenset({
     "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price",
-    "newClientOrderId", "strategyId", "strategyType", "stopPrice", "trailingDelta",
-    "icebergQty", "newOrderRespType", "selfTradePreventionMode", "pegPriceType",
-    "pegOffsetValue", "pegOffsetType", "recvWindow", "computeCommissionRates",
+    "newClientOrderId", "strategyId", "strategyType", "stopPrice",
+    "icebergQty", "newOrderRespType", "selfTradePreventionMode", "recvWindow",
+    "computeCommissionRates",
 })
+#: Parameters that make Binance set or move the price itself (BIN-REST "New order (TRADE)": pegged
+#: orders take their price from the book, pegPriceType/pegOffsetValue/pegOffsetType; a
+#: trailing stop moves its trigger with the market, trailingDelta): no price the policy
+#: could check exists when the order is sent, so they are refused.
+_SELF_PRICING = ("pegPriceType", "pegOffsetValue", "pegOffsetType", "trailingDelta")
 _AMEND_PARAMS = _ORDER_PARAMS | {
     "cancelReplaceMode", "cancelNewClientOrderId", "cancelOrigClientOrderId", "cancelOrderId",
     "cancelRestrictions", "orderRateLimitExceededMode",
@@ -229,6 +234,10 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
         coid = params.get("origClientOrderId")
         return Intent(symbol=symbol, client_order_id=coid)
     allowed = _AMEND_PARAMS if action is Action.AMEND else _ORDER_PARAMS
+    pegged = [k for k in _SELF_PRICING if k in params]
+    if pegged:
+        raise BadRequest(f"{pegged[0]}: pegged and trailing orders let the exchange set the price, "
+                         "which the policy cannot check; send a price (and stopPrice)")
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise BadRequest(f"{unknown[0]!r} is not an order parameter this proxy understands")
@@ -244,8 +253,6 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
     if tif is not None and tif not in _TIFS:
         raise BadRequest("timeInForce: use GTC, IOC or FOK")
     values = {f: parse_decimal(params[f], f) for f in _DECIMALS if f in params}
-    if "trailingDelta" in params:
-        parse_integer(params["trailingDelta"], "trailingDelta")
     qty, quote_qty = values.get("quantity"), values.get("quoteOrderQty")
     if qty is not None and quote_qty is not None:
         raise BadRequest("send quantity or quoteOrderQty, not both")
@@ -260,11 +267,23 @@ def _intent(action: Action, category: Category, params: Mapping[str, str]) -> In
     coid = params.get("newClientOrderId")
     if coid is not None and not _CLIENT_ORDER_ID.fullmatch(coid):
         raise BadRequest("newClientOrderId: 1-36 characters from a-z, A-Z, 0-9, '-' and '_'")
+    if otype in ("STOP_LOSS", "TAKE_PROFIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") \
+            and "stopPrice" not in values:
+        raise BadRequest(f"stopPrice: required for a {otype} order")
+    if "stopPrice" in values and otype in ("LIMIT", "MARKET", "LIMIT_MAKER"):
+        raise BadRequest(f"stopPrice: not used by a {otype} order; omit it")
+    stop = values.get("stopPrice")
     return Intent(
         symbol=symbol, side=_SIDES[side], order_type=otype.lower(),
-        time_in_force=tif, quantity=qty, quote_quantity=quote_qty, price=values.get("price"),
-        client_order_id=coid,
+        time_in_force=tif if tif is not None else _DEFAULT_TIF.get(otype), quantity=qty,
+        quote_quantity=quote_qty, price=values.get("price"), client_order_id=coid,
+        instrument=Instrument(symbol, "spot"), prices=(stop,) if stop is not None else (),
     )
+
+
+#: BIN-REST "New order (TRADE)": LIMIT_MAKER is a post-only limit order that rests until cancelled and
+#: takes no timeInForce; MARKET, STOP_LOSS and TAKE_PROFIT orders have none.
+_DEFAULT_TIF = {"LIMIT_MAKER": "GTC"}
 
 
 EXCHANGE = Binance()

@@ -22,7 +22,7 @@ Bitfinex has no separate testnet: paper trading is a sub-account on the same hos
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ from proxy.exchanges.client_order_ids import (
     inbound_with,
 )
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Category, Endpoint, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Category, Endpoint, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -109,13 +109,13 @@ JSON = "application/json"
 MAX_OPS = 75
 _ORDER_TYPES = frozenset({
     f"{prefix}{kind}" for prefix in ("EXCHANGE ", "")
-    for kind in ("LIMIT", "MARKET", "STOP", "STOP LIMIT", "TRAILING STOP", "FOK", "IOC")
+    for kind in ("LIMIT", "MARKET", "STOP", "STOP LIMIT", "FOK", "IOC")
 })
 _FLAGS = {64: "hidden", 512: "close", 1024: "reduce_only", 4096: "post_only", 16384: "oco",
           524288: "no_var_rates"}
 _ORDER_FIELDS = frozenset({
-    "type", "symbol", "amount", "price", "lev", "price_trailing", "price_aux_limit",
-    "price_oco_stop", "gid", "cid", "flags", "tif", "meta",
+    "type", "symbol", "amount", "price", "lev", "price_aux_limit", "price_oco_stop", "gid",
+    "cid", "flags", "tif", "meta",
 })
 _META_FIELDS = frozenset({"aff_code", "make_visible", "protect_selfmatch"})
 _DATE = re.compile(r"20[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])")
@@ -287,6 +287,9 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     if unknown:
         raise BadRequest(f"{unknown[0]!r} is not an order field this proxy understands")
     otype, symbol = obj.get("type"), obj.get("symbol")
+    if (isinstance(otype, str) and otype.endswith("TRAILING STOP")) or "price_trailing" in obj:
+        raise BadRequest("TRAILING STOP: the exchange moves a trailing stop's price with the "
+                         "market, which the policy cannot check; send a STOP or STOP LIMIT")
     if otype not in _ORDER_TYPES:
         raise BadRequest("type: use a Bitfinex order type such as 'EXCHANGE LIMIT'")
     if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol):
@@ -297,11 +300,10 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     flags = _flags(obj.get("flags", 0))
     kind = otype.removeprefix("EXCHANGE ")
     prices = {k: parse_decimal(_text(obj, k), k) for k in (
-        "price", "price_trailing", "price_aux_limit", "price_oco_stop") if k in obj}
+        "price", "price_aux_limit", "price_oco_stop") if k in obj}
     need = {
         "LIMIT": {"price"}, "FOK": {"price"}, "IOC": {"price"}, "MARKET": set(),
         "STOP": {"price"}, "STOP LIMIT": {"price", "price_aux_limit"},
-        "TRAILING STOP": {"price_trailing"},
     }[kind] | ({"price_oco_stop"} if "oco" in flags else set())
     if set(prices) != need:
         missing, extra = sorted(need - set(prices)), sorted(set(prices) - need)
@@ -316,16 +318,40 @@ def _order(obj: Mapping[str, Any]) -> Intent:
     if "meta" in obj:
         _meta(obj["meta"])
     cid = _integer(obj["cid"], "cid", MAX_CID) if "cid" in obj else None
-    tif = "FOK" if kind == "FOK" else "IOC" if kind == "IOC" else None
-    if "post_only" in flags:
-        tif = "PO"
+    tif = _effective_tif(kind, flags, "tif" in obj)
     limit = prices.get("price_aux_limit") if kind == "STOP LIMIT" else (
         prices.get("price") if kind in ("LIMIT", "FOK", "IOC") else None)
+    side = "buy" if amount > 0 else "sell"
+    triggers = (prices["price"],) if kind in ("STOP", "STOP LIMIT") else ()
+    legs: tuple[Intent, ...] = ()
+    if "oco" in flags:
+        # BFX-DOC "Submit order" flags: OCO (16384) "places a stop order at price_oco_stop
+        # alongside the order": a second order of the same side and amount, a STOP.
+        stop = "EXCHANGE STOP" if otype.startswith("EXCHANGE ") else "STOP"
+        legs = (Intent(symbol=symbol, side=side, order_type=stop.lower(), quantity=abs(amount),
+                       prices=(prices["price_oco_stop"],)),)
     return Intent(
-        symbol=symbol, side="buy" if amount > 0 else "sell", order_type=otype.lower(),
-        time_in_force=tif, quantity=abs(amount), price=limit,
-        client_order_id=None if cid is None else str(cid),
+        symbol=symbol, side=side, order_type=otype.lower(), time_in_force=tif,
+        quantity=abs(amount), price=limit, client_order_id=None if cid is None else str(cid),
+        prices=triggers, legs=legs, **_instrument_fields(symbol),
     )
+
+
+def _effective_tif(kind: str, flags: Collection[str], until: bool) -> str | None:
+    """No time-in-force field: FOK and IOC are order types, post-only a flag, a ``tif`` date
+    makes a limit order good till then, else it rests until cancelled; market and stop: none."""
+    if kind in ("FOK", "IOC"):
+        return kind
+    if "post_only" in flags:
+        return "PO"
+    return ("GTD" if until else "GTC") if kind in ("LIMIT", "STOP LIMIT") else None
+
+
+def _instrument_fields(symbol: str) -> dict[str, Any]:
+    """A trading pair (tBTCUSD, tTESTBTC:TESTUSD) counts base units; a derivative (tBTCF0:USTF0)
+    has no instruments reader here, so notional rules refuse it."""
+    derivative = "F0" in symbol
+    return {"market": "derivatives"} if derivative else {"instrument": Instrument(symbol, "spot")}
 
 
 def _cancel(obj: Mapping[str, Any]) -> Intent:

@@ -45,7 +45,7 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
@@ -328,9 +328,12 @@ def _order_intent(obj: Mapping[str, Any], top: str | None) -> Intent:
     quote_sized = otype == "market" and side == "buy"
     return Intent(
         symbol=symbol, side=side, order_type=otype,
-        time_in_force=force.lower() if force else None,
+        # a limit order without force is taken as gtc: whether Bitget then rests it or
+        # refuses it, a time-in-force rule never passes an order it would not pass as gtc
+        time_in_force=force.lower() if force else "gtc" if otype == "limit" else None,
         quantity=None if quote_sized else size, quote_quantity=size if quote_sized else None,
         price=price, client_order_id=_client_oid(_text(obj, "clientOid")),
+        instrument=Instrument(symbol, "spot"),
     )
 
 

@@ -40,15 +40,7 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import (
-    Category,
-    Endpoint,
-    Inbound,
-    Intent,
-    Outbound,
-    Prepared,
-    Stamp,
-)
+from proxy.model.request import Category, Endpoint, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey, looks_like_pem
 
@@ -282,6 +274,10 @@ def _order_intent(ep: Endpoint, segments: list[str], params: Mapping[str, str]) 
         symbol=pair, side=side, order_type=kind, time_in_force=tif,
         quantity=None if quote_sized else amount, quote_quantity=amount if quote_sized else None,
         price=price, client_order_id=_client_order_id(params.get("client_order_id")),
+        # A perpetual's amount unit is not read from an instruments table here, so a notional
+        # rule refuses it; spot amounts are base currency.
+        instrument=None if pair.endswith("-perp") else Instrument(pair, "spot"),
+        market="perp" if pair.endswith("-perp") else "spot",
     )
 
 

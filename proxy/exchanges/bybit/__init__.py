@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
@@ -30,6 +30,7 @@ from proxy.exchanges.base import (
     dump_json,
     encode_pairs,
     endpoint,
+    instrument_answer,
     parse_json_object,
     parse_pairs,
     require_content_type,
@@ -49,7 +50,7 @@ from proxy.exchanges.client_order_ids import (
     lookup_inbound,
 )
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey, RsaKey, load_pem_private_key, looks_like_pem
 
@@ -98,19 +99,18 @@ _CATEGORIES = frozenset({"spot", "linear", "inverse", "option"})
 _SIDES = {"Buy": "buy", "Sell": "sell"}
 _TYPES = {"Market": "market", "Limit": "limit"}
 _TIFS = frozenset({"GTC", "IOC", "FOK", "PostOnly", "RPI"})
-_MONEY = (
-    "qty", "price", "triggerPrice", "orderIv", "takeProfit", "stopLoss", "tpLimitPrice",
-    "slLimitPrice", "slippageTolerance",
-)
+#: Prices the exchange uses besides ``price``, each checked against the price band.
+_OTHER_PRICES = ("triggerPrice", "takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice")
+_MONEY = ("qty", "price", *_OTHER_PRICES, "slippageTolerance")
 _ORDER_FIELDS = frozenset({
     "category", "symbol", "isLeverage", "side", "orderType", "qty", "marketUnit",
     "slippageToleranceType", "slippageTolerance", "price", "triggerDirection", "orderFilter",
-    "triggerPrice", "triggerBy", "orderIv", "timeInForce", "positionIdx", "orderLinkId",
+    "triggerPrice", "triggerBy", "timeInForce", "positionIdx", "orderLinkId",
     "takeProfit", "stopLoss", "tpTriggerBy", "slTriggerBy", "reduceOnly", "closeOnTrigger",
     "smpType", "mmp", "tpslMode", "tpLimitPrice", "slLimitPrice", "tpOrderType", "slOrderType",
 })
 _AMEND_FIELDS = frozenset({
-    "category", "symbol", "orderId", "orderLinkId", "orderIv", "triggerPrice", "qty", "price",
+    "category", "symbol", "orderId", "orderLinkId", "triggerPrice", "qty", "price",
     "tpslMode", "takeProfit", "stopLoss", "tpTriggerBy", "slTriggerBy", "triggerBy",
     "tpLimitPrice", "slLimitPrice",
 })
@@ -197,6 +197,16 @@ class Bybit:
         """``prepared`` (a batch placement) with ``ids[i]`` added to order ``i`` that has none."""
         values = [c for c in ids]
         return self.prepare(batch_inbound_with(prepared, "request", CLIENT_ORDER_ID_RULES.field, values))
+
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /v5/market/instruments-info?category=..&symbol=..`` (linear and inverse)."""
+        if market not in ("linear", "inverse") or not _SYMBOL.fullmatch(symbol):
+            raise InstrumentError(f"no Bybit instrument table for category {market!r}")
+        return Outbound("GET", "/v5/market/instruments-info?"
+                        + encode_pairs([("category", market), ("symbol", symbol)]), (), b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
 
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
@@ -299,6 +309,8 @@ def _post_intents(action: Action, batch: bool, obj: dict[str, Any]) -> tuple[Int
 
 
 def _one(action: Action, obj: Mapping[str, Any], category: str) -> Intent:
+    if "orderIv" in obj and action is not Action.CANCEL:  # BYB-ORDER: "priority over price"
+        raise BadRequest("orderIv: it sets a price the policy cannot check; send price instead")
     if action is Action.CANCEL:
         _check_fields(obj, _CANCEL_FIELDS, "cancel")
         return Intent(symbol=_symbol(obj, False), client_order_id=_link_id(obj))
@@ -307,12 +319,16 @@ def _one(action: Action, obj: Mapping[str, Any], category: str) -> Intent:
         if "orderId" not in obj and "orderLinkId" not in obj:
             raise BadRequest("amend: send orderId or orderLinkId")
         values = _money(obj)
+        symbol = _symbol(obj, True)
+        assert symbol is not None
         return Intent(
-            symbol=_symbol(obj, True), quantity=values.get("qty"), price=values.get("price"),
-            client_order_id=_link_id(obj),
+            symbol=symbol, quantity=values.get("qty"), price=values.get("price"),
+            client_order_id=_link_id(obj), prices=_other_prices(values),
+            **_instrument_fields(symbol, category),
         )
     _check_fields(obj, _ORDER_FIELDS, "order")
     symbol = _symbol(obj, True)
+    assert symbol is not None
     side = _text(obj, "side")
     if side not in _SIDES:
         raise BadRequest("side: use Buy or Sell")
@@ -341,10 +357,68 @@ def _one(action: Action, obj: Mapping[str, Any], category: str) -> Intent:
         unit == "quoteCoin" or (unit is None and side == "Buy")
     )
     return Intent(
-        symbol=symbol, side=_SIDES[side], order_type=_TYPES[otype], time_in_force=tif,
+        symbol=symbol, side=_SIDES[side], order_type=_TYPES[otype],
+        time_in_force=_effective_tif(otype, tif),
         quantity=None if by_value else qty, quote_quantity=qty if by_value else None,
-        price=price, client_order_id=_link_id(obj),
+        price=price, client_order_id=_link_id(obj), prices=_other_prices(values),
+        legs=_tpsl_legs(obj, symbol, _SIDES[side], values), **_instrument_fields(symbol, category),
     )
+
+
+def _effective_tif(otype: str, tif: str | None) -> str:
+    """BYB-ORDER: a Market order becomes an IOC limit order; a Limit order defaults to GTC."""
+    return "IOC" if otype == "Market" else tif if tif is not None else "GTC"
+
+
+def _other_prices(values: Mapping[str, Decimal]) -> tuple[Decimal, ...]:
+    return tuple(values[k] for k in _OTHER_PRICES if k in values)
+
+
+def _tpsl_legs(obj: Mapping[str, Any], symbol: str, side: str,
+               values: Mapping[str, Decimal]) -> tuple[Intent, ...]:
+    """The orders Bybit places when ``takeProfit``/``stopLoss`` trigger: the opposite side,
+    ``tpOrderType``/``slOrderType`` (Market unless Limit), at ``tpLimitPrice``/``slLimitPrice``."""
+    legs = []
+    for trigger, kind, limit in (("takeProfit", "tpOrderType", "tpLimitPrice"),
+                                 ("stopLoss", "slOrderType", "slLimitPrice")):
+        otype = _text(obj, kind)
+        if otype not in (None, *_TYPES) or (trigger not in values and (otype or limit in values)):
+            raise BadRequest(f"{kind}: Market or Limit, and {kind}/{limit} only with {trigger}")
+        if trigger not in values:
+            continue
+        otype = otype or "Market"
+        if (otype == "Limit") != (limit in values):
+            raise BadRequest(f"{limit}: required with {kind}=Limit, and only then")
+        legs.append(Intent(symbol=symbol, side="sell" if side == "buy" else "buy", order_type=_TYPES[otype],
+                           time_in_force=_effective_tif(otype, None), price=values.get(limit)))
+    return tuple(legs)
+
+
+def _instrument_fields(symbol: str, category: str) -> dict[str, Any]:
+    """Spot qty counts base units (or quote, by marketUnit); contracts are read from
+    /v5/market/instruments-info before a notional rule applies."""
+    spot = {"instrument": Instrument(symbol, "spot")} if category == "spot" else {}
+    return {"market": category, **spot}
+
+
+_CONTRACT_TYPES = {"LinearPerpetual": "linear", "LinearFutures": "linear",
+                   "InversePerpetual": "inverse", "InverseFutures": "inverse"}
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """A linear or inverse instrument from ``/v5/market/instruments-info``. BYB-ORDER ``qty``:
+    linear contracts count the base coin, inverse contracts USD (1 USD a contract); the
+    category must agree with ``contractType``."""
+    data = instrument_answer(body)
+    result = data.get("result") if isinstance(data, dict) and data.get("retCode") == 0 else None
+    items = result.get("list") if isinstance(result, dict) and result.get("category") == market else None
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        raise InstrumentError("bybit instruments: expected exactly one instrument of the category")
+    item = items[0]
+    kind = _CONTRACT_TYPES.get(str(item.get("contractType")))
+    if item.get("symbol") != symbol or item.get("status") != "Trading" or kind != market:
+        raise InstrumentError("bybit instruments: another instrument or category, or not trading")
+    return Instrument(symbol, "linear" if kind == "linear" else "inverse")
 
 
 EXCHANGE = Bybit()

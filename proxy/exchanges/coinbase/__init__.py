@@ -23,7 +23,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
@@ -33,8 +33,10 @@ from proxy.exchanges.base import (
     dump_json,
     encode_pairs,
     endpoint,
+    instrument_answer,
     parse_json_object,
     parse_pairs,
+    positive_decimal,
     require_content_type,
 )
 from proxy.exchanges.capabilities import Capabilities
@@ -43,7 +45,7 @@ from proxy.exchanges.client_order_ids import (
 )
 from proxy.exchanges.coinbase.capabilities import CAPABILITIES
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import EcKey, Ed25519Key, load_pem_private_key, looks_like_pem
 
@@ -220,6 +222,15 @@ class Coinbase:
             return Lookup.UNKNOWN
         return Lookup.FOUND if status == 200 and data.get("success") is True else Lookup.UNKNOWN
 
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /api/v3/brokerage/market/products/{product_id}`` for a futures product."""
+        if market != "FUTURE" or not _PRODUCT.fullmatch(symbol):
+            raise InstrumentError("no Coinbase product table for this product")
+        return Outbound("GET", f"{B}/market/products/{symbol}", (), b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         headers: tuple[tuple[str, str], ...] = ()
         if prepared.category is not Category.PUBLIC:
@@ -355,11 +366,31 @@ def _order_intent(obj: Mapping[str, Any]) -> Intent:
     base, quote = money.get("base_size"), money.get("quote_size")
     if spec.order_type == "market" and (base is None) == (quote is None):
         raise BadRequest(f"{where}: send base_size or quote_size, exactly one")
+    spot = product.count("-") == 1
+    if quote is not None and not spot:
+        raise BadRequest(f"{where}quote_size: only for spot products; send base_size (contracts)")
     return Intent(
         symbol=product, side=_SIDES[side], order_type=spec.order_type, time_in_force=spec.tif,
-        quantity=base, quote_quantity=quote, price=money.get("limit_price"),
-        client_order_id=coid,
+        quantity=base, quote_quantity=quote if spot else None, price=money.get("limit_price"),
+        client_order_id=coid, market="SPOT" if spot else "FUTURE",
+        instrument=Instrument(product, "spot") if spot else None,
+        prices=tuple(money[k] for k in ("stop_price", "stop_trigger_price") if k in money),
     )
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """A futures product from ``/api/v3/brokerage/market/products/{id}``: ``base_size`` counts
+    contracts of ``future_product_details.contract_size`` base units (CB-DOC "Get public
+    product")."""
+    data = instrument_answer(body)
+    if not isinstance(data, dict) or data.get("product_id") != symbol:
+        raise InstrumentError("coinbase product: the answer is for another product")
+    if data.get("product_type") != "FUTURE":
+        raise InstrumentError("coinbase product: not a FUTURE product")
+    details = data.get("future_product_details")
+    if not isinstance(details, dict):
+        raise InstrumentError("coinbase product: no future_product_details")
+    return Instrument(symbol, "linear", positive_decimal(details.get("contract_size"), "contract_size"))
 
 
 def _check_cancel(obj: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
@@ -26,6 +26,7 @@ from proxy.exchanges.base import (
     drop_keys,
     encode_pairs,
     endpoint,
+    instrument_answer,
     parse_pairs,
     reject_unused_body,
 )
@@ -45,6 +46,7 @@ from proxy.model.request import (
     Category,
     Endpoint,
     Inbound,
+    Instrument,
     Intent,
     Outbound,
     Prepared,
@@ -103,7 +105,6 @@ _INSTRUMENT = re.compile(r"[A-Z0-9]{1,10}(?:_[A-Z0-9]{1,10})?(?:-[A-Z0-9]{1,12})
 _LABEL = re.compile(r"[\x21-\x7e]{1,64}")
 _TYPES = frozenset({
     "limit", "market", "stop_limit", "stop_market", "take_limit", "take_market", "market_limit",
-    "trailing_stop",
 })
 _PRICED = frozenset({"limit", "stop_limit", "take_limit"})
 _TIFS = frozenset({"good_til_cancelled", "good_til_day", "fill_or_kill", "immediate_or_cancel"})
@@ -111,8 +112,13 @@ _BOOLS = ("post_only", "reject_post_only", "reduce_only", "mmp")
 _TRIGGERS = frozenset({"index_price", "mark_price", "last_price"})
 _ORDER_PARAMS = frozenset({
     "instrument_name", "amount", "type", "label", "price", "time_in_force", "max_show",
-    "trigger_price", "trigger", "trigger_offset", "valid_until", *_BOOLS,
+    "trigger_price", "trigger", "valid_until", *_BOOLS,
 })
+#: DRB-DOC "private/buy": a trailing stop's trigger follows the market by ``trigger_offset``,
+#: and ``advanced`` makes an option's price USD or implied volatility: prices the policy
+#: cannot check, so refused.
+_SELF_PRICING = ("trigger_offset", "advanced")
+_TRIGGERED = frozenset({"stop_limit", "stop_market", "take_limit", "take_market"})
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,16 @@ class Deribit:
         """A JSON-RPC result listing orders with the label: found; an empty list: absent."""
         return lookup_result(status, body)
 
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /api/v2/public/get_instrument?instrument_name=..``."""
+        if not _INSTRUMENT.fullmatch(symbol):
+            raise InstrumentError("not a Deribit instrument name")
+        return Outbound("GET", f"{PUB}/get_instrument?" + encode_pairs([("instrument_name", symbol)]),
+                        (), b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
         if prepared.category is Category.PUBLIC:
@@ -223,17 +239,12 @@ def _label(params: Mapping[str, str]) -> str | None:
     return label
 
 
-def is_inverse(instrument: str) -> bool:
-    """Inverse futures and perpetuals (``BTC-PERPETUAL``, ``ETH-27JUN25``): ``amount`` is USD.
-
-    Linear instruments carry a settlement currency (``BTC_USDC-PERPETUAL``); options end in
-    ``-C``/``-P`` and count the underlying coin.
-    """
-    parts = instrument.split("-")
-    return "_" not in parts[0] and len(parts) == 2
-
-
 def _order_intent(method: str, params: Mapping[str, str]) -> Intent:
+    self_pricing = [k for k in _SELF_PRICING if k in params]
+    if self_pricing or params.get("type") == "trailing_stop":
+        raise BadRequest(f"{self_pricing[0] if self_pricing else 'trailing_stop'}: the exchange "
+                         "would set this order's price itself, which the policy cannot check; "
+                         "send an absolute price")
     unknown = sorted(set(params) - _ORDER_PARAMS)
     if unknown:
         hint = " (send amount, not contracts)" if unknown[0] == "contracts" else ""
@@ -251,9 +262,12 @@ def _order_intent(method: str, params: Mapping[str, str]) -> Intent:
         raise BadRequest(f"price: required for a {otype} order")
     if otype not in _PRICED and price is not None:
         raise BadRequest(f"price: not allowed on a {otype} order")
-    for name in ("trigger_price", "trigger_offset", "max_show"):
-        if name in params:
-            parse_decimal(params[name], name)
+    trigger = parse_decimal(params["trigger_price"], "trigger_price") if "trigger_price" in params else None
+    if (trigger is None) == (otype in _TRIGGERED):
+        raise BadRequest(f"trigger_price: required for {otype} orders, and only for "
+                         "stop_* and take_* orders")
+    if "max_show" in params:
+        parse_decimal(params["max_show"], "max_show")
     if "trigger" in params and params["trigger"] not in _TRIGGERS:
         raise BadRequest(f"trigger: use one of {', '.join(sorted(_TRIGGERS))}")
     if "valid_until" in params and not params["valid_until"].isdigit():
@@ -265,10 +279,34 @@ def _order_intent(method: str, params: Mapping[str, str]) -> Intent:
         if name in params and params[name] not in ("true", "false"):
             raise BadRequest(f"{name}: true or false")
     return Intent(
-        symbol=instrument, side=method, order_type=otype, time_in_force=tif, quantity=amount,
-        quote_quantity=amount if is_inverse(instrument) else None, price=price,
-        client_order_id=_label(params),
+        symbol=instrument, side=method, order_type=otype,
+        time_in_force=tif if tif is not None else "good_til_cancelled", quantity=amount,
+        price=price, client_order_id=_label(params), prices=(trigger,) if trigger is not None else (),
     )
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """One instrument from ``/api/v2/public/get_instrument``. DRB-DOC ``amount``: "For
+    perpetual and inverse futures the amount is in USD units. For options and linear futures
+    it is the underlying base currency coin": ``instrument_type`` reversed is inverse (1 USD a
+    unit of amount), linear and spot count the base coin, options are refused by notional
+    rules."""
+    data = instrument_answer(body)
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, dict) or result.get("instrument_name") != symbol:
+        raise InstrumentError("deribit instrument: the answer is for another instrument")
+    if result.get("is_active") is not True:
+        raise InstrumentError("deribit instrument: not active")
+    kind, style = result.get("kind"), result.get("instrument_type")
+    if kind == "option":
+        return Instrument(symbol, "option")
+    if kind == "spot":
+        return Instrument(symbol, "spot")
+    if kind == "future" and style == "reversed":
+        return Instrument(symbol, "inverse")
+    if kind == "future" and style == "linear":
+        return Instrument(symbol, "linear")
+    raise InstrumentError(f"deribit instrument: kind {kind!r} ({style!r}) has no documented amount unit")
 
 
 def _cancel_intents(params: Mapping[str, str]) -> tuple[Intent, ...]:

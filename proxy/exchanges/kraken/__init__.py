@@ -57,7 +57,7 @@ from proxy.exchanges.client_order_ids import (
 )
 from proxy.exchanges.kraken.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, USER_AGENT, lookup_result
 from proxy.model.decimals import parse_decimal, parse_integer
-from proxy.model.request import Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -134,6 +134,8 @@ class Kraken:
     def capabilities(self) -> Capabilities:
         """What generic code may ask of Kraken: the "capabilities" section below."""
         return CAPABILITIES
+    def canonical_symbol(self, symbol: str) -> str:  # policy compares symbols through this
+        return canonical_pair(symbol)
 
     def __post_init__(self) -> None:
         if self.nonce_unit not in ("ms", "us"):
@@ -352,11 +354,41 @@ def _order(p: Mapping[str, str], pair: str | None, allowed: frozenset[str]) -> I
     quote_sized = "viqc" in flags
     if quote_sized and otype != "market":
         raise BadRequest("oflags=viqc (volume in quote currency) is only for market orders")
+    trigger = _trigger(p, otype)
     return Intent(
-        symbol=pair, side=side, order_type=otype, time_in_force=tif,
+        symbol=pair, side=side, order_type=otype,
+        time_in_force=tif if tif is not None else "GTC",  # KRK-DOC AddOrder: GTC is the default
         quantity=None if quote_sized else volume, quote_quantity=volume if quote_sized else None,
-        price=price, client_order_id=coid,
+        price=price, client_order_id=coid, instrument=Instrument(pair, "spot"),
+        prices=(trigger,) if trigger is not None else (),
     )
+
+
+def _trigger(p: Mapping[str, str], otype: str) -> Decimal | None:
+    """A stop-loss or take-profit order's trigger (``price``; a *-limit's limit is ``price2``)."""
+    triggered = otype in _TRIGGERED or otype in _TRIGGERED_LIMIT
+    return parse_decimal(p["price"], "price") if triggered else None
+
+
+#: KRK-DOC Assets: legacy asset codes and their altname spellings (XXBTZUSD is the pair id of
+#: XBTUSD); BTC and DOGE are accepted spellings of XBT and XDG.
+_LEGACY_ASSETS: Mapping[str, str] = {k: k[1:] for k in (
+    "XXBT", "XETH", "XLTC", "XXRP", "XXLM", "XXMR", "XETC", "XZEC", "XREP", "XMLN", "XXDG",
+    "ZUSD", "ZEUR", "ZGBP", "ZCAD", "ZJPY")}
+_ASSET_ALIASES = (("BTC", "XBT"), ("DOGE", "XDG"))
+
+
+def canonical_pair(pair: str) -> str:
+    """A pair as its altname (XXBTZUSD, BTCUSD -> XBTUSD), so no spelling escapes a cap."""
+    pair = pair.upper()
+    if len(pair) == 8 and pair[:4] in _LEGACY_ASSETS and pair[4:] in _LEGACY_ASSETS:
+        return _LEGACY_ASSETS[pair[:4]] + _LEGACY_ASSETS[pair[4:]]
+    for alias, code in _ASSET_ALIASES:
+        if pair.startswith(alias):
+            pair = code + pair[len(alias):]
+        if pair.endswith(alias) and len(pair) > len(alias):
+            pair = pair[: -len(alias)] + code
+    return pair
 
 
 def _oflags(text: str | None) -> list[str]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, InstrumentError
 from proxy.exchanges.base import (
     Catalogue,
     Credentials,
@@ -30,8 +30,10 @@ from proxy.exchanges.base import (
     dump_json,
     encode_pairs,
     endpoint,
+    instrument_answer,
     parse_json,
     parse_pairs,
+    positive_decimal,
     require_content_type,
 )
 from proxy.exchanges.base import (
@@ -49,7 +51,7 @@ from proxy.exchanges.client_order_ids import (
 )
 from proxy.exchanges.okx.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
 from proxy.model.decimals import parse_decimal
-from proxy.model.request import Action, Category, Inbound, Intent, Outbound, Prepared, Stamp
+from proxy.model.request import Action, Category, Inbound, Instrument, Intent, Outbound, Prepared, Stamp
 from proxy.model.sensitive import Secret
 from proxy.model.signers import HmacKey
 
@@ -183,6 +185,18 @@ class Okx:
         values = [c for c in ids]
         return self.prepare(batch_inbound_with(prepared, None, CLIENT_ORDER_ID_RULES.field, values))
 
+    def instrument_request(self, symbol: str, market: str) -> Outbound:
+        """``GET /api/v5/public/instruments?instType=SWAP&instId=..`` (OKX-DOC "Get
+        instruments"); options need an instrument family and are not read (refused)."""
+        if market not in ("SWAP", "FUTURES") or not _INST_ID.fullmatch(symbol):
+            raise InstrumentError(f"no OKX instrument table for {market or 'this'} instrument")
+        extra = (SIMULATED_TRADING_HEADER,) if self.simulated_trading else ()
+        return Outbound("GET", f"{V5}/public/instruments?"
+                        + encode_pairs([("instType", market), ("instId", symbol)]), extra, b"")
+
+    def parse_instrument(self, symbol: str, market: str, body: bytes) -> Instrument:
+        return parse_instrument(symbol, market, body)
+
     def sign(self, prepared: Prepared, creds: Credentials, stamp: Stamp, host: str) -> Outbound:
         target = f"{prepared.path}?{prepared.query}" if prepared.query else prepared.path
         extra = (SIMULATED_TRADING_HEADER,) if self.simulated_trading else ()
@@ -278,8 +292,10 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
         _check_fields(obj, _AMEND_FIELDS, "amend")
         if "ordId" not in obj and "clOrdId" not in obj:
             raise BadRequest("amend: send ordId or clOrdId")
-        return Intent(symbol=_inst_id(obj, True), quantity=_decimal(obj, "newSz"),
-                      price=_decimal(obj, "newPx"), client_order_id=_cl_ord_id(obj))
+        inst = _inst_id(obj, True)
+        assert inst is not None
+        return Intent(symbol=inst, quantity=_decimal(obj, "newSz"), price=_decimal(obj, "newPx"),
+                      client_order_id=_cl_ord_id(obj), **_instrument_fields(inst))
     _check_fields(obj, _ORDER_FIELDS, "order")
     inst = _inst_id(obj, True)
     assert inst is not None
@@ -320,9 +336,66 @@ def _one(action: Action, obj: Mapping[str, Any]) -> Intent:
     default = "quote_ccy" if side == "buy" else "base_ccy"
     by_quote = spot_market and (target or default) == "quote_ccy"
     return Intent(
-        symbol=inst, side=side, order_type=otype, quantity=None if by_quote else size,
-        quote_quantity=size if by_quote else None, price=price, client_order_id=_cl_ord_id(obj),
+        symbol=inst, side=side, order_type=otype, time_in_force=_EFFECTIVE_TIF[otype],
+        quantity=None if by_quote else size, quote_quantity=size if by_quote else None,
+        price=price, client_order_id=_cl_ord_id(obj), **_instrument_fields(inst),
     )
+
+
+#: OKX has no time-in-force field: the order type carries it (OKX-DOC "Place order" ordType:
+#: limit and post_only rest until cancelled, optimal_limit_ioc is "market order with
+#: immediate-or-cancel", fok/ioc/op_fok as named, mmp orders are limit orders of market
+#: makers). A plain market order has none.
+_EFFECTIVE_TIF: Mapping[str, str | None] = {
+    "limit": "gtc", "post_only": "gtc", "mmp": "gtc", "mmp_and_post_only": "gtc",
+    "ioc": "ioc", "optimal_limit_ioc": "ioc", "fok": "fok", "op_fok": "fok", "market": None,
+}
+
+
+def instrument_type(inst: str) -> str:
+    """OKX's instType from an instId's documented shape: BTC-USDT (SPOT), BTC-USD-SWAP (SWAP),
+    BTC-USD-250328 (FUTURES), BTC-USD-250328-50000-C (OPTION); "" for any other shape."""
+    parts = inst.split("-")
+    if len(parts) == 2:
+        return "SPOT"
+    if len(parts) == 3:
+        return "SWAP" if parts[2] == "SWAP" else "FUTURES" if parts[2].isdigit() else ""
+    if len(parts) == 5 and parts[4] in ("C", "P"):
+        return "OPTION"
+    return ""
+
+
+def _instrument_fields(inst: str) -> dict[str, Any]:
+    """A spot sz counts base units (known from the request); any other instrument is read from
+    /api/v5/public/instruments before a notional rule can apply."""
+    kind = instrument_type(inst)
+    if kind == "SPOT":
+        return {"instrument": Instrument(inst, "spot"), "market": "SPOT"}
+    return {"market": kind}
+
+
+def parse_instrument(symbol: str, market: str, body: bytes) -> Instrument:
+    """One SWAP or FUTURES instrument from ``/api/v5/public/instruments``: ``ctType`` linear
+    (``ctVal`` x ``ctMult`` base units a contract, ``ctValCcy`` the base currency) or inverse
+    (``ctVal`` x ``ctMult`` quote units a contract, ``ctValCcy`` the quote currency)."""
+    data = instrument_answer(body)
+    if not isinstance(data, dict) or data.get("code") != "0":
+        raise InstrumentError("okx instruments: code is not \"0\"")
+    items = data.get("data")
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        raise InstrumentError("okx instruments: expected exactly one instrument")
+    item = items[0]
+    if item.get("instId") != symbol or item.get("instType") != market:
+        raise InstrumentError("okx instruments: the answer is for another instrument")
+    size = positive_decimal(item.get("ctVal"), "ctVal") * positive_decimal(item.get("ctMult"), "ctMult")
+    base, quote = symbol.split("-")[:2]
+    kind, currency = item.get("ctType"), item.get("ctValCcy")
+    if kind == "linear" and currency == base:
+        return Instrument(symbol, "linear", size)
+    if kind == "inverse" and currency == quote:
+        return Instrument(symbol, "inverse", size)
+    raise InstrumentError(f"okx instruments: ctType {kind!r} with ctValCcy {currency!r} is not "
+                          "a documented contract")
 
 
 EXCHANGE = Okx()
