@@ -94,6 +94,7 @@ def run(url: str, headers: dict[str, str], direct: tuple[str, str] | None, conns
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--log-level", default="INFO", help="the proxy's PROXY_LOG_LEVEL (INFO: as served)")
     ap.add_argument("--connections", default="1,16,64")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--synchronous", choices=("full", "normal"), default="full",
@@ -139,8 +140,11 @@ def main() -> None:
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg), "--workers", str(args.workers)]
         if os.geteuid() == 0:
             cmd.append("--unsafe-allow-root")
-        proxy = subprocess.Popen(cmd, env={**env, "PROXY_LOG_LEVEL": "WARNING"},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Logging as users run it (one JSON decision line per request), into a file as a
+        # service manager's journal would take it.
+        log_file = (work / "proxy.log").open("wb")
+        proxy = subprocess.Popen(cmd, env={**env, "PROXY_LOG_LEVEL": args.log_level},
+                                 stdout=subprocess.DEVNULL, stderr=log_file)
         deadline = time.time() + 30
         while True:
             try:

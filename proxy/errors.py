@@ -30,6 +30,8 @@
     └── AuditError               the audit trail cannot be written or read as evidence
         ├── AuditIntegrityError  reading with the key found tampering (names the first record)
         ├── ChainKeyError        the chain key is malformed
+        ├── CheckpointError      a checkpoint or proof malformed, or not signed by a trusted key
+        │   └── ProofError       an inclusion proof that cannot fit its index and tree size
         ├── UnsafeAuditRecord    a record would carry secret-looking material or a reserved key
         └── TrailFileError       TRAIL.json missing, malformed, or written with another key
 
@@ -190,6 +192,14 @@ class AuditIntegrityError(AuditError):
 
 class ChainKeyError(AuditError, ValueError):
     """The chain key is malformed. The message never contains the key."""
+
+
+class CheckpointError(AuditError, ValueError):
+    """A signed checkpoint or inclusion proof that is malformed, or not signed by a trusted key."""
+
+
+class ProofError(CheckpointError):
+    """An inclusion proof that cannot be right for its index and tree size."""
 
 
 class UnsafeAuditRecord(AuditError, ValueError):

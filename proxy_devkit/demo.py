@@ -22,8 +22,9 @@ from typing import Any
 
 import httpx
 
-from proxy.audit import reader
+from proxy.audit import reader, signed
 from proxy.config import load as load_config
+from proxy.keys.audit_signing import init_checkpoint_keys, read_public_keys
 from proxy.keys.proxy_keys import TOKEN_SIGNING, init_keys
 from proxy.keys.vault import VaultSecretSource
 from proxy.model.sensitive import Secret
@@ -90,8 +91,9 @@ def run_demo() -> int:
         cfg = load_config(config_path)
         source = VaultSecretSource(cfg.vault)
         source.login()
-        _say("python -m proxy init", "creating the proxy's own keys (token signing, audit chain)")
-        for path in init_keys(source, cfg.vault):
+        _say("python -m proxy init",
+             "creating the proxy's own keys (token signing, audit chain, audit checkpoints)")
+        for path in init_keys(source, cfg.vault) + init_checkpoint_keys(source, cfg, None):
             print(f"  created secret/{path}")
 
         _say("Starting the proxy: python -m proxy serve")
@@ -116,6 +118,8 @@ def run_demo() -> int:
         print(reader.format_table(list(reader.query(cfg.audit_dir, key=key))))
         report = reader.verify(cfg.audit_dir, key)
         _say("python -m proxy audit verify", report.summary().splitlines()[0])
+        public = read_public_keys(source, cfg)  # what an auditor holds: the public key, no secret
+        print("  " + signed.verify_signed(cfg.audit_dir, public).summary().splitlines()[0])
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)

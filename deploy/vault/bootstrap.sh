@@ -14,7 +14,9 @@
 #      an existing secret-id file is kept unless ROTATE_SECRET_ID=1;
 #   6. creates whichever of the proxy's own keys are missing, in the layout
 #      `python -m proxy init` uses: PROXY_PATH/token-signing (Ed25519 PKCS#8 PEM),
-#      token-verify (its public key), audit-chain (64 hex chars), revocations ({});
+#      token-verify (its public key), audit-chain (64 hex chars), revocations ({}),
+#      audit-signing (Ed25519 PKCS#8 PEM: signs audit checkpoints) and audit-verify (its public
+#      key, the one thing auditors may read);
 #      existing keys are never overwritten;
 #   7. prints what to do next.
 #
@@ -265,6 +267,18 @@ if [[ "$CREATE_PROXY_KEYS" == 1 ]]; then
         unset audit_key
         created+=(audit-chain)
     fi
+    if ! kv_exists "$PROXY_PATH/audit-signing" || ! kv_exists "$PROXY_PATH/audit-verify"; then
+        private_pem="$(new_ed25519_pem)"
+        [[ "$private_pem" == "-----BEGIN PRIVATE KEY-----"* ]] || die "Ed25519 key generation gave no PKCS#8 PEM"
+        public_pem="$(printf '%s\n' "$private_pem" | public_pem_of)"
+        [[ "$public_pem" == "-----BEGIN PUBLIC KEY-----"* ]] || die "public key derivation failed"
+        printf '%s\n' "$private_pem" \
+            | "$CLI" kv put -mount="$KV_MOUNT" "$PROXY_PATH/audit-signing" private_key=- >/dev/null
+        printf '%s\n' "$public_pem" \
+            | "$CLI" kv put -mount="$KV_MOUNT" "$PROXY_PATH/audit-verify" public_key=- >/dev/null
+        unset private_pem public_pem
+        created+=(audit-signing audit-verify)
+    fi
     if ! kv_exists "$PROXY_PATH/revocations"; then
         printf '%s' '{}' | "$CLI" kv put -mount="$KV_MOUNT" "$PROXY_PATH/revocations" clients=- >/dev/null
         created+=(revocations)
@@ -282,7 +296,7 @@ cat <<EOF
 Done: $VAULT_ADDR is ready for the signing proxy.
 
   KV v2 mount         $KV_MOUNT/
-  proxy's own keys    $KV_MOUNT/$PROXY_PATH/{token-signing,token-verify,audit-chain,revocations}: $keys_note
+  proxy's own keys    $KV_MOUNT/$PROXY_PATH/{token-signing,token-verify,audit-chain,audit-signing,audit-verify,revocations}: $keys_note
   AppRole role        auth/$APPROLE_MOUNT/role/$ROLE_NAME (policy $ROLE_NAME only; tokens $TOKEN_TTL, at most $TOKEN_MAX_TTL)
   role_id file        $ROLE_ID_FILE   (mode 600)
   secret_id file      $SECRET_ID_FILE   (mode 600; $secret_id_note)

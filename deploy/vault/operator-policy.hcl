@@ -38,6 +38,35 @@ path "secret/data/proxy/audit-chain" {
   capabilities = ["create", "read"]
 }
 
+# The audit checkpoint key: `init` creates it, nobody but the serving proxy reads it back.
+path "secret/data/proxy/audit-signing" {
+  capabilities = ["create"]
+}
+
+# The checkpoints witnessed in Vault, for `audit verify` (audit.witness_vault = true).
+path "secret/data/proxy/audit-witness/*" {
+  capabilities = ["read"]
+}
+
+path "secret/metadata/proxy/audit-witness/*" {
+  capabilities = ["list"]
+}
+
+# Its public half, for auditors; `init` rewrites it after a Transit key rotation.
+path "secret/data/proxy/audit-verify" {
+  capabilities = ["create", "read", "update"]
+}
+
+# audit.checkpoint_signing = "transit": `init` creates the non-exportable ed25519 key, and
+# operators rotate it (then run `init` again to publish the new public key).
+path "transit/keys/audit-checkpoint" {
+  capabilities = ["create", "update", "read"]
+}
+
+path "transit/keys/audit-checkpoint/rotate" {
+  capabilities = ["update"]
+}
+
 # Revoke bot tokens.
 path "secret/data/proxy/revocations" {
   capabilities = ["create", "read", "update"]

@@ -3,10 +3,12 @@
 # It may read exactly what it needs to serve bots, and nothing else:
 #   - exchange API secrets, and their KV metadata (to notice new versions: key rotation);
 #   - the public key that verifies bot tokens (never the private signing key);
-#   - the audit-chain key;
+#   - the audit-chain key, and the key that signs audit checkpoints (audit.checkpoint_signing
+#     = "kv"; in "transit" mode that key stays in Transit and only transit/sign is used);
 #   - the revocation list.
-# It can write nothing, list nothing, and read no other path. In particular it cannot read
-# proxy/token-signing: a compromised proxy host cannot mint bot tokens for other proxies.
+# It can write nothing (but add audit checkpoint versions to audit-witness), list nothing, and
+# read no other path. In particular it cannot read proxy/token-signing: a compromised proxy host
+# cannot mint bot tokens for other proxies.
 #
 # The KV v2 mount is "secret" here. deploy/vault/bootstrap.sh rewrites the "secret/" prefix
 # when you use another mount (KV_MOUNT).
@@ -33,6 +35,18 @@ path "secret/data/proxy/token-verify" {
 # 32-byte key (64 hex chars) that chains audit records.
 path "secret/data/proxy/audit-chain" {
   capabilities = ["read"]
+}
+
+# Ed25519 private key (PEM) that signs audit checkpoints; no one else reads it: auditors get
+# only the public half (proxy/audit-verify).
+path "secret/data/proxy/audit-signing" {
+  capabilities = ["read"]
+}
+
+# audit.witness_vault = true: each writer's newest audit checkpoint, as a new KV version. Create
+# and update only: the proxy cannot read, delete or destroy what it witnessed earlier.
+path "secret/data/proxy/audit-witness/*" {
+  capabilities = ["create", "update"]
 }
 
 # client -> unix time before which its tokens are revoked.

@@ -144,10 +144,17 @@ def anchors_from_json(raw: object) -> tuple[Anchor, ...]:
 
 
 def open_fields(
-    *, trail_id: str, writer: str, seg: int, seq: int, ts: str, anchors: tuple[Anchor, ...]
+    *, trail_id: str, writer: str, seg: int, seq: int, ts: str, anchors: tuple[Anchor, ...],
+    frontier: tuple[bytes, ...] | None = None,
 ) -> dict[str, Any]:
-    """First record of every segment: names trail, writer and segment so none can be swapped."""
-    return {
+    """First record of every segment: names trail, writer and segment so none can be swapped.
+
+    After the first segment of a checkpointing writer it also carries ``_frontier``, the Merkle
+    right edge of the lines before it (see merkle.CompactTree): once older segments are pruned,
+    the public-key verify resumes the writer's tree from it, and the next signed checkpoint
+    proves it right.
+    """
+    fields: dict[str, Any] = {
         "_kind": KIND_OPEN,
         "_trail": trail_id,
         "_writer": writer,
@@ -156,6 +163,9 @@ def open_fields(
         "_anchors": anchors_json(anchors),
         "ts": ts,
     }
+    if seg > 0 and frontier is not None:
+        fields["_frontier"] = [h.hex() for h in frontier]
+    return fields
 
 
 def seal_fields(

@@ -4,6 +4,7 @@
     PRUNED.jsonl                      retention tombstones (one MACed line per pruning)
     {writer}.{segment:06d}.jsonl      one writer's chain, cut into segments
     {writer}.lock                     held (flock) while that writer runs
+    {writer}.checkpoints.jsonl        that writer's signed checkpoints (witness.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ TRAIL_FILE = "TRAIL.json"
 TOMBSTONE_FILE = "PRUNED.jsonl"
 SEGMENT_SUFFIX = ".jsonl"
 LOCK_SUFFIX = ".lock"
+CHECKPOINT_SUFFIX = ".checkpoints.jsonl"
 WRITER_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _SEGMENT = re.compile(r"(?P<writer>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})\.(?P<seg>\d{6,})\.jsonl")
 FILE_MODE = 0o640
@@ -67,6 +69,7 @@ def stray_files(directory: Path) -> list[str]:
     return sorted(
         n for n in os.listdir(directory)
         if n.endswith(SEGMENT_SUFFIX) and n != TOMBSTONE_FILE and parse_segment_name(n) is None
+        and not n.endswith(CHECKPOINT_SUFFIX)
     )
 
 

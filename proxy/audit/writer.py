@@ -5,6 +5,11 @@ fsync (group commit): while one batch is being synced, new records queue and go 
 the next, so throughput grows with concurrency while latency stays about one fsync. All file I/O
 runs in one dedicated thread, so the event loop never blocks on the disk, and the order of the
 chain is the order of the file.
+
+With a :class:`CheckpointPolicy` the writer also keeps the Merkle tree of its lines (RFC 9162,
+two hashes per line) and signs a checkpoint over it every N lines or T seconds, after every
+seal, and at close, always once the lines it covers are durable (docs/audit.md, "Signed
+checkpoints").
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 
 import orjson
 
-from proxy.audit import chain, layout
+from proxy.audit import chain, layout, merkle
+from proxy.audit.checkpointer import Checkpointer, CheckpointPolicy
 from proxy.audit.record import check_record
 from proxy.errors import NotReady, TrailFileError, UnsafeAuditRecord
 from proxy.model.sensitive import Secret
@@ -73,6 +79,7 @@ class AuditWriter:
         max_segment_age_s: float = DEFAULT_MAX_SEGMENT_AGE_S,
         durable: bool = True,
         clock: Callable[[], float] = time.time,
+        checkpoints: CheckpointPolicy | None = None,
     ) -> None:
         if not layout.WRITER_ID.fullmatch(writer_id):
             raise ValueError("writer_id must be 1-128 of [A-Za-z0-9._-], not starting with '.'")
@@ -94,16 +101,41 @@ class AuditWriter:
         self._head: _Head | None = None
         self._broken: str | None = None
         self._closed = False
+        self._ckpt = Checkpointer(checkpoints, clock)
+        self._ticker: asyncio.Task[None] | None = None
 
     @property
     def writer_id(self) -> str:
         return self._writer
+
+    @property
+    def checkpoint_error(self) -> str | None:
+        """Why the last checkpoint could not be signed or stored; None if it was."""
+        return self._ckpt.error
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Create or join the trail and open this writer's first segment (durably)."""
         await asyncio.get_running_loop().run_in_executor(self._io, self.start_sync)
+        if self._ckpt.policy is not None and self._ticker is None:
+            every_s = self._ckpt.policy.every_s
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(every_s))
+
+    async def _tick(self, every_s: float) -> None:
+        """Sign lines that wait longer than ``every_s`` for a checkpoint on a quiet writer."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self._io, self.checkpoint_sync)
+
+    def checkpoint_sync(self, *, force: bool = False) -> None:
+        """Sign a checkpoint now if one is due (or ``force``) and any line is unsigned."""
+        with self._lock:
+            if self._head is not None and self._broken is None and not self._closed \
+                    and self._ckpt.due(force=force):
+                self._checkpoint()
 
     def start_sync(self) -> None:
         with self._lock:
@@ -117,6 +149,10 @@ class AuditWriter:
     def _start_locked(self) -> None:
         if self._head is not None:
             return
+        witness_dir = self._ckpt.policy.witness_dir if self._ckpt.policy else None
+        if witness_dir is not None and not witness_dir.is_dir():
+            raise _not_writable(f"the audit witness directory {witness_dir} does not exist "
+                                "(its volume not mounted?)")
         trail = layout.ensure_trail(self._dir, self._chain_key, self._now())
         self._trail_id = trail.trail_id
         self._tkey = chain.trail_key(self._chain_key, trail.trail_id)
@@ -139,6 +175,10 @@ class AuditWriter:
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ticker
         await asyncio.get_running_loop().run_in_executor(self._io, self.close_sync)
         self._io.shutdown(wait=True)
 
@@ -150,6 +190,7 @@ class AuditWriter:
             try:
                 if self._fd is not None and self._head is not None and self._broken is None:
                     self._seal(final=True)
+                    self._checkpoint()
                     (self._dir / f"{self._writer}{layout.LOCK_SUFFIX}").unlink(missing_ok=True)
             finally:
                 if self._fd is not None:
@@ -217,13 +258,17 @@ class AuditWriter:
             except OSError as exc:
                 self._broken = f"rotation failed: {exc.strerror or exc}"
                 return [_not_writable(self._broken)] * len(records)
-            return self._append(records)
+            errors = self._append(records)
+            if self._broken is None and self._ckpt.due():
+                self._checkpoint()
+            return errors
 
     def _append(self, records: list[dict[str, Any]]) -> list[Exception | None]:
         head = self._head
         assert head is not None and self._fd is not None
         errors: list[Exception | None] = []
         buf = bytearray()
+        leaves: list[bytes] = []
         seq, prev = head.seq, head.prev
         now: str | None = None
         for rec in records:
@@ -237,6 +282,8 @@ class AuditWriter:
                 errors.append(UnsafeAuditRecord(f"audit record not serialisable: {exc}"))
                 continue
             buf += line
+            if self._ckpt.enabled:
+                leaves.append(merkle.leaf_hash(line[:-1]))
             seq, prev = seq + 1, mac
             errors.append(None)
         if not buf:
@@ -255,6 +302,7 @@ class AuditWriter:
             self._broken = f"fsync failed: {exc.strerror or exc}"
             return [_not_writable(self._broken)] * len(records)
         head.seq, head.prev = seq, prev
+        self._ckpt.add_leaves(leaves)
         head.seg_bytes += len(buf)
         head.seg_lines += sum(1 for e in errors if e is None)
         return errors
@@ -283,6 +331,7 @@ class AuditWriter:
         if head.seg_bytes < self._max_bytes and self._clock() - head.seg_opened < self._max_age:
             return
         seal_mac = self._seal(final=False)
+        self._checkpoint()
         assert self._fd is not None
         os.close(self._fd)
         self._fd = None
@@ -294,13 +343,14 @@ class AuditWriter:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, layout.FILE_MODE)
         fields = chain.open_fields(
             trail_id=self._trail_id, writer=self._writer, seg=seg, seq=seq, ts=self._now(),
-            anchors=anchors,
+            anchors=anchors, frontier=self._ckpt.frontier,
         )
         line, mac = chain.seal_line(self._tkey, prev, fields)
         self._fd = fd
         self._write_all(line)
         os.fsync(fd)
         layout.fsync_dir(self._dir)
+        self._ckpt.add(line[:-1])
         self._head = _Head(seg, seq + 1, mac, len(line), 1, self._clock())
 
     def _seal(self, *, final: bool) -> bytes:
@@ -313,10 +363,14 @@ class AuditWriter:
         line, mac = chain.seal_line(self._tkey, head.prev, fields)
         self._write_all(line)
         os.fsync(self._fd)
+        self._ckpt.add(line[:-1])
         head.seq, head.prev = head.seq + 1, mac
         head.seg_bytes += len(line)
         head.seg_lines += 1
         return mac
+
+    def _checkpoint(self) -> None:
+        self._ckpt.sign(self._dir, self._trail_id, self._writer, self._now())
 
     def _anchors(self) -> tuple[chain.Anchor, ...]:
         """Heads of the other chains here, so deleting or cutting one is caught later.

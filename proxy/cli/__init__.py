@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return int(args.handler(args))
+        if getattr(args, "configless", False):  # loads the config itself, if it was given one
+            return int(args.handler(None, args))
         return int(args.handler(config_mod.load(args.config), args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

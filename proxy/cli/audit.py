@@ -1,4 +1,5 @@
-"""``audit verify|query|tail|export|prune``: reading, proving and pruning the trail."""
+"""``audit verify|prove|verify-proof|query|tail|export|prune``: reading, proving and pruning the
+trail."""
 
 from __future__ import annotations
 
@@ -25,8 +26,37 @@ from proxy.cli.common import (
 
 def register(sub: Subparsers) -> None:
     aud = group(sub, "audit", "the audit trail")
-    av = with_config(aud.add_parser("verify", help="check the trail's integrity"))
-    av.add_argument("dir", nargs="?", type=Path)
+    av = aud.add_parser(
+        "verify", help="check the trail's integrity",
+        description="Check the trail against its signed checkpoints with the public key alone "
+                    "(--public-key FILE, or audit-verify in Vault), and, when the Vault token "
+                    "can read the chain key, every HMAC link as well.",
+        epilog="exit codes: 0 intact; 1 tampering found (the first bad line is named)",
+    )
+    av.add_argument("dir", nargs="?", type=Path, help="the audit directory (default: audit.dir)")
+    _public_key_options(av)
+    av.set_defaults(configless=True)
+    ap = aud.add_parser(
+        "prove", help="a record's inclusion proof against a signed checkpoint",
+        description="Print, as JSON lines, each line of REQUEST_ID (its decision and outcome) with "
+                    "its Merkle inclusion proof and the signed checkpoint it leads to. Hand it to "
+                    "a counterparty: `audit verify-proof` checks it with the public key alone.",
+    )
+    ap.add_argument("request_id", metavar="REQUEST_ID")
+    ap.add_argument("dir", nargs="?", type=Path, help="the audit directory (default: audit.dir)")
+    ap.add_argument("--config", type=Path, help="the proxy's TOML configuration")
+    ap.add_argument("--witness", type=Path, help="the witness directory (default: audit.witness_dir)")
+    ap.set_defaults(configless=True, handler=prove)
+    vp = aud.add_parser(
+        "verify-proof", help="check an inclusion proof with the public key alone",
+        description="Check proofs written by `audit prove` (a file, or - for stdin) against the "
+                    "checkpoint public key: no trail, no Vault, no secret needed.",
+        epilog="exit codes: 0 every proof holds; 1 one does not",
+    )
+    vp.add_argument("proof", type=Path, help="the proof file (JSON lines), or - for stdin")
+    vp.add_argument("--public-key", type=Path, required=True,
+                    help="PEM file with the checkpoint public key(s)")
+    vp.set_defaults(configless=True, handler=verify_proof)
     aq = with_config(aud.add_parser("query", help="matching records as JSON lines"))
     aq.add_argument("dir", nargs="?", type=Path)
     for flag in ("client", "account", "since", "until", "symbol", "request-id"):
@@ -87,12 +117,132 @@ def _audit_key(cfg: config_mod.Config) -> Any:
     return source(cfg).read(cfg.vault.own(AUDIT_CHAIN)).fields["key"]
 
 
-def verify(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from proxy.audit import reader
+def _public_key_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", type=Path,
+                    help="the proxy's TOML configuration (not needed with --public-key and DIR)")
+    sp.add_argument("--public-key", type=Path,
+                    help="PEM file with the checkpoint public key(s); no Vault access at all")
+    sp.add_argument("--witness", type=Path, help="the witness directory (default: audit.witness_dir)")
 
-    report = reader.verify(args.dir or cfg.audit_dir, _audit_key(cfg))
-    print(report.summary())
-    return EXIT_OK if report.ok else EXIT_FAIL
+
+def _config_for(args: argparse.Namespace, need: str) -> config_mod.Config | None:
+    if args.config is not None:
+        return config_mod.load(args.config)
+    if need:
+        print(f"error: {need}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    return None
+
+
+def verify(_: object, args: argparse.Namespace) -> int:
+    """Public-key verify always; the HMAC verify too when the chain key is readable."""
+    from proxy.audit import checkpoint, reader, signed
+    from proxy.errors import CheckpointError
+
+    cfg = _config_for(args, "" if args.public_key and args.dir else
+                      "give --config (or --public-key and DIR)")
+    directory: Path = args.dir or (cfg.audit_dir if cfg else Path())
+    witness_dir = args.witness or (cfg.checkpoints.witness_dir if cfg else None)
+    ok = True
+    if args.public_key is None and cfg is not None:
+        chain_key = _chain_key_if_readable(cfg)
+        if chain_key is not None:
+            report = reader.verify(directory, chain_key)
+            print(report.summary())
+            ok = report.ok
+    try:
+        keys = (checkpoint.public_keys_from_pem(args.public_key.read_bytes()) if args.public_key
+                else _published_keys(cfg))
+    except (OSError, CheckpointError) as exc:
+        print(f"error: the checkpoint public key: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if keys is None:
+        print("signed checkpoints: off (audit.checkpoint_signing = \"off\")")
+        return EXIT_OK if ok else EXIT_FAIL
+    signed_report = signed.verify_signed(directory, keys, witness_dir=witness_dir,
+                                         vault_witness=_vault_witnessed(cfg, args, directory))
+    print(signed_report.summary())
+    return EXIT_OK if ok and signed_report.ok else EXIT_FAIL
+
+
+def _vault_witnessed(cfg: config_mod.Config | None, args: argparse.Namespace, directory: Path) -> Any:
+    """The newest checkpoints kept in Vault KV (audit.witness_vault), unless running keyless."""
+    from proxy.audit import layout
+    from proxy.keys.audit_witness import read_witnessed
+
+    if cfg is None or args.public_key is not None or not cfg.checkpoints.witness_vault:
+        return ()
+    return read_witnessed(source(cfg), cfg.vault, layout.read_trail_id_unverified(directory) or "")
+
+
+def _chain_key_if_readable(cfg: config_mod.Config) -> Any:
+    """The HMAC chain key, or None for a token that may not read it (an auditor's)."""
+    from proxy.errors import SecretMissing, SecretSourceError, VaultUnreachable
+    from proxy.keys.proxy_keys import AUDIT_CHAIN
+
+    try:
+        return source(cfg).read(cfg.vault.own(AUDIT_CHAIN)).fields["key"]
+    except (SecretMissing, KeyError):
+        return None
+    except VaultUnreachable:
+        raise
+    except SecretSourceError:  # denied: an auditor's token reads only the public key
+        return None
+
+
+def _published_keys(cfg: config_mod.Config | None) -> Any:
+    from proxy.keys.audit_signing import read_public_keys
+
+    assert cfg is not None
+    if cfg.checkpoints.signing == "off":
+        return None
+    return read_public_keys(source(cfg), cfg)
+
+
+def prove(_: object, args: argparse.Namespace) -> int:
+    from proxy.audit import proofs as proving
+
+    cfg = _config_for(args, "" if args.dir else "give --config (or DIR)")
+    directory: Path = args.dir or (cfg.audit_dir if cfg else Path())
+    witness_dir = args.witness or (cfg.checkpoints.witness_dir if cfg else None)
+    found = proving.prove(directory, args.request_id, witness_dir=witness_dir)
+    if not found:
+        print(f"error: no checkpointed record of request {args.request_id} in {directory} (none, "
+              "or not yet covered by a checkpoint: try again in a few seconds)", file=sys.stderr)
+        return EXIT_FAIL
+    for line in proving.iter_proof_lines(found):
+        print(line.decode())
+    return EXIT_OK
+
+
+def verify_proof(_: object, args: argparse.Namespace) -> int:
+    from proxy.audit import checkpoint
+    from proxy.errors import CheckpointError
+
+    try:
+        keys = checkpoint.public_keys_from_pem(args.public_key.read_bytes())
+        data = sys.stdin.buffer.read() if str(args.proof) == "-" else args.proof.read_bytes()
+    except (OSError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        print("error: no proof in the input", file=sys.stderr)
+        return EXIT_FAIL
+    failed = 0
+    for n, line in enumerate(lines, start=1):
+        try:
+            proof = checkpoint.parse_proof(json.loads(line))
+            record = checkpoint.verify_proof(proof, keys)
+        except (ValueError, CheckpointError) as exc:
+            print(f"proof {n}: FAILED: {exc}")
+            failed += 1
+            continue
+        cp = proof.checkpoint
+        print(f"proof {n}: OK: line {proof.index} of writer {cp.writer} in trail {cp.trail}, "
+              f"under the checkpoint of {cp.size} lines signed {cp.ts} by key {cp.key_id}")
+        print(json.dumps({k: v for k, v in record.items() if k != "_mac"}, sort_keys=True))
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def _when(text: str | None, flag: str) -> datetime | None:

@@ -40,9 +40,12 @@ def register(sub: Subparsers) -> None:
 
 
 def init(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from proxy.keys.audit_signing import init_checkpoint_keys, transit_client
     from proxy.keys.proxy_keys import init_keys
 
-    written = init_keys(source(cfg), cfg.vault)
+    vault = source(cfg)
+    written = init_keys(vault, cfg.vault)
+    written += init_checkpoint_keys(vault, cfg, transit_client(vault, cfg))
     for path in written:
         print(f"created {cfg.vault.mount}/{path}", file=sys.stderr)
     if not written:
@@ -58,11 +61,13 @@ def serve(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     _harden(cfg, allow_root=args.unsafe_allow_root)
     policies = load_policies(cfg)
     from proxy.errors import VaultUnreachable
+    from proxy.keys.audit_signing import AUDIT_SIGNING
     from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY
 
     try:
         vault = source(cfg)
-        for name in (TOKEN_VERIFY, AUDIT_CHAIN):
+        needed = (TOKEN_VERIFY, AUDIT_CHAIN) + ((AUDIT_SIGNING,) if cfg.checkpoints.signing == "kv" else ())
+        for name in needed:
             if not vault.exists(cfg.vault.own(name)):
                 print(f"error: {cfg.vault.mount}/{cfg.vault.own(name)} is missing; "
                       f"run `python -m proxy init --config {cfg.path}` first", file=sys.stderr)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Ticker
 
@@ -69,36 +70,6 @@ class Weights:
     per_minute: int | None = None
 
 
-# ---------------------------------------------------------------- order ids in answers
-
-
-def find_order_id(body: bytes, fields: tuple[str, ...]) -> str | None:
-    """Best effort: the exchange's order id from a placement answer, for the audit record.
-    Looks for ``fields`` in the top three levels of a JSON answer (a list: its first item)."""
-    if not fields or len(body) > 64 * 1024:
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    level: list[Any] = [data]
-    for _ in range(3):
-        nxt: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                for key in fields:
-                    value = node.get(key)
-                    if isinstance(value, str | int) and not isinstance(value, bool):
-                        return str(value)
-                    if isinstance(value, list) and value and isinstance(value[0], str | int):
-                        return str(value[0])
-                nxt.extend(node.values())
-            elif isinstance(node, list):
-                nxt.extend(node[:4])
-        level = nxt
-    return None
-
-
 # ---------------------------------------------------------------- the declaration
 
 
@@ -134,5 +105,5 @@ class Capabilities:
     #: exchange needs none added, or cannot take one); the module's ``with_client_order_id``
     #: adds it
     client_order_ids: ClientOrderIdRules | None
-    #: keys that hold the exchange's order id in a placement answer (:func:`find_order_id`)
-    order_id_fields: tuple[str, ...]
+    #: where a placement answer holds the exchange's order id(s), for the audit record
+    order_ids: OrderIds

@@ -17,9 +17,10 @@ compromised proxy host can use the keys it holds but cannot mint bot tokens.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -103,6 +104,26 @@ def rotate_token_keys(source: VaultSecretSource, cfg: VaultConfig, *, overlap_s:
     source.write(cfg.own(TOKEN_SIGNING), {"private_key": private})
     until = now + overlap_s if overlap_s > 0 else 0
     return VerifyKeys(public, fields.get("previous_public_key"), until, version)
+
+
+class SetsKeys(Protocol):
+    """What verifies bot tokens (``proxy.pipeline.auth.TokenVerifier``)."""
+
+    def set_keys(self, public_pem: str, previous_pem: str | None = None, previous_until: int = 0) -> None: ...
+
+
+def follow_verify_keys(
+    source: VaultSecretSource, cfg: VaultConfig, verifier: SetsKeys, held: VerifyKeys | None,
+) -> VerifyKeys:
+    """``token rotate-key`` on a running proxy: a new token-verify version replaces the keys
+    ``verifier`` uses (called every refresh round: in force within seconds, no restart)."""
+    keys = read_verify_keys(source, cfg)
+    if held is None or keys.version != held.version:
+        verifier.set_keys(keys.public_pem, keys.previous_pem, keys.previous_until)
+        logging.getLogger("proxy.keys").info(
+            "token verify key now version %d%s", keys.version,
+            f" (the previous key verifies until {keys.previous_until})" if keys.previous_pem else "")
+    return keys
 
 
 def read_revocations(source: VaultSecretSource, cfg: VaultConfig) -> dict[str, int]:

@@ -194,6 +194,18 @@ class VaultSecretSource:
             raise
         return True
 
+    def list(self, path: str) -> list[str]:
+        """The names under a KV folder ([] when there is none)."""
+        try:
+            resp = self._client.secrets.kv.v2.list_secrets(path=path, mount_point=self.cfg.mount)
+        except hvac.exceptions.InvalidPath:
+            return []
+        except hvac.exceptions.Forbidden:
+            raise SecretSourceError(f"Vault denied listing {self.cfg.mount}/{path}") from None
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            raise _failure(f"listing {self.cfg.mount}/{path}", exc) from None
+        return [str(k) for k in (resp.get("data") or {}).get("keys") or []]
+
     def write(self, path: str, fields: Mapping[str, str]) -> int:
         """Write a new version; returns its number."""
         try:

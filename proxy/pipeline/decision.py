@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from proxy import exchanges
 from proxy.errors import NotReady, Refusal, Unauthenticated
-from proxy.exchanges.capabilities import find_order_id
 from proxy.model.request import Category, Intent, Prepared, Stamp
 from proxy.ops.metrics import Metrics
 from proxy.pipeline.http import Reply
@@ -62,6 +61,8 @@ class RequestContext:
     upstream_status: int | None = None
     upstream_latency_ms: float | None = None
     exchange_order_id: str | None = None
+    #: a batch placement: every order's id, in order
+    exchange_order_ids: tuple[str, ...] | None = None
     error: str | None = None
 
     def lookup(self, prepared: Prepared) -> RequestContext:
@@ -72,7 +73,7 @@ class RequestContext:
             client_order_id_injected=False, would_deny=None, idempotent_replay=False,
             client_order_ids=None, order_lookup=None, order_lookup_for=self.prepared_coid,
             key_index=None, upstream_status=None, upstream_latency_ms=None, exchange_order_id=None,
-            error=None,
+            exchange_order_ids=None, error=None,
         )
 
     @property
@@ -81,7 +82,8 @@ class RequestContext:
 
 
 _OPTIONAL = ("client_order_id_injected", "would_deny", "idempotent_replay", "order_lookup",
-             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id", "error")
+             "order_lookup_for", "key_index", "upstream_latency_ms", "exchange_order_id",
+             "exchange_order_ids", "error")
 
 
 class Decisions:
@@ -137,9 +139,10 @@ class Decisions:
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round(response.latency_ms, 3)
         if ctx.prepared is not None and ctx.prepared.category is Category.TRADE and response.status < 300:
-            known = exchanges.find(ctx.exchange or "")  # the exchange says where its answer has it
-            fields = known.capabilities.order_id_fields if known is not None else ()
-            ctx.exchange_order_id = find_order_id(response.body, fields)
+            batch = ctx.prepared.endpoint.batch
+            ids = exchange_order_ids(ctx.exchange, response.body, batch=batch)
+            ctx.exchange_order_id = ids[0] if ids else None
+            ctx.exchange_order_ids = ids if batch and ids else None
         task = asyncio.create_task(self._write_outcome(self.record(ctx, "allow", "grant", "outcome")))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -182,12 +185,12 @@ class Decisions:
         self.metrics.observe_ms("proxy_request_duration_seconds", (("account", ctx.account or ""),),
                                 elapsed, help="time in the proxy including the exchange")
         if log.isEnabledFor(logging.INFO):
-            log.info(json.dumps({
+            log.info("decision", extra={"fields": {
                 "request_id": ctx.request_id, "client": ctx.client, "account": ctx.account,
                 "method": ctx.method, "path": ctx.prepared.path if ctx.prepared else ctx.path[:200],
                 "category": ctx.category, "decision": decision, "rule": rule, "status": status,
                 "upstream_status": upstream, "ms": round(elapsed, 3),
-            }))
+            }})
 
 
 def error_reply(request_id: str, refusal: Refusal) -> Reply:
@@ -215,3 +218,10 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
         }.items()
         if v is not None
     }
+
+
+def exchange_order_ids(exchange: str | None, body: bytes, *, batch: bool = False) -> tuple[str, ...]:
+    """The order ids in a placement answer, read where the exchange's capabilities say its
+    answer has them (``order_ids``); () for an unknown exchange or an answer without one."""
+    known = exchanges.find(exchange or "")
+    return known.capabilities.order_ids.extract(body, batch=batch) if known is not None else ()

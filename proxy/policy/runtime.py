@@ -13,7 +13,6 @@ ticker or instrument traffic.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -168,8 +167,8 @@ def refusal(decision: Decision) -> Refusal:
 def log_would_deny(request_id: str, client: str, account: str, decision: Decision) -> None:
     """Report mode: the line a risk manager greps for before switching to enforce."""
     if decision.would_deny is not None:
-        log.warning(json.dumps({
+        log.warning("would_deny", extra={"fields": {
             "request_id": request_id, "client": client, "account": account,
             "decision": "would_deny", "rule": decision.would_deny.rule,
             "message": decision.would_deny.message,
-        }))
+        }})

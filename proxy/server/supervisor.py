@@ -10,7 +10,6 @@ worker that exited into the retired totals.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -19,6 +18,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+import orjson
 
 from proxy.config import Config
 from proxy.ops.run_dir import RunDir
@@ -147,25 +148,23 @@ class _quiet:
 
 
 class JsonLines(logging.Formatter):
-    """One JSON object per line; a message that is already JSON is embedded, not quoted."""
+    """One JSON object per line, encoded once (orjson). A structured line passes its fields as
+    ``log.info("decision", extra={"fields": {...}})``; they become the line's own keys."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
         }
-        if message.startswith("{"):
-            try:
-                entry.update(json.loads(message))
-            except ValueError:
-                entry["msg"] = message
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
         else:
-            entry["msg"] = message
+            entry["msg"] = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__  # never the traceback's locals
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -32,8 +32,10 @@ from proxy.guards.clock import ExchangeClock, targets_for
 from proxy.guards.hooks import ExchangeSafety, observe_store
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
+from proxy.keys import audit_signing, proxy_keys
+from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
-from proxy.keys.proxy_keys import AUDIT_CHAIN, VerifyKeys, read_revocations, read_verify_keys
+from proxy.keys.proxy_keys import AUDIT_CHAIN, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
 from proxy.keys.transit import signer as transit
 from proxy.keys.vault import SecretMeta, VaultSecretSource
@@ -99,8 +101,7 @@ class _QuietServer(uvicorn.Server):
 class Worker:
     def __init__(self, cfg: Config, policies: PolicySet | None = None, store: StateStore | None = None,
                  run_dir: RunDir | None = None) -> None:
-        """``policies`` None (how ``serve`` starts every worker, respawned ones too): the
-        policy files as they are now, never a set loaded earlier by another process."""
+        """``policies`` None (how ``serve`` starts every worker): the policy files as they are now."""
         self.cfg = cfg
         if policies is None:
             policies = load_current(cfg.policies_dir, {a.name for a in cfg.accounts})
@@ -116,7 +117,8 @@ class Worker:
         self.transit = transit.TransitClient(
             cfg.vault.addr, self.source.token, mount=cfg.vault.transit_mount,
             timeout_s=cfg.vault.timeout_s, ca_file=cfg.vault.ca_file,
-        ) if any(a.signing == "transit" for a in cfg.accounts) else None
+        ) if any(a.signing == "transit" for a in cfg.accounts) or cfg.checkpoints.signing == "transit" \
+            else None
         self.upstream = Upstream(cfg.server.upstream_timeout_s)
         # exchange-side safety: store errors counted, shared rate limits, key-permission checks
         self.store = observe_store(store, self.metrics)
@@ -134,6 +136,7 @@ class Worker:
         self.switch = _Switch()
         self.pipeline: Pipeline | None = None
         self.audit: AuditWriter | None = None
+        self.vault_witness: VaultWitness | None = None
         self.audit_review: AuditReview | None = None
         self.reasons: list[str] = ["starting"]
         self._stop = asyncio.Event()
@@ -141,7 +144,7 @@ class Worker:
             cfg.policies_dir, {a.name for a in cfg.accounts}, policies, self._swap_policies, self.metrics,
         )
         self._clock_task: asyncio.Task[None] | None = None
-        self._verify_keys: VerifyKeys | None = None  # the token-verify version in force
+        self._verify_keys: proxy_keys.VerifyKeys | None = None  # the token-verify version in force
         # /readyz and /metrics for every worker of a `serve --workers N` (run_dir: shared files)
         self.status = ProxyStatus(self.metrics, self.readiness, self.details, run_dir)
 
@@ -177,6 +180,10 @@ class Worker:
         if refused := self.vetting.refused():  # keys that can withdraw: refused, others serve
             extra["accounts_refused"] = refused
         extra["exchange_clock"] = self.exchange_clock.detail()
+        if self.audit is not None and self.audit.checkpoint_error:  # logged; trading goes on
+            extra["audit_checkpoints"] = self.audit.checkpoint_error
+        if self.vault_witness is not None and self.vault_witness.error:
+            extra["audit_vault_witness"] = self.vault_witness.error
         return extra
 
     async def run(self, bot_sock: socket.socket, admin_sock: socket.socket) -> None:
@@ -209,6 +216,8 @@ class Worker:
             await self.pipeline.drain()
         if self.audit is not None:
             await self.audit.close()
+        if self.vault_witness is not None:
+            await asyncio.to_thread(self.vault_witness.close)
         await self.limiter.close()
         self.status.publish()  # the last counts, for the supervisor to fold into the totals
 
@@ -285,7 +294,7 @@ class Worker:
     async def _load(self) -> None:
         await asyncio.to_thread(self.token_keeper.login)
         vault = self.cfg.vault
-        verify = await asyncio.to_thread(read_verify_keys, self.source, vault)
+        verify = await asyncio.to_thread(proxy_keys.read_verify_keys, self.source, vault)
         chain = await asyncio.to_thread(self.source.read, vault.own(AUDIT_CHAIN))
         chain_key = chain.fields.get("key")
         if chain_key is None:
@@ -300,7 +309,9 @@ class Worker:
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
             writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id)
+            policy, self.vault_witness = await asyncio.to_thread(
+                audit_signing.checkpoint_policy, self.source, self.cfg, self.transit)
+            audit = AuditWriter(self.cfg.audit_dir, chain_key, writer_id, checkpoints=policy)
             await audit.start()
             self.audit = audit
             self.audit_review = AuditReview(self.cfg.audit_dir, chain_key)
@@ -377,18 +388,8 @@ class Worker:
                     log.info("account %s now signs with key version %d", account.name, meta.current_version)
         if self.pipeline is not None:
             self.pipeline.verifier.set_revocations(read_revocations(self.source, self.cfg.vault))
-            self._follow_verify_keys(self.pipeline.verifier)
-
-    def _follow_verify_keys(self, verifier: TokenVerifier) -> None:
-        """``token rotate-key``: a new token-verify version replaces the keys in use within one
-        refresh round, no restart."""
-        keys = read_verify_keys(self.source, self.cfg.vault)
-        if self._verify_keys is not None and keys.version == self._verify_keys.version:
-            return
-        verifier.set_keys(keys.public_pem, keys.previous_pem, keys.previous_until)
-        self._verify_keys = keys
-        log.info("token verify key now version %d%s", keys.version,
-                 f" (the previous key verifies until {keys.previous_until})" if keys.previous_pem else "")
+            self._verify_keys = proxy_keys.follow_verify_keys(  # token rotate-key, live
+                self.source, self.cfg.vault, self.pipeline.verifier, self._verify_keys)
 
     def _stop_account(self, account: Account, reason: str) -> None:
         """The secret is gone in Vault: forget the key, so this account (only) refuses."""

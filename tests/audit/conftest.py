@@ -9,14 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from proxy.audit import checkpoint
 from proxy.audit.writer import AuditWriter
 from proxy.model.sensitive import Secret
+from proxy.model.signers import Ed25519Key
 
 
 @pytest.fixture
 def key() -> Secret:
     return Secret(secrets.token_hex(32))
+
+
+@pytest.fixture(scope="session")
+def signer() -> Ed25519Key:
+    """The checkpoint key (one per session: generating keys is cheap, but fixtures are shared)."""
+    return Ed25519Key(ed25519.Ed25519PrivateKey.generate())
+
+
+def public(signer: Ed25519Key) -> dict[str, ed25519.Ed25519PublicKey]:
+    """What an auditor holds: the public key and nothing else."""
+    return checkpoint.public_keys_from_pem(checkpoint.public_pem(signer.public_key()))
 
 
 def decision(i: int, **extra: Any) -> dict[str, Any]:

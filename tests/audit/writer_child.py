@@ -7,13 +7,24 @@ import os
 import sys
 from pathlib import Path
 
+from proxy.audit.checkpointer import CheckpointPolicy
 from proxy.audit.writer import AuditWriter
 from proxy.model.sensitive import Secret
+from proxy.model.signers import Ed25519Key, load_pem_private_key
 
 
 async def main(directory: str, writer_id: str, count: int, concurrency: int) -> None:
     key = Secret(os.environ.pop("AUDIT_TEST_KEY"))
-    w = AuditWriter(Path(directory), key, writer_id, max_segment_bytes=64 * 1024)
+    policy = None
+    pem = os.environ.pop("AUDIT_TEST_SIGNING_PEM", None)
+    if pem is not None:  # signed checkpoints, and a witness when one is named
+        signer = load_pem_private_key(Secret(pem))
+        assert isinstance(signer, Ed25519Key)
+        witness = os.environ.get("AUDIT_TEST_WITNESS")
+        policy = CheckpointPolicy(signer, every_records=50,
+                                  witness_dir=Path(witness) if witness else None)
+    w = AuditWriter(Path(directory), key, writer_id, max_segment_bytes=64 * 1024,
+                    checkpoints=policy)
     await w.start()
     print("started", flush=True)
 

@@ -103,6 +103,19 @@ def test_build_stage_strips_pip_and_the_demo_vault_and_precompiles(stages: list[
     assert "compileall" in build  # a read-only root file system never needs to write .pyc
 
 
+def test_build_stage_installs_only_from_the_hashed_lock(stages: list[Stage]) -> None:
+    runs = stages[0].all("RUN")
+    installs = [part.strip() for run in runs for part in run.split("&&") if "pip install" in part]
+    assert installs[:2] == [
+        "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements/serve.txt",
+        "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements/build.txt",
+    ]
+    # the project itself: nothing resolved, nothing downloaded
+    assert installs[2:] == ["/opt/venv/bin/pip install --no-compile --no-deps --no-build-isolation ."]
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!requirements/serve.txt" in ignore and "!requirements/build.txt" in ignore
+
+
 def test_final_image_is_ready_for_a_read_only_root_filesystem(final: Stage) -> None:
     env = " ".join(final.all("ENV"))
     assert "PYTHONDONTWRITEBYTECODE=1" in env

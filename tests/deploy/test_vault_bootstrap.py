@@ -1,8 +1,9 @@
 """deploy/vault/bootstrap.sh against a real OpenBao dev server, then the AppRole it made.
 
-The proxy's AppRole must read exchanges/*, their metadata, proxy/token-verify, audit-chain and
-revocations, and be denied everything else, token-signing above all. The script must never put
-a secret on its output.
+The proxy's AppRole must read exchanges/*, their metadata, proxy/token-verify, audit-chain,
+audit-signing and revocations, and be denied everything else, token-signing above all. An
+auditor reads the checkpoint public key (audit-verify) and nothing else. The script must never
+put a secret on its output.
 """
 
 from __future__ import annotations
@@ -197,8 +198,9 @@ def test_bootstrap_prints_no_secret(bao: Bao, default_run: Bootstrapped) -> None
         default_run.secret_id,
         read(root, "proxy/audit-chain")["key"],
     ]
-    pem = read(root, "proxy/token-signing")["private_key"]
-    secrets_made += [line for line in pem.splitlines() if "-----" not in line]
+    for path in ("proxy/token-signing", "proxy/audit-signing"):
+        pem = read(root, path)["private_key"]
+        secrets_made += [line for line in pem.splitlines() if "-----" not in line]
     printed = default_run.result.stdout + default_run.result.stderr
     for value in secrets_made:
         assert value not in printed
@@ -226,6 +228,13 @@ def test_bootstrap_creates_the_proxys_keys_in_the_agreed_layout(bao: Bao) -> Non
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     assert public.public_bytes(*raw) == private.public_key().public_bytes(*raw)
     assert re.fullmatch(r"[0-9a-f]{64}", read(root, "proxy/audit-chain")["key"])
+    checkpoint_private = serialization.load_pem_private_key(
+        read(root, "proxy/audit-signing")["private_key"].encode(), password=None)
+    assert isinstance(checkpoint_private, ed25519.Ed25519PrivateKey)
+    checkpoint_public = serialization.load_pem_public_key(read(root, "proxy/audit-verify")["public_key"].encode())
+    assert isinstance(checkpoint_public, ed25519.Ed25519PublicKey)
+    assert checkpoint_public.public_bytes(*raw) == checkpoint_private.public_key().public_bytes(*raw)
+    assert checkpoint_public.public_bytes(*raw) != public.public_bytes(*raw)  # not the token key
     assert json.loads(read(root, "proxy/revocations")["clients"]) == {}
 
 
@@ -247,6 +256,7 @@ def test_approle_reads_exactly_its_own_paths(bao: Bao, default_run: Bootstrapped
     assert meta["data"]["current_version"] >= 1
     assert "public_key" in read(client, "proxy/token-verify")
     assert "key" in read(client, "proxy/audit-chain")
+    assert "private_key" in read(client, "proxy/audit-signing")
     assert "clients" in read(client, "proxy/revocations")
     client.auth.token.renew_self()
     client.auth.token.lookup_self()
@@ -257,13 +267,36 @@ def _denied(call: Any) -> None:
         call()
 
 
+def test_approle_may_only_add_versions_to_the_audit_witness(bao: Bao, default_run: Bootstrapped) -> None:
+    kv = proxy_client(bao, default_run).secrets.kv.v2
+    path = "proxy/audit-witness/trail-1/host-1-2"
+    for size in (5, 10):
+        kv.create_or_update_secret(path=path, secret={"checkpoint": f'{{"size":{size}}}'}, mount_point="secret")
+    # It cannot read, erase or shorten the history of what it witnessed.
+    _denied(lambda: kv.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True))
+    _denied(lambda: kv.delete_latest_version_of_secret(path, "secret"))
+    _denied(lambda: kv.destroy_secret_versions(path, [1], "secret"))
+    _denied(lambda: kv.delete_metadata_and_all_versions(path, "secret"))
+    _denied(lambda: kv.update_metadata(path, max_versions=1, mount_point="secret"))
+    root = bao.root()
+    auditor = hvac.Client(
+        url=bao.addr,
+        token=root.auth.token.create(policies=["signing-proxy-auditor"], ttl="5m")["auth"]["client_token"],
+    )
+    assert auditor.secrets.kv.v2.list_secrets(path="proxy/audit-witness/trail-1", mount_point="secret")[
+        "data"]["keys"] == ["host-1-2"]
+    assert read(auditor, path)["checkpoint"] == '{"size":10}'
+    _denied(lambda: auditor.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"checkpoint": "{}"}, mount_point="secret"))
+
+
 def test_approle_is_denied_everything_else(bao: Bao, default_run: Bootstrapped) -> None:
     c = proxy_client(bao, default_run)
     kv = c.secrets.kv.v2
     # Above all: it cannot mint bot tokens.
     _denied(lambda: read(c, "proxy/token-signing"))
     _denied(lambda: kv.read_secret_metadata(path="proxy/token-signing", mount_point="secret"))
-    # No writes anywhere, not even its own paths.
+    # No writes anywhere but the audit witness (below), not even its own paths.
     _denied(
         lambda: kv.create_or_update_secret(
             path="exchanges/binance-main", secret={"api_key": "x"}, mount_point="secret"
@@ -317,7 +350,10 @@ def test_operator_and_auditor_policies(bao: Bao, default_run: Bootstrapped) -> N
         url=bao.addr,
         token=root.auth.token.create(policies=["signing-proxy-auditor"], ttl="5m")["auth"]["client_token"],
     )
-    assert "key" in read(auditor, "proxy/audit-chain")
+    assert "PUBLIC KEY" in read(auditor, "proxy/audit-verify")["public_key"]
+    _denied(lambda: read(auditor, "proxy/audit-chain"))  # would let the auditor forge a trail
+    _denied(lambda: read(auditor, "proxy/audit-signing"))
+    _denied(lambda: read(op, "proxy/audit-signing"))  # operators create it, never read it
     _denied(lambda: read(auditor, "proxy/token-signing"))
     _denied(lambda: read(auditor, "exchanges/binance-main"))
 

@@ -21,7 +21,7 @@ from proxy import exchanges
 from proxy.config import Config, load
 from proxy.errors import ConfigError
 from proxy.exchanges.base import Exchange
-from proxy.exchanges.capabilities import Capabilities, find_order_id
+from proxy.exchanges.capabilities import Capabilities
 from proxy.model.request import Category, Inbound
 from proxy.model.sensitive import Secret
 from proxy.pipeline.accounts import build
@@ -161,19 +161,20 @@ PLACED: list[tuple[str, Any, str | None]] = [
     ("okx", {"code": "0", "data": [{"clOrdId": "x", "ordId": "o1", "sCode": "0"}]}, "o1"),
     ("bitget", {"code": "00000", "data": {"orderId": "g1", "clientOid": "x"}}, "g1"),
     ("bitstamp", {"id": "1234", "market": "BTC/USD", "client_order_id": "x"}, "1234"),
-    ("bitfinex", [1, "on-req", None, None, [[5, None, 7, "tBTCUSD"]], None, "SUCCESS", "ok"], None),
+    ("bitfinex", [1, "on-req", None, None, [[5, None, 7, "tBTCUSD"]], None, "SUCCESS", "ok"], "5"),
     ("kraken", {"error": [], "result": {"descr": {"order": "buy"}, "txid": ["OX1"]}}, "OX1"),
     ("coinbase", {"success": True, "success_response": {"order_id": "c1", "client_order_id": "x"}}, "c1"),
-    ("deribit", {"jsonrpc": "2.0", "result": {"order": {"order_id": "ETH-1", "label": "x"}}}, "ETH-1"),
+    ("deribit", {"jsonrpc": "2.0", "id": 42, "result": {"order": {"order_id": "ETH-1", "label": "x"}}},
+     "ETH-1"),
 ]
 
 
 @pytest.mark.parametrize(("name", "answer", "expected"), PLACED, ids=[p[0] for p in PLACED])
 def test_capabilities_order_id_from_a_placement_answer(name: str, answer: Any, expected: str | None) -> None:
-    fields = exchanges.get(name).capabilities.order_id_fields
-    assert find_order_id(json.dumps(answer).encode(), fields) == expected
-    assert find_order_id(b"not json", fields) is None
-    assert find_order_id(b'{"x": 1}', fields) is None
+    order_ids = exchanges.get(name).capabilities.order_ids
+    assert order_ids.extract(json.dumps(answer).encode()) == ((expected,) if expected else ())
+    assert order_ids.extract(b"not json") == ()
+    assert order_ids.extract(b'{"x": 1}') == ()
 
 
 # ---------------------------------------------------------------- what the configuration does with them

@@ -17,6 +17,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -192,5 +193,6 @@ CAPABILITIES = Capabilities(
     testnet_switches=(),  # the testnet is its own host
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("orderId",),
+    # POST /api/v3/order answers {"orderId": 28, ...}
+    order_ids=OrderIds(("orderId",)),
 )

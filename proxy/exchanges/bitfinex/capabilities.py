@@ -15,6 +15,7 @@ from proxy.errors import TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
 from proxy.model.request import Intent
 
@@ -88,5 +89,7 @@ CAPABILITIES = Capabilities(
     testnet_switches=(),  # paper trading is a sub-account with its own keys on the same host
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=(),  # answers are arrays: no keyed order id
+    # w/order/submit answers [MTS, TYPE, MSG_ID, null, [ORDER, ...], CODE, STATUS, TEXT], ORDER[0]
+    # the id; order/multi nests one such answer per operation at [4]
+    order_ids=OrderIds((4, 0, 0), (4, EVERY, 4, 0, 0)),
 )

@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -69,5 +70,7 @@ CAPABILITIES = Capabilities(
     testnet_switches=("paper_trading",),  # demo trading: same host, paptrading: 1 (a demo API key)
     secret_fields=("api_key", "api_secret", "passphrase"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("orderId",),
+    # place-order answers {"data": {"orderId"}}; batch-orders {"data": {"successList":
+    # [{"orderId"}]}}
+    order_ids=OrderIds(("data", "orderId"), ("data", "successList", EVERY, "orderId")),
 )

@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("client_order_id", 64)
@@ -69,5 +70,6 @@ CAPABILITIES = Capabilities(
     testnet_switches=(),  # no testnet
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("id",),
+    # buy/sell answer the order itself: {"id": "1234", ...}
+    order_ids=OrderIds(("id",)),
 )

@@ -16,6 +16,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 from proxy.model.request import Prepared
@@ -102,5 +103,7 @@ CAPABILITIES = Capabilities(
     testnet_switches=(),  # the testnet is its own host
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("orderId",),
+    # v5 order/create answers {"result": {"orderId"}}; create-batch {"result": {"list":
+    # [{"orderId"}]}}
+    order_ids=OrderIds(("result", "orderId"), ("result", "list", EVERY, "orderId")),
 )

@@ -13,6 +13,7 @@ from proxy.errors import TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
 from proxy.exchanges.client_order_ids import ClientOrderIdRules
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -58,6 +59,6 @@ CAPABILITIES = Capabilities(
     receive_window=False,
     testnet_switches=(),  # the sandbox is its own host
     secret_fields=("api_key", "api_secret"),
-    client_order_ids=None,  # every placement carries the bot's own client_order_id
-    order_id_fields=("order_id",),
+    client_order_ids=None,    # POST orders answers {"success": true, "success_response": {"order_id"}}
+    order_ids=OrderIds(("success_response", "order_id")),
 )

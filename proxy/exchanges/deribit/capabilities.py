@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -98,7 +99,8 @@ CAPABILITIES = Capabilities(
     receive_window=False,
     testnet_switches=(),  # the testnet is its own host
     secret_fields=("api_key", "api_secret"),
-    # result.order.order_id; the JSON-RPC envelope's "id" (a request id) is read first as before
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("order_id", "id"),
+    # private/buy|sell answer {"jsonrpc", "id", "result": {"order": {"order_id"}}}; the envelope's
+    # "id" is the JSON-RPC request's, not the order's
+    order_ids=OrderIds(("result", "order", "order_id")),
 )

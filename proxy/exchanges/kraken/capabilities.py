@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.tickers import Quote, Ticker
 
 CLIENT_ORDER_ID_RULES = ClientOrderIdRules("cl_ord_id", 18)
@@ -100,5 +101,7 @@ CAPABILITIES = Capabilities(
     testnet_switches=(),  # no spot testnet
     secret_fields=("api_key", "api_secret"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("txid",),
+    # AddOrder answers {"result": {"txid": ["O..."]}}; AddOrderBatch {"result": {"orders":
+    # [{"txid"}]}}
+    order_ids=OrderIds(("result", "txid", 0), ("result", "orders", EVERY, "txid")),
 )

@@ -14,6 +14,7 @@ from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
 from proxy.exchanges.capabilities import Capabilities, PermissionProbe, Permissions
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
+from proxy.exchanges.order_ids import EVERY, OrderIds
 from proxy.exchanges.server_time import ServerTime
 from proxy.exchanges.tickers import Quote, Ticker
 
@@ -76,5 +77,6 @@ CAPABILITIES = Capabilities(
     testnet_switches=("simulated_trading",),  # demo trading: same host, x-simulated-trading: 1
     secret_fields=("api_key", "api_secret", "passphrase"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
-    order_id_fields=("ordId",),
+    # trade/order and batch-orders answer {"data": [{"ordId"}, ...]}
+    order_ids=OrderIds(("data", 0, "ordId"), ("data", EVERY, "ordId")),
 )
