@@ -164,11 +164,13 @@ class TransitKeyMissing(TransitError):
 
 
 class PolicyError(ProxyError, ValueError):
-    """One or more policy problems, each ``file: where: problem``."""
+    """One or more policy problems, each ``file: where: problem``; ``client`` is the client the
+    file names, when that can be read (a serving worker refuses that client until it loads)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], client: str | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.client = client
 
 
 class KeyFormatError(ProxyError, ValueError):

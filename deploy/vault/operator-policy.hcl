@@ -23,7 +23,8 @@ path "secret/metadata/exchanges" {
   capabilities = ["list"]
 }
 
-# Mint bot tokens (`python -m proxy token issue`) and create the keys (`python -m proxy init`).
+# Mint bot tokens (`python -m proxy token issue`), create the keys (`python -m proxy init`) and
+# rotate them (`python -m proxy token rotate-key`).
 path "secret/data/proxy/token-signing" {
   capabilities = ["create", "read", "update"]
 }

@@ -33,6 +33,8 @@ def check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         return EXIT_CONFIG
+    for warning in policies.warnings:  # leftovers an edit made inert: never an error
+        print(f"warning: {warning}")
     print(f"ok: {len(policies.clients)} client policies valid (version {policies.version})", file=sys.stderr)
     exchanges = {a.name: accounts_mod.build(a).exchange for a in cfg.accounts}
     cases: list[testing.Case] = []

@@ -78,7 +78,9 @@ def serve(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    return run(cfg, policies, args.workers)
+    for warning in policies.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return run(cfg, args.workers)  # every worker loads the policy files itself
 
 
 def _check_state_path(cfg: config_mod.Config) -> None:

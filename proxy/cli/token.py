@@ -1,4 +1,4 @@
-"""``token issue`` and ``token revoke``: bot credentials."""
+"""``token issue``, ``token revoke`` and ``token rotate-key``: bot credentials."""
 
 from __future__ import annotations
 
@@ -26,8 +26,17 @@ def register(sub: Subparsers) -> None:
     ti.add_argument("--ttl", type=parse_duration, default=None, help="e.g. 30d (default 30d)")
     tr = with_config(tok.add_parser("revoke", help="refuse every token of a client issued until now"))
     tr.add_argument("--client", required=True)
+    tk = with_config(tok.add_parser(
+        "rotate-key", help="new token-signing key pair; running proxies verify with it within seconds",
+        description="Write a new token key pair to Vault. Serving proxies verify with the new key "
+                    "within a few seconds, without a restart; tokens signed with the old key are "
+                    "refused from then on, unless --overlap keeps the old key verifying that long. "
+                    "Issue new tokens with `token issue` afterwards."))
+    tk.add_argument("--overlap", type=_overlap, default=0,
+                    help="keep the old key verifying this long, e.g. 10m (default: none)")
     ti.set_defaults(handler=issue)
     tr.set_defaults(handler=revoke)
+    tk.set_defaults(handler=rotate_key)
 
 
 def issue(cfg: config_mod.Config, args: argparse.Namespace) -> int:
@@ -58,4 +67,20 @@ def revoke(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     revoke_client(source(cfg), cfg.vault, args.client, int(time.time()) + 1)
     print(f"revoked every token of {args.client} issued until now; proxies refuse them within "
           "a few seconds. Issue a new token to restore access.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _overlap(text: str) -> int:
+    return 0 if text in ("0", "none") else parse_duration(text)
+
+
+def rotate_key(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from proxy.keys.proxy_keys import rotate_token_keys
+
+    keys = rotate_token_keys(source(cfg), cfg.vault, overlap_s=args.overlap, now=int(time.time()))
+    overlap = (f"tokens signed with the old key are accepted until {keys.previous_until} (unix time)"
+               if keys.previous_pem else "tokens signed with the old key are refused from now on")
+    print(f"rotated the token keys (token-verify version {keys.version}): running proxies verify with "
+          f"the new key within a few seconds; {overlap}. Issue new tokens with `token issue`.",
+          file=sys.stderr)
     return EXIT_OK

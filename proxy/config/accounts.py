@@ -79,6 +79,10 @@ class AccountConfig(Table):
         account: AccountConfig = handler(data)
         given = account.model_fields_set
         module = exchanges.get(account.exchange)
+        problem = exchanges.testnet_problem(module) if account.environment == "testnet" else None
+        if problem is not None:  # testnet never means the live exchange
+            raise _bad(f"{account.exchange} has no testnet environment ({problem}); use \"live\"",
+                       "environment")
         try:
             official = module.base_url(account.environment)
         except (ValueError, KeyError):

@@ -108,3 +108,17 @@ def answer_reason(name: str, status: int, body: bytes) -> str:
     secret: exchanges echo neither keys nor signatures)."""
     reason = get(name).capabilities.errors.reason(body) if name in NAMES else None
     return f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
+
+
+def testnet_problem(exchange: Exchange) -> str | None:
+    """Why ``environment = "testnet"`` cannot mean a demo or test environment on this exchange,
+    or None: it needs its own host or a demo switch (``capabilities.testnet_switches``), never
+    silently the live exchange."""
+    try:
+        testnet = exchange.base_url("testnet")
+    except (ValueError, KeyError) as exc:
+        return str(exc) or f"{exchange.name} has no testnet"
+    if testnet == exchange.base_url("live") and not exchange.capabilities.testnet_switches:
+        return (f"{exchange.name}'s testnet URL is its live URL and nothing marks a request as demo; "
+                "it would trade live")
+    return None

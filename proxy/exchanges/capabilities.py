@@ -79,13 +79,17 @@ class SignedRead:
 
 @dataclass(frozen=True)
 class Weights:
-    """The exchange's published request weights.
+    """The exchange's published request weights (or costs, credits: what it counts).
 
-    ``cost(method, path, query, body)`` is what one request spends (>= 1) against the account's
-    budget; ``per_minute`` is the budget an account gets unless it sets ``weight_per_minute``
-    (None: no default budget)."""
+    ``cost(method, path, query, body)`` is what one request spends against the account's budget,
+    parameter-dependent where the exchange's is: 0 where the exchange counts that request in
+    another of its limits, the exchange's heaviest for a request it does not list.
+    ``documented`` is every (method, path) whose cost the exchange publishes: a test fails when
+    a catalogued endpoint the proxy forwards is missing from it. ``per_minute`` is the budget an
+    account gets unless it sets ``weight_per_minute`` (None: no default budget)."""
 
     cost: Callable[[str, str, str, bytes], int]
+    documented: frozenset[tuple[str, str]]
     per_minute: int | None = None
 
 

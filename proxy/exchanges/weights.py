@@ -12,7 +12,8 @@ from proxy import exchanges
 
 
 def request_weight(exchange: str, method: str, path: str, query: str = "", body: bytes = b"") -> int:
-    """What one request costs against the account's budget (>= 1)."""
+    """What one request costs against the account's budget (0: the exchange counts it in
+    another of its limits)."""
     known = exchanges.find(exchange)
     weights = known.capabilities.weights if known is not None else None
     return 1 if weights is None else weights.cost(method, path, query, body)

@@ -22,7 +22,7 @@ from proxy.exchanges.weights import request_weight
 from proxy.guards.cooldowns import AccountPauses, cooldown, egress_scope
 from proxy.guards.key_vetting import KeyVetting
 from proxy.guards.rate_limits import Hit, MemoryLimiter, WindowLimiter
-from proxy.model.request import Prepared
+from proxy.model.request import Outbound, Prepared
 from proxy.ops.metrics import Metrics
 from proxy.policy.model import ClientPolicy, Grant, RateLimit
 from proxy.state import StateStore
@@ -137,6 +137,28 @@ class ExchangeSafety:
         if not budget:
             return None
         weight = request_weight(exchange, prepared.method, prepared.path, prepared.query, prepared.body)
+        return self._weight(account, budget, weight)
+
+    def spender(
+        self, account: str, exchange: str, budget: int | None,
+    ) -> Callable[[Outbound], Awaitable[None]]:
+        """Charges one of the proxy's own requests for ``account`` (a reference-price lookup)
+        to the account's weight budget: the exchange counts them like the bots' requests."""
+
+        async def spend(out: Outbound) -> None:
+            if not budget:
+                return
+            path, _, query = out.path_and_query.partition("?")
+            weight = request_weight(exchange, out.method, path, query, out.body)
+            charge = self._weight(account, budget, weight)
+            if charge is not None:
+                await self._spend(charge.key, budget, 60, charge.cost, "rate_limit.account", account, None)
+
+        return spend
+
+    def _weight(self, account: str, budget: int, weight: int) -> Spend | None:
+        if weight <= 0:  # the exchange counts this request in another of its limits
+            return None
         scope = self._egress.get(account)  # weight counted per IP: one budget for all
         key = f"weight|{_who(account)}" if scope is None else f"weight-ip|{_who(scope)}"
         return Spend(key, budget, 60, weight)

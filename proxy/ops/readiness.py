@@ -4,8 +4,8 @@ With one worker the body is that worker's, unchanged: ``{"ready": true, ...detai
 ``{"ready": false, "reasons": [...], ...details}``. With several, the proxy is ready only when
 every live worker is, and has said so recently: a worker's status older than ``stale_after_s``
 counts as not ready (it may be stuck), one that has not reported yet as starting. Reasons are
-prefixed ``worker <pid>: ``; ``workers`` lists each worker's own verdict; the details (Vault,
-stopped or refused accounts, exchange clocks, policy version) are the answering worker's, with
+prefixed ``worker <pid>: ``; ``workers`` lists each worker's own verdict and policy version; the
+details (Vault, stopped or refused accounts, exchange clocks, policy version) are the answering worker's, with
 keys only other workers report added from them (lowest pid first).
 """
 
@@ -48,7 +48,10 @@ def merge(own: WorkerReadiness, others: Sequence[WorkerReadiness], stale_after_s
             for key, value in w.details.items():
                 details.setdefault(key, value)
         reasons += [f"worker {w.pid}: {r}" for r in mine]
-        workers.append({"pid": w.pid, "ready": not mine, "reasons": mine})
+        entry: dict[str, object] = {"pid": w.pid, "ready": not mine, "reasons": mine}
+        if "policy_version" in w.details:  # which policy each worker enforces (after a reload)
+            entry["policy_version"] = w.details["policy_version"]
+        workers.append(entry)
     ready = not reasons
     body = {"ready": ready, **({"reasons": reasons} if reasons else {})}
     details.pop("ready", None)

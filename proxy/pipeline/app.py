@@ -58,7 +58,7 @@ class Pipeline:
         self.accounts = dict(accounts)
         #: swapped whole on reload (one assignment); each request reads it once
         self.policies = policies
-        self.policy_runtime = PolicyRuntime(store, reference_prices or ReferencePrices(upstream),
+        self.policy_runtime = PolicyRuntime(store, reference_prices or ReferencePrices(upstream, store=store),
                                             instruments=Instruments(upstream))
         self.verifier = verifier
         self.metrics = metrics
@@ -205,6 +205,9 @@ class Pipeline:
         # One policy set for the whole request, so a reload never serves half of each.
         policies = self.policies
         ctx.policy_version = policies.version
+        if ctx.client in policies.held:  # its file was edited and does not load: nothing is in force
+            raise NotReady(f"the policy of client {ctx.client} does not load; every request is refused "
+                           "until an operator fixes it (python -m proxy policy check)", rule="policy_invalid")
         # An ungranted account must look exactly like an unknown one, even for bad requests.
         policy = policies.for_client(ctx.client)
         grant = policy.grant_for(account.name) if policy is not None else None
@@ -220,7 +223,8 @@ class Pipeline:
         await self.safety.check_pause(account.name)
         context = await self.policy_runtime.context(
             policies, ctx.client, account.name, prepared, exchange=account.exchange,
-            base_url=account.cfg.base_url,
+            base_url=account.cfg.base_url, spend=self.safety.spender(account.name, account.cfg.exchange,
+                                                                    account.cfg.weight_per_minute),
         )
         # the instruments read for the decision size the audit record's notional too
         prepared = ctx.prepared = with_instruments(prepared, context.instruments)

@@ -122,6 +122,14 @@ class PolicySet:
 
     clients: dict[str, ClientPolicy] = field(default_factory=dict)
     version: str = ""
+    #: clients whose policy file does not load now, with the file: refused outright (503
+    #: ``policy_invalid``) until it loads, never served by an older version of their policy
+    held: Mapping[str, str] = field(default_factory=dict)
+    #: why files did not load (``file: where: problem; use X``); empty when every file loaded
+    problems: tuple[str, ...] = ()
+    #: what loaded but can never apply (limits on a grant that cannot trade, ...), for
+    #: ``policy check`` and the log; never a reason to refuse an edit
+    warnings: tuple[str, ...] = ()
 
     def for_client(self, client: str) -> ClientPolicy | None:
         return self.clients.get(client)

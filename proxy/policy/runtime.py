@@ -4,6 +4,11 @@
 store (served from memory, refreshed in the background by :mod:`proxy.state.flag_cache`, so a
 switch is in force within ``MAX_AGE_S`` on every worker and host), reference prices from
 :mod:`proxy.guards.prices`, and budget charges applied atomically with ``add_to_window(limit=...)``.
+
+Static rules come before any exchange call: a request that the rules needing no price or
+instrument (grant, categories, kill switches, symbols, sides, order types, time in force)
+refuse makes the proxy ask the exchange nothing, so refused orders cannot be turned into
+ticker or instrument traffic.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from typing import Any
 from proxy.errors import AccountPaused, Forbidden, PolicyDenied, RateLimited, Refusal
 from proxy.exchanges.tickers import ticker_market
 from proxy.guards.instruments import Instruments
-from proxy.guards.prices import ReferencePrices
+from proxy.guards.prices import ReferencePrices, Spend
 from proxy.model.request import Instrument, Prepared
 from proxy.policy.evaluate import (
     Decision,
     EvalContext,
+    evaluate,
     instrument_symbols,
     over_budget,
     reference_symbols,
@@ -60,23 +66,29 @@ class PolicyRuntime:
 
     async def context(
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
-        exchange: Any, base_url: str,
+        exchange: Any, base_url: str, spend: Spend | None = None,
     ) -> EvalContext:
+        """What ``evaluate`` needs beyond the request. Reference prices and instruments are
+        looked up only when the static rules pass (``spend`` charges each price lookup to the
+        account's weight budget; the instruments cache charges its own)."""
         canonical = canonical_symbols(exchange)
+        context = EvalContext(
+            canonical=canonical,
+            kill_client=await self._flag(kill_flag("client", client)),
+            kill_account=await self._flag(kill_flag("account", account)),
+        )
+        if static_denial(policies, client, account, prepared, context) is not None:
+            return context  # refused without a price or an instrument: the exchange is not asked
         symbols = reference_symbols(policies, client, account, prepared, canonical)
         refs = {}
         if symbols and self.prices is not None:
             market = ticker_market(str(getattr(exchange, "name", "")), prepared)
-            refs = await self.prices.prices(exchange, base_url, sorted(symbols), market)
+            refs = await self.prices.prices(exchange, base_url, sorted(symbols), market, spend=spend)
         wanted = instrument_symbols(policies, client, account, prepared, canonical)
         instruments = {}
         if wanted and self.instruments is not None:
             instruments = await self.instruments.lookup(exchange, base_url, account, wanted)
-        return EvalContext(
-            reference_prices=refs, instruments=instruments, canonical=canonical,
-            kill_client=await self._flag(kill_flag("client", client)),
-            kill_account=await self._flag(kill_flag("account", account)),
-        )
+        return replace(context, reference_prices=refs, instruments=instruments)
 
     async def _flag(self, name: str) -> bool:
         if self.store is None:
@@ -100,6 +112,23 @@ class PolicyRuntime:
             if total > charge.limit:
                 return over_budget(decision, charge, total)
         return decision
+
+
+def static_denial(
+    policies: PolicySet, client: str, account: str, prepared: Prepared, context: EvalContext,
+) -> Decision | None:
+    """The refusal the rules that need no reference price or instrument make, or None:
+    ``evaluate`` with the grant's size and price limits (caps, bands, budgets) taken away,
+    enforced even in report mode (a report-mode refusal needs no price either)."""
+    policy = policies.for_client(client)
+    grant = policy.grant_for(account) if policy is not None else None
+    if policy is None or grant is None:
+        return evaluate(policies, client, account, prepared, context)
+    bare = replace(grant, max_order_qty=None, max_order_notional=None, price_band=None,
+                   per_symbol={}, budgets=(), mode="enforce")
+    alone = PolicySet({client: replace(policy, grants=(bare,))}, version=policies.version)
+    decision = evaluate(alone, client, account, prepared, context)
+    return None if decision.allowed else decision
 
 
 def with_instruments(prepared: Prepared, instruments: Mapping[str, Instrument]) -> Prepared:

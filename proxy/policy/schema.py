@@ -66,10 +66,12 @@ def _listed_once() -> AfterValidator:
     return AfterValidator(check)
 
 
-def _non_empty_list(example: str) -> BeforeValidator:
+def _a_list(example: str) -> BeforeValidator:
+    """A list, possibly empty: removing every value is an edit that only takes permissions
+    away (nothing passes the rule; ``parse`` warns), never refused."""
     def check(raw: object) -> object:
-        if not isinstance(raw, list) or not raw:
-            raise _bad(f"must be a non-empty list of strings; use {example}")
+        if not isinstance(raw, list):
+            raise _bad(f"must be a list of strings; use {example}")
         return raw
     return BeforeValidator(check)
 
@@ -77,7 +79,7 @@ def _non_empty_list(example: str) -> BeforeValidator:
 def _name(pattern: re.Pattern[str], example: str, *, lower: bool = True) -> BeforeValidator:
     def check(raw: object) -> str:
         if not isinstance(raw, str):
-            raise _bad(f"must be a non-empty list of strings; use {example}")
+            raise _bad(f"must be a list of strings; use {example}")
         value = raw.lower() if lower else raw
         if not pattern.fullmatch(value):
             raise _bad(f"{raw[:40]!r} is not valid here; use {example}")
@@ -85,19 +87,19 @@ def _name(pattern: re.Pattern[str], example: str, *, lower: bool = True) -> Befo
     return BeforeValidator(check)
 
 
-# Non-empty lists of distinct names, each matching a pattern (lower-cased but for symbols).
+# Lists of distinct names, each matching a pattern (lower-cased but for symbols).
 _SYMBOLS = "exchange symbols such as [\"BTCUSDT\"]"
 _SIDES = "[\"buy\", \"sell\"]"
 _TYPES = "the exchange's order types in lower case, e.g. [\"limit\", \"market\"]"
 _TIFS = "the exchange's time-in-force values, e.g. [\"gtc\", \"ioc\"]"
 Symbols = Annotated[tuple[Annotated[str, _name(_SYMBOL, _SYMBOLS, lower=False)], ...],
-                    Strict(False), _non_empty_list(_SYMBOLS), _listed_once()]
+                    Strict(False), _a_list(_SYMBOLS), _listed_once()]
 Sides = Annotated[tuple[Annotated[str, _name(re.compile("buy|sell"), _SIDES)], ...],
-                  Strict(False), _non_empty_list(_SIDES), _listed_once()]
+                  Strict(False), _a_list(_SIDES), _listed_once()]
 OrderTypes = Annotated[tuple[Annotated[str, _name(_WORD, _TYPES)], ...],
-                       Strict(False), _non_empty_list(_TYPES), _listed_once()]
+                       Strict(False), _a_list(_TYPES), _listed_once()]
 TimesInForce = Annotated[tuple[Annotated[str, _name(_WORD, _TIFS)], ...],
-                         Strict(False), _non_empty_list(_TIFS), _listed_once()]
+                         Strict(False), _a_list(_TIFS), _listed_once()]
 
 _ALLOW_EXAMPLE = "use allow = [\"read\"], [\"read\", \"cancel\"] or [\"read\", \"trade\", \"cancel\"]"
 
@@ -286,15 +288,6 @@ class _GrantFile(Table):
 
     @model_validator(mode="after")
     def _coherent(self) -> _GrantFile:
-        limits = {"sides", "order_types", "time_in_force", "max_order_qty", "max_order_notional",
-                  "price_band"} & self.model_fields_set
-        if (limits or self.budgets) and Category.TRADE not in self.allow:
-            raise _bad("order limits are set but \"trade\" is not allowed; use allow = [..., \"trade\"] "
-                       "or remove the order limits")
-        for symbol in self.per_symbol:
-            if self.symbols is not None and symbol not in self.symbols:
-                raise _bad(f"{symbol!r} is not in this grant's symbols, so the override could never "
-                           "apply; use a granted symbol or add it to symbols", f"per_symbol.{symbol}")
         seen: set[tuple[str, int]] = set()
         for i, b in enumerate(self.budgets):
             if (b.per, _seconds(b.window)) in seen:
@@ -302,6 +295,26 @@ class _GrantFile(Table):
                            "(put max_notional and max_orders in the same table)", f"budgets[{i}]")
             seen.add((b.per, _seconds(b.window)))
         return self
+
+    def leftovers(self, where: str) -> list[str]:
+        """What an edit that took permissions away left behind, which can no longer apply:
+        warnings, never errors (``where`` is ``file: grants[i]``)."""
+        notes: list[str] = []
+        limits = [k for k in ("sides", "order_types", "time_in_force", "max_order_qty", "max_order_notional",
+                              "price_band", "per_symbol", "budgets")
+                  if k in self.model_fields_set and getattr(self, k) not in (None, (), {})]
+        if limits and Category.TRADE not in self.allow:
+            notes.append(f"{where}: {', '.join(limits)} set but \"trade\" is not allowed, so they never "
+                         "apply; remove them (or allow \"trade\")")
+        for symbol in self.per_symbol:
+            if self.symbols is not None and symbol not in self.symbols:
+                notes.append(f"{where}.per_symbol.{symbol}: {symbol!r} is not in this grant's symbols, so "
+                             "the override never applies (its orders are refused by symbols); remove it")
+        for name in ("symbols", "sides", "order_types", "time_in_force"):
+            if getattr(self, name) == ():
+                notes.append(f"{where}.{name}: is empty, so nothing passes it; remove \"trade\" (or the "
+                             "grant) to say so plainly")
+        return notes
 
     def grant(self, source: str) -> Grant:
         def names(values: tuple[str, ...] | None) -> frozenset[str] | None:
@@ -313,7 +326,8 @@ class _GrantFile(Table):
             sides=names(self.sides), order_types=names(self.order_types),
             time_in_force=names(self.time_in_force), price_band=self.price_band,
             per_symbol={s: SymbolLimits(t.max_order_qty, t.max_order_notional, t.price_band)
-                        for s, t in self.per_symbol.items()},
+                        for s, t in self.per_symbol.items()
+                        if self.symbols is None or s in self.symbols},  # else it never applies
             budgets=tuple(b.budget() for b in self.budgets), mode=self.mode, source=source,
             rate_limits=self.rate_limit,
         )
@@ -361,12 +375,21 @@ _REQUIRED: Mapping[str, str] = {
 }
 
 
-def parse(file: Path, raw: dict[str, Any], known_accounts: set[str] | None = None) -> ClientPolicy:
-    """Validate one file's TOML and build its policy; PolicyError lists every problem."""
+def parse(
+    file: Path, raw: dict[str, Any], known_accounts: set[str] | None = None,
+    warnings: list[str] | None = None,
+) -> ClientPolicy:
+    """Validate one file's TOML and build its policy; PolicyError lists every problem (and
+    names the client when the file does); leftovers of a narrowing edit go to ``warnings``."""
     try:
         policy = _PolicyFile.model_validate(raw, context={"accounts": known_accounts})
     except ValidationError as exc:
-        raise PolicyError([f"{file}: {_message(e)}" for e in exc.errors(include_url=False)]) from None
+        client = raw.get("client")
+        named = client if isinstance(client, str) and _CLIENT.fullmatch(client) else None
+        raise PolicyError([f"{file}: {_message(e)}" for e in exc.errors(include_url=False)], named) from None
+    if warnings is not None:
+        for i, g in enumerate(policy.grants):
+            warnings.extend(g.leftovers(f"{file}: grants[{i}]"))
     grants = tuple(g.grant(f"{file}: grants[{i}]") for i, g in enumerate(policy.grants))
     return ClientPolicy(policy.client, grants, source=str(file), rate_limits=policy.rate_limit)
 

@@ -25,7 +25,6 @@ import orjson
 
 from proxy.config import Config
 from proxy.ops.run_dir import RunDir
-from proxy.policy.model import PolicySet
 from proxy.server.listeners import bind
 from proxy.server.worker import Worker
 from proxy.state import open_store
@@ -39,8 +38,9 @@ MAX_YOUNG_DEATHS = 5
 FIRST_DELAY_S, MAX_DELAY_S = 0.25, 10.0
 
 
-def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
-                run_dir: RunDir | None = None) -> None:
+def _run_worker(cfg: Config, bot_fd: int, admin_fd: int, run_dir: RunDir | None = None) -> None:
+    """One worker; it loads the policy files itself, as they are when it starts (a respawned
+    worker never revives the set the supervisor validated at start-up)."""
     import socket
 
     bot = socket.socket(fileno=bot_fd)
@@ -49,7 +49,7 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
     async def main() -> None:
         store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url,
                            sqlite_synchronous="FULL" if cfg.state.synchronous == "full" else "NORMAL")
-        worker = Worker(cfg, policies, store=store, run_dir=run_dir)
+        worker = Worker(cfg, store=store, run_dir=run_dir)
         try:
             await worker.run(bot, admin)
         finally:
@@ -63,7 +63,9 @@ def _run_worker(cfg: Config, policies: PolicySet, bot_fd: int, admin_fd: int,
         asyncio.run(main())
 
 
-def serve(cfg: Config, policies: PolicySet, workers: int) -> int:
+def serve(cfg: Config, workers: int) -> int:
+    """``cfg``'s policies were validated by the caller (invalid ones stop start-up, exit 3);
+    every worker loads them afresh."""
     bot = bind(cfg.server.listen.host, cfg.server.listen.port)
     admin = bind(cfg.server.admin_listen.host, cfg.server.admin_listen.port)
     log.info("serving bots on %s, operators on %s, %d worker(s)", cfg.server.listen,
@@ -71,20 +73,19 @@ def serve(cfg: Config, policies: PolicySet, workers: int) -> int:
     if workers <= 1:
         signal.signal(signal.SIGALRM, _stop_overdue)
         try:
-            _run_worker(cfg, policies, bot.fileno(), admin.fileno())
+            _run_worker(cfg, bot.fileno(), admin.fileno())
         except Exception as exc:  # say why in one line (type and message; never a traceback)
             log.error("the worker failed: %s: %s; stopping (exit 1)", type(exc).__name__, exc)
             return 1
         return 0
     run_dir = RunDir.create()
     try:
-        return _supervise(cfg, policies, workers, bot.fileno(), admin.fileno(), run_dir)
+        return _supervise(cfg, workers, bot.fileno(), admin.fileno(), run_dir)
     finally:
         run_dir.remove()
 
 
-def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: int,
-               run_dir: RunDir) -> int:
+def _supervise(cfg: Config, n: int, bot_fd: int, admin_fd: int, run_dir: RunDir) -> int:
     children: dict[int, int] = {}
     born: dict[int, float] = {}
     stopping = False
@@ -98,7 +99,7 @@ def _supervise(cfg: Config, policies: PolicySet, n: int, bot_fd: int, admin_fd: 
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGALRM, _stop_overdue)
-                _run_worker(cfg, policies, bot_fd, admin_fd, run_dir)
+                _run_worker(cfg, bot_fd, admin_fd, run_dir)
             except BaseException as exc:  # say why (type and message; never a traceback of values)
                 log.error("worker %d failed: %s: %s", os.getpid(), type(exc).__name__, exc)
                 status = 1

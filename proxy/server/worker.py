@@ -29,10 +29,10 @@ from proxy.guards.key_fallback import KeyFallbacks
 from proxy.guards.key_vetting import KeyVetting, warn_unsafe_accounts
 from proxy.guards.rate_limits import MemoryLimiter, WindowLimiter, open_limiter
 from proxy.guards.unauthenticated import UnauthenticatedRefusals
-from proxy.keys import audit_signing
+from proxy.keys import audit_signing, proxy_keys
 from proxy.keys.audit_witness import VaultWitness
 from proxy.keys.pool import KeyPool
-from proxy.keys.proxy_keys import AUDIT_CHAIN, TOKEN_VERIFY, read_revocations
+from proxy.keys.proxy_keys import AUDIT_CHAIN, read_revocations
 from proxy.keys.session import TokenKeeper, VaultHealth
 from proxy.keys.transit import signer as transit
 from proxy.keys.vault import SecretMeta, VaultSecretSource
@@ -47,7 +47,7 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.app import Pipeline
 from proxy.pipeline.auth import TokenVerifier
 from proxy.policy.model import PolicySet
-from proxy.policy.reload import PolicyReloader
+from proxy.policy.reload import PolicyReloader, load_current
 from proxy.server.listeners import listener
 from proxy.server.switch import NotYet, Switch
 from proxy.state import StateStore
@@ -61,9 +61,12 @@ REFRESH_S = 2.0
 
 
 class Worker:
-    def __init__(self, cfg: Config, policies: PolicySet, store: StateStore | None = None,
+    def __init__(self, cfg: Config, policies: PolicySet | None = None, store: StateStore | None = None,
                  run_dir: RunDir | None = None) -> None:
+        """``policies`` None (how ``serve`` starts every worker): the policy files as they are now."""
         self.cfg = cfg
+        if policies is None:
+            policies = load_current(cfg.policies_dir, {a.name for a in cfg.accounts})
         self.policies = policies
         self.store = store
         self.metrics = Metrics()
@@ -109,6 +112,7 @@ class Worker:
         self._clock_task: asyncio.Task[None] | None = None
         self.unauthenticated: UnauthenticatedRefusals | None = None
         self._unauth_task: asyncio.Task[None] | None = None
+        self._verify_keys: proxy_keys.VerifyKeys | None = None  # the token-verify version in force
         # /readyz and /metrics for every worker of a `serve --workers N` (run_dir: shared files)
         self.status = ProxyStatus(self.metrics, self.readiness, self.details, run_dir)
 
@@ -286,16 +290,17 @@ class Worker:
     async def _load(self) -> None:
         await asyncio.to_thread(self.token_keeper.login)
         vault = self.cfg.vault
-        verify = await asyncio.to_thread(self.source.read, vault.own(TOKEN_VERIFY))
+        verify = await asyncio.to_thread(proxy_keys.read_verify_keys, self.source, vault)
         chain = await asyncio.to_thread(self.source.read, vault.own(AUDIT_CHAIN))
-        public, chain_key = verify.fields.get("public_key"), chain.fields.get("key")
-        if public is None or chain_key is None:
+        chain_key = chain.fields.get("key")
+        if chain_key is None:
             raise SecretSourceError("the proxy's own keys are incomplete; run `python -m proxy init`")
         revoked = await asyncio.to_thread(read_revocations, self.source, vault)
         verifier = TokenVerifier(
-            public.reveal(), issuer=self.cfg.tokens.issuer, audience=self.cfg.tokens.audience,
-            revoked_before=revoked,
+            verify.public_pem, issuer=self.cfg.tokens.issuer, audience=self.cfg.tokens.audience,
+            revoked_before=revoked, previous_pem=verify.previous_pem, previous_until=verify.previous_until,
         )
+        self._verify_keys = verify
         for account in self.accounts.values():
             await asyncio.to_thread(self._load_account, account)
         if self.audit is None:  # kept only once started, so a failed start is retried
@@ -393,6 +398,8 @@ class Worker:
                     log.info("account %s now signs with key version %d", account.name, meta.current_version)
         if self.pipeline is not None:
             self.pipeline.verifier.set_revocations(read_revocations(self.source, self.cfg.vault))
+            self._verify_keys = proxy_keys.follow_verify_keys(  # token rotate-key, live
+                self.source, self.cfg.vault, self.pipeline.verifier, self._verify_keys)
 
     def _stop_account(self, account: Account, reason: str) -> None:
         """The secret is gone in Vault: forget the key, so this account (only) refuses."""

@@ -4,7 +4,10 @@ Checks, as Binance documents: the ``X-MBX-APIKEY`` header (-2014 malformed, -201
 the signature over ``query + body`` minus the ``signature`` pair (-1022), and
 ``timestamp < serverTime + 1000`` and ``serverTime - timestamp <= recvWindow`` (-1021).
 Keeps an in-memory account: balances, new/query/cancel/open orders, duplicate
-``newClientOrderId`` among open orders refused with -2010.
+``newClientOrderId`` among open orders refused with -2010. Market data: ``ticker/price``, and
+the rolling-window and trading-day tickers (``GET /api/v3/ticker``, ``ticker/tradingDay``:
+``symbol`` or a JSON array ``symbols`` of at most 100, one of them required; an unknown symbol
+is -1121).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import itertools
+import json
 import re
 import threading
 import time
@@ -220,6 +224,8 @@ def _dispatch(
     }
     if (method, path) in public:
         return public[(method, path)]()
+    if (method, path) in (("GET", "/api/v3/ticker"), ("GET", "/api/v3/ticker/tradingDay")):
+        return _window_tickers(state, _params(raw_query, b""))
     if (method, path) == ("GET", "/api/v3/ticker/price"):
         sym = _params(raw_query, b"").get("symbol")
         if sym:
@@ -231,6 +237,35 @@ def _dispatch(
     params = _params(raw_query, body)
     with state.lock:
         return _private(state, key, method, path, params)
+
+
+def _window_tickers(state: BinanceState, params: Mapping[str, str]) -> Any:
+    """The FULL statistics of ``GET /api/v3/ticker`` / ``ticker/tradingDay`` (no trades here,
+    so the window is flat at the table's price)."""
+    if ("symbol" in params) == ("symbols" in params):
+        raise _err(400, -1102, "Param 'symbol' or 'symbols' must be sent, but both were empty/null!"
+                   if "symbol" not in params else "Combination of optional parameters invalid.")
+    names: Any = [params["symbol"]] if "symbol" in params else None
+    if names is None:
+        try:
+            names = json.loads(params["symbols"])
+        except ValueError:
+            raise _err(400, -1100, "Illegal characters found in parameter 'symbols'.") from None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise _err(400, -1100, "Illegal characters found in parameter 'symbols'.")
+        if len(names) > 100:
+            raise _err(400, -1101, "Too many values sent for parameter 'symbols', maximum allowed up to 100.")
+    if any(n not in SYMBOLS for n in names):
+        raise _err(400, -1121, "Invalid symbol.")
+    now = state.now_ms()
+    stats = [{
+        "symbol": n, "priceChange": "0.00000000", "priceChangePercent": "0.000",
+        "weightedAvgPrice": f"{SYMBOLS[n][2]:.8f}", "openPrice": f"{SYMBOLS[n][2]:.8f}",
+        "highPrice": f"{SYMBOLS[n][2]:.8f}", "lowPrice": f"{SYMBOLS[n][2]:.8f}",
+        "lastPrice": f"{SYMBOLS[n][2]:.8f}", "volume": "0.00000000", "quoteVolume": "0.00000000",
+        "openTime": now - 86_400_000, "closeTime": now, "firstId": -1, "lastId": -1, "count": 0,
+    } for n in names]
+    return stats[0] if "symbol" in params else stats
 
 
 def _authenticate(state: BinanceState, raw_query: str, body: bytes, api_key: str | None) -> BinanceKey:

@@ -6,9 +6,12 @@ Checks, as Bitget documents: ``ACCESS-KEY`` (40006 unknown), ``ACCESS-PASSPHRASE
 ``timestamp + METHOD + path + ["?" + query sorted by key, percent-decoded] + body``; a client
 that signs the query in another order fails. POST bodies must be ``application/json`` (40007).
 Errors are HTTP 400 with ``{"code", "msg", "requestTime", "data": null}``; the auth codes come from
-ccxt's table (docs/exchanges.md §4). UNVERIFIED: the code and wording for a duplicate ``clientOid``
-(43122 here) and for an unknown symbol (40034 here). ``clientOid`` is unique per account over
-all orders, open or not.
+ccxt's table (docs/exchanges.md §4). Demo trading (``create(..., demo_trading=True)``): Bitget's demo
+keys are used on the live host with the header ``paptrading: 1`` (Bitget's "Demo Trading" REST
+guide); a key used in the other environment is refused with 40099 "exchange environment is
+incorrect" (the answer users report, ccxt issues #25004, #25502). UNVERIFIED: the code and
+wording for a duplicate ``clientOid`` (43122 here) and for an unknown symbol (40034 here).
+``clientOid`` is unique per account over all orders, open or not.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class BitgetState:
     #: the private stream's subscribers and what they sent
     streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_100_000_000))
+    #: True: the keys are demo-trading keys, which Bitget accepts only with ``paptrading: 1``
+    demo_trading: bool = False
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000) + self.skew_ms
@@ -83,10 +88,11 @@ class _Reject(Exception):
         self.code, self.msg, self.status = code, msg, status
 
 
-def create(keys: Mapping[str, Mapping[str, str]]) -> tuple[BitgetState, Starlette]:
+def create(keys: Mapping[str, Mapping[str, str]], *, demo_trading: bool = False,
+           ) -> tuple[BitgetState, Starlette]:
     """An emulator knowing ``keys``: api_key -> {"api_secret": HMAC text or RSA PEM,
-    "passphrase": ...}."""
-    state = BitgetState()
+    "passphrase": ...}; ``demo_trading``: Bitget's demo trading (demo keys, ``paptrading: 1``)."""
+    state = BitgetState(demo_trading=demo_trading)
     for api_key, fields in keys.items():
         secret, passphrase = fields["api_secret"], fields["passphrase"]
         if "PRIVATE KEY-----" in secret:
@@ -209,6 +215,8 @@ def _authenticate(state: BitgetState, request: Request, raw_query: str, body: by
         raise _Reject("40006", "Invalid ACCESS_KEY")
     if not hmac.compare_digest(key.passphrase.encode(), passphrase.encode()):
         raise _Reject("40012", "apikey/password is incorrect")
+    if (h.get("paptrading") == "1") != state.demo_trading:  # a demo key live, or a live key in demo
+        raise _Reject("40099", "exchange environment is incorrect")
     pairs = sorted(parse_qsl(raw_query, keep_blank_values=True), key=lambda kv: kv[0])
     signed_query = "?" + "&".join(f"{k}={v}" for k, v in pairs) if pairs else ""
     message = f"{ts}{request.method.upper()}{request.url.path}{signed_query}".encode() + body

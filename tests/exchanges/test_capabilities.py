@@ -137,14 +137,15 @@ def test_capabilities_secret_fields_are_what_the_module_loads(name: str) -> None
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_capabilities_weights_cost_at_least_one_for_every_endpoint(name: str) -> None:
+def test_capabilities_weights_cost_nothing_negative_for_every_endpoint(name: str) -> None:
+    """0 is a documented cost (a request the exchange counts in another of its limits)."""
     exchange = exchanges.get(name)
     weights = exchange.capabilities.weights
     if weights is None:
         return
     catalogue = getattr(sys.modules[type(exchange).__module__], "CATALOGUE")  # noqa: B009
     for ep in catalogue.endpoints:
-        assert weights.cost(ep.method, ep.path, "", b"") >= 1, ep
+        assert weights.cost(ep.method, ep.path, "", b"") >= 0, ep
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -102,7 +102,7 @@ def test_live_kill_switch_within_a_second_leaves_cancel(stack: Stack) -> None:
 
 def test_live_reload_under_load_is_atomic(stack: Stack) -> None:
     """Flip the cap between 0.5 and 0.05 while two threads place 0.1 orders: every answer
-    matches the policy version its audit record names, and a broken file changes nothing."""
+    matches the policy version its audit record names; a broken file refuses its client."""
     path = stack.dir / "policies" / "mm.toml"
     stop = threading.Event()
     ids: list[tuple[str, int]] = []
@@ -136,8 +136,10 @@ def test_live_reload_under_load_is_atomic(stack: Stack) -> None:
     time.sleep(1.5)
     ready = httpx.get(stack.admin_url + "/readyz", timeout=5).json()
     assert ready["ready"] is True and "mm.toml" in (ready["policy_reload_error"] or "")
-    assert order(stack, "mm").status_code == 200  # the old (valid) set is still in force
+    refused = order(stack, "mm")  # never the old set: the client is refused until the file loads
+    assert refused.status_code == 503 and refused.json()["error"]["rule"] == "policy_invalid", refused.text
     path.write_text(POLICY.format(qty="0.5", orders=1000))
+    time.sleep(1.5)
 
 
 def test_live_budget_holds_across_workers(stack: Stack) -> None:

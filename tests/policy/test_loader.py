@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,9 @@ INVALID = [
     ("exponent_cap", HEAD + 'allow = ["trade"]\nmax_order_qty = "1e3"\n', "not a plain decimal"),
     ("signed_cap", HEAD + 'allow = ["trade"]\nmax_order_notional = "-5"\n', "not a plain decimal"),
     ("zero_cap", HEAD + 'allow = ["trade"]\nmax_order_qty = "0"\n', "greater than 0"),
-    ("caps_without_trade", HEAD + 'allow = ["read"]\nmax_order_qty = "1"\n', "\"trade\" is not allowed"),
     ("bad_side", HEAD + 'allow = ["trade"]\nsides = ["long"]\n', "grants[0].sides"),
     ("bad_band", HEAD + 'allow = ["trade"]\nprice_band = "2 percent"\n', "not a price band"),
     ("band_too_wide", HEAD + 'allow = ["trade"]\nprice_band = "100%"\n', "less than 100%"),
-    ("override_for_ungranted_symbol",
-     HEAD + 'allow = ["trade"]\nsymbols = ["BTCUSDT"]\n[grants.per_symbol.ETHUSDT]\nmax_order_qty = "1"\n',
-     "not in this grant's symbols"),
     ("override_unknown_key",
      HEAD + 'allow = ["trade"]\n[grants.per_symbol.BTCUSDT]\nmax_qty = "1"\n', "per_symbol.BTCUSDT.max_qty"),
     ("budget_bad_window", HEAD + 'allow = ["trade"]\n[[grants.budgets]]\nper = "client"\nwindow = "1w"\n'
@@ -73,15 +70,69 @@ def test_loader_reports_every_problem_at_once() -> None:
     assert len(found) >= 3
 
 
-def test_loader_conflicting_account_budgets_across_files(tmp_path: Path) -> None:
+def test_loader_conflicting_account_budgets_across_files_lowest_applies(tmp_path: Path) -> None:
+    """Lowering a shared per-account budget in one file only takes permissions away: a warning,
+    and the lower limit holds for every client of the account."""
     budget = '\n[[grants.budgets]]\nper = "account"\nwindow = "1d"\nmax_notional = "{}"\n'
     for client, limit in (("a", "100"), ("b", "200")):
         (tmp_path / f"{client}.toml").write_text(
             f'version = 1\nclient = "{client}"\n[[grants]]\naccount = "main"\nallow = ["trade"]\n'
             + budget.format(limit))
-    with pytest.raises(PolicyError) as exc:
+    policies = load_dir(tmp_path)
+    assert any("differs from the one in" in w and "the lower limits apply" in w for w in policies.warnings)
+    for client in ("a", "b"):
+        assert policies.clients[client].grants[0].budgets[0].max_notional == Decimal("100")
+
+
+NARROWING = [
+    ("caps_without_trade", HEAD + 'allow = ["read", "cancel"]\nmax_order_qty = "1"\nprice_band = "2%"\n'
+     '[[grants.budgets]]\nper = "client"\nwindow = "1m"\nmax_orders = 5\n',
+     "grants[0]: max_order_qty, price_band, budgets set but \"trade\" is not allowed"),
+    ("override_for_removed_symbol",
+     HEAD + 'allow = ["trade"]\nsymbols = ["BTCUSDT"]\n[grants.per_symbol.ETHUSDT]\nmax_order_qty = "1"\n',
+     "grants[0].per_symbol.ETHUSDT: 'ETHUSDT' is not in this grant's symbols"),
+    ("every_symbol_removed", HEAD + 'allow = ["trade", "cancel"]\nsymbols = []\n', "grants[0].symbols: is empty"),
+    ("every_side_removed", HEAD + 'allow = ["trade"]\nsides = []\n', "grants[0].sides: is empty"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in NARROWING], ids=[c[0] for c in NARROWING])
+def test_loader_never_refuses_an_edit_that_only_takes_permissions_away(text: str, expected: str) -> None:
+    warnings: list[str] = []
+    policy = parse_file(Path("p.toml"), text.encode(), None, warnings)
+    assert policy.client == "bot"
+    assert any(w.startswith("p.toml: " + expected) for w in warnings), warnings
+
+
+def test_loader_an_override_for_a_removed_symbol_is_dropped() -> None:
+    text = HEAD + 'allow = ["trade"]\nsymbols = ["BTCUSDT"]\nmax_order_qty = "1"\n' \
+        '[grants.per_symbol.ETHUSDT]\nmax_order_qty = "9"\n'
+    assert dict(parse_file(Path("p.toml"), text.encode()).grants[0].per_symbol) == {}
+
+
+def test_loader_partial_holds_the_client_of_a_file_that_does_not_load(tmp_path: Path) -> None:
+    """A serving worker loads what loads; a broken file's client is held (refused outright),
+    never left with an older policy, while the other clients load."""
+    (tmp_path / "good.toml").write_text('version = 1\nclient = "good"\n[[grants]]\naccount = "main"\n'
+                                        'allow = ["read"]\n')
+    (tmp_path / "bad.toml").write_text('version = 1\nclient = "bad"\n[[grants]]\naccount = "main"\n'
+                                       'allow = ["read"]\ntypo = 1\n')
+    (tmp_path / "broken.toml").write_text('version = 1\nclient = "broken"\n[[grants]\n')
+    with pytest.raises(PolicyError):
         load_dir(tmp_path)
-    assert "differs from the one in" in str(exc.value)
+    policies = load_dir(tmp_path, partial=True)
+    assert set(policies.clients) == {"good"}
+    assert dict(policies.held) == {"bad": str(tmp_path / "bad.toml"), "broken": str(tmp_path / "broken.toml")}
+    assert any("typo: unknown key" in p for p in policies.problems)
+    assert any("not valid TOML" in p for p in policies.problems)
+
+
+def test_loader_partial_holds_a_client_named_by_two_files(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.toml").write_text('version = 1\nclient = "bot"\n[[grants]]\naccount = "main"\n'
+                                               'allow = ["read"]\n')
+    policies = load_dir(tmp_path, partial=True)
+    assert policies.clients == {} and "bot" in policies.held
 
 
 def test_loader_ignores_test_files_and_versions_the_set(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_reference_prices_fail_closed(status: int, body: bytes) -> None:
     assert asyncio.run(prices.get(BINANCE, "http://x", "BTCUSDT")) is None
 
 
-def test_reload_swaps_valid_sets_and_keeps_old_on_invalid(tmp_path: Path) -> None:
+def test_reload_swaps_valid_sets_and_holds_the_client_of_an_invalid_file(tmp_path: Path) -> None:
     (tmp_path / "bot.toml").write_text(POLICY.format(mode="enforce"))
     current = load_dir(tmp_path)
     applied: list[PolicySet] = []
@@ -151,9 +151,98 @@ def test_reload_swaps_valid_sets_and_keeps_old_on_invalid(tmp_path: Path) -> Non
         invalid = await reloader.check()
         return unchanged, changed, invalid
 
-    assert asyncio.run(run()) == (False, True, False)
-    assert len(applied) == 1 and applied[0].clients["bot"].grants[0].mode == "report"
+    assert asyncio.run(run()) == (False, True, True)
+    assert applied[0].clients["bot"].grants[0].mode == "report"
+    assert "bot" not in applied[1].clients and dict(applied[1].held) == {"bot": str(tmp_path / "bot.toml")}
     assert reloader.last_error is not None and "bot.toml" in reloader.last_error
-    assert reloader.version == applied[0].version
+    assert reloader.version == applied[1].version
     assert "proxy_policy_reload_errors_total" in metrics.render()
-    assert json.dumps(reloader.detail())
+    assert reloader.detail()["clients_refused"] == ["bot"] and json.dumps(reloader.detail())
+
+
+def test_reload_never_takes_files_it_has_not_loaded_as_loaded(tmp_path: Path) -> None:
+    """A worker handed an older set (as a respawned worker once was) reloads on its first
+    check: the reloader compares the files with the bytes it loaded, not with a digest taken
+    when it started."""
+    (tmp_path / "bot.toml").write_text(POLICY.format(mode="enforce"))
+    old = load_dir(tmp_path)
+    (tmp_path / "bot.toml").write_text(POLICY.format(mode="report"))
+    applied: list[PolicySet] = []
+    reloader = PolicyReloader(tmp_path, {"main"}, old, applied.append, Metrics())
+    assert asyncio.run(reloader.check()) is True
+    assert applied[0].clients["bot"].grants[0].mode == "report"
+
+
+def test_reload_holds_the_client_of_a_file_that_no_longer_names_it(tmp_path: Path) -> None:
+    (tmp_path / "bot.toml").write_text(POLICY.format(mode="enforce"))
+    applied: list[PolicySet] = []
+    reloader = PolicyReloader(tmp_path, {"main"}, load_dir(tmp_path), applied.append, Metrics())
+    (tmp_path / "bot.toml").write_text("[[grants]\n")  # not TOML, no client line
+    assert asyncio.run(reloader.check()) is True
+    assert "bot" in applied[0].held and "bot" not in applied[0].clients
+
+
+def test_reference_prices_failures_are_cached_briefly() -> None:
+    """30 lookups that fail make one exchange call per failure period, not 30."""
+    sender = FakeSender(status=500)
+    now = [0.0]
+    prices = ReferencePrices(sender, ttl_s=3, failure_ttl_s=1, clock=lambda: now[0])
+
+    async def run() -> list[Decimal | None]:
+        got = [await prices.get(BINANCE, "http://x", "BTCUSDT") for _ in range(30)]
+        now[0] = 1.5
+        got.append(await prices.get(BINANCE, "http://x", "BTCUSDT"))
+        return got
+
+    assert set(asyncio.run(run())) == {None}
+    assert len(sender.calls) == 2
+
+
+def test_reference_prices_one_call_for_every_worker_sharing_a_store(tmp_path: Path) -> None:
+    """Four workers (four caches) on one state store: one ticker call, one price for all."""
+    sender = FakeSender()
+
+    async def run() -> list[Decimal | None]:
+        store = open_store("sqlite", path=tmp_path / "s.db", url=None)
+        try:
+            workers = [ReferencePrices(sender, store=store) for _ in range(4)]
+            return list(await asyncio.gather(*(
+                w.get(BINANCE, "http://x", "BTCUSDT") for w in workers for _ in range(5))))
+        finally:
+            await store.close()
+
+    assert set(asyncio.run(run())) == {Decimal("50000.10")}
+    assert len(sender.calls) == 1
+
+
+def test_reference_prices_charge_the_weight_budget_before_calling() -> None:
+    from proxy.errors import RateLimited
+
+    sender = FakeSender()
+    charged: list[str] = []
+
+    async def over_budget(out: Outbound) -> None:
+        charged.append(out.path_and_query)
+        raise RateLimited("weight budget reached", retry_after=5, rule="rate_limit.account")
+
+    prices = ReferencePrices(sender)
+    with pytest.raises(RateLimited):
+        asyncio.run(prices.get(BINANCE, "http://x", "BTCUSDT", spend=over_budget))
+    assert charged == ["/api/v3/ticker/price?symbol=BTCUSDT"] and sender.calls == []
+
+
+def test_runtime_static_rules_refuse_before_any_price_lookup() -> None:
+    """A symbol the grant does not list is refused without asking the exchange anything."""
+    text = 'version = 1\nclient = "bot"\n[[grants]]\naccount = "main"\nallow = ["trade"]\n' \
+        'symbols = ["ETHUSDT"]\nprice_band = "2%"\n'
+    policies = PolicySet({"bot": parse_file(Path("p.toml"), text.encode())})
+    sender = FakeSender()
+    runtime = PolicyRuntime(None, ReferencePrices(sender))
+
+    async def run() -> EvalContext:
+        return await runtime.context(policies, "bot", "main", BINANCE.prepare(ORDER), exchange=BINANCE,
+                                     base_url="http://x")
+
+    context = asyncio.run(run())
+    assert sender.calls == [] and context.reference_prices == {}
+    assert evaluate(policies, "bot", "main", BINANCE.prepare(ORDER), context).rule == "symbols"

@@ -47,6 +47,8 @@ class AccountSpec:
     exchange: str
     fields: Mapping[str, str]
     extra_toml: str = ""          # more lines for this [[accounts]] table
+    environment: str = "live"     # the account's environment ("testnet": the emulator in demo mode)
+    emulator_options: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments of create()
 
 
 @dataclass
@@ -171,7 +173,7 @@ def write_config(
     for acct in accounts:
         lines += [
             "[[accounts]]", f'name = "{acct.name}"', f'exchange = "{acct.exchange}"',
-            'environment = "live"', f'secret = "exchanges/{acct.name}"',
+            f'environment = "{acct.environment}"', f'secret = "exchanges/{acct.name}"',
             f'base_url = "{urls[acct.name]}"', "unsafe_custom_base_url = true", acct.extra_toml, "",
         ]
     path = directory / "proxy.toml"
@@ -195,7 +197,7 @@ def start_stack(
     try:
         for acct in accounts:
             module = importlib.import_module(f"proxy_devkit.emulator.{acct.exchange}")
-            state, app = module.create({acct.fields["api_key"]: dict(acct.fields)})
+            state, app = module.create({acct.fields["api_key"]: dict(acct.fields)}, **acct.emulator_options)
             faults[acct.name] = Faults()  # stack.faults[account].arm(...) loses answers on purpose
             emulators[acct.name] = (state, BackgroundServer(faults[acct.name].wrap(app)).start())
             vault.client().secrets.kv.v2.create_or_update_secret(

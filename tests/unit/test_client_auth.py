@@ -57,3 +57,44 @@ def test_client_auth_wrong_audience_refused() -> None:
     other = client_auth.issue(PRIVATE, client="bot", now=NOW, ttl_s=60, issuer="iss", audience="else")
     with pytest.raises(Unauthenticated):
         verifier().client_for([f"Bearer {other}"], NOW + 1)
+
+
+def refused(v: client_auth.TokenVerifier, tok: str, now: int = NOW + 1) -> bool:
+    try:
+        v.client_for([f"Bearer {tok}"], now)
+    except Unauthenticated:
+        return True
+    return False
+
+
+def test_client_auth_key_rotation_without_overlap_refuses_the_old_key_even_cached() -> None:
+    v = verifier()
+    old = token()
+    assert not refused(v, old)  # verified and cached
+    new_private, new_public = new_signing_key()
+    v.set_keys(new_public)
+    assert refused(v, old)
+    assert not refused(v, token(private=new_private))
+
+
+def test_client_auth_key_rotation_overlap_keeps_the_old_key_until_it_ends() -> None:
+    v = verifier()
+    old = token()
+    assert not refused(v, old)
+    new_private, new_public = new_signing_key()
+    v.set_keys(new_public, PUBLIC, NOW + 60)
+    assert not refused(v, old, NOW + 59) and not refused(v, token(private=new_private), NOW + 59)
+    assert refused(v, old, NOW + 60)  # the overlap has ended (cached or not)
+    assert not refused(v, token(private=new_private), NOW + 60)
+
+
+def test_client_auth_a_token_verified_during_a_rotation_is_checked_again() -> None:
+    """A verification that raced a rotation is cached under the old keys' generation, so the
+    next use checks it against the keys in force."""
+    v = verifier()
+    old = token()
+    keys_before = v._keys
+    verified = v._verify(old, keys_before, NOW + 1)
+    v.set_keys(new_signing_key()[1])
+    v._cache[old] = verified  # what a request in flight during set_keys would have stored
+    assert refused(v, old)

@@ -19,8 +19,8 @@ def test_all_ready_workers_make_the_proxy_ready() -> None:
     ready, body = merge(WorkerReadiness("12", (), DETAILS),
                         [WorkerReadiness("11", (), DETAILS, 0.5), WorkerReadiness("13", (), {}, 2.0)], 5)
     assert ready and "reasons" not in body
-    assert body["workers"] == [{"pid": "11", "ready": True, "reasons": []},
-                               {"pid": "12", "ready": True, "reasons": []},
+    assert body["workers"] == [{"pid": "11", "ready": True, "reasons": [], "policy_version": "abc"},
+                               {"pid": "12", "ready": True, "reasons": [], "policy_version": "abc"},
                                {"pid": "13", "ready": True, "reasons": []}]
     assert body["policy_version"] == "abc"
 

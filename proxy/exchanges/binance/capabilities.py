@@ -6,8 +6,9 @@ Pure, like the rest of the exchange module: data and parsers of documented answe
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -51,60 +52,114 @@ def _permissions(data: Any) -> Permissions:
 
 
 # ---------------------------------------------------------------- request weights
-# The "Weight" of each endpoint in the spot REST docs, and the REQUEST_WEIGHT limit of 6,000
-# per minute (GET /api/v3/exchangeInfo "rateLimits"), counted per IP address. Anything not
-# listed costs 1.
+# The "Weight" of each endpoint in the spot REST docs (binance-spot-api-docs rest-api.md), and
+# the REQUEST_WEIGHT limit of 6,000 per minute (GET /api/v3/exchangeInfo "rateLimits"), counted
+# per IP address. The /sapi reads' IP weights come from ccxt 4.5.90's cost table (binance.py
+# lines 302-498: cost 0.1 per weight unit). A request not listed costs the heaviest, 250.
 
 WEIGHT_PER_MINUTE = 6000
-# (method, path) -> (weight with "symbol", weight without); equal when symbol does not matter.
-_WEIGHTS: Mapping[tuple[str, str], tuple[int, int]] = {
-    ("GET", "/api/v3/ping"): (1, 1),
-    ("GET", "/api/v3/time"): (1, 1),
-    ("GET", "/api/v3/exchangeInfo"): (20, 20),
-    ("GET", "/api/v3/trades"): (25, 25),
-    ("GET", "/api/v3/historicalTrades"): (25, 25),
-    ("GET", "/api/v3/aggTrades"): (4, 4),
-    ("GET", "/api/v3/klines"): (2, 2),
-    ("GET", "/api/v3/uiKlines"): (2, 2),
-    ("GET", "/api/v3/avgPrice"): (2, 2),
-    ("GET", "/api/v3/ticker/24hr"): (2, 80),
-    ("GET", "/api/v3/ticker/price"): (2, 4),
-    ("GET", "/api/v3/ticker/bookTicker"): (2, 4),
-    ("GET", "/api/v3/account"): (20, 20),
-    ("GET", "/api/v3/myTrades"): (20, 20),
-    ("GET", "/api/v3/allOrders"): (20, 20),
-    ("GET", "/api/v3/order"): (4, 4),
-    ("GET", "/api/v3/openOrders"): (6, 80),
-    ("GET", "/api/v3/openOrderList"): (6, 6),
-    ("GET", "/api/v3/allOrderList"): (20, 20),
-    ("GET", "/api/v3/rateLimit/order"): (40, 40),
-    ("POST", "/api/v3/order"): (1, 1),
-    ("POST", "/api/v3/order/test"): (1, 1),
-    ("POST", "/api/v3/order/cancelReplace"): (1, 1),
-    ("DELETE", "/api/v3/order"): (1, 1),
-    ("DELETE", "/api/v3/openOrders"): (1, 1),
+_HEAVIEST = 250  # GET /api/v3/depth with a limit of 1001-5000
+Params = Mapping[str, str]
+
+
+def _symbol_count(params: Params) -> int | None:
+    """How many symbols ``symbols`` (a JSON array) names; None: absent or unreadable."""
+    raw = params.get("symbols")
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return None
+    return len(names) if isinstance(names, list) and names else None
+
+
+def _by_symbols(one: int, none: int, bands: tuple[tuple[int, int], ...] = ()) -> Callable[[Params], int]:
+    """``symbol``: ``one``; ``symbols``: the band its count falls in, else ``none``; neither: ``none``."""
+    def weight(params: Params) -> int:
+        if "symbol" in params:
+            return one
+        count = _symbol_count(params)
+        return none if count is None else next((w for bound, w in bands if count <= bound), none)
+    return weight
+
+
+def _per_symbol(params: Params) -> int:
+    """``ticker`` and ``ticker/tradingDay``: "4 for each requested symbol ... will cap at 200
+    once the number of symbols in the request is more than 50"; none named: the cap."""
+    if "symbol" in params:
+        return 4
+    count = _symbol_count(params)
+    return 200 if count is None else min(4 * count, 200)
+
+
+def _depth(params: Params) -> int:
+    text = params.get("limit", "100")  # default 100
+    limit = int(text) if text.isdigit() else 5000
+    return next((w for bound, w in ((100, 5), (500, 25), (1000, 50), (5000, 250)) if limit <= bound), 250)
+
+
+def _with(name: str, present: int, absent: int) -> Callable[[Params], int]:
+    return lambda params: present if name in params else absent
+
+
+def _commission_rates(params: Params) -> int:
+    return 20 if params.get("computeCommissionRates", "").lower() == "true" else 1
+
+
+_WEIGHTS: Mapping[tuple[str, str], int | Callable[[Params], int]] = {
+    ("GET", "/api/v3/ping"): 1,
+    ("GET", "/api/v3/time"): 1,
+    ("GET", "/api/v3/exchangeInfo"): 20,
+    ("GET", "/api/v3/depth"): _depth,
+    ("GET", "/api/v3/trades"): 25,
+    ("GET", "/api/v3/historicalTrades"): 25,
+    ("GET", "/api/v3/aggTrades"): 4,
+    ("GET", "/api/v3/klines"): 2,
+    ("GET", "/api/v3/uiKlines"): 2,
+    ("GET", "/api/v3/avgPrice"): 2,
+    ("GET", "/api/v3/ticker/24hr"): _by_symbols(2, 80, ((20, 2), (100, 40))),
+    ("GET", "/api/v3/ticker/price"): _by_symbols(2, 4),
+    ("GET", "/api/v3/ticker/bookTicker"): _by_symbols(2, 4),
+    ("GET", "/api/v3/ticker"): _per_symbol,
+    ("GET", "/api/v3/ticker/tradingDay"): _per_symbol,
+    ("GET", "/api/v3/account"): 20,
+    ("GET", "/api/v3/order"): 4,
+    ("GET", "/api/v3/openOrders"): _with("symbol", 6, 80),
+    ("GET", "/api/v3/allOrders"): 20,
+    ("GET", "/api/v3/myTrades"): _with("orderId", 5, 20),
+    ("GET", "/api/v3/orderList"): 4,
+    ("GET", "/api/v3/allOrderList"): 20,
+    ("GET", "/api/v3/openOrderList"): 6,
+    ("GET", "/api/v3/rateLimit/order"): 40,
+    ("GET", "/api/v3/myPreventedMatches"): _with("preventedMatchId", 2, 20),
+    ("GET", "/api/v3/myAllocations"): 20,
+    ("GET", "/api/v3/account/commission"): 20,
+    ("GET", "/sapi/v1/account/apiRestrictions"): 1,
+    ("GET", "/sapi/v1/capital/config/getall"): 10,
+    ("GET", "/sapi/v1/asset/tradeFee"): 1,
+    ("GET", "/sapi/v1/margin/allPairs"): 1,
+    ("GET", "/sapi/v1/margin/isolated/allPairs"): 10,
+    ("POST", "/api/v3/order"): 1,
+    ("POST", "/api/v3/order/test"): _commission_rates,
+    ("POST", "/api/v3/order/cancelReplace"): 1,
+    ("DELETE", "/api/v3/order"): 1,
+    ("DELETE", "/api/v3/openOrders"): 1,
+    ("DELETE", "/api/v3/orderList"): 1,
 }
-# GET /api/v3/depth: weight by the "limit" parameter (default 100).
-_DEPTH_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
 
 
 def request_weight(method: str, path: str, query: str, body: bytes) -> int:
     """What one request costs. Binance reads parameters from the query string and the form
     body alike, so both are consulted."""
+    weight = _WEIGHTS.get((method, path))
+    if weight is None:
+        return _HEAVIEST
+    if isinstance(weight, int):
+        return weight
     if body and method != "GET":
         query = f"{query}&{body.decode('latin-1')}" if query else body.decode("latin-1")
-    params = dict(parse_qsl(query, keep_blank_values=True))
-    if (method, path) == ("GET", "/api/v3/depth"):
-        limit_text = params.get("limit", "100")
-        limit = int(limit_text) if limit_text.isdigit() else 5000
-        return next((w for bound, w in _DEPTH_WEIGHTS if limit <= bound), 250)
-    pair = _WEIGHTS.get((method, path))
-    if pair is None:
-        return 1
-    with_symbol, without = pair
-    if with_symbol == without:
-        return with_symbol
-    return with_symbol if ("symbol" in params or "symbols" in params) else without
+    return weight(dict(parse_qsl(query, keep_blank_values=True)))
 
 
 # ---------------------------------------------------------------- order lookups
@@ -165,7 +220,7 @@ CAPABILITIES = Capabilities(
     key_permissions=PROBE,
     key_check=SignedRead("GET", PROBE.path, ok=PROBE.readable),
     key_refusal_codes=frozenset({"-2014", "-2015", "-1022"}),
-    weights=Weights(request_weight, WEIGHT_PER_MINUTE),
+    weights=Weights(request_weight, frozenset(_WEIGHTS), WEIGHT_PER_MINUTE),
     nonce_rejections=(),  # window-based: no nonce
     # 418 bans (two minutes, escalating to three days) and request weight count per IP
     ip_wide_limits=True,

@@ -139,10 +139,12 @@ class Bitfinex:
             raise ValueError('nonce_unit: Bitfinex needs "ms" or "us"')
 
     def base_url(self, environment: Environment) -> str:
-        # Paper trading is a Bitfinex sub-account with its own keys on the same API host.
-        return {"live": "https://api.bitfinex.com", "testnet": "https://api.bitfinex.com"}[
-            environment
-        ]
+        if environment != "live":
+            # Paper trading is a sub-account with its own keys on the live host: no host, header
+            # or flag tells its requests apart, so "testnet" could only ever trade live.
+            raise ValueError("Bitfinex has no testnet (paper trading is a sub-account on the live "
+                             "host); use environment = \"live\" with the paper sub-account's keys")
+        return "https://api.bitfinex.com"
 
     def load_credentials(self, fields: Mapping[str, Secret], version: int) -> Credentials:
         api_key, secret = _require(fields, "api_key"), _require(fields, "api_secret")

@@ -99,7 +99,7 @@ CAPABILITIES = Capabilities(
     ip_wide_limits=False,
     transit_signing=True,
     receive_window=False,
-    testnet_switches=(),
+    testnet_switches=("paper_trading",),  # demo trading: same host, paptrading: 1 (a demo API key)
     secret_fields=("api_key", "api_secret", "passphrase"),
     client_order_ids=CLIENT_ORDER_ID_RULES,
     # place-order answers {"data": {"orderId"}}; batch-orders {"data": {"successList":

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import BadRequest, TickerError
 from proxy.exchanges import tickers
 from proxy.exchanges.base import parse_json_object
-from proxy.exchanges.capabilities import Capabilities, SignedRead
+from proxy.exchanges.capabilities import Capabilities, SignedRead, Weights
 from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup
 from proxy.exchanges.deribit.stream import STREAM
 from proxy.exchanges.order_ids import OrderIds
@@ -61,6 +61,39 @@ def lookup_result(status: int, body: bytes) -> Lookup:
     return Lookup.FOUND if result else Lookup.ABSENT
 
 
+# ---------------------------------------------------------------- request weights
+# Credits (support.deribit.com "Rate Limits"): every non-matching-engine request costs 500
+# credits from a pool of 50,000 refilled at 10,000 a second (a weight_per_minute of 600000
+# matches it; no default budget). Matching-engine requests (buy, sell, edit, the cancels,
+# close_position) are limited per tier in requests per second, not from that pool: 0 here.
+# A request not listed costs the heaviest, 500.
+
+_PUBLIC = """get_time test status get_currencies get_instruments get_instrument ticker get_order_book
+    get_order_book_by_instrument_id get_last_trades_by_instrument get_last_trades_by_currency
+    get_index_price get_index_price_names get_book_summary_by_currency get_book_summary_by_instrument
+    get_contract_size get_tradingview_chart_data get_funding_rate_history get_funding_rate_value
+    get_historical_volatility get_volatility_index_data get_delivery_prices get_funding_chart_data
+    get_mark_price_history get_supported_index_names"""
+_PRIVATE = """get_account_summary get_account_summaries get_positions get_position get_order_state
+    get_order_state_by_label get_open_orders get_open_orders_by_currency get_open_orders_by_instrument
+    get_open_orders_by_label get_order_history_by_currency get_order_history_by_instrument
+    get_user_trades_by_currency get_user_trades_by_instrument get_user_trades_by_order
+    get_user_trades_by_currency_and_time get_user_trades_by_instrument_and_time get_margins
+    get_order_margin_by_ids get_settlement_history_by_currency get_settlement_history_by_instrument
+    get_transaction_log get_trigger_order_history"""
+_MATCHING_ENGINE = """buy sell edit cancel cancel_all cancel_all_by_currency cancel_all_by_instrument
+    cancel_all_by_kind_or_type cancel_by_label close_position"""
+_WEIGHTS = {
+    **{("GET", f"/api/v2/public/{m}"): 500 for m in _PUBLIC.split()},
+    **{("GET", f"/api/v2/private/{m}"): 500 for m in _PRIVATE.split()},
+    **{("GET", f"/api/v2/private/{m}"): 0 for m in _MATCHING_ENGINE.split()},
+}
+
+
+def request_weight(method: str, path: str, _query: str, _body: bytes) -> int:
+    return _WEIGHTS.get((method, path), 500)
+
+
 # ---------------------------------------------------------------- the declaration
 
 # ---------------------------------------------------------------- errors
@@ -102,7 +135,7 @@ CAPABILITIES = Capabilities(
     key_check=SignedRead("GET", "/api/v2/private/get_account_summary", query=b"currency=BTC",
                          ok=lambda data: isinstance(data, dict) and "error" not in data),
     key_refusal_codes=frozenset({"13004", "13009"}),
-    weights=None,  # credit-based limits per account, not per-request weights
+    weights=Weights(request_weight, frozenset(_WEIGHTS), None),  # credits
     nonce_rejections=(),  # the signature's nonce is single-use within the timestamp window
     ip_wide_limits=False,
     transit_signing=True,

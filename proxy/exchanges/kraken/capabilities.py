@@ -54,16 +54,28 @@ TICKER = Ticker(re.compile(r"[A-Z0-9]{2,24}"),
                 headers=(("user-agent", USER_AGENT),))
 
 # ---------------------------------------------------------------- request weights
-# The REST "API call counter": ledger and trade-history queries cost 2, everything else 1.
-# The counter's limit depends on the account's verification tier: no default budget.
+# The REST "API call counter" (docs.kraken.com, Spot REST rate limits): "Ledger/trade history
+# calls increase the counter by 2. All other API calls increase this counter by 1 (except
+# AddOrder, CancelOrder which operate on a different limiter)": the matching engine's per-pair
+# counter, not this one (0 here). Public calls are limited per IP, not by a key's counter: 1
+# each, so an account's budget bounds them too. The counter's limit depends on the account's
+# verification tier: no default budget. A request not listed costs the heaviest, 2.
 
-_COST_2 = frozenset({
-    "/0/private/Ledgers", "/0/private/QueryLedgers", "/0/private/TradesHistory", "/0/private/QueryTrades",
-})
+_WEIGHTS = {
+    **{("GET", f"/0/public/{p}"): 1 for p in (
+        "Time", "SystemStatus", "Assets", "AssetPairs", "Ticker", "OHLC", "Depth", "Trades", "Spread")},
+    **{("POST", f"/0/private/{p}"): 2 for p in ("Ledgers", "QueryLedgers", "TradesHistory", "QueryTrades")},
+    **{("POST", f"/0/private/{p}"): 1 for p in (
+        "Balance", "BalanceEx", "TradeBalance", "OpenOrders", "ClosedOrders", "QueryOrders",
+        "OpenPositions", "TradeVolume", "OrderAmends", "AddOrderBatch", "CancelOrderBatch", "CancelAll",
+        "CancelAllOrdersAfter", "GetWebSocketsToken")},
+    ("POST", "/0/private/AddOrder"): 0,
+    ("POST", "/0/private/CancelOrder"): 0,
+}
 
 
-def request_weight(_method: str, path: str, _query: str, _body: bytes) -> int:
-    return 2 if path in _COST_2 else 1
+def request_weight(method: str, path: str, _query: str, _body: bytes) -> int:
+    return _WEIGHTS.get((method, path), 2)
 
 
 # ---------------------------------------------------------------- order lookups
@@ -123,7 +135,7 @@ CAPABILITIES = Capabilities(
     key_check=SignedRead("POST", "/0/private/Balance",
                          ok=lambda data: isinstance(data, dict) and not data.get("error")),
     key_refusal_codes=frozenset({"EAPI:Invalid key", "EAPI:Invalid signature"}),
-    weights=Weights(request_weight, None),
+    weights=Weights(request_weight, frozenset(_WEIGHTS), None),
     nonce_rejections=(b"EAPI:Invalid nonce",),  # answered with HTTP 200
     ip_wide_limits=False,
     transit_signing=True,
