@@ -137,21 +137,23 @@ class Metrics:
 
 
 def _relabel(families: Iterable[Metric], worker: str | None) -> list[Metric]:
-    """Per-worker gauges labelled ``worker`` (prometheus_client's multiprocess ``pid``, or this
-    process' pid for ``worker``); families sorted by name, empty ones left out."""
+    """The one format of one or many workers: families sorted by name (empty ones left out),
+    labels sorted by name with ``le`` and ``worker`` last, per-worker gauges labelled
+    ``worker`` (prometheus_client's multiprocess ``pid``, or ``worker`` itself)."""
     out: list[Metric] = []
     for family in sorted(families, key=lambda f: f.name):
         if not family.samples:
             continue
-        if family.type == "gauge" and family.name not in GAUGE_MODES:
-            fixed = Metric(family.name, family.documentation, family.type)
-            for s in family.samples:
-                labels = {k: v for k, v in s.labels.items() if k != "pid"}
+        per_worker = family.type == "gauge" and family.name not in GAUGE_MODES
+        fixed = Metric(family.name, family.documentation, family.type)
+        for s in family.samples:
+            labels = {k: s.labels[k] for k in sorted(s.labels) if k not in ("le", "pid")}
+            if "le" in s.labels:
+                labels["le"] = s.labels["le"]
+            if per_worker:
                 labels["worker"] = s.labels.get("pid", "") if worker is None else worker
-                fixed.samples.append(s._replace(labels=labels))
-            out.append(fixed)
-        else:
-            out.append(family)
+            fixed.samples.append(s._replace(labels=labels))
+        out.append(fixed)
     return out
 
 

@@ -64,6 +64,7 @@ def test_one_worker_names_types_and_values() -> None:
     assert _series(text, "proxy_vault_up") == {"": 1.0}
     assert _series(text, "proxy_exchange_clock_offset_ms") == {f'{{account="main",worker="{os.getpid()}"}}': 0.0}
     assert "_created" not in text
+    assert 'proxy_requests_total{account="main",client="bot"} 2.0' in text   # as several workers show it
 
 
 def test_instances_are_independent_and_empty_renders_nothing() -> None:
