@@ -5,13 +5,13 @@ under systemd, a tmpfs in the container) and removed when it exits. Every file i
 whole (write a temporary file, then ``rename``), so a reader sees an old or a new version,
 never half of one:
 
-- ``worker-<pid>.json``: a worker's status, about every second and before it answers
-  ``/metrics``: its metrics snapshot, readiness reasons and details (proxy/ops/status.py);
+- ``worker-<pid>.json``: a worker's status, about every second: its readiness reasons and
+  details (proxy/ops/status.py);
 - ``live.json``: the pids the supervisor is running now (written at each spawn and exit);
-- ``retired.json``: counters and histograms of workers that exited, summed, and their pids.
-  When a worker exits the supervisor folds its last snapshot in here, *then* deletes its file;
-  a reader reads the worker files first and ``retired.json`` after, skipping the files of
-  retired pids, so a counter is never counted twice nor lost for a moment.
+- ``metrics/``: prometheus_client's multiprocess files, one set per worker, written by the
+  workers as each value changes (proxy/ops/metrics.py). When a worker exits the supervisor
+  deletes its status file and its gauge files; its counter and histogram files stay, so the
+  sums never go down.
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from proxy.ops.metrics import Snapshot
-from proxy.ops.metrics_merge import add, from_json, to_json
+from proxy.ops.metrics import process_exited
 
 _LIVE = "live.json"
-_RETIRED = "retired.json"
 
 
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.metrics = path / "metrics"
 
     @classmethod
     def create(cls) -> RunDir:
@@ -72,31 +71,12 @@ class RunDir:
             return None
         return {int(p) for p in doc["pids"] if isinstance(p, int)}
 
-    def read_retired(self) -> tuple[frozenset[int], Snapshot]:
-        doc = self._read(_RETIRED)
-        if not isinstance(doc, dict):
-            return frozenset(), Snapshot()
-        try:
-            return frozenset(int(p) for p in doc.get("pids", [])), from_json(doc.get("metrics", {}))
-        except (TypeError, ValueError):
-            return frozenset(), Snapshot()
-
     def retire(self, pid: int) -> None:
-        """Fold an exited worker's last snapshot into the retired totals, then drop its file."""
-        pids, total = self.read_retired()
-        doc = self._read(f"worker-{pid}.json")
-        if isinstance(doc, dict):
-            with contextlib.suppress(ValueError):
-                total = add(total, from_json(doc.get("metrics", {})))
-        self._write(_RETIRED, {"pids": sorted(pids | {pid}), "metrics": to_json(total)})
+        """An exited worker: its status file goes, and its gauges (its counters stay counted)."""
         with contextlib.suppress(FileNotFoundError):
             (self.path / f"worker-{pid}.json").unlink()
-
-    def reuse(self, pid: int) -> None:
-        """A new worker got the pid of a retired one: its own file must count again."""
-        pids, total = self.read_retired()
-        if pid in pids:
-            self._write(_RETIRED, {"pids": sorted(pids - {pid}), "metrics": to_json(total)})
+        if self.metrics.is_dir():
+            process_exited(pid, self.metrics)
 
     # -- files -----------------------------------------------------------------------------
 

@@ -1,12 +1,11 @@
 """What the admin listener reports for the whole ``serve``, whichever worker answers.
 
 All workers accept on one admin socket, so a scrape lands on any of them. Each worker
-publishes its status to the run directory (proxy/ops/run_dir.py) every ``PUBLISH_S`` and at exit;
-the one answering ``/metrics`` first publishes its own current values (so what a scrape has
-shown is on disk, and a ``kill -9`` right after cannot take it back), then merges every
-worker's snapshot with the retired totals (proxy/ops/metrics_merge.py). ``/readyz`` merges each
-live worker's readiness (proxy/ops/readiness.py). With one worker there is no run
-directory and the worker answers from memory alone, in the same format.
+publishes its readiness to the run directory (proxy/ops/run_dir.py) every ``PUBLISH_S`` and at
+exit, and ``/readyz`` merges each live worker's (proxy/ops/readiness.py). ``/metrics`` sums
+the files every worker's metrics are written to as they change (proxy/ops/metrics.py), so a
+scrape shows every request counted so far, whichever worker answers. With one worker there is
+no run directory and the worker answers from memory alone, in the same format.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.ops import metrics_merge
 from proxy.ops import readiness as readiness_merge
-from proxy.ops.metrics import Metrics, Snapshot
+from proxy.ops.metrics import Metrics
 from proxy.ops.readiness import WorkerReadiness
 from proxy.ops.run_dir import RunDir
 
@@ -44,7 +42,7 @@ class ProxyStatus:
     def _own(self) -> WorkerReadiness:
         return WorkerReadiness(str(self.pid), tuple(self.readiness()), self.details())
 
-    def publish(self, snap: Snapshot | None = None) -> None:
+    def publish(self) -> None:
         """Write this worker's status (a no-op without a run directory)."""
         if self.run_dir is None:
             return
@@ -52,7 +50,6 @@ class ProxyStatus:
         doc: dict[str, Any] = {
             "pid": self.pid, "written": time.time(), "mono": time.monotonic(),
             "reasons": list(own.reasons), "details": dict(own.details),
-            "metrics": metrics_merge.to_json(snap if snap is not None else self.metrics.snapshot()),
         }
         try:
             self.run_dir.write_worker(self.pid, doc)
@@ -69,26 +66,7 @@ class ProxyStatus:
             await asyncio.sleep(PUBLISH_S)
 
     def metrics_text(self) -> str:
-        own = self.metrics.snapshot()
-        if self.run_dir is None:
-            return metrics_merge.render({str(self.pid): own})
-        self.publish(own)
-        workers = self.run_dir.read_workers()           # the workers' files first,
-        retired_pids, retired = self.run_dir.read_retired()  # then the totals (see run_dir.py)
-        live = self.run_dir.read_live()
-        snaps: dict[str, Snapshot] = {str(self.pid): own}
-        for pid, doc in workers.items():
-            if pid == self.pid or pid in retired_pids:
-                continue
-            try:
-                snap = metrics_merge.from_json(doc.get("metrics"))
-            except ValueError:
-                continue
-            if live is None or pid in live:
-                snaps[str(pid)] = snap
-            else:  # exited, not folded in yet: its counters still count, its gauges do not
-                retired = metrics_merge.add(retired, snap)
-        return metrics_merge.render(snaps, retired)
+        return self.metrics.render()
 
     def readyz(self) -> tuple[int, dict[str, object]]:
         others: list[WorkerReadiness] = []

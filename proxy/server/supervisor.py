@@ -5,8 +5,9 @@ worker that dies is replaced, with a growing delay when workers die young, and a
 ``MAX_YOUNG_DEATHS`` in a row the supervisor gives up (exit 1) with the reason; SIGTERM/SIGINT
 stop them all, and a worker still running ``server.stop_timeout_s`` later is killed; SIGHUP is
 passed on. The supervisor also keeps the run directory (proxy/ops/run_dir.py) through which any
-worker answers /metrics and /readyz for all of them: it records the live pids and folds the
-counters of a worker that exited into the retired totals.
+worker answers /metrics and /readyz for all of them: it points the workers' metrics at its
+``metrics/`` directory before forking, records the live pids, and retires a worker that exited
+(its gauges go; its counters and histograms stay in the sums).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 
 from proxy.config import Config
+from proxy.ops.metrics import share_between_processes
 from proxy.ops.run_dir import RunDir
 from proxy.server.listeners import bind
 from proxy.server.worker import Worker
@@ -80,6 +82,7 @@ def serve(cfg: Config, workers: int) -> int:
         return 0
     run_dir = RunDir.create()
     try:
+        share_between_processes(run_dir.metrics)  # before the first fork and the first metric
         return _supervise(cfg, workers, bot.fileno(), admin.fileno(), run_dir)
     finally:
         run_dir.remove()
@@ -107,7 +110,6 @@ def _supervise(cfg: Config, n: int, bot_fd: int, admin_fd: int, run_dir: RunDir)
                 os._exit(status)
         children[pid] = slot
         born[pid] = time.monotonic()
-        _bookkeep(run_dir.reuse, pid)
         _bookkeep(run_dir.write_live, children)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:

@@ -134,7 +134,6 @@ def test_metrics_and_readiness_of_three_workers_survive_kill_9(
             _wait(lambda: _scrape(stack) == (FIRST, FIRST), 20, f"{FIRST} requests on /metrics", stack)
             # stable: whichever worker answers, every request and no more
             assert {_scrape(stack) for _ in range(20)} == {(FIRST, FIRST)}
-            time.sleep(1.5)  # every worker has published its counts since the last request
 
             victim = min(_children(supervisor))
             os.kill(victim, signal.SIGKILL)
@@ -158,6 +157,10 @@ def test_metrics_and_readiness_of_three_workers_survive_kill_9(
         _never_down(watcher.seen)
         assert watcher.seen[-1] == (total, total)
         assert not (run / f"worker-{victim}.json").exists()
+        # the killed worker's gauges went with it; its counters and histograms stay counted
+        assert not list((run / "metrics").glob(f"gauge_*_{victim}.db"))
+        assert (run / "metrics" / f"counter_{victim}.db").exists()
+        assert (run / "metrics" / f"histogram_{victim}.db").exists()
     # the supervisor removes its run directory when it stops
     assert list(run_parent.iterdir()) == []
 

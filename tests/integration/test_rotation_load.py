@@ -136,7 +136,7 @@ def test_rotation_under_load_zero_failures_both_versions_switch_within_10s(tmp_p
                     "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
                     "quantity": "0.001", "price": "50000", "newClientOrderId": f"after-{i}"})
                 assert r.status_code == 200, r.text
-        # /metrics shows the oldest version any worker signs with (workers publish each second)
+        # /metrics shows the oldest version any worker signs with
         deadline = time.monotonic() + 10
         while {v for _, v in stack.metric("proxy_key_version")} != {2.0}:
             assert time.monotonic() < deadline, stack.metric("proxy_key_version")

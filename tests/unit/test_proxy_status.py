@@ -1,5 +1,6 @@
-"""Workers sharing a run directory (proxy/ops/run_dir.py, proxy/ops/status.py), in one process:
-each ``ProxyStatus`` plays one worker (its pid set by hand), the test plays the supervisor."""
+"""Workers sharing a run directory for readiness (proxy/ops/run_dir.py, proxy/ops/status.py), in
+one process: each ``ProxyStatus`` plays one worker (its pid set by hand), the test plays the
+supervisor. Metrics across real worker processes: tests/unit/test_metrics.py."""
 
 from __future__ import annotations
 
@@ -50,88 +51,6 @@ def test_created_run_directory_is_private_and_removed(tmp_path: Path, monkeypatc
     run.write_live([1])
     run.remove()
     assert not run.path.exists()
-
-
-def test_any_worker_answers_for_all(tmp_path: Path) -> None:
-    run = _dir(tmp_path)
-    a, b, c = W(run, 101), W(run, 102), W(run, 103)
-    run.write_live([101, 102, 103])
-    a.requests(3)
-    b.requests(5)
-    for w in (a, b, c):
-        w.status.publish()
-    for w in (a, b, c):
-        text = w.status.metrics_text()
-        assert _total(text) == 8
-        assert set(re.findall(r'proxy_exchange_clock_offset_ms\{account="a",worker="(\d+)"\}', text)) == {
-            "101", "102"}   # c never set the gauge
-    # the answering worker's newest counts are shown (and written first)
-    a.requests(1)
-    assert _total(b.status.metrics_text()) == 8     # b sees a's file as published
-    assert _total(a.status.metrics_text()) == 9
-    assert _total(b.status.metrics_text()) == 9     # a published before answering
-
-
-def test_a_dead_workers_counts_stay_and_its_gauges_go(tmp_path: Path) -> None:
-    run = _dir(tmp_path)
-    a, b = W(run, 101), W(run, 102)
-    run.write_live([101, 102])
-    a.requests(2)
-    b.requests(4)
-    b.status.publish()
-    assert _total(a.status.metrics_text()) == 6
-    # b exits; before the supervisor notices, it is no longer live: counted, gauge gone
-    run.write_live([101])
-    text = a.status.metrics_text()
-    assert _total(text) == 6 and 'worker="102"' not in text
-    # the supervisor folds b in; its file goes
-    run.retire(102)
-    assert not (run.path / "worker-102.json").exists()
-    assert _total(a.status.metrics_text()) == 6
-    # a replacement starts from zero and adds to the total
-    c = W(run, 103)
-    run.write_live([101, 103])
-    c.requests(1)
-    c.status.publish()
-    assert _total(a.status.metrics_text()) == 7
-    run.retire(103)
-    run.retire(101)
-    assert run.read_retired()[0] == {101, 102, 103}
-    assert _total(W(run, 104).status.metrics_text()) == 7
-
-
-def test_retiring_between_reads_counts_once(tmp_path: Path) -> None:
-    """The supervisor folds a worker in while a scrape is between reading the worker files
-    and reading the totals: the worker is counted once, not twice."""
-    run = _dir(tmp_path)
-    a, b = W(run, 101), W(run, 102)
-    run.write_live([101, 102])
-    b.requests(4)
-    b.status.publish()
-    real = run.read_workers
-
-    def read_then_retire() -> dict[int, dict[str, Any]]:
-        found = real()
-        run.retire(102)
-        run.write_live([101])
-        return found
-
-    run.read_workers = read_then_retire  # type: ignore[method-assign]
-    assert _total(a.status.metrics_text()) == 4
-
-
-def test_a_reused_pid_counts_again(tmp_path: Path) -> None:
-    run = _dir(tmp_path)
-    a, b = W(run, 101), W(run, 102)
-    run.write_live([101, 102])
-    b.requests(4)
-    b.status.publish()
-    run.retire(102)
-    run.reuse(102)   # the supervisor's next child got pid 102 again
-    again = W(run, 102)
-    again.requests(1)
-    again.status.publish()
-    assert _total(a.status.metrics_text()) == 5
 
 
 def test_without_a_run_directory_the_worker_answers_alone(tmp_path: Path) -> None:
