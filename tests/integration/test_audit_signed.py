@@ -39,8 +39,10 @@ def _order(stack: Stack, token: str, i: int) -> str:
 def _auditor_cli(stack: Stack, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as an auditor: the same config, but a Vault token with the auditor policy."""
     (stack.dir / "auditor-token").write_text(token)
+    (stack.dir / "auditor-token").chmod(0o600)  # the one file-mode rule applies to every command
     config = stack.dir / "auditor.toml"
     config.write_text(stack.config_path.read_text().replace('"vault-token"', '"auditor-token"'))
+    config.chmod(0o600)
     return subprocess.run([sys.executable, "-m", "proxy", *args, "--config", str(config)],
                           capture_output=True, text=True, cwd=REPO, env=_env(stack), timeout=60,
                           check=False)
