@@ -18,8 +18,6 @@ import hmac
 import itertools
 import json
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -37,8 +35,8 @@ from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.binance_stream import order_event, private_stream
 from proxy_devkit.emulator.rate_faults import FaultSwitch
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 SYMBOLS = {
     "BTCUSDT": ("BTC", "USDT", Decimal("50000")),
@@ -59,7 +57,7 @@ class BinanceKey:
 
 
 @dataclass
-class BinanceState:
+class BinanceState(EmulatorState):
     keys: dict[str, BinanceKey] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(
         default_factory=lambda: {"USDT": Decimal("100000"), "BTC": Decimal("2"), "ETH": Decimal("10")}
@@ -68,14 +66,7 @@ class BinanceState:
     #: client order id -> ids of the orders placed with it, oldest first (an index, so placing
     #: and finding an order costs the same after a million orders as after one)
     by_client_id: dict[str, list[int]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     faults: FaultSwitch = field(default_factory=FaultSwitch)
-    #: the WebSocket API's user data subscribers and what its sockets sent
-    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     def rate_limit(self, status: int = 429, retry_after: str | None = None, count: int = 1) -> None:
@@ -90,9 +81,6 @@ class BinanceState:
 
     def add_key(self, key: BinanceKey) -> None:
         self.keys[key.api_key] = key
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

@@ -16,9 +16,8 @@ import hmac
 import itertools
 import json
 import re
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -30,8 +29,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.bitfinex_stream import order_event, private_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 #: pair id (without the leading 't') -> reference price
 PAIRS = {"BTCUSD": Decimal("50000"), "ETHUSD": Decimal("3000"), "TESTBTC:TESTUSD": Decimal("50000")}
@@ -46,7 +45,7 @@ class _Reject(Exception):
 
 
 @dataclass
-class BitfinexState:
+class BitfinexState(EmulatorState):
     secrets: dict[str, str] = field(default_factory=dict)
     last_nonce: dict[str, int] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(default_factory=lambda: {
@@ -54,15 +53,7 @@ class BitfinexState:
         "TESTUSD": Decimal("100000"), "TESTBTC": Decimal("2"),
     })
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: the authenticated stream's sockets and what they sent
-    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100000001))
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000)
 
 
 def create(keys: Mapping[str, Mapping[str, str]]) -> tuple[BitfinexState, Starlette]:

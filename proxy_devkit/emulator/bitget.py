@@ -22,8 +22,6 @@ import hmac
 import itertools
 import json
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -40,8 +38,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator import passphrase_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 SYMBOLS = {
     "BTCUSDT": ("BTC", "USDT", Decimal("50000")),
@@ -60,26 +58,16 @@ class BitgetKey:
 
 
 @dataclass
-class BitgetState:
+class BitgetState(EmulatorState):
     keys: dict[str, BitgetKey] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(
         default_factory=lambda: {
             "USDT": Decimal("100000"), "BTC": Decimal("2"), "ETH": Decimal("10")}
     )
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: the private stream's subscribers and what they sent
-    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_100_000_000))
     #: True: the keys are demo-trading keys, which Bitget accepts only with ``paptrading: 1``
     demo_trading: bool = False
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

@@ -23,9 +23,8 @@ import itertools
 import json
 import re
 import secrets
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -39,8 +38,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.bitstamp_stream import USER_ID, order_event, private_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 PAIRS = {
     "btcusd": ("BTC", "USD", Decimal("50000"), "Bitcoin / U.S. dollar"),
@@ -52,7 +51,7 @@ _NONCE = re.compile(r"[0-9a-z\-]{36}")
 
 
 @dataclass
-class BitstampState:
+class BitstampState(EmulatorState):
     secrets: dict[str, str] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(
         default_factory=lambda: {
@@ -60,21 +59,11 @@ class BitstampState:
     )
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     nonces: dict[str, int] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     #: WebSocket tokens issued by websockets_token: token -> when
     ws_tokens: dict[str, float] = field(default_factory=dict)
     #: the validity websockets_token states (tests lower it; subscriptions are checked with 60 s)
     ws_token_valid_sec: int = 60
-    #: the WebSocket's private subscribers and what its sockets sent
-    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_600_000_000))
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

@@ -18,8 +18,6 @@ import hmac
 import itertools
 import json
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -37,8 +35,8 @@ from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.bybit_contracts import CONTRACTS, contract_json, order_notional
 from proxy_devkit.emulator.bybit_stream import order_event, private_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 SYMBOLS = {
     "BTCUSDT": ("BTC", "USDT", Decimal("50000")),
@@ -57,26 +55,16 @@ class BybitKey:
 
 
 @dataclass
-class BybitState:
+class BybitState(EmulatorState):
     keys: dict[str, BybitKey] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(
         default_factory=lambda: {
             "USDT": Decimal("100000"), "BTC": Decimal("2"), "ETH": Decimal("10")}
     )
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: the private stream's subscribers and what they sent
-    streams: StreamHub = field(default_factory=StreamHub)
     #: GET /v5/user/query-api lists "Withdraw" under Wallet when True
     can_withdraw: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000_000))
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -34,8 +33,8 @@ from proxy_devkit.emulator.coinbase_futures import FUTURES, future_json, place_f
 from proxy_devkit.emulator.coinbase_jwt import public_key_of as _public_key_of
 from proxy_devkit.emulator.coinbase_jwt import verify_token
 from proxy_devkit.emulator.coinbase_stream import order_event, user_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 PRODUCTS = {
     "BTC-USD": ("BTC", "USD", Decimal("50000")),
@@ -54,7 +53,7 @@ class CoinbaseKey:
 
 
 @dataclass
-class CoinbaseState:
+class CoinbaseState(EmulatorState):
     keys: dict[str, CoinbaseKey] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(
         default_factory=lambda: {
@@ -64,22 +63,12 @@ class CoinbaseState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     order_holds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     seen_nonces: dict[str, int] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: the user stream's sockets and what they sent
-    streams: StreamHub = field(default_factory=StreamHub)
     #: what GET /api/v3/brokerage/key_permissions answers for can_transfer
     can_transfer: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def now(self) -> int:
         return self.now_ms() // 1000
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

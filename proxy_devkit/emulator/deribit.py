@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -29,8 +27,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.deribit_stream import order_event, private_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 TS_WINDOW_MS = 60_000
 FUTURE_SKEW_MS = 1_000
@@ -65,24 +63,14 @@ INSTRUMENTS = {
 
 
 @dataclass
-class DeribitState:
+class DeribitState(EmulatorState):
     secrets: dict[str, str] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(default_factory=lambda: {
         "BTC": Decimal(2), "ETH": Decimal(20), "USDC": Decimal(100000)})
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     nonces: dict[tuple[str, str], int] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: the JSON-RPC stream's sockets and what they sent
-    streams: StreamHub = field(default_factory=StreamHub)
     testnet: bool = True
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):

@@ -20,9 +20,8 @@ import json
 import re
 import secrets
 import string
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from email.utils import formatdate
@@ -36,8 +35,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from proxy_devkit.emulator.kraken_stream import order_event, private_stream
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 #: id -> (altname, wsname, base asset, quote asset, reference price)
 PAIRS = {
@@ -59,20 +58,15 @@ class _Reject(Exception):
 
 
 @dataclass
-class KrakenState:
+class KrakenState(EmulatorState):
     secrets: dict[str, bytes] = field(default_factory=dict)
     last_nonce: dict[str, int] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(default_factory=lambda: {
         "ZUSD": Decimal("100000"), "XXBT": Decimal("2"), "XETH": Decimal("10"),
     })
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     #: WebSocket tokens issued by GetWebSocketsToken: token -> (api key, when)
     ws_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
-    #: the authenticated WebSocket's subscribers and what its sockets sent
-    streams: StreamHub = field(default_factory=StreamHub)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_txid(self) -> str:

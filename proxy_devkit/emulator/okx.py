@@ -19,8 +19,6 @@ import hmac
 import itertools
 import json
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,8 +36,8 @@ from proxy_devkit.emulator import passphrase_stream
 from proxy_devkit.emulator.okx_contracts import CONTRACTS, contract_json, contract_notional
 from proxy_devkit.emulator.okx_stream import STREAM_SPEC
 from proxy_devkit.emulator.rate_faults import FaultSwitch
-from proxy_devkit.emulator.recorder import Received, Recorder
-from proxy_devkit.emulator.streams import StreamHub
+from proxy_devkit.emulator.recorder import Received
+from proxy_devkit.emulator.state import EmulatorState
 
 INSTRUMENTS = {
     "BTC-USDT": ("BTC", "USDT", Decimal("50000")),
@@ -58,21 +56,14 @@ class OkxKey:
 
 
 @dataclass
-class OkxState:
+class OkxState(EmulatorState):
     keys: dict[str, OkxKey] = field(default_factory=dict)
     #: True for a demo-trading (testnet) emulator: keys then need x-simulated-trading: 1.
     simulated_trading: bool = False
     balances: dict[str, Decimal] = field(default_factory=lambda: {
         "USDT": Decimal("100000"), "BTC": Decimal("2"), "ETH": Decimal("10")})
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
-    #: the exchange's clock minus the real one (tests run the exchange minutes away)
-    skew_ms: int = 0
-    recorder: Recorder = field(default_factory=Recorder)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     faults: FaultSwitch = field(default_factory=FaultSwitch)
-    #: the private stream's subscribers and what they sent
-    streams: StreamHub = field(default_factory=StreamHub)
     #: what GET /api/v5/account/config says the key may do (add ",withdraw" for a risky key)
     perm: str = "read_only,trade"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(600_000_000))
@@ -81,9 +72,6 @@ class OkxState:
         """Answer the next ``count`` requests as OKX does over a rate limit: 429, code 50011."""
         body = {"msg": "Too Many Requests", "code": "50011", "data": []}
         self.faults.arm(429, body, retry_after=retry_after, count=count)
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000) + self.skew_ms
 
 
 class _Reject(Exception):
