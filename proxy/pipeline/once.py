@@ -155,7 +155,9 @@ class Once:
             spend=self.sender.weight_spend(account, prepared),
             record=self.decisions.record(ctx, "allow", decision.rule, "decision"),
         )
-        if not claimed.recorded:
+        if claimed.recorded:
+            ctx.decided_rule = decision.rule  # the outcome record repeats the decision's rule
+        else:
             ctx.stamp = None  # not sent with this stamp; a later step takes its own
         return claimed
 

@@ -137,7 +137,7 @@ def test_live_reload_under_load_is_atomic(stack: Stack) -> None:
     ready = httpx.get(stack.admin_url + "/readyz", timeout=5).json()
     assert ready["ready"] is True and "mm.toml" in (ready["policy_reload_error"] or "")
     refused = order(stack, "mm")  # never the old set: the client is refused until the file loads
-    assert refused.status_code == 503 and refused.json()["error"]["rule"] == "policy_invalid", refused.text
+    assert refused.status_code == 503 and proxy_error(refused)["rule"] == "policy_invalid", refused.text
     path.write_text(POLICY.format(qty="0.5", orders=1000))
     time.sleep(1.5)
 

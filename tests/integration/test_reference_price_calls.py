@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from proxy.guards.prices import DEFAULT_TTL_S, FAILURE_TTL_S
+from tests.support.refusals import proxy_error
 from tests.support.stack import AccountSpec, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ def burst(stack: Stack, symbol: str, n: int = 30) -> tuple[list[httpx.Response],
 
 def test_reference_price_refused_by_a_static_rule_calls_nothing(stack: Stack) -> None:
     answers, _ = burst(stack, "SOLUSDT")
-    assert all(a.status_code == 403 and a.json()["error"]["rule"] == "symbols" for a in answers)
+    assert all(a.status_code == 403 and proxy_error(a)["rule"] == "symbols" for a in answers)
     assert ticker_calls(stack, "SOLUSDT") == 0
 
 
@@ -73,7 +74,7 @@ def test_reference_price_failures_are_cached_for_every_worker(stack: Stack) -> N
     """DOGEUSDT is granted but unknown to the exchange: its ticker answers 400. Thirty refused
     orders make at most one call per failure period (plus one for the period in progress)."""
     answers, took = burst(stack, "DOGEUSDT")
-    assert all(a.status_code == 403 and a.json()["error"]["rule"] == "price_band" for a in answers)
+    assert all(a.status_code == 403 and proxy_error(a)["rule"] == "price_band" for a in answers)
     calls = ticker_calls(stack, "DOGEUSDT")
     assert 1 <= calls <= math.ceil(took / FAILURE_TTL_S) + 1, (calls, took)
 
@@ -92,6 +93,6 @@ def test_reference_price_lookups_are_charged_to_the_weight_budget(tmp_path: Path
         first = order(stack, "BTCUSDT", "binance-tight")
         assert first.status_code == 200, first.text  # lookup 2 + order 1 of the budget's 4
         over = order(stack, "ETHUSDT", "binance-tight")
-        assert over.status_code == 429 and over.json()["error"]["rule"] == "rate_limit.account", over.text
+        assert over.status_code == 429 and proxy_error(over)["rule"] == "rate_limit.account", over.text
         assert "retry-after" in over.headers
         assert ticker_calls(stack, "ETHUSDT", "binance-tight") == 0
