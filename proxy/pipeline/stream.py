@@ -114,10 +114,12 @@ class StreamRelay:
                                     f"carries: {where})")
         if Category.READ not in grant.allow:
             raise PolicyDenied("private streams need the read category", rule="allow")
-        if account.creds is None:
+        # the previous version while the exchange refuses the newest (as on REST)
+        creds = self.sender.fallbacks.signing(account) if self.sender.fallbacks is not None else account.creds
+        if creds is None:
             raise NotReady(f"the secret for account {account.name} is not loaded")
-        ctx.key_version = account.creds.version
-        return account, stream, account.creds
+        ctx.key_version = creds.version
+        return account, stream, creds
 
     async def placeholder_token(self, ctx: RequestContext, account: Account) -> Reply:
         """A bot's REST request for a stream token (category ``read``, allowed by its policy):

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 KEYS = {"bybit-a": ("bybit_scale_key_a", "bybit-scale-secret-a"),
         "bybit-b": ("bybit_scale_key_b", "bybit-scale-secret-b"),
-        "bybit-r": ("bybit_scale_key_r", "bybit-scale-secret-r")}
+        "bybit-r": ("bybit_scale_key_r", "bybit-scale-secret-r"),
+        "bybit-f": ("bybit_scale_key_f", "bybit-scale-secret-f")}
 NEW_KEY, NEW_SECRET = "bybit_scale_key_r2", "bybit-scale-secret-r2"
 BOTS = [f"bot-{i}" for i in range(6)]
 
@@ -37,6 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     policies = {bot: _policy(bot, ["bybit-a"]) for bot in BOTS}
     policies["multi"] = _policy("multi", ["bybit-a", "bybit-b"])
     policies["rotor"] = _policy("rotor", ["bybit-r"])
+    policies["faller"] = _policy("faller", ["bybit-f"])
     with start_stack(tmp_path_factory.mktemp("streams-scale"), accounts, policies, workers=2) as s:
         yield s
 
@@ -139,3 +141,42 @@ def test_private_streams_key_rotation_applies_at_the_next_login(stack: Stack) ->
             await ws.close()
 
     asyncio.run(held_open())
+
+
+def test_private_streams_log_in_with_the_previous_key_while_the_exchange_refuses_the_new_one(
+    stack: Stack,
+) -> None:
+    """A rotation to a key the exchange does not know: REST falls back to the previous version
+    (issue 14), and so do new stream logins, instead of every stream being refused."""
+    emulator = stack.emulator("bybit-f")
+    unknown = {"api_key": "bybit_unknown_key_f", "api_secret": "bybit-unknown-secret-f"}
+    rotated = stack.cli("keys", "rotate", "--account", "bybit-f", "--skip-exchange-check",
+                        stdin=json.dumps(unknown))
+    assert rotated.returncode == 0, rotated.stderr
+
+    async def login() -> str | None:
+        """The key of a new stream's login, or None when the stream was refused."""
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                stack.proxy_url.replace("http://", "ws://") + "/x/bybit-f/v5/private",
+                headers={"Proxy-Authorization": f"Bearer {stack.token('faller')}"})
+            await ws.send_str('{"op": "auth", "args": ["placeholder", "1", "00"], "req_id": "a"}')
+            answer = await ws.receive(timeout=10)
+            await ws.close()
+        if answer.type is not aiohttp.WSMsgType.TEXT or not json.loads(answer.data).get("success"):
+            return None
+        return str([m for m in emulator.streams.received if m.get("op") == "auth"][-1]["args"][0])
+
+    async def run() -> list[str | None]:
+        # until both workers saw the exchange refuse the new key (a deadline, not a timing claim)
+        deadline, keys = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            keys.append(await login())
+            if keys[-4:] == [KEYS["bybit-f"][0]] * 4:
+                break
+            await asyncio.sleep(0.2)
+        return keys
+
+    keys = asyncio.run(run())
+    assert keys[-4:] == [KEYS["bybit-f"][0]] * 4, keys[-8:]
+    assert unknown["api_key"] not in [k for k in keys[-4:]]
