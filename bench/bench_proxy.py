@@ -1,6 +1,6 @@
 """Signed Binance order placement through the proxy, against the floor, in one run.
 
-    python bench/bench_proxy.py [--seconds 3] [--rounds 3] [--connections 1,16]
+    python bench/bench_proxy.py [--seconds 3] [--rounds 3] [--connections 1,16] [--hostile 50]
                                 [--configs sqlite:1,sqlite:2,redis:1,redis:2] [--synchronous full]
 
 For each proxy configuration (state backend : workers) the bench starts a fresh Binance
@@ -52,6 +52,9 @@ from proxy.model.sensitive import Secret  # noqa: E402
 from proxy.pipeline import auth as client_auth  # noqa: E402
 from proxy_devkit.dev_vault import OpenBao, start_openbao  # noqa: E402
 from proxy_devkit.emulator.server import free_port  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hostile import hostile  # noqa: E402
 
 BODY = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
@@ -299,6 +302,9 @@ def main() -> None:
                          "but pays for the shared counter, as a real Binance account does")
     ap.add_argument("--json", type=Path, help="also write every measurement here")
     ap.add_argument("--log-level", default="INFO", help="the proxy's PROXY_LOG_LEVEL (INFO: as served)")
+    ap.add_argument("--hostile", type=int, default=0,
+                    help="connections without a token streaming endless headers during the proxy runs "
+                         "(bench/hostile.py); compare the proxy's p99 with a run without")
     ap.add_argument("--baseline", type=Path,
                     help="another checkout of the proxy (e.g. `git worktree add /tmp/before main`), run "
                          "beside this one in the same interleaved rounds: before and after in one run")
@@ -339,8 +345,10 @@ def main() -> None:
                             per["floor"].append(run(f"http://127.0.0.1:{up.floor_port}/api/v3/order",
                                                     {"Content-Type": "application/x-www-form-urlencoded"},
                                                     None, c, args.seconds, [up.floor.pid]))
-                            per["proxy"].append(run(f"http://127.0.0.1:{listen}/x/binance-main/api/v3/order",
-                                                    headers, None, c, args.seconds, [proc.pid]))
+                            with hostile(listen, args.hostile):
+                                per["proxy"].append(run(
+                                    f"http://127.0.0.1:{listen}/x/binance-main/api/v3/order",
+                                    headers, None, c, args.seconds, [proc.pid]))
                             if base is not None:
                                 per["baseline"].append(run(
                                     f"http://127.0.0.1:{base[1]}/x/binance-main/api/v3/order", headers,
