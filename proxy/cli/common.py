@@ -6,11 +6,14 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy import config as config_mod
 from proxy.errors import ConfigError, PolicyError
 from proxy.policy.loader import load_dir
+
+if TYPE_CHECKING:
+    from proxy.state import StateStore
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_CASES_FAILED = 0, 1, 2, 3, 4
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
@@ -70,3 +73,11 @@ def load_config(path: Path) -> config_mod.Config:
     cfg = config_mod.load(path)
     check_config_files(cfg.path, (cfg.vault.token_file, cfg.vault.role_id_file, cfg.vault.secret_id_file))
     return cfg
+
+
+def state_store(cfg: config_mod.Config) -> StateStore:
+    """The configured state store, opened as the serving proxies open it."""
+    from proxy.state import open_store
+
+    return open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url,
+                      sqlite_synchronous="FULL" if cfg.state.synchronous == "full" else "NORMAL")

@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proxy import config as config_mod
-from proxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Subparsers, group, source, with_config
+from proxy.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Subparsers,
+    group,
+    source,
+    state_store,
+    with_config,
+)
 from proxy.errors import SecretSourceError
 
 
@@ -95,7 +104,8 @@ def rotate(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
         built = build(account)  # the exchange as this account uses it (testnet, receive window)
         try:
-            print(check_new_key(built.exchange, account.base_url, built.host, creds), file=sys.stderr)
+            print(check_new_key(built.exchange, account.base_url, built.host, creds,
+                                store=lambda: state_store(cfg)), file=sys.stderr)
         except KeyCheckFailed as exc:
             hint = ("; if the exchange is unreachable from here, --skip-exchange-check writes anyway"
                     if exc.unreachable else "; nothing was written")

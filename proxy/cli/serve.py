@@ -16,6 +16,7 @@ from proxy.cli.common import (
     Subparsers,
     load_policies,
     source,
+    state_store,
     with_config,
 )
 
@@ -110,7 +111,6 @@ def kill_switch(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
     from proxy.errors import NotReady
     from proxy.policy.runtime import kill_flag
-    from proxy.state import open_store
 
     kind, name = ("client", args.client) if args.client else ("account", args.account)
     if kind == "account" and cfg.account(name) is None:
@@ -118,8 +118,7 @@ def kill_switch(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def flip() -> None:
-        store = open_store(cfg.state.backend, path=cfg.state.path, url=cfg.state.url,
-                           sqlite_synchronous="FULL" if cfg.state.synchronous == "full" else "NORMAL")
+        store = state_store(cfg)
         try:
             if args.off:
                 await store.clear_flag(kill_flag(kind, name))
