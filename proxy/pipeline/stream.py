@@ -148,7 +148,8 @@ class StreamRelay:
                 raise ValueError(reply.status)
             return token.parse(reply.body)
         except ValueError:
-            log.warning("the exchange refused the proxy's stream token request: %s", reply.body[:300])
+            log.warning("the exchange refused the proxy's stream token request: %s",
+                        refusal_summary(reply.body))
             raise NotReady("the exchange refused the proxy's stream token request; see the proxy's "
                            "log", rule="stream.token") from None
 
@@ -288,7 +289,7 @@ async def _login_answer(up: Any, stream: PrivateStream) -> bool:
             continue
         if verdict is not None:
             if not verdict:
-                log.warning("the exchange refused the stream login: %s", str(msg.data)[:300])
+                log.warning("the exchange refused the stream login: %s", refusal_summary(msg.data))
             return verdict
     return False
 
@@ -307,3 +308,27 @@ async def _from_exchange(up: Any, ws: WebSocket, swap: tuple[str, str] | None) -
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
     with contextlib.suppress(RuntimeError):  # already closed
         await ws.close(code, reason[:120])
+
+
+#: fields of an exchange's refusal that carry its code and reason (never the request it echoes)
+_REASON_FIELDS = ("code", "retCode", "ret_msg", "msg", "message", "reason", "status", "event")
+
+
+def refusal_summary(raw: str | bytes) -> str:
+    """The exchange's code and reason from a refused login or token request, for the log.
+
+    Some exchanges echo the refused request back (its API key, expiry and signature); only the
+    code and reason fields are kept, and a reason is cut where an echoed JSON request starts."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "an answer that is not JSON"
+    found: list[str] = []
+    for node in (data, data.get("error") if isinstance(data, dict) else None):
+        if not isinstance(node, dict):
+            continue
+        for key in _REASON_FIELDS:
+            value = node.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                found.append(f"{key}={str(value).split('{', 1)[0].strip()[:120]}")
+    return ", ".join(found) or "no code or reason in the answer"

@@ -179,3 +179,18 @@ def test_streams_bitstamp_token_user_id_and_channels() -> None:
         f'{{"event": "order_created", "channel": "private-my_orders_btcusd-{told["user_id"]}", "data": {{}}}}'
     public = stream.classify('{"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}}')
     assert public.channels == ("live_trades_btcusd",) and not allowed_channel(public.channels[0], stream.channels)
+
+
+def test_streams_a_refused_login_is_logged_without_the_echoed_request() -> None:
+    """Exchanges echo a refused login (key, expiry, signature); the log keeps code and reason."""
+    from proxy.pipeline.stream import refusal_summary
+
+    signature = "9f" * 32
+    bybit = json.dumps({"success": False, "ret_msg": "error:USVC1111", "conn_id": "c",
+                        "request": {"op": "auth", "args": ["KEY123", "1700000000000", signature]}})
+    okx = json.dumps({"event": "error", "code": "60012",
+                      "msg": f'Illegal request: {{"op":"login","args":[{{"sign":"{signature}"}}]}}'})
+    for raw in (bybit, okx):
+        line = refusal_summary(raw)
+        assert signature not in line and "KEY123" not in line and ("60012" in line or "USVC1111" in line)
+    assert refusal_summary(b"<html>") == "an answer that is not JSON"
