@@ -66,7 +66,9 @@ class SqliteBatches:
                     continue
                 conn.execute("SAVEPOINT claim")
                 op.result = step(conn)
-                if op.spend is not None and op.wants_record:
+                if op.nonce is not None and op.wants_record:
+                    self._allocate(conn, op)
+                if op.spend is not None and op.wants_record and op.error is None:
                     try:
                         hit = self._spend(op.spend)
                     except NotReady as exc:
@@ -118,6 +120,15 @@ class SqliteBatches:
             except NotReady:
                 log.error("claims of %d unsent orders stay until their lease ends", len(undo))
 
+    def _allocate(self, conn: Any, op: Claim) -> None:
+        """The owner's nonce, in its claim's savepoint (a unit change refuses it, claim undone)."""
+        assert op.nonce is not None
+        try:
+            op.allocated(self._store.nonce_fn(op.nonce.key_id, op.nonce.unit, op.nonce.now_us)(conn))
+        except NotReady as exc:
+            op.error = exc
+            conn.execute("ROLLBACK TO claim")
+
     def _spend(self, spend: Spend) -> SpendAnswer:
         if self._limiter is None:
             raise NotReady("no rate-limit store")
@@ -150,11 +161,17 @@ class RedisBatches:
             elif isinstance(op, Abandon):
                 calls.append(store.abandon_call(op.scope, op.token))
                 parsers.append((op, bool))
+        # Nonces ride the same round trip, after the claims; one allocated for a claim that does
+        # not own its id is skipped (nonces need only increase).
+        nonces = [(op, store.nonce_call(op.nonce.key_id, op.nonce.unit, op.nonce.now_us))
+                  for op in ops if isinstance(op, Claim) and op.nonce is not None]
+        calls.extend(call[:3] for _, call in nonces)
         if calls:
             try:
                 replies = await store.pipeline(calls)
             except NotReady as exc:
                 replies = [exc] * len(calls)
+            replies, allocated = replies[:len(parsers)], replies[len(parsers):]
             for (op, parse), reply in zip(parsers, replies, strict=True):
                 failed = isinstance(reply, Exception)
                 if isinstance(op, Claim):
@@ -171,6 +188,7 @@ class RedisBatches:
                         op.done = bool(reply)
                 elif isinstance(op, Complete):
                     op.failed = failed
+            await self._undo(self._allocate(nonces, allocated))
         spenders = [op for op in ops if isinstance(op, Claim) and op.error is None
                     and op.spend is not None and op.wants_record]
         if spenders:
@@ -192,6 +210,24 @@ class RedisBatches:
         loop = asyncio.get_running_loop()
         errors = await loop.run_in_executor(audit.executor, audit.append_batch, [r for _, r in pairs])
         await self._undo(audit_results(pairs, errors))
+
+    @staticmethod
+    def _allocate(nonces: list[tuple[Claim, Any]], replies: list[Any]) -> list[Claim]:
+        """Give each owner its nonce; returns the owners refused for want of one (their claim
+        must go)."""
+        failed: list[Claim] = []
+        for (op, (_, _, _, parse)), reply in zip(nonces, replies, strict=True):
+            if op.error is not None or not op.wants_record:
+                continue
+            try:
+                if isinstance(reply, Exception):
+                    raise reply if isinstance(reply, NotReady) else NotReady(
+                        f"state store unreachable: redis: {reply}")
+                op.allocated(parse(reply))
+            except NotReady as exc:
+                op.error = exc
+                failed.append(op)
+        return failed
 
     async def _spend(self, spend: Spend) -> SpendAnswer:
         if self._limiter is None:

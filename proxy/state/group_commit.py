@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.errors import NotReady
-from proxy.state.base import BeginResult, IdempotencyScope, Owner, StoredResponse
+from proxy.state.base import BeginResult, IdempotencyScope, NonceUnit, Owner, StoredResponse
 
 log = logging.getLogger("proxy.state.group_commit")
 
@@ -47,6 +47,16 @@ class Spend:
     limit: int
     window_s: int
     cost: int
+
+
+@dataclass(frozen=True)
+class NonceRequest:
+    """A nonce the batch allocates for an owner in the same transaction (sqlite) or round trip
+    (Redis) as its claim; the caller holds the key's lock, so nonces also arrive in order."""
+
+    key_id: str
+    unit: NonceUnit
+    now_us: int
 
 
 class SpendAnswer(Protocol):
@@ -72,6 +82,8 @@ class Claimed:
     result: BeginResult
     refused: SpendAnswer | None = None
     recorded: bool = False
+    #: the nonce allocated for this order (a ``NonceRequest`` that was recorded), to sign with
+    nonce: int | None = None
 
 
 @dataclass(eq=False)
@@ -87,11 +99,18 @@ class Claim:
     refused: SpendAnswer | None = None
     error: Exception | None = None
     recorded: bool = False
+    nonce: NonceRequest | None = None
+    nonce_value: int | None = None
 
     @property
     def wants_record(self) -> bool:
         r = self.result
         return self.record is not None and isinstance(r, Owner) and not r.previous_unknown
+
+    def allocated(self, value: int) -> None:
+        """The batch allocated ``value``: the decision record names the nonce that is signed."""
+        assert self.record is not None
+        self.nonce_value = self.record["nonce"] = value
 
 
 @dataclass(eq=False)
@@ -146,13 +165,16 @@ class GroupCommit:
     async def claim(
         self, scope: IdempotencyScope, content_hash: str, ttl_s: float, *, lease_s: float,
         spend: Spend | None = None, record: Mapping[str, Any] | None = None,
+        nonce: NonceRequest | None = None,
     ) -> Claimed:
         """Claim ``scope`` in the next batch. If this request becomes its owner (and no earlier
-        attempt's outcome is unknown), ``spend`` is charged and ``record`` made durable in the
-        same batch; returns once all of it is durable. Raises NotReady if it cannot be."""
+        attempt's outcome is unknown), ``spend`` is charged, ``nonce`` allocated (and written
+        into the record) and ``record`` made durable in the same batch; returns once all of it
+        is durable. Raises NotReady if it cannot be."""
         fut: asyncio.Future[Claimed] = asyncio.get_running_loop().create_future()
+        assert nonce is None or record is not None, "a nonce is allocated for a recorded order"
         self._queue.append(Claim(scope, content_hash, ttl_s, lease_s, spend,
-                                  None if record is None else dict(record), fut))
+                                  None if record is None else dict(record), fut, nonce=nonce))
         self._kick(now=True)
         return await fut
 
@@ -222,7 +244,8 @@ class GroupCommit:
                     op.future.set_exception(op.error)
                 else:
                     assert op.result is not None
-                    op.future.set_result(Claimed(op.result, op.refused, op.recorded))
+                    op.future.set_result(Claimed(op.result, op.refused, op.recorded,
+                                                 op.nonce_value if op.recorded else None))
             elif isinstance(op, Abandon):
                 if op.future.done():
                     continue

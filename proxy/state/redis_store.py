@@ -170,6 +170,18 @@ class RedisStateStore:
     async def next_nonce(self, key_id: str, unit: NonceUnit, *, now_us: int | None = None) -> int:
         return await self._nonce_op(key_id, unit, nonce_from_clock(self._now(now_us), unit), "next")
 
+    def nonce_call(self, key_id: str, unit: NonceUnit, now_us: int
+                   ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], int]]:
+        """``next_nonce`` as (script, keys, args, parse): proxy.state.batches pipelines it with
+        its claim. ``parse`` raises NonceUnitChanged as ``next_nonce`` does."""
+        def parse(reply: Any) -> int:
+            if _text(reply[0]) == "unit":
+                check_unit(key_id, _text(reply[1]), unit)
+            return int(_text(reply[1]))
+
+        value = str(nonce_from_clock(now_us, unit))
+        return self._nonce, [self._key("nonce", key_id)], [unit, value, "next"], parse
+
     async def raise_floor(self, key_id: str, unit: NonceUnit, floor: int) -> int:
         nonce_from_clock(0, unit)  # validates the unit
         return await self._nonce_op(key_id, unit, floor, "floor")
@@ -284,7 +296,7 @@ class RedisStateStore:
         return list(await self._guard(pipe.execute(raise_on_error=False)))
 
     async def _load_scripts(self) -> None:
-        for script in (self._begin, self._complete, self._abandon):
+        for script in (self._begin, self._complete, self._abandon, self._nonce):
             await self._guard(self._redis.script_load(script.script))
         self._scripts_loaded = True
 

@@ -167,7 +167,11 @@ class SqliteStateStore:
 
     # -- nonces -----------------------------------------------------------------------------
     async def next_nonce(self, key_id: str, unit: NonceUnit, *, now_us: int | None = None) -> int:
-        candidate = nonce_from_clock(self._now(now_us), unit)
+        return await self._run(self.nonce_fn(key_id, unit, self._now(now_us)))
+
+    def nonce_fn(self, key_id: str, unit: NonceUnit, now_us: int) -> Callable[[sqlite3.Connection], int]:
+        """``next_nonce`` as a step of a transaction (proxy.state.batches: with its claim)."""
+        candidate = nonce_from_clock(now_us, unit)
 
         def fn(c: sqlite3.Connection) -> int:
             row = c.execute("SELECT unit, last FROM nonces WHERE key_id = ?", (key_id,)).fetchone()
@@ -181,7 +185,7 @@ class SqliteStateStore:
             )
             return value
 
-        return await self._run(fn)
+        return fn
 
     async def raise_floor(self, key_id: str, unit: NonceUnit, floor: int) -> int:
         nonce_from_clock(0, unit)  # validates the unit

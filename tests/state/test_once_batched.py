@@ -5,8 +5,9 @@ before it was sent."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +22,7 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.http import Reply
 from proxy.pipeline.once import Once
+from proxy.pipeline.send import Held
 from proxy.policy.evaluate import Decision
 from proxy.state import StateStore
 from proxy.state.batches import group_commit
@@ -66,6 +68,13 @@ class _Sender:
 
     def batchable(self, account: Account) -> bool:
         return True
+
+    @contextlib.asynccontextmanager
+    async def hold(self, ctx: RequestContext, account: Account, creds: Credentials) -> AsyncIterator[Held]:
+        yield Held(creds, None)
+
+    def nonce_stamp(self, nonce: int) -> Stamp:
+        return Stamp(now_ms=time.time_ns() // 1_000_000, nonce=nonce, unique="u")
 
     def time_stamp(self, account: Account) -> Stamp:
         now_ms = time.time_ns() // 1_000_000
