@@ -2,9 +2,10 @@
 ``python -m tests.state.commit_child BACKEND LOCATION PREFIX AUDIT_DIR LEASE_S DIE_AT``
 (the audit chain key comes in the environment, not argv).
 
-Places orders forever, 16 at a time: claim (with a weight spend and a decision record) in the
-group commit, print ``durable COID`` once the claim returns (the moment the proxy would send),
-then queue the outcome record and the completion. ``DIE_AT``: ``none`` (the parent kills it),
+Places orders forever, 16 at a time: claim (with a weight spend and a decision record; every
+other order also with a nonce, as a nonce exchange's order) in the group commit, print
+``durable COID TOKEN [NONCE]`` once the claim returns (the moment the proxy would send), then
+queue the outcome record and the completion. ``DIE_AT``: ``none`` (the parent kills it),
 ``after_commit`` (SIGKILL itself in the fifth batch once the state store committed, its audit
 append held back; sqlite only) or ``after_audit`` (once the fifth batch's audit append is
 durable, before any waiter wakes).
@@ -26,10 +27,16 @@ from proxy.errors import NotReady
 from proxy.guards.rate_limits import open_limiter
 from proxy.model.sensitive import Secret
 from proxy.state import IdempotencyScope, StoredResponse, open_store
+from proxy.state.base import wall_clock_us
 from proxy.state.batches import group_commit
-from proxy.state.group_commit import Spend
+from proxy.state.group_commit import NonceRequest, Spend
 
 CONCURRENCY = 16
+
+
+def nonce_key(prefix: str) -> str:
+    """The key whose nonces the child allocates (the parent reads its last one)."""
+    return f"kraken:{prefix}key"
 
 
 class _Dying:
@@ -88,18 +95,22 @@ async def main(backend: str, location: str, prefix: str, audit_dir: str, lease_s
 
     async def one() -> None:
         while True:
-            coid = f"o{next(ids)}"
+            n = next(ids)
+            coid = f"o{n}"
+            nonce = NonceRequest(nonce_key(prefix), "us", wall_clock_us()) if n % 2 == 0 else None
             scope = IdempotencyScope("bot", "main", coid)
             record = {"request_id": coid, "phase": "decision", "decision": "allow", "client_order_id": coid}
             print(f"claiming {coid}", flush=True)
             try:
                 claimed = await commit.claim(scope, "h", 3600, lease_s=lease_s,
-                                             spend=Spend(f"weight|{prefix}", 10**9, 60, 1), record=record)
+                                             spend=Spend(f"weight|{prefix}", 10**9, 60, 1), record=record,
+                                             nonce=nonce)
             except NotReady:
                 continue
             if not claimed.recorded:
                 continue
-            print(f"durable {coid} {claimed.result.token}", flush=True)  # type: ignore[union-attr]
+            signed = "" if claimed.nonce is None else f" {claimed.nonce}"
+            print(f"durable {coid} {claimed.result.token}{signed}", flush=True)  # type: ignore[union-attr]
             commit.outcome({"request_id": coid, "phase": "outcome", "upstream_status": 200})
             commit.complete(scope, StoredResponse(200, (), coid.encode()),
                             token=claimed.result.token, ttl_s=3600)  # type: ignore[union-attr]
