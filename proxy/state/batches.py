@@ -33,7 +33,8 @@ log = logging.getLogger("proxy.state.group_commit")
 
 class SqliteBatches:
     """A batch on the sqlite store's thread: one transaction for every claim, completion and
-    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), the weight spends
+    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), owners' nonces in it
+    too, the weight spends
     on the rate-limit file, then one audit append and fdatasync, all in one thread hop."""
 
     def __init__(self, store: Any, limiter: Any | None) -> None:
@@ -136,8 +137,8 @@ class SqliteBatches:
 
 
 class RedisBatches:
-    """A batch on Redis: every claim, completion and abandon in one pipelined round trip (each
-    a Lua script, atomic on its own), the owners' weight spends concurrently, then one audit
+    """A batch on Redis: every claim, completion, abandon and nonce in one pipelined round trip
+    (each a Lua script, atomic on its own), the owners' weight spends concurrently, then one audit
     append and fdatasync on the audit writer's thread."""
 
     def __init__(self, store: Any, limiter: Any | None) -> None:

@@ -1,7 +1,8 @@
 """One durability owner per worker: group commit of what each order must make durable.
 
 Before an order is sent, three things must be durable: its idempotency claim, its share of the
-account's weight budget and its audit decision record. Done one by one, each is a thread
+account's weight budget and its audit decision record (on a nonce exchange also its nonce,
+allocated with the claim and named in the record). Done one by one, each is a thread
 hand-off and an fsync, and at 16 connections the orders queue behind each other's
 transactions. Here every order that arrives while a batch is being made durable goes into the
 next batch: one state-store transaction (sqlite) or one pipelined round trip (Redis) for all
