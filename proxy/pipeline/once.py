@@ -33,7 +33,9 @@ from proxy.pipeline.lookup import (
     round_scope,
 )
 from proxy.pipeline.send import Held
-from proxy.policy.evaluate import Decision
+from proxy.policy.evaluate import Decision, over_budget
+from proxy.policy.runtime import refusal as policy_refusal
+from proxy.policy.runtime import stored_amount
 from proxy.state import (
     BeginResult,
     Conflict,
@@ -44,7 +46,7 @@ from proxy.state import (
     StateStore,
     StoredResponse,
 )
-from proxy.state.group_commit import Claimed, GroupCommit, Spend
+from proxy.state.group_commit import Budget, Claimed, GroupCommit, Spend
 
 IDEMPOTENCY_WAIT_S = 15.0
 #: exchange answers that mean the order was refused before execution (rate limit, IP ban)
@@ -150,10 +152,11 @@ class Once:
         )
 
     def _batchable(self, account: Account, decision: Decision) -> bool:
-        """Whether the claim, the weight spend and the decision record can share one group
-        commit: no policy budgets to charge first, and a sender that can take it from there."""
-        return (self.commit is not None and self.sender is not None and not decision.charges
-                and self.sender.batchable(account))
+        """Whether the claim, the budgets, the weight spend and the decision record can share
+        one group commit: a sender that can take it from there, and no report-mode budgets
+        (their would-deny changes the record, so they are charged one step at a time)."""
+        return (self.commit is not None and self.sender is not None
+                and not (decision.charges and decision.report) and self.sender.batchable(account))
 
     async def _claim_recorded(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,
@@ -165,7 +168,9 @@ class Once:
         record names the stamp that is signed: a time stamp taken now, or the batch's nonce.
         Returns the claim and the key to sign with."""
         assert self.commit is not None and self.sender is not None
-        await self.charge(ctx, decision)  # no budgets here: only notes a report-mode would_deny
+        budgets = tuple(Budget(c.key, stored_amount(c), c.window_s, c.limit) for c in decision.charges)
+        if not budgets:
+            await self.charge(ctx, decision)  # only notes a report-mode would_deny
         version, index = ctx.key_version, ctx.key_index
         key = await held.enter_async_context(self.sender.hold(ctx, account, creds))
         ctx.stamp = self.sender.time_stamp(account) if key.nonce is None else None
@@ -173,6 +178,7 @@ class Once:
             scope, digest, self.ttl_s, lease_s=self.lease_s,
             spend=self.sender.weight_spend(account, prepared),
             record=self.decisions.record(ctx, "allow", decision.rule, "decision"), nonce=key.nonce,
+            budgets=budgets,
         )
         if claimed.recorded:
             ctx.decided_rule = decision.rule  # the outcome record repeats the decision's rule
@@ -279,6 +285,9 @@ class Once:
         if claimed is not None and claimed.refused is not None:
             assert self.sender is not None
             raise self.sender.weight_refused(account, claimed.refused.retry_after)
+        if claimed is not None and claimed.over is not None:  # a policy budget: nothing was kept
+            over, total = claimed.over
+            raise policy_refusal(over_budget(decision, decision.charges[over], total))
         try:
             if claimed is not None and claimed.recorded:
                 assert self.sender is not None

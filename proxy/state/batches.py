@@ -69,7 +69,9 @@ class SqliteBatches:
                 op.result = step(conn)
                 if op.nonce is not None and op.wants_record:
                     self._allocate(conn, op)
-                if op.spend is not None and op.wants_record and op.error is None:
+                if op.budgets and op.wants_record and op.error is None:
+                    self._charge(conn, op, now)
+                if op.spend is not None and op.wants_record and op.error is None and op.over is None:
                     try:
                         hit = self._spend(op.spend)
                     except NotReady as exc:
@@ -129,6 +131,16 @@ class SqliteBatches:
         except NotReady as exc:
             op.error = exc
             conn.execute("ROLLBACK TO claim")
+
+    def _charge(self, conn: Any, op: Claim, now: int) -> None:
+        """The owner's policy budgets, in its claim's savepoint: the first over its limit
+        refuses the order, and the claim and the budgets already charged are undone."""
+        for i, b in enumerate(op.budgets):
+            total = self._store.window_fn(b.key, b.amount, b.window_s, b.limit, now)(conn)
+            if total > b.limit:
+                op.over = (i, total)
+                conn.execute("ROLLBACK TO claim")
+                return
 
     def _spend(self, spend: Spend) -> SpendAnswer:
         if self._limiter is None:
@@ -190,7 +202,9 @@ class RedisBatches:
                 elif isinstance(op, Complete):
                     op.failed = failed
             await self._undo(self._allocate(nonces, allocated))
-        spenders = [op for op in ops if isinstance(op, Claim) and op.error is None
+        await self._undo(await self._charge([op for op in ops if isinstance(op, Claim) and op.budgets
+                                             and op.error is None and op.wants_record]))
+        spenders = [op for op in ops if isinstance(op, Claim) and op.error is None and op.over is None
                     and op.spend is not None and op.wants_record]
         if spenders:
             answers = await asyncio.gather(*(self._spend(op.spend) for op in spenders if op.spend),
@@ -211,6 +225,31 @@ class RedisBatches:
         loop = asyncio.get_running_loop()
         errors = await loop.run_in_executor(audit.executor, audit.append_batch, [r for _, r in pairs])
         await self._undo(audit_results(pairs, errors))
+
+    async def _charge(self, owners: list[Claim]) -> list[Claim]:
+        """The owners' policy budgets, one pipelined round trip per budget index (the first
+        over its limit refuses the order, the later ones are not charged, as one step at a
+        time); returns the owners refused (their claim must go)."""
+        refused: list[Claim] = []
+        now = self._store.now_us()
+        for i in range(max((len(op.budgets) for op in owners), default=0)):
+            due = [op for op in owners if len(op.budgets) > i and op not in refused]
+            calls = [self._store.window_call(b.key, b.amount, b.window_s, b.limit, now)
+                     for b in (op.budgets[i] for op in due)]
+            try:
+                replies = await self._store.pipeline([call[:3] for call in calls])
+            except NotReady as exc:
+                replies = [exc] * len(calls)
+            for op, call, reply in zip(due, calls, replies, strict=True):
+                if isinstance(reply, Exception):
+                    op.error = reply if isinstance(reply, NotReady) else NotReady(
+                        f"state store unreachable: redis: {reply}")
+                elif (total := call[3](reply)) > op.budgets[i].limit:
+                    op.over = (i, total)
+                else:
+                    continue
+                refused.append(op)
+        return refused
 
     @staticmethod
     def _allocate(nonces: list[tuple[Claim, Any]], replies: list[Any]) -> list[Claim]:

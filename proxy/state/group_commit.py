@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from proxy.errors import NotReady
@@ -60,6 +61,18 @@ class NonceRequest:
     now_us: int
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A policy budget charged for an owner in its batch (``proxy.policy.runtime.charge``):
+    ``amount`` (in the store's units) joins the window ``key`` unless the total would exceed
+    ``limit``; then the claim is not kept and the order is refused."""
+
+    key: str
+    amount: Decimal
+    window_s: int
+    limit: Decimal
+
+
 class SpendAnswer(Protocol):
     allowed: bool
     retry_after: int
@@ -85,6 +98,9 @@ class Claimed:
     recorded: bool = False
     #: the nonce allocated for this order (a ``NonceRequest`` that was recorded), to sign with
     nonce: int | None = None
+    #: the first budget over its limit (its index) and the total it would have reached; the
+    #: claim was not kept and nothing is recorded
+    over: tuple[int, Decimal] | None = None
 
 
 @dataclass(eq=False)
@@ -102,6 +118,8 @@ class Claim:
     recorded: bool = False
     nonce: NonceRequest | None = None
     nonce_value: int | None = None
+    budgets: tuple[Budget, ...] = ()
+    over: tuple[int, Decimal] | None = None
 
     @property
     def wants_record(self) -> bool:
@@ -166,16 +184,17 @@ class GroupCommit:
     async def claim(
         self, scope: IdempotencyScope, content_hash: str, ttl_s: float, *, lease_s: float,
         spend: Spend | None = None, record: Mapping[str, Any] | None = None,
-        nonce: NonceRequest | None = None,
+        nonce: NonceRequest | None = None, budgets: tuple[Budget, ...] = (),
     ) -> Claimed:
         """Claim ``scope`` in the next batch. If this request becomes its owner (and no earlier
-        attempt's outcome is unknown), ``spend`` is charged, ``nonce`` allocated (and written
+        attempt's outcome is unknown), ``budgets`` and ``spend`` are charged, ``nonce`` allocated (and written
         into the record) and ``record`` made durable in the same batch; returns once all of it
         is durable. Raises NotReady if it cannot be."""
         fut: asyncio.Future[Claimed] = asyncio.get_running_loop().create_future()
         assert nonce is None or record is not None, "a nonce is allocated for a recorded order"
         self._queue.append(Claim(scope, content_hash, ttl_s, lease_s, spend,
-                                  None if record is None else dict(record), fut, nonce=nonce))
+                                  None if record is None else dict(record), fut, nonce=nonce,
+                                  budgets=budgets))
         self._kick(now=True)
         return await fut
 
@@ -246,7 +265,7 @@ class GroupCommit:
                 else:
                     assert op.result is not None
                     op.future.set_result(Claimed(op.result, op.refused, op.recorded,
-                                                 op.nonce_value if op.recorded else None))
+                                                 op.nonce_value if op.recorded else None, op.over))
             elif isinstance(op, Abandon):
                 if op.future.done():
                     continue
@@ -265,7 +284,8 @@ def records_of(ops: list[Op]) -> list[tuple[Claim | None, dict[str, Any]]]:
     order (owner, weight fits), and queued outcome records."""
     out: list[tuple[Claim | None, dict[str, Any]]] = []
     for op in ops:
-        if isinstance(op, Claim) and op.error is None and op.refused is None and op.wants_record:
+        if (isinstance(op, Claim) and op.error is None and op.refused is None and op.over is None
+                and op.wants_record):
             assert op.record is not None
             out.append((op, op.record))
         elif isinstance(op, Outcome):

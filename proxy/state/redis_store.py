@@ -296,7 +296,7 @@ class RedisStateStore:
         return list(await self._guard(pipe.execute(raise_on_error=False)))
 
     async def _load_scripts(self) -> None:
-        for script in (self._begin, self._complete, self._abandon, self._nonce):
+        for script in (self._begin, self._complete, self._abandon, self._nonce, self._window):
             await self._guard(self._redis.script_load(script.script))
         self._scripts_loaded = True
 
@@ -354,21 +354,18 @@ class RedisStateStore:
         limit: Decimal | int | None = None,
         now_us: int | None = None,
     ) -> Decimal:
-        now = self._now(now_us)
+        script, keys, args, parse = self.window_call(key, amount, window_s, limit, self._now(now_us))
+        return parse(await self._eval(script, keys, args))
+
+    def window_call(self, key: str, amount: Decimal | int, window_s: float, limit: Decimal | int | None,
+                    now: int) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], Decimal]]:
+        """``add_to_window`` as (script, keys, args, parse): proxy.state.batches pipelines many."""
         window_us = to_us(window_s)
-        total = await self._eval(
-            self._window,
-            [self._key("win", key)],
-            [
-                str(now - window_us),
-                str(now),
-                secrets.token_hex(8),
-                str(scale_amount(amount)),
-                "" if limit is None else str(scale_amount(limit)),
-                str(window_us // 1000 + _GC_MARGIN_MS),
-            ],
-        )
-        return unscale_amount(int(_text(total)))
+        args: list[str | bytes] = [
+            str(now - window_us), str(now), secrets.token_hex(8), str(scale_amount(amount)),
+            "" if limit is None else str(scale_amount(limit)), str(window_us // 1000 + _GC_MARGIN_MS),
+        ]
+        return self._window, [self._key("win", key)], args, lambda reply: unscale_amount(int(_text(reply)))
 
     async def set_flag(
         self, name: str, value: str, ttl_s: float | None = None, *, now_us: int | None = None

@@ -376,23 +376,25 @@ class SqliteStateStore:
         limit: Decimal | int | None = None,
         now_us: int | None = None,
     ) -> Decimal:
-        now = self._now(now_us)
+        return await self._run(self.window_fn(key, amount, window_s, limit, self._now(now_us)))
+
+    def window_fn(self, key: str, amount: Decimal | int, window_s: float, limit: Decimal | int | None,
+                  now: int) -> Callable[[sqlite3.Connection], Decimal]:
+        """``add_to_window`` as a step of a transaction (proxy.state.batches: with its claim)."""
         scaled = scale_amount(amount)
         cap = None if limit is None else scale_amount(limit)
         since = now - to_us(window_s)
 
-        def fn(c: sqlite3.Connection) -> int:
+        def fn(c: sqlite3.Connection) -> Decimal:
             c.execute("DELETE FROM windows WHERE key = ? AND ts_us <= ?", (key, since))
             rows = c.execute("SELECT amount FROM windows WHERE key = ?", (key,)).fetchall()
             total = sum(int(r[0]) for r in rows) + scaled
-            if cap is not None and total > cap:
-                return total
-            c.execute(
-                "INSERT INTO windows (key, ts_us, amount) VALUES (?, ?, ?)", (key, now, str(scaled))
-            )
-            return total
+            if cap is None or total <= cap:
+                c.execute("INSERT INTO windows (key, ts_us, amount) VALUES (?, ?, ?)",
+                          (key, now, str(scaled)))
+            return unscale_amount(total)
 
-        return unscale_amount(await self._run(fn))
+        return fn
 
     async def set_flag(
         self, name: str, value: str, ttl_s: float | None = None, *, now_us: int | None = None
