@@ -1,5 +1,6 @@
 """A nonce exchange's orders through the group commit, in process: the real sender, the real
 Kraken emulator (which refuses any nonce not above the key's last) and both real stores.
+Orders under a policy budget take the same batch, which charges the budget with the claim.
 
 The batch allocates each order's nonce with its claim and writes it into the decision record;
 the order is signed with exactly that nonce. The records reach the audit trail only through the
@@ -13,11 +14,12 @@ import base64
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import parse_qsl
 
 import pytest
 
-from proxy.errors import NonceUnitChanged
+from proxy.errors import NonceUnitChanged, RateLimited
 from proxy.exchanges import kraken
 from proxy.guards.hooks import ExchangeSafety
 from proxy.model.request import Inbound, Prepared
@@ -27,7 +29,7 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.once import Once
 from proxy.pipeline.send import Sender
-from proxy.policy.evaluate import Decision
+from proxy.policy.evaluate import Charge, Decision
 from proxy.state import IdempotencyScope, Owner, StateStore
 from proxy.state.batches import group_commit
 from proxy.state.group_commit import GroupCommit
@@ -163,5 +165,44 @@ def test_a_nonce_unit_change_refuses_the_order_and_frees_its_id(
             await upstream.close()
             await store.close()
         assert not state.recorder.all(), "nothing was sent"
+
+    asyncio.run(run())
+
+
+def test_orders_under_a_budget_take_the_batch_and_stop_at_its_limit(
+    target: Target, emulator: tuple[KrakenState, str]
+) -> None:
+    """A budget of 1000 (in notional) and orders of 300 each: three fit, the others are refused
+    (429, the budget's rule), not sent, and their ids stay free; the window holds 900."""
+    state, url = emulator
+    budget = f"budget|{target.prefix}"
+    charge = Charge(rule="budget.client.notional.1h", key=budget, amount=Decimal("300"), window_s=3600,
+                    limit=Decimal("1000"))
+    under = Decision(code="allow", rule="grant", charges=(charge,))
+
+    async def run() -> None:
+        store = target.open()
+        proxy, upstream = await _proxy(store, url, f"a-{target.prefix}")
+        try:
+            coids = [f"b{i}" for i in range(6)]
+            results = await asyncio.gather(*(
+                proxy.once.single(_ctx(n, _order(c)), proxy.account, _order(c), CREDS, under, c)
+                for n, c in enumerate(coids)), return_exceptions=True)
+            placed = [c for c, r in zip(coids, results, strict=True) if not isinstance(r, BaseException)]
+            refused = [r for r in results if isinstance(r, BaseException)]
+            assert len(placed) == 3 and len(refused) == 3
+            assert all(isinstance(r, RateLimited) and r.rule == charge.rule for r in refused), refused
+            for c in set(coids) - set(placed):  # a refused order kept no claim
+                again = await store.begin(IdempotencyScope("bot", proxy.account.name, c), "other")
+                assert isinstance(again, Owner) and not again.previous_unknown
+            assert await store.add_to_window(budget, 0, 3600) == Decimal("900")
+            await proxy.commit.drain()
+        finally:
+            await upstream.close()
+            await store.close()
+        sent = {dict(parse_qsl(r.body.decode()))["cl_ord_id"] for r in state.recorder.all()}
+        assert sent == set(placed) and all(r.accepted for r in state.recorder.all())
+        decided = {r["client_order_id"] for r in proxy.log.records if r["phase"] == "decision"}
+        assert decided == set(placed), "the placed orders' records came through the group commit"
 
     asyncio.run(run())
