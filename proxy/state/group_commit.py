@@ -187,9 +187,9 @@ class GroupCommit:
         nonce: NonceRequest | None = None, budgets: tuple[Budget, ...] = (),
     ) -> Claimed:
         """Claim ``scope`` in the next batch. If this request becomes its owner (and no earlier
-        attempt's outcome is unknown), ``budgets`` and ``spend`` are charged, ``nonce`` allocated (and written
-        into the record) and ``record`` made durable in the same batch; returns once all of it
-        is durable. Raises NotReady if it cannot be."""
+        attempt's outcome is unknown), ``nonce`` is allocated (and written into the record),
+        ``budgets`` and ``spend`` charged and ``record`` made durable in the same batch; returns
+        once all of it is durable. Raises NotReady if it cannot be."""
         fut: asyncio.Future[Claimed] = asyncio.get_running_loop().create_future()
         assert nonce is None or record is not None, "a nonce is allocated for a recorded order"
         self._queue.append(Claim(scope, content_hash, ttl_s, lease_s, spend,
