@@ -3,6 +3,7 @@ right question and read the answers right (answers written by hand from the exch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -26,7 +27,7 @@ from proxy.exchanges.client_order_ids import (
     pair_appended,
 )
 from proxy.model.request import Inbound, Stamp
-from proxy.pipeline.lookup import content_digest, inject
+from proxy.pipeline.lookup import content_digest, earlier_digests, inject
 from tests.policy.test_sent_equals_checked import CREDS, EXCHANGES, HOSTS, from_intent
 
 FORM = (("content-type", "application/x-www-form-urlencoded"),)
@@ -118,6 +119,15 @@ def test_client_order_ids_content_digest_ignores_parameter_order() -> None:
     c = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", b"", FORM,
                                          b"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.02&newClientOrderId=x"))
     assert content_digest(a) == content_digest(b) != content_digest(c)
+    # the format is decided once and named in the digest: format 1, written out from its definition
+    pairs = sorted([["symbol", "BTCUSDT"], ["side", "BUY"], ["type", "MARKET"], ["quantity", "0.01"],
+                    ["newClientOrderId", "x"]])
+    text = json.dumps(["POST", "/api/v3/order", pairs, None], sort_keys=True)
+    assert content_digest(a) == "1:" + hashlib.sha256(text.encode()).hexdigest()
+    assert earlier_digests(content_digest(a)) == (hashlib.sha256(text.encode()).hexdigest(),)
+    json_order = bybit.EXCHANGE.prepare(CASES[1][1])
+    text = json.dumps(["POST", "/v5/order/create", [], json.loads(CASES[1][1].body)], sort_keys=True)
+    assert content_digest(json_order) == "1:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _placed(exchange: Any, inbound: Inbound) -> Any:
