@@ -28,7 +28,7 @@ from proxy.pipeline.http import Reply
 from proxy.pipeline.lookup import batch_scope
 from proxy.pipeline.once import REPLAY_HEADER, Once
 from proxy.policy.evaluate import Decision
-from proxy.state import IdempotencyScope, Owner, Replay, StateStore, StoredResponse
+from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, Replay, StateStore, StoredResponse
 from tests.state.conftest import Target
 
 CREDS = Credentials("key", binance.EXCHANGE.load_credentials(
@@ -242,11 +242,12 @@ def test_once_an_order_claimed_before_the_digest_format_marker_still_replays(tar
         reply = await once.batch(_ctx(), account, batch, CREDS, ALLOW)
         assert (reply.body, REPLAY_HEADER in reply.headers) == (b'{"orderId": 41}', True)
         assert exchange.placed == 0
-        # what is stored from now on carries the format marker
+        # what is stored from now on carries the format marker (a completion may still be queued)
         await once.single(_ctx(), account, _binance("new1"), CREDS, ALLOW, "new1")
-        again = await store.begin(IdempotencyScope("bot", account.name, "new1"),
-                                  "1:" + _format_1("POST", "/api/v3/order", [*params[:-1], ("newClientOrderId", "new1")]),
-                                  3600, lease_s=30.0)
-        assert isinstance(again, Replay) and exchange.placed == 1
+        new_scope = IdempotencyScope("bot", account.name, "new1")
+        hashed = _format_1("POST", "/api/v3/order", [*params[:-1], ("newClientOrderId", "new1")])
+        assert isinstance(await store.begin(new_scope, hashed, 3600, lease_s=30.0), Conflict)
+        assert isinstance(await store.begin(new_scope, "1:" + hashed, 3600, lease_s=30.0), Replay | InFlight)
+        assert exchange.placed == 1
 
     _run(target, fn)
