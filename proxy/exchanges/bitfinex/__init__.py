@@ -175,7 +175,7 @@ class Bitfinex:
         by a re-parse."""
         field = CLIENT_ORDER_ID_RULES.field
         fast = None
-        if prepared.endpoint.name == "submit" and coid.isdigit() and 0 < int(coid) < MAX_CID:
+        if prepared.endpoint.name == "submit" and coid.isascii() and coid.isdigit() and 0 < int(coid) < MAX_CID:
             fast = member_appended(prepared, field, coid, as_int=True)
         return fast or self.prepare(inbound_with(prepared, field, int(coid)))
 
