@@ -174,8 +174,8 @@ class Bitfinex:
         (``prepare`` keeps the members in order and reads ``cid`` from nowhere else), else
         by a re-parse."""
         field = CLIENT_ORDER_ID_RULES.field
-        cid_ok = coid.isascii() and coid.isdigit() and 0 < int(coid) < MAX_CID
-        fast = member_appended(prepared, field, coid, as_int=True) if cid_ok and prepared.endpoint.name == "submit" else None
+        plain = prepared.endpoint.name == "submit" and coid.isascii() and coid.isdigit()
+        fast = member_appended(prepared, field, coid, as_int=True) if plain and 0 < int(coid) < MAX_CID else None
         return fast or self.prepare(inbound_with(prepared, field, int(coid)))
 
     def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
