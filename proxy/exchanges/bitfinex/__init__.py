@@ -175,7 +175,8 @@ class Bitfinex:
         by a re-parse."""
         field = CLIENT_ORDER_ID_RULES.field
         plain = prepared.endpoint.name == "submit" and coid.isascii() and coid.isdigit()
-        fast = member_appended(prepared, field, coid, as_int=True) if plain and 0 < int(coid) < MAX_CID else None
+        in_range = plain and 0 < int(coid) < MAX_CID
+        fast = member_appended(prepared, field, coid, as_int=True) if in_range else None
         return fast or self.prepare(inbound_with(prepared, field, int(coid)))
 
     def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
