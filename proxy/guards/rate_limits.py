@@ -222,14 +222,21 @@ class RedisLimiter:
     def __init__(self, url: str, prefix: str = "esp:limits",
                  clock_us: Callable[[], int] | None = None) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from proxy.state.redis_scripts import WINDOW_HIT_LUA
 
         self._prefix = prefix
         #: None: the Redis server's clock, one for every host (tests pass their own)
         self._clock = clock_us
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
-                                              decode_responses=False)
+        # as the state store: one immediate retry reconnects after a Redis restart, no backoff
+        # (an unreachable Redis refuses within the timeout instead of holding requests)
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=False,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self._script = self._redis.register_script(WINDOW_HIT_LUA)
 
     def spend_call(self, key: str, limit: int, window_s: int, cost: int = 1) -> tuple[str, list[str]]:

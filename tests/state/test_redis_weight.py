@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 from proxy.audit.writer import AuditWriter
+from proxy.errors import NotReady
 from proxy.guards.rate_limits import Hit, RedisLimiter, decide
 from proxy.model.sensitive import Secret
 from proxy.state import IdempotencyScope, Owner, Replay, StoredResponse
@@ -175,6 +176,24 @@ def test_concurrent_hits_from_several_processes_never_exceed_the_limit(redis_ser
         p.join(timeout=30)
     # 60 hits of 1 in a budget of 25: exactly 25; 60 of 2: 12 (24 of 25, a 13th would make 26)
     assert sum(a for a, _ in allowed) == 25 and sum(b for _, b in allowed) == 12, allowed
+
+
+def test_the_limiter_fails_closed_while_redis_is_down_and_recovers(prefix: str) -> None:
+    with RedisServer() as server:
+        async def run() -> None:
+            limiter = RedisLimiter(server.url, prefix=prefix, clock_us=lambda: T0)
+            try:
+                assert await limiter.hit("k", 2, 60) == Hit(True)
+                server.stop()
+                with pytest.raises(NotReady, match="rate-limit store unreachable"):
+                    await limiter.hit("k", 2, 60)
+                server.start()  # no persistence: the counter starts empty, scripts are gone
+                # full at the window's start: 60 s, then 2*(60-t)/60 + 1 <= 2 at t >= 30
+                assert [await limiter.hit("k", 2, 60) for _ in range(3)] == [Hit(True), Hit(True), Hit(False, 90)]
+            finally:
+                await limiter.close()
+
+        asyncio.run(run())
 
 
 def _scope(coid: str) -> IdempotencyScope:
