@@ -1,7 +1,8 @@
 """The Redis store's Lua scripts: every read-decide-write in one atomic step on the server.
 
 Amounts and nonces stay decimal strings inside Lua (its numbers are doubles); only microsecond
-timestamps are compared as numbers (exact below 2**53).
+timestamps are compared as numbers (exact below 2**53). Lua functions shared by several scripts
+(BEGIN_FN, WINDOW_HIT_FN) are defined once and prepended, so each piece of logic has one source.
 """
 
 DECIMAL_LUA = """
