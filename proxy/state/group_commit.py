@@ -50,8 +50,11 @@ class Spend:
 
 
 class SpendAnswer(Protocol):
-    allowed: bool
-    retry_after: int
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def retry_after(self) -> int: ...
 
 
 class DurableLog(Protocol):
