@@ -26,6 +26,7 @@ from proxy.pipeline.lookup import (
     batch_ids,
     batch_scope,
     content_digest,
+    earlier_digests,
     found_headers,
     is_unknown,
     judge,
@@ -118,6 +119,11 @@ class Once:
                 result: BeginResult = claimed.result
             else:
                 result = await self._begin(scope, digest)
+            for earlier in earlier_digests(digest) if isinstance(result, Conflict) else ():
+                result = await self._begin(scope, earlier)  # claimed before a digest format change
+                if not isinstance(result, Conflict):
+                    digest = earlier
+                    break
             if isinstance(result, InFlight):
                 result = await self.store.wait(scope, self.wait_s, content_hash=digest, ttl_s=self.ttl_s,
                                                lease_s=self.lease_s)
@@ -222,6 +228,11 @@ class Once:
         ctx.client_order_ids = tuple(ids)
         scope, digest, ttl = batch_scope(ctx.client, account.name, ids), content_digest(prepared), self.ttl_s
         result = await self.store.begin(scope, digest, ttl, lease_s=self.lease_s)
+        for earlier in earlier_digests(digest) if isinstance(result, Conflict) else ():
+            result = await self.store.begin(scope, earlier, ttl, lease_s=self.lease_s)  # an older format
+            if not isinstance(result, Conflict):
+                digest = earlier
+                break
         if isinstance(result, InFlight):
             result = await self.store.wait(scope, self.wait_s, content_hash=digest, ttl_s=ttl,
                                            lease_s=self.lease_s)

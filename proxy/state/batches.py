@@ -1,8 +1,8 @@
 """The backends' side of the group commit (proxy.state.group_commit): one batch made durable.
 
 sqlite: the whole batch on the store's one thread, one transaction, the audit append
-overlapping the COMMIT. Redis: one pipelined round trip, then the audit append on the audit
-writer's thread.
+overlapping the COMMIT. Redis: one pipelined round trip for every claim and its weight spend,
+then the audit append on the audit writer's thread.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from proxy.state.group_commit import (
     audit_results,
     records_of,
 )
+from proxy.state.redis_store import WeightRefused
 
 log = logging.getLogger("proxy.state.group_commit")
 
@@ -149,13 +150,16 @@ class SqliteBatches:
 
 
 class RedisBatches:
-    """A batch on Redis: every claim, completion, abandon and nonce in one pipelined round trip
-    (each a Lua script, atomic on its own), the owners' weight spends concurrently, then one audit
-    append and fdatasync on the audit writer's thread."""
+    """A batch on Redis: every claim, completion, abandon and nonce in one pipelined round trip,
+    each a Lua script, atomic on its own. A claim that carries a weight spend is CLAIM_SPEND_LUA:
+    a new owner spends its weight from the same counter as RedisLimiter.hit, and a claim whose
+    weight does not fit is undone in that script. Then the owners' policy budgets (one more
+    round trip per budget index, only if there are any), then one audit append and fdatasync
+    on the audit writer's thread."""
 
     def __init__(self, store: Any, limiter: Any | None) -> None:
-        self._store = store  # RedisStateStore (begin_call, complete_call, abandon_call, pipeline)
-        self._limiter = limiter  # a WindowLimiter (async hit)
+        self._store = store  # RedisStateStore (begin_call, claim_spend_call, ..., pipeline)
+        self._limiter = limiter if hasattr(limiter, "spend_call") else None  # RedisLimiter
 
     async def apply(self, ops: list[Op], audit: DurableLog) -> None:
         store = self._store
@@ -164,8 +168,14 @@ class RedisBatches:
         parsers: list[tuple[Op, Callable[[Any], Any] | None]] = []
         for op in ops:
             if isinstance(op, Claim):
-                script, keys, args, parse = store.begin_call(op.scope, op.content_hash, op.ttl_s,
-                                                             op.lease_s, now)
+                spend = op.spend if op.record is not None else None  # only an order spends
+                if spend is not None and self._limiter is not None:
+                    counter = self._limiter.spend_call(spend.key, spend.limit, spend.window_s, spend.cost)
+                    script, keys, args, parse = store.claim_spend_call(
+                        op.scope, op.content_hash, op.ttl_s, op.lease_s, now, counter)
+                else:
+                    script, keys, args, parse = store.begin_call(op.scope, op.content_hash, op.ttl_s,
+                                                                 op.lease_s, now)
                 calls.append((script, keys, args))
                 parsers.append((op, parse))
             elif isinstance(op, Complete):
@@ -193,7 +203,7 @@ class RedisBatches:
                             f"state store unreachable: redis: {reply}")
                     else:
                         assert parse is not None
-                        op.result = parse(reply)
+                        self._claimed(op, parse(reply))
                 elif isinstance(op, Abandon):
                     if failed:
                         op.error = NotReady(f"state store unreachable: redis: {reply}")
@@ -202,23 +212,15 @@ class RedisBatches:
                 elif isinstance(op, Complete):
                     op.failed = failed
             await self._undo(self._allocate(nonces, allocated))
+        if self._limiter is None:  # an order's weight cannot be spent: refuse it, free its id
+            unspent = [op for op in ops if isinstance(op, Claim) and op.error is None
+                       and op.spend is not None and op.wants_record]
+            for op in unspent:
+                op.error = NotReady("no rate-limit store")
+            await self._undo(unspent)
         await self._undo(await self._charge([op for op in ops if isinstance(op, Claim) and op.budgets
-                                             and op.error is None and op.wants_record]))
-        spenders = [op for op in ops if isinstance(op, Claim) and op.error is None and op.over is None
-                    and op.spend is not None and op.wants_record]
-        if spenders:
-            answers = await asyncio.gather(*(self._spend(op.spend) for op in spenders if op.spend),
-                                           return_exceptions=True)
-            undo: list[Claim] = []
-            for op, answer in zip(spenders, answers, strict=True):
-                if isinstance(answer, BaseException):
-                    op.error = answer if isinstance(answer, NotReady) else NotReady(
-                        f"rate-limit store unreachable ({type(answer).__name__})")
-                    undo.append(op)
-                elif not answer.allowed:
-                    op.refused = answer
-                    undo.append(op)
-            await self._undo(undo)
+                                             and op.error is None and op.refused is None
+                                             and op.wants_record]))
         pairs = records_of(ops)
         if not pairs:
             return
@@ -257,8 +259,8 @@ class RedisBatches:
         must go)."""
         failed: list[Claim] = []
         for (op, (_, _, _, parse)), reply in zip(nonces, replies, strict=True):
-            if op.error is not None or not op.wants_record:
-                continue
+            if op.error is not None or op.refused is not None or not op.wants_record:
+                continue  # not sent now: its nonce is skipped
             try:
                 if isinstance(reply, Exception):
                     raise reply if isinstance(reply, NotReady) else NotReady(
@@ -269,10 +271,12 @@ class RedisBatches:
                 failed.append(op)
         return failed
 
-    async def _spend(self, spend: Spend) -> SpendAnswer:
-        if self._limiter is None:
-            raise NotReady("no rate-limit store")
-        return await self._limiter.hit(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
+    @staticmethod
+    def _claimed(op: Claim, result: Any) -> None:
+        if isinstance(result, WeightRefused):  # the script undid the claim
+            op.result, op.refused = Owner(token=result.token, previous_unknown=False), result
+        else:
+            op.result = result
 
     async def _undo(self, claims: list[Claim]) -> None:
         calls = [self._store.abandon_call(c.scope, c.result.token) for c in claims

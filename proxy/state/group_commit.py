@@ -74,8 +74,11 @@ class Budget:
 
 
 class SpendAnswer(Protocol):
-    allowed: bool
-    retry_after: int
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def retry_after(self) -> int: ...
 
 
 class DurableLog(Protocol):

@@ -29,6 +29,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -86,6 +87,16 @@ def _begin_result(reply: Any, token: str) -> BeginResult:
     )
 
 
+@dataclass(frozen=True)
+class WeightRefused:
+    """CLAIM_SPEND_LUA's answer when the new owner's weight did not fit: the claim (``token``)
+    was undone in the same script, nothing was spent."""
+
+    token: str
+    retry_after: int
+    allowed: bool = False
+
+
 class RedisStateStore:
     """StateStore on one Redis/Valkey server (see the module docstring for the design)."""
 
@@ -120,6 +131,7 @@ class RedisStateStore:
         )
         self._nonce = self._redis.register_script(scripts.NONCE_LUA)
         self._begin = self._redis.register_script(scripts.BEGIN_LUA)
+        self._claim_spend = self._redis.register_script(scripts.CLAIM_SPEND_LUA)
         self._complete = self._redis.register_script(scripts.COMPLETE_LUA)
         self._abandon = self._redis.register_script(scripts.ABANDON_LUA)
         self._window = self._redis.register_script(scripts.WINDOW_LUA)
@@ -248,13 +260,33 @@ class RedisStateStore:
         self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
     ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], BeginResult]]:
         """``begin`` as (script, keys, args, parse): proxy.state.group_commit pipelines many."""
+        keys, args, token = self._begin_args(scope, content_hash, ttl_s, lease_s, now)
+        return self._begin, keys, args, lambda reply: _begin_result(reply, token)
+
+    def claim_spend_call(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int,
+        counter: tuple[str, list[str]],
+    ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], BeginResult | WeightRefused]]:
+        """``begin_call`` that also spends the weight of a new owner (``counter``: the key and
+        arguments from proxy.guards.rate_limits.RedisLimiter.spend_call), in the same script."""
+        keys, args, token = self._begin_args(scope, content_hash, ttl_s, lease_s, now)
+
+        def parse(reply: Any) -> BeginResult | WeightRefused:
+            if _text(reply[0]) == "refused":
+                return WeightRefused(token, int(reply[1]))
+            return _begin_result(reply, token)
+
+        return self._claim_spend, [*keys, counter[0]], [*args, *counter[1]], parse
+
+    def _begin_args(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
+    ) -> tuple[list[str], list[str | bytes], str]:
         lease_until = now + to_us(lease_s)
         expires = lease_until + to_us(ttl_s)
         gc_ms = (expires - now) // 1000 + _GC_MARGIN_MS
         token = secrets.token_hex(16)
         keys = [self._key("idem", scope.storage_key())]
-        args: list[str | bytes] = [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)]
-        return self._begin, keys, args, lambda reply: _begin_result(reply, token)
+        return keys, [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)], token
 
     def complete_call(
         self, scope: IdempotencyScope, response: StoredResponse, token: str | None, ttl_s: float, now: int
@@ -296,7 +328,8 @@ class RedisStateStore:
         return list(await self._guard(pipe.execute(raise_on_error=False)))
 
     async def _load_scripts(self) -> None:
-        for script in (self._begin, self._complete, self._abandon, self._nonce, self._window):
+        for script in (self._begin, self._claim_spend, self._complete, self._abandon, self._nonce,
+                       self._window):
             await self._guard(self._redis.script_load(script.script))
         self._scripts_loaded = True
 

@@ -31,6 +31,7 @@ from tests.state.test_once import (
     test_once_a_batch_is_placed_once_and_its_ids_are_not_reusable,
     test_once_a_lost_answer_is_looked_up_before_placing_again,
     test_once_a_rate_limited_order_is_placed_by_the_retry,
+    test_once_an_order_claimed_before_the_digest_format_marker_still_replays,
     test_once_same_id_other_content_is_a_conflict_and_sends_nothing,
     test_once_twenty_concurrent_retries_place_one_order_and_replay_its_answer,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "test_once_a_batch_is_placed_once_and_its_ids_are_not_reusable",
     "test_once_a_lost_answer_is_looked_up_before_placing_again",
     "test_once_a_rate_limited_order_is_placed_by_the_retry",
+    "test_once_an_order_claimed_before_the_digest_format_marker_still_replays",
     "test_once_same_id_other_content_is_a_conflict_and_sends_nothing",
     "test_once_twenty_concurrent_retries_place_one_order_and_replay_its_answer",
 ]
