@@ -235,6 +235,12 @@ class AuditWriter:
     def headroom(self, metrics: Metrics | None = None) -> dict[str, object] | None:
         """Free space against the reserve, for /readyz (and a gauge); None when unknown."""
         return self.reserve.headroom(metrics)
+    def position(self) -> tuple[int, int]:
+        """(segment, seq) of the next record: a lower bound for what is appended after this
+        call (the sqlite group commit keeps it as its journal mark, proxy.state.journal)."""
+        head = self._head
+        return (0, 0) if head is None else (head.seg, head.seq)
+
     @property
     def executor(self) -> ThreadPoolExecutor:
         """The writer's I/O thread (proxy.state.group_commit appends from it with Redis)."""

@@ -6,7 +6,9 @@ Why it is shaped this way:
 - All SQL runs on one private thread per store, so the event loop never waits on the disk or on
   another process's write lock.
 - ``synchronous=FULL`` by default: a committed nonce or idempotency record survives a power
-  cut, not only a process crash (NORMAL is faster and still safe against kill -9).
+  cut, not only a process crash (NORMAL is faster and still safe against kill -9). The group
+  commit's batches are the exception: they commit with NORMAL, the audit trail's fdatasync
+  being their one durability point (proxy.state.journal restores what a power cut takes).
 - Per-key locks are ``flock`` on one file per key next to the database: the kernel drops them
   when the holder dies, so kill -9 never leaves a key blocked.
 """
@@ -80,6 +82,7 @@ class SqliteStateStore:
         self._clock = clock
         self._busy_ms = int(busy_timeout_s * 1000)
         self._sync = synchronous
+        self._sync_now = synchronous  # the connection's current setting (see transaction)
         self._lock_dir = self._path.with_name(self._path.name + ".locks")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -104,25 +107,28 @@ class SqliteStateStore:
                 conn.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise NotReady(f"state store unreachable: sqlite {self._path}: {exc}") from exc
-            self._conn = conn
+            self._conn, self._sync_now = conn, self._sync
             if new:
                 log.warning("state store %s is new: no idempotency or nonce history yet; if this "
                             "is not the first start, check [state] path", self._path)
         return self._conn
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T],
-            before_commit: Callable[[], None] | None = None) -> T:
-        """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread)."""
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread); ``durable``
+        False commits without fsync (``synchronous`` is per connection, set between
+        transactions)."""
         conn = self._connect()
+        sync = self._sync if durable else "NORMAL"
         try:
+            if sync != self._sync_now:
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                self._sync_now = sync
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            if before_commit is not None:
-                before_commit()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -136,11 +142,11 @@ class SqliteStateStore:
         """The store's one thread: proxy.state.group_commit runs its batches there."""
         return self._executor
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T],
-                    before_commit: Callable[[], None] | None = None) -> T:
-        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s);
-        ``before_commit`` runs once ``fn`` succeeded, just before COMMIT."""
-        return self._tx(fn, before_commit)
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s).
+        ``durable`` False: the COMMIT is not fsynced (a group-commit batch that the audit trail
+        journals, proxy.state.journal)."""
+        return self._tx(fn, durable=durable)
 
     def now_us(self) -> int:
         return self._clock()
