@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from proxy.audit.tail import records_since, writer_is_dead
+from proxy.audit.since import records_since, writer_is_dead
 from proxy.config import Config
 from proxy.errors import NotReady
 from proxy.ops.metrics import share_between_processes

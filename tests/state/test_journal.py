@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from proxy.audit.review import iter_records
-from proxy.audit.tail import records_since, writer_is_dead
+from proxy.audit.since import records_since, writer_is_dead
 from proxy.audit.writer import AuditWriter
 from proxy.model.sensitive import Secret
 from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, open_store
