@@ -70,14 +70,14 @@ def _run_worker(cfg: Config, bot_fd: int, admin_fd: int, run_dir: RunDir | None 
 def serve(cfg: Config, workers: int) -> int:
     """``cfg``'s policies were validated by the caller (invalid ones stop start-up, exit 3);
     every worker loads them afresh."""
+    bot = bind(cfg.server.listen.host, cfg.server.listen.port)
+    admin = bind(cfg.server.admin_listen.host, cfg.server.admin_listen.port)
     try:
         _replay_journal(cfg)
     except (NotReady, OSError) as exc:
         log.error("the state store could not be checked against the audit trail: %s; stopping "
                   "(exit 1)", exc)
         return 1
-    bot = bind(cfg.server.listen.host, cfg.server.listen.port)
-    admin = bind(cfg.server.admin_listen.host, cfg.server.admin_listen.port)
     log.info("serving bots on %s, operators on %s, %d worker(s)", cfg.server.listen,
              cfg.server.admin_listen, workers)
     if workers <= 1:
