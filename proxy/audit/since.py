@@ -37,15 +37,15 @@ def writer_is_dead(directory: Path, writer: str) -> bool:
     return True
 
 
-def records_since(directory: Path, writer: str, seg: int, seq: int) -> Iterator[dict[str, Any]]:
-    """``writer``'s records (not the chain's open and seal lines) with ``_seq >= seq``, from
-    segment ``seg`` on, in chain order."""
-    segs = layout.list_chains(directory).get(writer, [])
-    for n in segs:
+def records_since(directory: Path, writer: str, seg: int, offset: int) -> Iterator[dict[str, Any]]:
+    """``writer``'s records (not the chain's open and seal lines) from byte ``offset`` of
+    segment ``seg`` on, in chain order: only the tail is read."""
+    for n in layout.list_chains(directory).get(writer, []):
         if n < seg:
             continue
         path = directory / layout.segment_name(writer, n)
         with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+            f.seek(offset if n == seg else 0)
             for line in f:
                 if not line.endswith(b"\n"):
                     break  # torn tail
@@ -53,8 +53,5 @@ def records_since(directory: Path, writer: str, seg: int, seq: int) -> Iterator[
                     rec = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                if not isinstance(rec, dict) or "_kind" in rec:
-                    continue
-                s = rec.get("_seq")
-                if isinstance(s, int) and s >= seq:
+                if isinstance(rec, dict) and "_kind" not in rec:
                     yield rec

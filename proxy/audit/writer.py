@@ -236,10 +236,10 @@ class AuditWriter:
         """Free space against the reserve, for /readyz (and a gauge); None when unknown."""
         return self.reserve.headroom(metrics)
     def position(self) -> tuple[int, int]:
-        """(segment, seq) of the next record: a lower bound for what is appended after this
-        call (the sqlite group commit keeps it as its journal mark, proxy.state.journal)."""
+        """(segment, byte offset) where the next record goes: whatever is appended after this
+        call is at or after it (the sqlite group commit's journal mark, proxy.state.journal)."""
         head = self._head
-        return (0, 0) if head is None else (head.seg, head.seq)
+        return (0, 0) if head is None else (head.seg, head.seg_bytes)
 
     @property
     def executor(self) -> ThreadPoolExecutor:

@@ -103,10 +103,10 @@ def _replay_journal(cfg: Config) -> None:
         return
     audit_dir = cfg.audit_dir
 
-    def tail(writer: str, seg: int, seq: int) -> Iterator[dict[str, Any]] | None:
+    def tail(writer: str, seg: int, offset: int) -> Iterator[dict[str, Any]] | None:
         if not audit_dir.is_dir() or not writer_is_dead(audit_dir, writer):
             return None
-        return records_since(audit_dir, writer, seg, seq)
+        return records_since(audit_dir, writer, seg, offset)
 
     done = journal.replay(cfg.state.path, tail, cfg.state.idempotency_ttl_s)
     if done.restored:

@@ -13,7 +13,7 @@ claim lost leaves the earlier, expired one, with the same effect. Everything els
 flags, claims without a decision record in the batch) stays ``synchronous=FULL``.
 
 Where replay starts: every batch writes, in its own transaction, its audit writer's position
-(segment, seq) just before its records (the ``journal`` table, one row per writer). The WAL
+(segment, byte offset) just before its records (the ``journal`` table, one row per writer). The WAL
 keeps commits in order, so after a power cut the row names the last durable batch of that
 writer and every lost batch's records come after it. A writer's first batch is FULL, so a
 writer that appended any journaled record has a durable row. Replay reads only dead writers'
@@ -45,7 +45,7 @@ DIGEST = "content_digest"
 """The decision record's field that names the order's content (proxy.pipeline.lookup)."""
 
 Tail = Callable[[str, int, int], Iterable[Mapping[str, Any]] | None]
-"""(writer, segment, seq) -> that writer's records from there on; None while it is alive."""
+"""(writer, segment, offset) -> that writer's records from there on; None while it is alive."""
 
 
 @runtime_checkable
@@ -58,12 +58,12 @@ class JournalLog(Protocol):
     def position(self) -> tuple[int, int]: ...
 
 
-def mark_fn(writer: str, seg: int, seq: int) -> Callable[[sqlite3.Connection], None]:
+def mark_fn(writer: str, seg: int, offset: int) -> Callable[[sqlite3.Connection], None]:
     """A batch's transaction step: where its writer's next records begin."""
 
     def fn(c: sqlite3.Connection) -> None:
-        c.execute("INSERT INTO journal (writer, seg, seq) VALUES (?, ?, ?) ON CONFLICT (writer)"
-                  " DO UPDATE SET seg = excluded.seg, seq = excluded.seq", (writer, seg, seq))
+        c.execute("INSERT INTO journal (writer, seg, pos) VALUES (?, ?, ?) ON CONFLICT (writer)"
+                  " DO UPDATE SET seg = excluded.seg, pos = excluded.pos", (writer, seg, offset))
 
     return fn
 
@@ -101,8 +101,8 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(SCHEMA)
-            for writer, seg, seq in conn.execute("SELECT writer, seg, seq FROM journal").fetchall():
-                records = tail(writer, seg, seq)
+            for writer, seg, offset in conn.execute("SELECT writer, seg, pos FROM journal").fetchall():
+                records = tail(writer, seg, offset)
                 if records is None:
                     continue  # alive: its commits are not lost
                 scopes = {key: digest for key, digest in _claims(records)}
@@ -118,8 +118,8 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
                             " lease_until_us, expires_us) VALUES (?, ?, 'inflight', ?, ?, ?)",
                             (key, digest, secrets.token_hex(16), now, expires))
                         restored += 1
-                    conn.execute("DELETE FROM journal WHERE writer = ? AND seg = ? AND seq = ?",
-                                 (writer, seg, seq))
+                    conn.execute("DELETE FROM journal WHERE writer = ? AND seg = ? AND pos = ?",
+                                 (writer, seg, offset))
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")

@@ -83,14 +83,16 @@ def _files(db: Path) -> list[Path]:
     return [db, db.with_name(db.name + "-wal")]
 
 
-def test_replay_restores_the_claims_a_power_cut_took(tmp_path: Path) -> None:
+@pytest.mark.parametrize("segment_bytes", [64 * 1024 * 1024, 1], ids=["one segment", "rotating"])
+def test_replay_restores_the_claims_a_power_cut_took(tmp_path: Path, segment_bytes: int) -> None:
     db, audit_dir, saved = tmp_path / "state.db", tmp_path / "audit", tmp_path / "saved"
     audit_dir.mkdir()
     saved.mkdir()
 
     async def run() -> None:
         store = open_store("sqlite", path=db, url=None)
-        audit = AuditWriter(audit_dir, KEY, "w1")
+        # rotating: every batch's records land in a new segment (a mark names the one before)
+        audit = AuditWriter(audit_dir, KEY, "w1", max_segment_bytes=segment_bytes)
         await audit.start()
         commit = group_commit(store, None, audit)
         assert commit is not None
@@ -114,8 +116,8 @@ def test_replay_restores_the_claims_a_power_cut_took(tmp_path: Path) -> None:
         kept = {r[0] for r in conn.execute("SELECT scope FROM idempotency")}
     assert kept == {_scope("c0").storage_key()}, "the snapshot lost c1 and c2"
 
-    def tail(writer: str, seg: int, seq: int) -> Any:
-        return records_since(audit_dir, writer, seg, seq) if writer_is_dead(audit_dir, writer) else None
+    def tail(writer: str, seg: int, offset: int) -> Any:
+        return records_since(audit_dir, writer, seg, offset) if writer_is_dead(audit_dir, writer) else None
 
     done = replay(db, tail, 86400)
     assert (done.writers, done.restored) == (1, 2)
@@ -151,9 +153,9 @@ def test_replay_leaves_a_running_writer_alone(tmp_path: Path) -> None:
             assert not writer_is_dead(audit_dir, "alive")
             seen: list[str] = []
 
-            def tail(writer: str, seg: int, seq: int) -> Any:
+            def tail(writer: str, seg: int, offset: int) -> Any:
                 seen.append(writer)
-                return records_since(audit_dir, writer, seg, seq) if writer_is_dead(audit_dir, writer) else None
+                return records_since(audit_dir, writer, seg, offset) if writer_is_dead(audit_dir, writer) else None
 
             assert replay(db, tail, 86400).writers == 0 and seen == ["alive"]
         finally:
