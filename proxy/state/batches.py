@@ -48,6 +48,8 @@ class SqliteBatches:
         self._store = store  # SqliteStateStore (begin_fn, complete_fn, abandon_fn, transaction)
         self._limiter = limiter  # SqliteLimiter (hit_sync) or None
         self._marked = False  # this worker's journal row is durable (its first batch was FULL)
+        self._audit: object | None = None  # the trail last seen, and whether it is a journal:
+        self._journal: JournalLog | None = None  # (a protocol isinstance walks its members)
 
     async def apply(self, ops: list[Op], audit: DurableLog) -> None:
         loop = asyncio.get_running_loop()
@@ -65,7 +67,9 @@ class SqliteBatches:
                                                     now + int(op.ttl_s * 1_000_000))))
             elif isinstance(op, Abandon):
                 steps.append((op, store.abandon_fn(op.scope, op.token)))
-        journal = audit if isinstance(audit, JournalLog) else None
+        if audit is not self._audit:
+            self._audit, self._journal = audit, audit if isinstance(audit, JournalLog) else None
+        journal = self._journal
         mark = None if journal is None else mark_fn(journal.writer_id, *journal.position())
         journaled = mark is not None and self._marked and all(_restorable(op) for op in ops)
 
