@@ -17,8 +17,9 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -28,6 +29,7 @@ from proxy.audit.writer import AuditWriter
 from proxy.model.sensitive import Secret
 from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, open_store
 from proxy.state.batches import group_commit
+from proxy.state.group_commit import Abandon, Claim, Complete, Op, Outcome
 from proxy.state.journal import replay
 from tests.state.conftest import REPO_ROOT
 from tests.state.journal_child import MARKS
@@ -199,3 +201,14 @@ def test_batches_with_a_claim_the_trail_cannot_restore_stay_fsynced(tmp_path: Pa
 
     asyncio.run(run())
     assert modes == [2, 1, 2, 1]  # FULL (the journal row), NORMAL, FULL, NORMAL
+
+
+def test_new_batch_work_is_judged_for_the_journal_first() -> None:
+    """proxy.state.batches._restorable decides which batches may commit without fsync: all it
+    holds must be restorable from the trail or safe to lose. A new kind of op, or a new field
+    of a claim (say, a nonce allocated in the batch: a lost one could be reused), must be judged
+    there before it can ride a batch whose COMMIT is not fsynced."""
+    assert set(get_args(Op)) == {Claim, Complete, Abandon, Outcome}
+    assert {f.name for f in fields(Claim)} == {
+        "scope", "content_hash", "ttl_s", "lease_s", "spend", "record", "future", "result",
+        "refused", "error", "recorded"}
