@@ -1,7 +1,8 @@
 """The backends' side of the group commit (proxy.state.group_commit): one batch made durable.
 
-sqlite: the whole batch on the store's one thread, one transaction, the audit append
-overlapping the COMMIT. Redis: one pipelined round trip for every claim and its weight spend,
+sqlite: the whole batch on the store's one thread, one transaction committed without fsync
+when the audit trail can restore it, then the audit append with the batch's one fdatasync
+(proxy.state.journal). Redis: one pipelined round trip for every claim and its weight spend,
 then the audit append on the audit writer's thread.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from proxy.errors import NotReady
@@ -22,11 +22,13 @@ from proxy.state.group_commit import (
     DurableLog,
     GroupCommit,
     Op,
+    Outcome,
     Spend,
     SpendAnswer,
     audit_results,
     records_of,
 )
+from proxy.state.journal import DIGEST, JournalLog, mark_fn
 from proxy.state.redis_store import WeightRefused
 
 log = logging.getLogger("proxy.state.group_commit")
@@ -34,13 +36,24 @@ log = logging.getLogger("proxy.state.group_commit")
 
 class SqliteBatches:
     """A batch on the sqlite store's thread: one transaction for every claim, completion and
-    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), owners' nonces in it
-    too, the weight spends
-    on the rate-limit file, then one audit append and fdatasync, all in one thread hop."""
+    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), owners' nonces and
+    policy budgets in it too, the weight spends on the rate-limit file, then one audit append,
+    all in one thread hop.
+
+    One fsync per batch: the transaction commits without one when the audit trail can stand in
+    for it (proxy.state.journal: the records carry what a start-up replay needs to restore the
+    claims a power cut loses), and the audit append's fdatasync is the batch's durability
+    point. COMMIT first, then the append: a durable decision record always has its claim at
+    least in the OS page cache, which a ``kill -9`` does not lose. A nonce or a policy budget
+    cannot be restored from the trail: a batch with one commits with fsync (``_restorable``).
+    """
 
     def __init__(self, store: Any, limiter: Any | None) -> None:
         self._store = store  # SqliteStateStore (begin_fn, complete_fn, abandon_fn, transaction)
         self._limiter = limiter  # SqliteLimiter (hit_sync) or None
+        self._marked = False  # this worker's journal row is durable (its first batch was FULL)
+        self._audit: object | None = None  # the trail last seen, and whether it is a journal:
+        self._journal: JournalLog | None = None  # (a protocol isinstance walks its members)
 
     async def apply(self, ops: list[Op], audit: DurableLog) -> None:
         loop = asyncio.get_running_loop()
@@ -58,6 +71,11 @@ class SqliteBatches:
                                                     now + int(op.ttl_s * 1_000_000))))
             elif isinstance(op, Abandon):
                 steps.append((op, store.abandon_fn(op.scope, op.token)))
+        if audit is not self._audit:
+            self._audit, self._journal = audit, audit if isinstance(audit, JournalLog) else None
+        journal = self._journal
+        mark = None if journal is None else mark_fn(journal.writer_id, *journal.position())
+        journaled = mark is not None and self._marked and all(_restorable(op) for op in ops)
 
         def tx(conn: Any) -> None:
             for op, step in steps:
@@ -82,41 +100,31 @@ class SqliteBatches:
                         op.refused = hit
                         conn.execute("ROLLBACK TO claim")
                 conn.execute("RELEASE claim")
-
-        # The audit append starts on the audit writer's thread once every claim's result is
-        # known, so its fdatasync runs while this thread commits: two disks waits overlap
-        # instead of adding up. A record may thus become durable without its claim (a crash or
-        # a failed COMMIT in between): nobody was told, nothing was sent, and the trail shows
-        # an allow decision without an outcome, as any crash before sending does.
-        job: list[tuple[list[tuple[Claim | None, dict[str, Any]]], Future[list[Exception | None]]]] = []
-
-        def start_audit() -> None:
-            pairs = records_of(ops)
-            if pairs:
-                job.append((pairs, audit.executor.submit(audit.append_batch, [r for _, r in pairs])))
+            if mark is not None:
+                mark(conn)
 
         if steps:
             try:
-                store.transaction(tx, start_audit)
+                store.transaction(tx, durable=not journaled)
+                self._marked = mark is not None
             except NotReady as exc:
                 for op, _ in steps:
                     if isinstance(op, Claim | Abandon):
                         op.error = exc
                     elif isinstance(op, Complete):
                         op.failed = True
-        if job:
-            pairs, future = job[0]
-            try:
-                errors = future.result()
-            except Exception as exc:  # the writer's thread is gone: nothing of this batch is durable
-                errors = [NotReady(f"the audit trail is not writable ({type(exc).__name__})")] * len(pairs)
-        else:
-            pairs = records_of(ops)  # the transaction failed before COMMIT: outcomes only
-            if not pairs:
-                return
+        pairs = records_of(ops)  # a failed transaction leaves outcome records only
+        if not pairs:
+            return
+        for claim, record in pairs:
+            if claim is not None and _restorable(claim):
+                record[DIGEST] = claim.content_hash  # what replay restores the claim with
+        try:
             errors = audit.append_batch([r for _, r in pairs])
+        except Exception as exc:  # nothing of this batch's records is durable
+            errors = [NotReady(f"the audit trail is not writable ({type(exc).__name__})")] * len(pairs)
         failed = audit_results(pairs, errors)
-        if failed:  # durable claims without a durable record: nothing is sent, free the ids
+        if failed:  # claims without a durable record: nothing is sent, free the ids
             undo = [store.abandon_fn(c.scope, c.result.token) for c in failed
                     if isinstance(c.result, Owner)]
             try:
@@ -147,6 +155,21 @@ class SqliteBatches:
         if self._limiter is None:
             raise NotReady("no rate-limit store")
         return self._limiter.hit_sync(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
+
+
+def _restorable(op: Op) -> bool:
+    """Whether a power cut may take ``op``'s commit (proxy.state.journal): a claim whose
+    decision record names its scope (an owner's is restored from it; a takeover lost leaves the
+    expired claim it took over), a completion or abandon (the claim stays in flight: the retry
+    looks the order up), an outcome record. Anything else makes the batch fsync its COMMIT:
+    a claim that allocates a nonce (the trail names the nonce, not the key it belongs to, and a
+    nonce must never repeat) or charges policy budgets (a lost charge would reopen a cap)."""
+    if isinstance(op, Claim):
+        r = op.record
+        return (r is not None and op.nonce is None and not op.budgets
+                and (r.get("client"), r.get("account"), r.get("client_order_id")) == (
+                    op.scope.client, op.scope.account, op.scope.client_order_id))
+    return isinstance(op, Complete | Abandon | Outcome)
 
 
 class RedisBatches:

@@ -6,7 +6,9 @@ Why it is shaped this way:
 - All SQL runs on one private thread per store, so the event loop never waits on the disk or on
   another process's write lock.
 - ``synchronous=FULL`` by default: a committed nonce or idempotency record survives a power
-  cut, not only a process crash (NORMAL is faster and still safe against kill -9).
+  cut, not only a process crash (NORMAL is faster and still safe against kill -9). The group
+  commit's batches are the exception: they commit with NORMAL, the audit trail's fdatasync
+  being their one durability point (proxy.state.journal restores what a power cut takes).
 - Per-key locks are ``flock`` on one file per key next to the database: the kernel drops them
   when the holder dies, so kill -9 never leaves a key blocked.
 """
@@ -15,21 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import json
 import logging
-import os
 import secrets
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from proxy.errors import LockTimeout, NotReady
+from proxy.errors import NotReady
 from proxy.state.base import (
     DEFAULT_LEASE_S,
     DEFAULT_RECORD_TTL_S,
@@ -44,6 +42,7 @@ from proxy.state.base import (
     StoredResponse,
     wall_clock_us,
 )
+from proxy.state.file_locks import key_file_lock
 from proxy.state.rules import (
     IdemRecord,
     check_unit,
@@ -80,6 +79,7 @@ class SqliteStateStore:
         self._clock = clock
         self._busy_ms = int(busy_timeout_s * 1000)
         self._sync = synchronous
+        self._sync_now = synchronous  # the connection's current setting (see transaction)
         self._lock_dir = self._path.with_name(self._path.name + ".locks")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -104,25 +104,28 @@ class SqliteStateStore:
                 conn.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise NotReady(f"state store unreachable: sqlite {self._path}: {exc}") from exc
-            self._conn = conn
+            self._conn, self._sync_now = conn, self._sync
             if new:
                 log.warning("state store %s is new: no idempotency or nonce history yet; if this "
                             "is not the first start, check [state] path", self._path)
         return self._conn
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T],
-            before_commit: Callable[[], None] | None = None) -> T:
-        """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread)."""
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread); ``durable``
+        False commits without fsync (``synchronous`` is per connection, set between
+        transactions)."""
         conn = self._connect()
+        sync = self._sync if durable else "NORMAL"
         try:
+            if sync != self._sync_now:
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                self._sync_now = sync
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            if before_commit is not None:
-                before_commit()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -136,11 +139,11 @@ class SqliteStateStore:
         """The store's one thread: proxy.state.group_commit runs its batches there."""
         return self._executor
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T],
-                    before_commit: Callable[[], None] | None = None) -> T:
-        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s);
-        ``before_commit`` runs once ``fn`` succeeded, just before COMMIT."""
-        return self._tx(fn, before_commit)
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s).
+        ``durable`` False: the COMMIT is not fsynced (a group-commit batch that the audit trail
+        journals, proxy.state.journal)."""
+        return self._tx(fn, durable=durable)
 
     def now_us(self) -> int:
         return self._clock()
@@ -219,39 +222,8 @@ class SqliteStateStore:
         """flock on a per-key file; ``lease_s`` is unused: the kernel frees a dead holder's
         lock at once. One host only (flock does not work across NFS hosts)."""
         del lease_s
-        deadline = time.monotonic() + timeout_s
-        local = self._local_locks.setdefault(key_id, asyncio.Lock())
-        try:
-            await asyncio.wait_for(local.acquire(), timeout=max(timeout_s, 0.0))
-        except TimeoutError:
-            raise LockTimeout(f"key {key_id!r} stayed locked for {timeout_s}s; retry") from None
-        try:
-            name = hashlib.sha256(key_id.encode()).hexdigest()[:40] + ".lock"
-            try:
-                fd = os.open(self._lock_dir / name, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise NotReady(f"state store unreachable: lock file: {exc}") from exc
-            try:
-                delay = 0.0005
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise LockTimeout(
-                                f"key {key_id!r} stayed locked for {timeout_s}s; retry"
-                            ) from None
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.02)
-                try:
-                    yield KeyLease()
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-        finally:
-            local.release()
+        async with key_file_lock(self._lock_dir, self._local_locks, key_id, timeout_s) as lease:
+            yield lease
 
     # -- idempotency ------------------------------------------------------------------------
     def begin_fn(

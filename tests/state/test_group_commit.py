@@ -103,8 +103,6 @@ def _spawn(target: Target, audit_dir: Path, key: Secret, die_at: str) -> subproc
 
 @pytest.mark.parametrize("die_at", ["none", "after_commit", "after_audit"])
 def test_kill_9_never_loses_what_was_reported_durable(target: Target, tmp_path: Path, die_at: str) -> None:
-    if die_at == "after_commit" and target.backend != "sqlite":
-        pytest.skip("the hook is in the sqlite batch (with Redis the claims are in before the append)")
     key = Secret(secrets.token_hex(32))
     audit_dir = tmp_path / "audit"
     audit_dir.mkdir()
