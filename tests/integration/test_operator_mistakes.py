@@ -69,9 +69,22 @@ def test_a_brand_new_store_is_said_once(fresh: Stack) -> None:
     assert fresh.proxy_log().count("is new: no idempotency or nonce history") == 1
 
 
-def test_workers_that_cannot_start_make_the_supervisor_give_up(fresh: Stack) -> None:
+def test_a_state_store_that_cannot_be_opened_stops_serve_before_any_worker(fresh: Stack) -> None:
     (fresh.dir / "a-directory").mkdir(exist_ok=True)
     fresh.edit_config(STATE, 'path = "a-directory"')  # its parent exists; sqlite cannot open it
+    assert _exit_code(fresh.start_proxy(workers=2)) == 1
+    log = fresh.proxy_log()
+    assert "state store" in log and "a-directory" in log  # serve's start-up replay opens it first
+    assert "worker" not in log.lower() and "Traceback" not in log
+
+
+def _rate_limit_file_unopenable(fresh: Stack) -> None:
+    """What only a worker opens: the rate-limit file beside the state store (a directory)."""
+    (fresh.dir / "state.db.limits").mkdir(exist_ok=True)
+
+
+def test_workers_that_cannot_start_make_the_supervisor_give_up(fresh: Stack) -> None:
+    _rate_limit_file_unopenable(fresh)
     assert _exit_code(fresh.start_proxy(workers=2)) == 1
     log = fresh.proxy_log()
     assert "giving up" in log and "exited within" in log
@@ -80,8 +93,7 @@ def test_workers_that_cannot_start_make_the_supervisor_give_up(fresh: Stack) -> 
 
 
 def test_one_worker_that_cannot_start_exits_with_one_line(fresh: Stack) -> None:
-    (fresh.dir / "a-directory").mkdir(exist_ok=True)
-    fresh.edit_config(STATE, 'path = "a-directory"')
+    _rate_limit_file_unopenable(fresh)
     assert _exit_code(fresh.start_proxy(workers=1)) == 1
     log = fresh.proxy_log()
     assert "the worker failed: NotReady" in log
