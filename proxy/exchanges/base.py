@@ -192,17 +192,26 @@ def endpoint(
 # ---------------------------------------------------------------- form / query strings
 
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
+_PCT_BYTE = re.compile(r"%([0-9A-Fa-f]{2})")
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
+#: RFC 3986 unreserved characters only: such text is its own canonical encoding
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 Pairs = tuple[tuple[str, str], ...]
 
 
 def _unquote_strict(part: str, where: str) -> str:
+    if "%" not in part and "+" not in part and part.isascii():
+        # Nothing to decode (the common case): ASCII decodes to itself, so only control
+        # characters can make it wrong; the same refusal as the full path below.
+        if _CTRL.search(part):
+            raise BadRequest(f"{where}: control characters are not allowed")
+        return part
     if "%" in part and len(_PCT.findall(part)) != part.count("%"):
         raise BadRequest(f"{where}: malformed percent-encoding")
     raw = part.replace("+", " ")
     try:
-        data = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw)
+        data = _PCT_BYTE.sub(lambda m: chr(int(m.group(1), 16)), raw)
         text = data.encode("latin-1").decode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError):
         raise BadRequest(f"{where}: not valid UTF-8 after percent-decoding") from None
@@ -242,7 +251,12 @@ def parse_pairs(raw: bytes | str, where: str) -> Pairs:
 
 def encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
     """The canonical encoding: RFC 3986 unreserved characters kept, everything else %XX."""
-    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
+    return "&".join(f"{_quote(k)}={_quote(v)}" for k, v in pairs)
+
+
+def _quote(text: str) -> str:
+    """``quote(text, safe='-_.~')``, without its work when nothing needs escaping."""
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="-_.~")
 
 
 def drop_keys(pairs: Pairs, keys: Iterable[str]) -> Pairs:
