@@ -219,6 +219,9 @@ def listener(app: Any, limits: ClientLimits, graceful_s: int,
         app, log_level="warning", access_log=False, lifespan="off", loop="none",
         http=protocol_factory(limits, ConnectionBook(on_refuse=on_refuse)), server_header=False,
         date_header=False, timeout_keep_alive=limits.keepalive_timeout_s,
+        # the source address (connection caps, refusals without a token) is the peer's, never
+        # a header's; and a request skips the middleware that would read X-Forwarded-For
+        proxy_headers=False,
         timeout_graceful_shutdown=graceful_s,
         # bots' private streams: a bot's frames are small subscriptions (64 KiB bounds them)
         ws="websockets", ws_max_size=64 * 1024,
