@@ -13,6 +13,7 @@ worker answers /metrics and /readyz for all of them: it points the workers' metr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -57,12 +58,27 @@ def _run_worker(cfg: Config, bot_fd: int, admin_fd: int, run_dir: RunDir | None 
         finally:
             await store.close()
 
+    tune_gc()
     try:
         import uvloop
 
         uvloop.run(main())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         asyncio.run(main())
+
+
+#: A worker's requests in flight hold a few thousand objects between them, which the
+#: collector's default first threshold (700) takes for growth: it collected dozens of times a
+#: second and found nothing, some 4 % of the CPU per order with the full collections' walks.
+GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Before serving: what start-up made (modules, configuration) is frozen, so no collection
+    walks it again (a full one took ~35 ms, a stall for every request in flight), and the first
+    generation is collected every ``GC_THRESHOLD`` objects. Cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def serve(cfg: Config, workers: int) -> int:
