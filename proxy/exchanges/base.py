@@ -228,14 +228,17 @@ def parse_pairs(raw: bytes | str, where: str) -> Pairs:
         raise BadRequest(f"{where}: non-ASCII bytes must be percent-encoded") from None
     if not text:
         return ()
+    # nothing to decode anywhere (the common case): every part is its own text
+    plain = "%" not in text and "+" not in text and text.isascii() and not _CTRL.search(text)
     seen: set[str] = set()
     pairs: list[tuple[str, str]] = []
     for part in text.split("&"):
         if "=" not in part:
             raise BadRequest(f"{where}: {part[:40]!r} has no '='; send key=value pairs")
-        k, v = part.split("=", 1)
-        key = _unquote_strict(k, where)
-        value = _unquote_strict(v, f"{where} parameter {key[:40]!r}")
+        key, value = part.split("=", 1)
+        if not plain:
+            key = _unquote_strict(key, where)
+            value = _unquote_strict(value, f"{where} parameter {key[:40]!r}")
         if not key:
             raise BadRequest(f"{where}: empty parameter name")
         if key in seen:
@@ -251,12 +254,9 @@ def parse_pairs(raw: bytes | str, where: str) -> Pairs:
 
 def encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
     """The canonical encoding: RFC 3986 unreserved characters kept, everything else %XX."""
-    return "&".join(f"{_quote(k)}={_quote(v)}" for k, v in pairs)
-
-
-def _quote(text: str) -> str:
-    """``quote(text, safe='-_.~')``, without its work when nothing needs escaping."""
-    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="-_.~")
+    if _UNRESERVED.fullmatch("".join(k + v for k, v in pairs)):  # nothing to escape
+        return "&".join(f"{k}={v}" for k, v in pairs)
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
 
 
 def drop_keys(pairs: Pairs, keys: Iterable[str]) -> Pairs:
