@@ -110,11 +110,18 @@ def _wait_until_ready(bao: OpenBao) -> None:
             raise RuntimeError(f"OpenBao exited early: {log_path.read_text()[-2000:]}")
         try:
             if bao.client().sys.is_initialized() and bao.client().is_authenticated():
+                _kv_ready(bao)
                 return
         except Exception:  # noqa: S110 - not up yet
             pass
         time.sleep(0.05)
     raise RuntimeError("OpenBao did not become ready in 20 s")
+
+
+def _kv_ready(bao: OpenBao) -> None:
+    """A new KV v2 mount first upgrades itself and refuses every request meanwhile ("Upgrading
+    from non-versioned to versioned data"): ready means its configuration answers."""
+    bao.client().secrets.kv.v2.read_configuration(mount_point="secret")
 
 
 def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -158,6 +165,7 @@ def start_persistent_openbao(workdir: Path) -> OpenBao:
         _unseal_and_wait_active(bao)
         _retry(lambda: bao.client().sys.enable_secrets_engine(
             "kv", path="secret", options={"version": "2"}), bao)
+        _retry(lambda: _kv_ready(bao), bao)
     except BaseException:
         bao.stop()
         raise

@@ -235,6 +235,12 @@ class AuditWriter:
     def headroom(self, metrics: Metrics | None = None) -> dict[str, object] | None:
         """Free space against the reserve, for /readyz (and a gauge); None when unknown."""
         return self.reserve.headroom(metrics)
+    def position(self) -> tuple[int, int]:
+        """(segment, byte offset) where the next record goes: whatever is appended after this
+        call is at or after it (the sqlite group commit's journal mark, proxy.state.journal)."""
+        head = self._head
+        return (0, 0) if head is None else (head.seg, head.seg_bytes)
+
     @property
     def executor(self) -> ThreadPoolExecutor:
         """The writer's I/O thread (proxy.state.group_commit appends from it with Redis)."""

@@ -9,8 +9,14 @@ count and is zero for a burst inside one window.
 
 Backends, all shared by every worker of a host (and, for Redis, every host):
 
-- ``redis``: the ``limits`` library's async Redis storage (``limits.aio``, redis-py asyncio
-  client, one Lua script per hit), so the event loop never blocks;
+- ``redis``: our Lua script (proxy.state.redis_scripts.WINDOW_HIT_FN, ``decide`` in Lua,
+  integers, atomic per key) on the redis-py asyncio client, so the event loop never blocks.
+  The group commit runs the same function inside each claim's script (CLAIM_SPEND_LUA), so a
+  batch claims and spends in one pipelined round trip, and the step-by-step ``hit`` (cancels,
+  reads, the proxy's own calls) shares the same counter (``{prefix}:{window_s}|{key}``, a hash
+  of bucket, previous and current count). Time is the Redis server's clock, one for every
+  host. Exact while a count times the window in microseconds stays below 2**53 (150 million
+  a minute, 100,000 a day; Lua numbers are doubles), rounded beyond;
 - ``sqlite``: a small file of its own next to the state store (``state.db.limits``), one
   ``BEGIN IMMEDIATE`` transaction per hit on a dedicated thread, without fsync: a counter lost
   in a power cut only forgets the last moments of traffic, and the state store's durable
@@ -24,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import sqlite3
 import threading
 import time
@@ -32,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from proxy.errors import NotReady
 
@@ -48,22 +53,29 @@ class Hit:
 ALLOWED = Hit(True)
 
 
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
 def decide(prev: int, cur: int, elapsed_us: int, window_us: int, limit: int, cost: int) -> Hit:
     """Sliding window counter, pure: ``prev`` and ``cur`` are the previous and current fixed
     windows' counts, ``elapsed_us`` how far into the current window we are. Allowed when the
-    weighted count plus ``cost`` stays within ``limit``; otherwise the wait until it would."""
+    weighted count plus ``cost`` stays within ``limit``; otherwise the wait until it would.
+    Integers only (the weighted test multiplied out by ``window_us``), so the Redis script
+    (proxy.state.redis_scripts.WINDOW_HIT_FN) gives the same answers exactly."""
     remaining_us = window_us - elapsed_us
-    if prev * remaining_us / window_us + cur + cost <= limit:
+    room = limit - cur - cost  # what the current window leaves for the previous one's share
+    if prev * remaining_us <= room * window_us:  # prev * remaining / window + cur + cost <= limit
         return ALLOWED
     if cost > limit:
-        return Hit(False, max(1, math.ceil(window_us / 1e6)))
-    if cur + cost > limit:
-        # Wait for the next window, then for the current count (then "previous") to decay.
-        t_next = window_us * (1 - (limit - cost) / cur) if cur else 0.0
-        wait_us = remaining_us + max(0.0, t_next)
-    else:
-        wait_us = remaining_us - (limit - cur - cost) * window_us / prev if prev else 0.0
-    return Hit(False, max(1, math.ceil(wait_us / 1e6)))
+        return Hit(False, max(1, _ceil_div(window_us, 1_000_000)))
+    if room < 0:
+        # Wait for the next window, then for the current count (then "previous") to decay:
+        # remaining + window * (cur - (limit - cost)) / cur.
+        wait_num, wait_den = remaining_us * cur - room * window_us, cur
+    else:  # remaining - room * window / prev
+        wait_num, wait_den = prev * remaining_us - room * window_us, prev
+    return Hit(False, max(1, _ceil_div(wait_num, wait_den * 1_000_000)))
 
 
 class WindowLimiter(Protocol):
@@ -203,47 +215,49 @@ class SqliteLimiter:
 
 
 class RedisLimiter:
-    """``limits.aio`` sliding window counters in Redis (or Valkey), shared by every host."""
+    """Sliding window counters in Redis (or Valkey), shared by every host: one Lua script per
+    hit (proxy.state.redis_scripts.WINDOW_HIT_LUA), the same one the group commit runs beside
+    each claim (``spend_call``), so both spend from one counter per key."""
 
-    def __init__(self, url: str, prefix: str = "esp:limits") -> None:
-        from limits import RateLimitItemPerSecond
-        from limits.aio.storage import RedisStorage
-        from limits.aio.strategies import SlidingWindowCounterRateLimiter
+    def __init__(self, url: str, prefix: str = "esp:limits",
+                 clock_us: Callable[[], int] | None = None) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        self._item_type = RateLimitItemPerSecond
-        self._storage = RedisStorage(
-            "async+" + url, implementation="redispy", key_prefix=prefix, wrap_exceptions=True,
-            socket_timeout=2.0, socket_connect_timeout=2.0,
-        )
-        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
-        self._items: dict[tuple[int, int], Any] = {}
+        from proxy.state.redis_scripts import WINDOW_HIT_LUA
 
-    def _item(self, limit: int, window_s: int) -> Any:
-        item = self._items.get((limit, window_s))
-        if item is None:
-            item = self._items[(limit, window_s)] = self._item_type(limit, window_s)
-        return item
+        self._prefix = prefix
+        #: None: the Redis server's clock, one for every host (tests pass their own)
+        self._clock = clock_us
+        # as the state store: one immediate retry reconnects after a Redis restart, no backoff
+        # (an unreachable Redis refuses within the timeout instead of holding requests)
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=False,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        self._script = self._redis.register_script(WINDOW_HIT_LUA)
+
+    def spend_call(self, key: str, limit: int, window_s: int, cost: int = 1) -> tuple[str, list[str]]:
+        """The counter's key and the script's arguments, for a script that spends beside
+        other work (proxy.state.redis_scripts.CLAIM_SPEND_LUA)."""
+        now = "" if self._clock is None else str(self._clock())
+        return f"{self._prefix}:{window_s}|{key}", [now, str(window_s * 1_000_000), str(limit), str(cost)]
 
     async def hit(self, key: str, limit: int, window_s: int, cost: int = 1) -> Hit:
-        from limits.errors import StorageError
+        from redis.exceptions import RedisError
 
-        item = self._item(limit, window_s)
+        counter, args = self.spend_call(key, limit, window_s, cost)
         try:
-            if await self._limiter.hit(item, key, cost=cost):
-                return ALLOWED
-            stats = await self._limiter.get_window_stats(item, key)
-        except (StorageError, OSError) as exc:
+            allowed, retry_after = await self._script(keys=[counter], args=args)
+        except (RedisError, OSError) as exc:
             raise NotReady(f"rate-limit store unreachable: redis: {type(exc).__name__}") from None
-        if cost > limit:
-            return Hit(False, window_s)
-        return Hit(False, max(1, min(window_s, math.ceil(stats.reset_time - time.time()))))
+        return ALLOWED if allowed == 1 else Hit(False, int(retry_after))
 
     async def close(self) -> None:
-        bridge = getattr(self._storage, "bridge", None)
-        client = getattr(bridge, "storage", None)
         with contextlib.suppress(Exception):
-            if client is not None:
-                await client.aclose()
+            await self._redis.aclose()
 
 
 def open_limiter(backend: str, *, path: Path | None, url: str | None) -> WindowLimiter:

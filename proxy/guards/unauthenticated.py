@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from proxy.guards.bucket import TokenBucket
 from proxy.ops.metrics import Metrics
 
 log = logging.getLogger("proxy.decision")
@@ -30,8 +31,7 @@ OVERFLOW = "(other sources)"
 
 @dataclass
 class _Source:
-    tokens: float
-    stamp: float
+    bucket: TokenBucket
     refused: int = 0
     limited: int = 0
     first: str = ""
@@ -57,11 +57,8 @@ class UnauthenticatedRefusals:
         key = source if source in self._sources or len(self._sources) < MAX_SOURCES else OVERFLOW
         entry = self._sources.get(key)
         if entry is None:
-            entry = self._sources[key] = _Source(float(self.burst), now, first=_now())
-        entry.tokens = min(float(self.burst), entry.tokens + (now - entry.stamp) * self.rate)
-        entry.stamp = now
-        if entry.tokens >= 1.0:
-            entry.tokens -= 1.0
+            entry = self._sources[key] = _Source(TokenBucket.full(self.rate, self.burst, now), first=_now())
+        if entry.bucket.take(now):
             entry.refused += 1
             return True
         entry.limited += 1
@@ -86,7 +83,7 @@ class UnauthenticatedRefusals:
                 counted.append((source, entry.refused + entry.limited, entry.limited, entry.first))
             entry.refused = entry.limited = 0
             entry.first = until
-            if entry.tokens + (now - entry.stamp) * self.rate >= self.burst:
+            if entry.bucket.is_full(now):
                 del self._sources[source]  # full again: nothing to remember
         for source, count, limited, since in counted:
             record = {

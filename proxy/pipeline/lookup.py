@@ -166,9 +166,19 @@ def inject(exchange: Exchange, prepared: Prepared, client: str, token: str) -> t
     return changed, coid
 
 
+#: What the content digest hashes (below), named in every digest as ``"{format}:{sha256 hex}"``.
+#: Stored digests outlive a release (they are compared for the idempotency window), so what is
+#: hashed changes only with a new number here, and :func:`earlier_digests` keeps giving the
+#: older spellings: a retry of an order claimed before an upgrade then still replays instead of
+#: meeting a conflict. Format 1 was stored unmarked (the bare hash) before this number existed.
+DIGEST_FORMAT = 1
+
+
 def content_digest(prepared: Prepared) -> str:
     """What makes two placements "the same order": method, path and every parameter, in any
-    order (a retry that reorders fields or moves one between query and body is the same)."""
+    order (a retry that reorders fields or moves one between query and body is the same).
+    Format 1: SHA-256 of the JSON of [method, path, sorted (name, value) pairs of the query
+    and form body, the JSON body or null], keys sorted, decimals as text."""
     params: list[Any] = sorted(parse_pairs(prepared.query, "query"))
     ctype = (prepared.content_type or "").split(";")[0].strip().lower()
     body: Any = None
@@ -177,7 +187,14 @@ def content_digest(prepared: Prepared) -> str:
     elif prepared.body:
         params = sorted([*params, *parse_pairs(prepared.body, "body")])
     text = json.dumps([prepared.method, prepared.path, params, body], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return f"{DIGEST_FORMAT}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def earlier_digests(digest: str) -> tuple[str, ...]:
+    """The same content as earlier releases stored it, to ask for when ``digest`` meets a
+    conflict: format 1 unmarked (the same hash, without its format marker)."""
+    marker, _, hashed = digest.partition(":")
+    return (hashed,) if marker == "1" and hashed else ()
 
 
 def round_scope(scope: IdempotencyScope, n: int) -> IdempotencyScope:

@@ -8,6 +8,7 @@ placed at most once as a whole, and each of their ids is claimed on its own.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -25,13 +26,17 @@ from proxy.pipeline.lookup import (
     batch_ids,
     batch_scope,
     content_digest,
+    earlier_digests,
     found_headers,
     is_unknown,
     judge,
     looks_up,
     round_scope,
 )
-from proxy.policy.evaluate import Decision
+from proxy.pipeline.send import Held
+from proxy.policy.evaluate import Decision, over_budget
+from proxy.policy.runtime import refusal as policy_refusal
+from proxy.policy.runtime import stored_amount
 from proxy.state import (
     BeginResult,
     Conflict,
@@ -42,7 +47,7 @@ from proxy.state import (
     StateStore,
     StoredResponse,
 )
-from proxy.state.group_commit import Claimed, GroupCommit, Spend
+from proxy.state.group_commit import Budget, Claimed, GroupCommit, Spend
 
 IDEMPOTENCY_WAIT_S = 15.0
 #: exchange answers that mean the order was refused before execution (rate limit, IP ban)
@@ -59,7 +64,10 @@ class SendsRecorded(Protocol):
     """What the group commit's way to sending needs from the sender (proxy.pipeline.send)."""
 
     def batchable(self, account: Account) -> bool: ...
+    def hold(self, ctx: RequestContext, account: Account, creds: Credentials
+             ) -> contextlib.AbstractAsyncContextManager[Held]: ...
     def time_stamp(self, account: Account) -> Stamp: ...
+    def nonce_stamp(self, nonce: int) -> Stamp: ...
     def weight_spend(self, account: Account, prepared: Prepared) -> Spend | None: ...
     def weight_refused(self, account: Account, retry_after: int) -> Refusal: ...
     async def send_recorded(self, ctx: RequestContext, account: Account, prepared: Prepared,
@@ -90,6 +98,13 @@ class Once:
         decision: Decision, coid: str,
     ) -> Reply:
         """Place one order at most once per (client, account, client order id)."""
+        async with contextlib.AsyncExitStack() as held:  # a pool's key, a nonce key's lock
+            return await self._single(ctx, account, prepared, creds, decision, coid, held)
+
+    async def _single(
+        self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,
+        decision: Decision, coid: str, held: contextlib.AsyncExitStack,
+    ) -> Reply:
         assert ctx.client is not None
         base = IdempotencyScope(ctx.client, account.name, coid)
         digest = content_digest(prepared)
@@ -97,11 +112,18 @@ class Once:
         for n in range(MAX_LOOKUP_ROUNDS + 1):
             scope = round_scope(base, n)
             claimed: Claimed | None = None
+            signing = creds
             if n == 0 and self._batchable(account, decision):
-                claimed = await self._claim_recorded(ctx, account, prepared, decision, scope, digest)
+                claimed, signing = await self._claim_recorded(ctx, account, prepared, creds, decision,
+                                                              scope, digest, held)
                 result: BeginResult = claimed.result
             else:
                 result = await self._begin(scope, digest)
+            for earlier in earlier_digests(digest) if isinstance(result, Conflict) else ():
+                result = await self._begin(scope, earlier)  # claimed before a digest format change
+                if not isinstance(result, Conflict):
+                    digest = earlier
+                    break
             if isinstance(result, InFlight):
                 result = await self.store.wait(scope, self.wait_s, content_hash=digest, ttl_s=self.ttl_s,
                                                lease_s=self.lease_s)
@@ -117,7 +139,7 @@ class Once:
                     continue  # that attempt's outcome is unknown: the next round asks the exchange
                 return await self._replay(ctx, result.response)
             if n == 0 and not result.previous_unknown:
-                return await self._place(ctx, account, prepared, creds, decision, scope, result.token,
+                return await self._place(ctx, account, prepared, signing, decision, scope, result.token,
                                          mark_unknown=lookups is not None, claimed=claimed)
             if lookups is None:
                 # An earlier attempt died without an answer: it may have been placed. Never guess.
@@ -136,30 +158,43 @@ class Once:
         )
 
     def _batchable(self, account: Account, decision: Decision) -> bool:
-        """Whether the claim, the weight spend and the decision record can share one group
-        commit: no policy budgets to charge first, and a sender that can take it from there."""
-        return (self.commit is not None and self.sender is not None and not decision.charges
-                and self.sender.batchable(account))
+        """Whether the claim, the budgets, the weight spend and the decision record can share
+        one group commit: a sender that can take it from there, and no report-mode budgets
+        (their would-deny changes the record, so they are charged one step at a time)."""
+        return (self.commit is not None and self.sender is not None
+                and not (decision.charges and decision.report) and self.sender.batchable(account))
 
     async def _claim_recorded(
-        self, ctx: RequestContext, account: Account, prepared: Prepared, decision: Decision,
-        scope: IdempotencyScope, digest: str,
-    ) -> Claimed:
-        """Claim the id, spend the weight and make the decision record durable in the worker's
-        next group commit; the stamp is taken now, so the record names the one that is signed."""
+        self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials,
+        decision: Decision, scope: IdempotencyScope, digest: str, held: contextlib.AsyncExitStack,
+    ) -> tuple[Claimed, Credentials]:
+        """Claim the id, spend the weight, allocate a nonce exchange's nonce and make the
+        decision record durable in the worker's next group commit, holding the pool's key and
+        the nonce key's lock (``held``) until the exchange answers if it is the owner. The
+        record names the stamp that is signed: a time stamp taken now, or the batch's nonce.
+        Returns the claim and the key to sign with."""
         assert self.commit is not None and self.sender is not None
-        await self.charge(ctx, decision)  # no budgets here: only notes a report-mode would_deny
-        ctx.stamp = self.sender.time_stamp(account)
+        budgets = tuple(Budget(c.key, stored_amount(c), c.window_s, c.limit) for c in decision.charges)
+        if not budgets:
+            await self.charge(ctx, decision)  # only notes a report-mode would_deny
+        version, index = ctx.key_version, ctx.key_index
+        key = await held.enter_async_context(self.sender.hold(ctx, account, creds))
+        ctx.stamp = self.sender.time_stamp(account) if key.nonce is None else None
         claimed = await self.commit.claim(
             scope, digest, self.ttl_s, lease_s=self.lease_s,
             spend=self.sender.weight_spend(account, prepared),
-            record=self.decisions.record(ctx, "allow", decision.rule, "decision"),
+            record=self.decisions.record(ctx, "allow", decision.rule, "decision"), nonce=key.nonce,
+            budgets=budgets,
         )
         if claimed.recorded:
             ctx.decided_rule = decision.rule  # the outcome record repeats the decision's rule
+            if claimed.nonce is not None:
+                ctx.stamp = self.sender.nonce_stamp(claimed.nonce)
         else:
             ctx.stamp = None  # not sent with this stamp; a later step takes its own
-        return claimed
+            ctx.key_version, ctx.key_index = version, index
+            await held.aclose()  # not sent now: a later step leases and locks again
+        return claimed, key.creds
 
     async def _begin(self, scope: IdempotencyScope, digest: str) -> BeginResult:
         if self.commit is not None:  # in queue order with this worker's queued completions
@@ -193,6 +228,11 @@ class Once:
         ctx.client_order_ids = tuple(ids)
         scope, digest, ttl = batch_scope(ctx.client, account.name, ids), content_digest(prepared), self.ttl_s
         result = await self.store.begin(scope, digest, ttl, lease_s=self.lease_s)
+        for earlier in earlier_digests(digest) if isinstance(result, Conflict) else ():
+            result = await self.store.begin(scope, earlier, ttl, lease_s=self.lease_s)  # an older format
+            if not isinstance(result, Conflict):
+                digest = earlier
+                break
         if isinstance(result, InFlight):
             result = await self.store.wait(scope, self.wait_s, content_hash=digest, ttl_s=ttl,
                                            lease_s=self.lease_s)
@@ -256,6 +296,9 @@ class Once:
         if claimed is not None and claimed.refused is not None:
             assert self.sender is not None
             raise self.sender.weight_refused(account, claimed.refused.retry_after)
+        if claimed is not None and claimed.over is not None:  # a policy budget: nothing was kept
+            over, total = claimed.over
+            raise policy_refusal(over_budget(decision, decision.charges[over], total))
         try:
             if claimed is not None and claimed.recorded:
                 assert self.sender is not None

@@ -8,6 +8,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.errors import NotReady, Refusal, UpstreamError, UpstreamTimeout
@@ -19,10 +20,19 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.http import Reply
 from proxy.state import StateStore
-from proxy.state.group_commit import Spend
+from proxy.state.group_commit import NonceRequest, Spend
 from proxy.upstream import Upstream
 
 NONCE_LOCK_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Held:
+    """Held for one signature: the key to sign with, and for a nonce exchange the nonce to
+    allocate (its key's lock is held)."""
+
+    creds: Credentials
+    nonce: NonceRequest | None
 
 
 class ClockOffsets(Protocol):
@@ -51,37 +61,59 @@ class Sender:
     async def stamp_and_send(
         self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials, rule: str
     ) -> Reply:
-        if account.pool is not None:  # a key pool: the key with the fewest requests in flight here
-            def refusal(path: str, key: Credentials) -> NotReady | None:  # never a refused key
-                return self.safety.key_refusal(account.name, key.version, path)
-
-            with account.pool.lease(refusal) as (index, leased):
-                ctx.key_version = leased.version
-                ctx.key_index = index
-                return await self._stamp_and_send_with(ctx, account, prepared, leased, rule)
-        return await self._stamp_and_send_with(ctx, account, prepared, creds, rule)
-
-    async def _stamp_and_send_with(
-        self, ctx: RequestContext, account: Account, prepared: Prepared, creds: Credentials, rule: str
-    ) -> Reply:
-        async with self.stamp(account, creds) as stamp:
-            return await self._send(ctx, account, prepared, creds, stamp, rule)
+        async with self.hold(ctx, account, creds) as held:
+            stamp = await self._stamp(account, held)
+            return await self._send(ctx, account, prepared, held.creds, stamp, rule)
 
     @contextlib.asynccontextmanager
-    async def stamp(self, account: Account, creds: Credentials) -> AsyncIterator[Stamp]:
-        """Time and nonce for one signature (a REST request or a stream login). A strictly
-        increasing nonce must also arrive in order: the key stays held (across workers and, with
-        Redis, hosts) until the block ends, i.e. until the exchange has answered."""
+    async def hold(self, ctx: RequestContext, account: Account, creds: Credentials) -> AsyncIterator[Held]:
+        """What one signature holds until the exchange has answered: a key pool's key (the one
+        with the fewest requests in flight here) and, for a nonce exchange, the key's lock
+        (nonces must also arrive in order, across workers and, with Redis, hosts)."""
+        if account.pool is None:
+            async with self._key_held(account, creds) as held:
+                yield held
+            return
+
+        def refusal(path: str, key: Credentials) -> NotReady | None:  # never a refused key
+            return self.safety.key_refusal(account.name, key.version, path)
+
+        with account.pool.lease(refusal) as (index, leased):
+            ctx.key_version = leased.version
+            ctx.key_index = index
+            async with self._key_held(account, leased) as held:
+                yield held
+
+    @contextlib.asynccontextmanager
+    async def _key_held(self, account: Account, creds: Credentials) -> AsyncIterator[Held]:
         unit = account.exchange.nonce_unit
         if unit is None:
-            yield self.time_stamp(account)
+            yield Held(creds, None)
             return
         if self.store is None:
             raise NotReady("no state store is configured for this exchange's nonces")
         key_id = f"{account.cfg.exchange}:{creds.api_key}"
         async with self.store.key_lock(key_id, NONCE_LOCK_TIMEOUT_S):
-            nonce = await self.store.next_nonce(key_id, unit, now_us=self.clock_ns() // 1000)
-            yield Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
+            yield Held(creds, NonceRequest(key_id, unit, self.clock_ns() // 1000))
+
+    @contextlib.asynccontextmanager
+    async def stamp(self, account: Account, creds: Credentials) -> AsyncIterator[Stamp]:
+        """Time and nonce for one stream login, the key held as for a REST request."""
+        async with self._key_held(account, creds) as held:
+            yield await self._stamp(account, held)
+
+    async def _stamp(self, account: Account, held: Held) -> Stamp:
+        """One step at a time: the nonce in a transaction of its own (the batched way
+        allocates it with the claim)."""
+        if held.nonce is None:
+            return self.time_stamp(account)
+        assert self.store is not None
+        n = held.nonce
+        return self.nonce_stamp(await self.store.next_nonce(n.key_id, n.unit, now_us=n.now_us))
+
+    def nonce_stamp(self, nonce: int) -> Stamp:
+        """The stamp of a nonce exchange, with the nonce allocated under the key's lock."""
+        return Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
 
     def time_stamp(self, account: Account) -> Stamp:
         """The stamp of a time-stamped exchange: the exchange's clock where it is known."""
@@ -91,9 +123,9 @@ class Sender:
         return Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
 
     def batchable(self, account: Account) -> bool:
-        """Whether the group commit can take the whole way to sending: no key to lease from a
-        pool, no nonce to allocate under the key lock (time-stamped exchanges)."""
-        return account.pool is None and account.exchange.nonce_unit is None
+        """Whether the group commit can take the whole way to sending: always, given a state
+        store for a nonce exchange (the batch allocates the nonce with the claim)."""
+        return account.exchange.nonce_unit is None or self.store is not None
 
     def weight_spend(self, account: Account, prepared: Prepared) -> Spend | None:
         """The weight the group commit spends for this order (None: no budget)."""

@@ -26,9 +26,18 @@ from urllib.parse import urlsplit
 import aiohttp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from proxy.errors import BadRequest, EndpointForbidden, Forbidden, NotReady, PolicyDenied, Refusal
+from proxy.errors import (
+    BadRequest,
+    EndpointForbidden,
+    Forbidden,
+    NotReady,
+    PolicyDenied,
+    RateLimited,
+    Refusal,
+)
 from proxy.exchanges.base import Credentials
 from proxy.exchanges.streams import PrivateStream, StreamKind, StreamMessage, StreamToken, allowed_channel
+from proxy.guards.bucket import TokenBucket
 from proxy.model.request import Category, Inbound
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
@@ -42,6 +51,12 @@ log = logging.getLogger("proxy.stream")
 
 #: how long the exchange may take to answer the proxy's login
 LOGIN_TIMEOUT_S = 10.0
+#: Each subscription and each refused message of a bot's stream is an audit record with its own
+#: fsync: a bot may make this many at once, then this many a second; beyond, its stream is
+#: refused (429 rate_limited, rule stream.rate_limit) and closed (1008), so no stream can fill
+#: the audit disk or occupy its writer. Logins and pings are not audited and not counted.
+AUDITED_BURST = 20
+AUDITED_PER_S = 2.0
 _DENIAL = "websocket.http.response"
 
 
@@ -176,11 +191,14 @@ class StreamRelay:
         if result == "exchange":
             await _close(ws, 1012, "the exchange closed the stream; reconnect")
             return "closed by the exchange"
+        if result == "rate_limited":
+            return "closed by the proxy: too many subscriptions or refused messages"
         return "closed by the bot"
 
     async def _from_bot(self, ctx: RequestContext, ws: WebSocket, up: Any, stream: PrivateStream,
                         account: Account, creds: Credentials, grant: Mapping[str, str]) -> str:
         fetched = time.monotonic()
+        audited = TokenBucket.full(AUDITED_PER_S, AUDITED_BURST, fetched)
         while True:
             try:
                 raw = await ws.receive_text()
@@ -188,10 +206,20 @@ class StreamRelay:
                 return "bot"
             except KeyError:  # a binary frame: no exchange's private stream takes one from a bot
                 raw = "\x00"
+            refusal: Refusal | None = None
             try:
                 message = stream.classify(raw)
             except BadRequest as exc:
-                await self._refuse(ctx, ws, stream, StreamMessage(StreamKind.OTHER, ""), exc)
+                message, refusal = StreamMessage(StreamKind.OTHER, ""), exc
+            if message.kind not in (StreamKind.LOGIN, StreamKind.PING) and not audited.take(time.monotonic()):
+                await self._refuse(ctx, ws, stream, message, RateLimited(
+                    f"more than {AUDITED_BURST} subscriptions or refused messages at once on this stream "
+                    f"(at most {AUDITED_PER_S:g}/s after that); reconnect more slowly",
+                    retry_after=round(AUDITED_BURST / AUDITED_PER_S), rule="stream.rate_limit"))
+                await _close(ws, 1008, "too many subscriptions or refused messages; reconnect more slowly")
+                return "rate_limited"
+            if refusal is not None:
+                await self._refuse(ctx, ws, stream, message, refusal)
                 continue
             if message.kind is StreamKind.LOGIN:  # the bot's own login: answered, never forwarded
                 await ws.send_text(stream.login_ack(message))

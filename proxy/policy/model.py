@@ -60,7 +60,7 @@ class Budget:
 @dataclass(frozen=True)
 class RateLimit:
     """At most ``amount`` requests per ``window_s`` seconds, shared by every worker and host;
-    ``text`` is one item as written in the ``limits`` notation ("20/second")."""
+    ``text`` is one item as written (proxy.policy.rate_notation: "20/second")."""
 
     amount: int
     window_s: int

@@ -26,6 +26,7 @@ from proxy.guards.instruments import Instruments
 from proxy.guards.prices import ReferencePrices, Spend
 from proxy.model.request import Instrument, Prepared
 from proxy.policy.evaluate import (
+    Charge,
     Decision,
     EvalContext,
     evaluate,
@@ -108,13 +109,19 @@ class PolicyRuntime:
             return Decision("rate_limited", decision.charges[0].rule,
                             "budgets need a state store; none is configured")
         for charge in decision.charges:
-            with localcontext() as exact:  # 10**-18 units of any amount: more than 28 digits
-                exact.prec = 80
-                amount = charge.amount.quantize(_STORE_QUANTUM, rounding=ROUND_CEILING)
-            total = await self.store.add_to_window(charge.key, amount, charge.window_s, limit=charge.limit)
+            total = await self.store.add_to_window(charge.key, stored_amount(charge), charge.window_s,
+                                                   limit=charge.limit)
             if total > charge.limit:
                 return over_budget(decision, charge, total)
         return decision
+
+
+def stored_amount(charge: Charge) -> Decimal:
+    """A charge's amount in the store's units, rounded up (a budget is never under-counted)."""
+    with localcontext() as exact:  # 10**-18 units of any amount: more than 28 digits
+        exact.prec = 80
+        amount: Decimal = charge.amount.quantize(_STORE_QUANTUM, rounding=ROUND_CEILING)
+    return amount
 
 
 def static_denial(

@@ -39,6 +39,7 @@ from proxy.policy.model import (
     RateLimit,
     SymbolLimits,
 )
+from proxy.policy.rate_notation import SEPARATORS, parse_rates
 
 _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}")
@@ -48,7 +49,7 @@ _WINDOW = re.compile(r"([1-9][0-9]{0,4})([smhd])")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_S = 7 * 86400
 MAX_RATE_WINDOW_S = 86400
-_RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\" (the limits notation)"
+_RATE_EXAMPLE = "use e.g. rate_limit = \"20/second\" or \"20/second; 1000/hour\""
 
 
 
@@ -189,25 +190,22 @@ def _mode(raw: object) -> object:
 
 
 def _rates(raw: object) -> tuple[RateLimit, ...]:
-    """``rate_limit = "20/second"`` (several with ';'): the limits library's notation."""
+    """``rate_limit = "20/second"`` (several with ';'): proxy.policy.rate_notation."""
     if not isinstance(raw, str) or not raw.strip():
         raise _bad(f"must be a string; {_RATE_EXAMPLE}")
-    from limits import parse_many
-
     try:
-        items = parse_many(raw)
+        items = parse_rates(raw)
     except ValueError:
         raise _bad(f"{raw[:60]!r} is not a rate; {_RATE_EXAMPLE}") from None
     out: list[RateLimit] = []
-    for item, text in zip(items, (t.strip() for t in re.split(r"[,;|]", raw)), strict=False):
-        window = int(item.get_expiry())
-        if item.amount < 1:
+    for (amount, window), text in zip(items, (t.strip() for t in SEPARATORS.split(raw)), strict=True):
+        if amount < 1:
             raise _bad(f"{text!r} allows nothing; to refuse a client remove its grant, or {_RATE_EXAMPLE}")
         if not 1 <= window <= MAX_RATE_WINDOW_S:
             raise _bad(f"{text!r}: the window must be between 1 second and 1 day; {_RATE_EXAMPLE}")
         if any(o.window_s == window for o in out):
             raise _bad(f"{text!r}: two rates over the same window; use one per window")
-        out.append(RateLimit(int(item.amount), window, text))
+        out.append(RateLimit(amount, window, text))
     return tuple(out)
 
 

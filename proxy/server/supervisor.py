@@ -19,18 +19,20 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 import orjson
 
+from proxy.audit.since import records_since, writer_is_dead
 from proxy.config import Config
+from proxy.errors import NotReady
 from proxy.ops.metrics import share_between_processes
 from proxy.ops.run_dir import RunDir
 from proxy.server.listeners import bind
 from proxy.server.worker import Worker
-from proxy.state import open_store
+from proxy.state import journal, open_store
 
 log = logging.getLogger("proxy.server.supervisor")
 
@@ -86,6 +88,12 @@ def serve(cfg: Config, workers: int) -> int:
     every worker loads them afresh."""
     bot = bind(cfg.server.listen.host, cfg.server.listen.port)
     admin = bind(cfg.server.admin_listen.host, cfg.server.admin_listen.port)
+    try:
+        _replay_journal(cfg)
+    except (NotReady, OSError) as exc:
+        log.error("the state store could not be checked against the audit trail: %s; stopping "
+                  "(exit 1)", exc)
+        return 1
     log.info("serving bots on %s, operators on %s, %d worker(s)", cfg.server.listen,
              cfg.server.admin_listen, workers)
     if workers <= 1:
@@ -102,6 +110,25 @@ def serve(cfg: Config, workers: int) -> int:
         return _supervise(cfg, workers, bot.fileno(), admin.fileno(), run_dir)
     finally:
         run_dir.remove()
+
+
+def _replay_journal(cfg: Config) -> None:
+    """sqlite: restore the claims a power cut took from the store (proxy.state.journal), once,
+    before any worker serves. Writers still running (another proxy) are left alone."""
+    if cfg.state.backend != "sqlite" or cfg.state.path is None:
+        return
+    audit_dir = cfg.audit_dir
+
+    def tail(writer: str, seg: int, offset: int) -> Iterator[dict[str, Any]] | None:
+        if not audit_dir.is_dir() or not writer_is_dead(audit_dir, writer):
+            return None
+        return records_since(audit_dir, writer, seg, offset)
+
+    done = journal.replay(cfg.state.path, tail, cfg.state.idempotency_ttl_s)
+    if done.restored:
+        log.warning("restored %d idempotency claim(s) from the audit trail (lost from the state "
+                    "store, e.g. by a power cut): their retries look the orders up first",
+                    done.restored)
 
 
 def _supervise(cfg: Config, n: int, bot_fd: int, admin_fd: int, run_dir: RunDir) -> int:

@@ -1,8 +1,9 @@
 """The backends' side of the group commit (proxy.state.group_commit): one batch made durable.
 
-sqlite: the whole batch on the store's one thread, one transaction, the audit append
-overlapping the COMMIT. Redis: one pipelined round trip, then the audit append on the audit
-writer's thread.
+sqlite: the whole batch on the store's one thread, one transaction committed without fsync
+when the audit trail can restore it, then the audit append with the batch's one fdatasync
+(proxy.state.journal). Redis: one pipelined round trip for every claim and its weight spend,
+then the audit append on the audit writer's thread.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from proxy.errors import NotReady
@@ -22,23 +22,38 @@ from proxy.state.group_commit import (
     DurableLog,
     GroupCommit,
     Op,
+    Outcome,
     Spend,
     SpendAnswer,
     audit_results,
     records_of,
 )
+from proxy.state.journal import DIGEST, JournalLog, mark_fn
+from proxy.state.redis_store import WeightRefused
 
 log = logging.getLogger("proxy.state.group_commit")
 
 
 class SqliteBatches:
     """A batch on the sqlite store's thread: one transaction for every claim, completion and
-    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), the weight spends
-    on the rate-limit file, then one audit append and fdatasync, all in one thread hop."""
+    abandon (a SAVEPOINT per claim undoes one whose weight does not fit), owners' nonces and
+    policy budgets in it too, the weight spends on the rate-limit file, then one audit append,
+    all in one thread hop.
+
+    One fsync per batch: the transaction commits without one when the audit trail can stand in
+    for it (proxy.state.journal: the records carry what a start-up replay needs to restore the
+    claims a power cut loses), and the audit append's fdatasync is the batch's durability
+    point. COMMIT first, then the append: a durable decision record always has its claim at
+    least in the OS page cache, which a ``kill -9`` does not lose. A nonce or a policy budget
+    cannot be restored from the trail: a batch with one commits with fsync (``_restorable``).
+    """
 
     def __init__(self, store: Any, limiter: Any | None) -> None:
         self._store = store  # SqliteStateStore (begin_fn, complete_fn, abandon_fn, transaction)
         self._limiter = limiter  # SqliteLimiter (hit_sync) or None
+        self._marked = False  # this worker's journal row is durable (its first batch was FULL)
+        self._audit: object | None = None  # the trail last seen, and whether it is a journal:
+        self._journal: JournalLog | None = None  # (a protocol isinstance walks its members)
 
     async def apply(self, ops: list[Op], audit: DurableLog) -> None:
         loop = asyncio.get_running_loop()
@@ -56,6 +71,11 @@ class SqliteBatches:
                                                     now + int(op.ttl_s * 1_000_000))))
             elif isinstance(op, Abandon):
                 steps.append((op, store.abandon_fn(op.scope, op.token)))
+        if audit is not self._audit:
+            self._audit, self._journal = audit, audit if isinstance(audit, JournalLog) else None
+        journal = self._journal
+        mark = None if journal is None else mark_fn(journal.writer_id, *journal.position())
+        journaled = mark is not None and self._marked and all(_restorable(op) for op in ops)
 
         def tx(conn: Any) -> None:
             for op, step in steps:
@@ -66,7 +86,11 @@ class SqliteBatches:
                     continue
                 conn.execute("SAVEPOINT claim")
                 op.result = step(conn)
-                if op.spend is not None and op.wants_record:
+                if op.nonce is not None and op.wants_record:
+                    self._allocate(conn, op)
+                if op.budgets and op.wants_record and op.error is None:
+                    self._charge(conn, op, now)
+                if op.spend is not None and op.wants_record and op.error is None and op.over is None:
                     try:
                         hit = self._spend(op.spend)
                     except NotReady as exc:
@@ -76,41 +100,31 @@ class SqliteBatches:
                         op.refused = hit
                         conn.execute("ROLLBACK TO claim")
                 conn.execute("RELEASE claim")
-
-        # The audit append starts on the audit writer's thread once every claim's result is
-        # known, so its fdatasync runs while this thread commits: two disks waits overlap
-        # instead of adding up. A record may thus become durable without its claim (a crash or
-        # a failed COMMIT in between): nobody was told, nothing was sent, and the trail shows
-        # an allow decision without an outcome, as any crash before sending does.
-        job: list[tuple[list[tuple[Claim | None, dict[str, Any]]], Future[list[Exception | None]]]] = []
-
-        def start_audit() -> None:
-            pairs = records_of(ops)
-            if pairs:
-                job.append((pairs, audit.executor.submit(audit.append_batch, [r for _, r in pairs])))
+            if mark is not None:
+                mark(conn)
 
         if steps:
             try:
-                store.transaction(tx, start_audit)
+                store.transaction(tx, durable=not journaled)
+                self._marked = mark is not None
             except NotReady as exc:
                 for op, _ in steps:
                     if isinstance(op, Claim | Abandon):
                         op.error = exc
                     elif isinstance(op, Complete):
                         op.failed = True
-        if job:
-            pairs, future = job[0]
-            try:
-                errors = future.result()
-            except Exception as exc:  # the writer's thread is gone: nothing of this batch is durable
-                errors = [NotReady(f"the audit trail is not writable ({type(exc).__name__})")] * len(pairs)
-        else:
-            pairs = records_of(ops)  # the transaction failed before COMMIT: outcomes only
-            if not pairs:
-                return
+        pairs = records_of(ops)  # a failed transaction leaves outcome records only
+        if not pairs:
+            return
+        for claim, record in pairs:
+            if claim is not None and _restorable(claim):
+                record[DIGEST] = claim.content_hash  # what replay restores the claim with
+        try:
             errors = audit.append_batch([r for _, r in pairs])
+        except Exception as exc:  # nothing of this batch's records is durable
+            errors = [NotReady(f"the audit trail is not writable ({type(exc).__name__})")] * len(pairs)
         failed = audit_results(pairs, errors)
-        if failed:  # durable claims without a durable record: nothing is sent, free the ids
+        if failed:  # claims without a durable record: nothing is sent, free the ids
             undo = [store.abandon_fn(c.scope, c.result.token) for c in failed
                     if isinstance(c.result, Owner)]
             try:
@@ -118,20 +132,57 @@ class SqliteBatches:
             except NotReady:
                 log.error("claims of %d unsent orders stay until their lease ends", len(undo))
 
+    def _allocate(self, conn: Any, op: Claim) -> None:
+        """The owner's nonce, in its claim's savepoint (a unit change refuses it, claim undone)."""
+        assert op.nonce is not None
+        try:
+            op.allocated(self._store.nonce_fn(op.nonce.key_id, op.nonce.unit, op.nonce.now_us)(conn))
+        except NotReady as exc:
+            op.error = exc
+            conn.execute("ROLLBACK TO claim")
+
+    def _charge(self, conn: Any, op: Claim, now: int) -> None:
+        """The owner's policy budgets, in its claim's savepoint: the first over its limit
+        refuses the order, and the claim and the budgets already charged are undone."""
+        for i, b in enumerate(op.budgets):
+            total = self._store.window_fn(b.key, b.amount, b.window_s, b.limit, now)(conn)
+            if total > b.limit:
+                op.over = (i, total)
+                conn.execute("ROLLBACK TO claim")
+                return
+
     def _spend(self, spend: Spend) -> SpendAnswer:
         if self._limiter is None:
             raise NotReady("no rate-limit store")
         return self._limiter.hit_sync(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
 
 
+def _restorable(op: Op) -> bool:
+    """Whether a power cut may take ``op``'s commit (proxy.state.journal): a claim whose
+    decision record names its scope (an owner's is restored from it; a takeover lost leaves the
+    expired claim it took over), a completion or abandon (the claim stays in flight: the retry
+    looks the order up), an outcome record. Anything else makes the batch fsync its COMMIT:
+    a claim that allocates a nonce (the trail names the nonce, not the key it belongs to, and a
+    nonce must never repeat) or charges policy budgets (a lost charge would reopen a cap)."""
+    if isinstance(op, Claim):
+        r = op.record
+        return (r is not None and op.nonce is None and not op.budgets
+                and (r.get("client"), r.get("account"), r.get("client_order_id")) == (
+                    op.scope.client, op.scope.account, op.scope.client_order_id))
+    return isinstance(op, Complete | Abandon | Outcome)
+
+
 class RedisBatches:
-    """A batch on Redis: every claim, completion and abandon in one pipelined round trip (each
-    a Lua script, atomic on its own), the owners' weight spends concurrently, then one audit
-    append and fdatasync on the audit writer's thread."""
+    """A batch on Redis: every claim, completion, abandon and nonce in one pipelined round trip,
+    each a Lua script, atomic on its own. A claim that carries a weight spend is CLAIM_SPEND_LUA:
+    a new owner spends its weight from the same counter as RedisLimiter.hit, and a claim whose
+    weight does not fit is undone in that script. Then the owners' policy budgets (one more
+    round trip per budget index, only if there are any), then one audit append and fdatasync
+    on the audit writer's thread."""
 
     def __init__(self, store: Any, limiter: Any | None) -> None:
-        self._store = store  # RedisStateStore (begin_call, complete_call, abandon_call, pipeline)
-        self._limiter = limiter  # a WindowLimiter (async hit)
+        self._store = store  # RedisStateStore (begin_call, claim_spend_call, ..., pipeline)
+        self._limiter = limiter if hasattr(limiter, "spend_call") else None  # RedisLimiter
 
     async def apply(self, ops: list[Op], audit: DurableLog) -> None:
         store = self._store
@@ -140,8 +191,14 @@ class RedisBatches:
         parsers: list[tuple[Op, Callable[[Any], Any] | None]] = []
         for op in ops:
             if isinstance(op, Claim):
-                script, keys, args, parse = store.begin_call(op.scope, op.content_hash, op.ttl_s,
-                                                             op.lease_s, now)
+                spend = op.spend if op.record is not None else None  # only an order spends
+                if spend is not None and self._limiter is not None:
+                    counter = self._limiter.spend_call(spend.key, spend.limit, spend.window_s, spend.cost)
+                    script, keys, args, parse = store.claim_spend_call(
+                        op.scope, op.content_hash, op.ttl_s, op.lease_s, now, counter)
+                else:
+                    script, keys, args, parse = store.begin_call(op.scope, op.content_hash, op.ttl_s,
+                                                                 op.lease_s, now)
                 calls.append((script, keys, args))
                 parsers.append((op, parse))
             elif isinstance(op, Complete):
@@ -150,11 +207,17 @@ class RedisBatches:
             elif isinstance(op, Abandon):
                 calls.append(store.abandon_call(op.scope, op.token))
                 parsers.append((op, bool))
+        # Nonces ride the same round trip, after the claims; one allocated for a claim that does
+        # not own its id is skipped (nonces need only increase).
+        nonces = [(op, store.nonce_call(op.nonce.key_id, op.nonce.unit, op.nonce.now_us))
+                  for op in ops if isinstance(op, Claim) and op.nonce is not None]
+        calls.extend(call[:3] for _, call in nonces)
         if calls:
             try:
                 replies = await store.pipeline(calls)
             except NotReady as exc:
                 replies = [exc] * len(calls)
+            replies, allocated = replies[:len(parsers)], replies[len(parsers):]
             for (op, parse), reply in zip(parsers, replies, strict=True):
                 failed = isinstance(reply, Exception)
                 if isinstance(op, Claim):
@@ -163,7 +226,7 @@ class RedisBatches:
                             f"state store unreachable: redis: {reply}")
                     else:
                         assert parse is not None
-                        op.result = parse(reply)
+                        self._claimed(op, parse(reply))
                 elif isinstance(op, Abandon):
                     if failed:
                         op.error = NotReady(f"state store unreachable: redis: {reply}")
@@ -171,21 +234,16 @@ class RedisBatches:
                         op.done = bool(reply)
                 elif isinstance(op, Complete):
                     op.failed = failed
-        spenders = [op for op in ops if isinstance(op, Claim) and op.error is None
-                    and op.spend is not None and op.wants_record]
-        if spenders:
-            answers = await asyncio.gather(*(self._spend(op.spend) for op in spenders if op.spend),
-                                           return_exceptions=True)
-            undo: list[Claim] = []
-            for op, answer in zip(spenders, answers, strict=True):
-                if isinstance(answer, BaseException):
-                    op.error = answer if isinstance(answer, NotReady) else NotReady(
-                        f"rate-limit store unreachable ({type(answer).__name__})")
-                    undo.append(op)
-                elif not answer.allowed:
-                    op.refused = answer
-                    undo.append(op)
-            await self._undo(undo)
+            await self._undo(self._allocate(nonces, allocated))
+        if self._limiter is None:  # an order's weight cannot be spent: refuse it, free its id
+            unspent = [op for op in ops if isinstance(op, Claim) and op.error is None
+                       and op.spend is not None and op.wants_record]
+            for op in unspent:
+                op.error = NotReady("no rate-limit store")
+            await self._undo(unspent)
+        await self._undo(await self._charge([op for op in ops if isinstance(op, Claim) and op.budgets
+                                             and op.error is None and op.refused is None
+                                             and op.wants_record]))
         pairs = records_of(ops)
         if not pairs:
             return
@@ -193,10 +251,55 @@ class RedisBatches:
         errors = await loop.run_in_executor(audit.executor, audit.append_batch, [r for _, r in pairs])
         await self._undo(audit_results(pairs, errors))
 
-    async def _spend(self, spend: Spend) -> SpendAnswer:
-        if self._limiter is None:
-            raise NotReady("no rate-limit store")
-        return await self._limiter.hit(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
+    async def _charge(self, owners: list[Claim]) -> list[Claim]:
+        """The owners' policy budgets, one pipelined round trip per budget index (the first
+        over its limit refuses the order, the later ones are not charged, as one step at a
+        time); returns the owners refused (their claim must go)."""
+        refused: list[Claim] = []
+        now = self._store.now_us()
+        for i in range(max((len(op.budgets) for op in owners), default=0)):
+            due = [op for op in owners if len(op.budgets) > i and op not in refused]
+            calls = [self._store.window_call(b.key, b.amount, b.window_s, b.limit, now)
+                     for b in (op.budgets[i] for op in due)]
+            try:
+                replies = await self._store.pipeline([call[:3] for call in calls])
+            except NotReady as exc:
+                replies = [exc] * len(calls)
+            for op, call, reply in zip(due, calls, replies, strict=True):
+                if isinstance(reply, Exception):
+                    op.error = reply if isinstance(reply, NotReady) else NotReady(
+                        f"state store unreachable: redis: {reply}")
+                elif (total := call[3](reply)) > op.budgets[i].limit:
+                    op.over = (i, total)
+                else:
+                    continue
+                refused.append(op)
+        return refused
+
+    @staticmethod
+    def _allocate(nonces: list[tuple[Claim, Any]], replies: list[Any]) -> list[Claim]:
+        """Give each owner its nonce; returns the owners refused for want of one (their claim
+        must go)."""
+        failed: list[Claim] = []
+        for (op, (_, _, _, parse)), reply in zip(nonces, replies, strict=True):
+            if op.error is not None or op.refused is not None or not op.wants_record:
+                continue  # not sent now: its nonce is skipped
+            try:
+                if isinstance(reply, Exception):
+                    raise reply if isinstance(reply, NotReady) else NotReady(
+                        f"state store unreachable: redis: {reply}")
+                op.allocated(parse(reply))
+            except NotReady as exc:
+                op.error = exc
+                failed.append(op)
+        return failed
+
+    @staticmethod
+    def _claimed(op: Claim, result: Any) -> None:
+        if isinstance(result, WeightRefused):  # the script undid the claim
+            op.result, op.refused = Owner(token=result.token, previous_unknown=False), result
+        else:
+            op.result = result
 
     async def _undo(self, claims: list[Claim]) -> None:
         calls = [self._store.abandon_call(c.scope, c.result.token) for c in claims

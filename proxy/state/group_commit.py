@@ -1,7 +1,8 @@
 """One durability owner per worker: group commit of what each order must make durable.
 
 Before an order is sent, three things must be durable: its idempotency claim, its share of the
-account's weight budget and its audit decision record. Done one by one, each is a thread
+account's weight budget and its audit decision record (on a nonce exchange also its nonce,
+allocated with the claim and named in the record). Done one by one, each is a thread
 hand-off and an fsync, and at 16 connections the orders queue behind each other's
 transactions. Here every order that arrives while a batch is being made durable goes into the
 next batch: one state-store transaction (sqlite) or one pipelined round trip (Redis) for all
@@ -27,10 +28,11 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from proxy.errors import NotReady
-from proxy.state.base import BeginResult, IdempotencyScope, Owner, StoredResponse
+from proxy.state.base import BeginResult, IdempotencyScope, NonceUnit, Owner, StoredResponse
 
 log = logging.getLogger("proxy.state.group_commit")
 
@@ -49,9 +51,34 @@ class Spend:
     cost: int
 
 
+@dataclass(frozen=True)
+class NonceRequest:
+    """A nonce the batch allocates for an owner in the same transaction (sqlite) or round trip
+    (Redis) as its claim; the caller holds the key's lock, so nonces also arrive in order."""
+
+    key_id: str
+    unit: NonceUnit
+    now_us: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A policy budget charged for an owner in its batch (``proxy.policy.runtime.charge``):
+    ``amount`` (in the store's units) joins the window ``key`` unless the total would exceed
+    ``limit``; then the claim is not kept and the order is refused."""
+
+    key: str
+    amount: Decimal
+    window_s: int
+    limit: Decimal
+
+
 class SpendAnswer(Protocol):
-    allowed: bool
-    retry_after: int
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def retry_after(self) -> int: ...
 
 
 class DurableLog(Protocol):
@@ -72,6 +99,11 @@ class Claimed:
     result: BeginResult
     refused: SpendAnswer | None = None
     recorded: bool = False
+    #: the nonce allocated for this order (a ``NonceRequest`` that was recorded), to sign with
+    nonce: int | None = None
+    #: the first budget over its limit (its index) and the total it would have reached; the
+    #: claim was not kept and nothing is recorded
+    over: tuple[int, Decimal] | None = None
 
 
 @dataclass(eq=False)
@@ -87,11 +119,20 @@ class Claim:
     refused: SpendAnswer | None = None
     error: Exception | None = None
     recorded: bool = False
+    nonce: NonceRequest | None = None
+    nonce_value: int | None = None
+    budgets: tuple[Budget, ...] = ()
+    over: tuple[int, Decimal] | None = None
 
     @property
     def wants_record(self) -> bool:
         r = self.result
         return self.record is not None and isinstance(r, Owner) and not r.previous_unknown
+
+    def allocated(self, value: int) -> None:
+        """The batch allocated ``value``: the decision record names the nonce that is signed."""
+        assert self.record is not None
+        self.nonce_value = self.record["nonce"] = value
 
 
 @dataclass(eq=False)
@@ -146,13 +187,17 @@ class GroupCommit:
     async def claim(
         self, scope: IdempotencyScope, content_hash: str, ttl_s: float, *, lease_s: float,
         spend: Spend | None = None, record: Mapping[str, Any] | None = None,
+        nonce: NonceRequest | None = None, budgets: tuple[Budget, ...] = (),
     ) -> Claimed:
         """Claim ``scope`` in the next batch. If this request becomes its owner (and no earlier
-        attempt's outcome is unknown), ``spend`` is charged and ``record`` made durable in the
-        same batch; returns once all of it is durable. Raises NotReady if it cannot be."""
+        attempt's outcome is unknown), ``nonce`` is allocated (and written into the record),
+        ``budgets`` and ``spend`` charged and ``record`` made durable in the same batch; returns
+        once all of it is durable. Raises NotReady if it cannot be."""
         fut: asyncio.Future[Claimed] = asyncio.get_running_loop().create_future()
+        assert nonce is None or record is not None, "a nonce is allocated for a recorded order"
         self._queue.append(Claim(scope, content_hash, ttl_s, lease_s, spend,
-                                  None if record is None else dict(record), fut))
+                                  None if record is None else dict(record), fut, nonce=nonce,
+                                  budgets=budgets))
         self._kick(now=True)
         return await fut
 
@@ -222,7 +267,8 @@ class GroupCommit:
                     op.future.set_exception(op.error)
                 else:
                     assert op.result is not None
-                    op.future.set_result(Claimed(op.result, op.refused, op.recorded))
+                    op.future.set_result(Claimed(op.result, op.refused, op.recorded,
+                                                 op.nonce_value if op.recorded else None, op.over))
             elif isinstance(op, Abandon):
                 if op.future.done():
                     continue
@@ -241,7 +287,8 @@ def records_of(ops: list[Op]) -> list[tuple[Claim | None, dict[str, Any]]]:
     order (owner, weight fits), and queued outcome records."""
     out: list[tuple[Claim | None, dict[str, Any]]] = []
     for op in ops:
-        if isinstance(op, Claim) and op.error is None and op.refused is None and op.wants_record:
+        if (isinstance(op, Claim) and op.error is None and op.refused is None and op.over is None
+                and op.wants_record):
             assert op.record is not None
             out.append((op, op.record))
         elif isinstance(op, Outcome):

@@ -29,6 +29,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -86,6 +87,16 @@ def _begin_result(reply: Any, token: str) -> BeginResult:
     )
 
 
+@dataclass(frozen=True)
+class WeightRefused:
+    """CLAIM_SPEND_LUA's answer when the new owner's weight did not fit: the claim (``token``)
+    was undone in the same script, nothing was spent."""
+
+    token: str
+    retry_after: int
+    allowed: bool = False
+
+
 class RedisStateStore:
     """StateStore on one Redis/Valkey server (see the module docstring for the design)."""
 
@@ -120,6 +131,7 @@ class RedisStateStore:
         )
         self._nonce = self._redis.register_script(scripts.NONCE_LUA)
         self._begin = self._redis.register_script(scripts.BEGIN_LUA)
+        self._claim_spend = self._redis.register_script(scripts.CLAIM_SPEND_LUA)
         self._complete = self._redis.register_script(scripts.COMPLETE_LUA)
         self._abandon = self._redis.register_script(scripts.ABANDON_LUA)
         self._window = self._redis.register_script(scripts.WINDOW_LUA)
@@ -169,6 +181,18 @@ class RedisStateStore:
 
     async def next_nonce(self, key_id: str, unit: NonceUnit, *, now_us: int | None = None) -> int:
         return await self._nonce_op(key_id, unit, nonce_from_clock(self._now(now_us), unit), "next")
+
+    def nonce_call(self, key_id: str, unit: NonceUnit, now_us: int
+                   ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], int]]:
+        """``next_nonce`` as (script, keys, args, parse): proxy.state.batches pipelines it with
+        its claim. ``parse`` raises NonceUnitChanged as ``next_nonce`` does."""
+        def parse(reply: Any) -> int:
+            if _text(reply[0]) == "unit":
+                check_unit(key_id, _text(reply[1]), unit)
+            return int(_text(reply[1]))
+
+        value = str(nonce_from_clock(now_us, unit))
+        return self._nonce, [self._key("nonce", key_id)], [unit, value, "next"], parse
 
     async def raise_floor(self, key_id: str, unit: NonceUnit, floor: int) -> int:
         nonce_from_clock(0, unit)  # validates the unit
@@ -236,13 +260,33 @@ class RedisStateStore:
         self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
     ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], BeginResult]]:
         """``begin`` as (script, keys, args, parse): proxy.state.group_commit pipelines many."""
+        keys, args, token = self._begin_args(scope, content_hash, ttl_s, lease_s, now)
+        return self._begin, keys, args, lambda reply: _begin_result(reply, token)
+
+    def claim_spend_call(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int,
+        counter: tuple[str, list[str]],
+    ) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], BeginResult | WeightRefused]]:
+        """``begin_call`` that also spends the weight of a new owner (``counter``: the key and
+        arguments from proxy.guards.rate_limits.RedisLimiter.spend_call), in the same script."""
+        keys, args, token = self._begin_args(scope, content_hash, ttl_s, lease_s, now)
+
+        def parse(reply: Any) -> BeginResult | WeightRefused:
+            if _text(reply[0]) == "refused":
+                return WeightRefused(token, int(reply[1]))
+            return _begin_result(reply, token)
+
+        return self._claim_spend, [*keys, counter[0]], [*args, *counter[1]], parse
+
+    def _begin_args(
+        self, scope: IdempotencyScope, content_hash: str, ttl_s: float, lease_s: float, now: int
+    ) -> tuple[list[str], list[str | bytes], str]:
         lease_until = now + to_us(lease_s)
         expires = lease_until + to_us(ttl_s)
         gc_ms = (expires - now) // 1000 + _GC_MARGIN_MS
         token = secrets.token_hex(16)
         keys = [self._key("idem", scope.storage_key())]
-        args: list[str | bytes] = [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)]
-        return self._begin, keys, args, lambda reply: _begin_result(reply, token)
+        return keys, [content_hash, str(now), str(lease_until), str(expires), token, str(gc_ms)], token
 
     def complete_call(
         self, scope: IdempotencyScope, response: StoredResponse, token: str | None, ttl_s: float, now: int
@@ -284,7 +328,8 @@ class RedisStateStore:
         return list(await self._guard(pipe.execute(raise_on_error=False)))
 
     async def _load_scripts(self) -> None:
-        for script in (self._begin, self._complete, self._abandon):
+        for script in (self._begin, self._claim_spend, self._complete, self._abandon, self._nonce,
+                       self._window):
             await self._guard(self._redis.script_load(script.script))
         self._scripts_loaded = True
 
@@ -342,21 +387,18 @@ class RedisStateStore:
         limit: Decimal | int | None = None,
         now_us: int | None = None,
     ) -> Decimal:
-        now = self._now(now_us)
+        script, keys, args, parse = self.window_call(key, amount, window_s, limit, self._now(now_us))
+        return parse(await self._eval(script, keys, args))
+
+    def window_call(self, key: str, amount: Decimal | int, window_s: float, limit: Decimal | int | None,
+                    now: int) -> tuple[Any, list[str], list[str | bytes], Callable[[Any], Decimal]]:
+        """``add_to_window`` as (script, keys, args, parse): proxy.state.batches pipelines many."""
         window_us = to_us(window_s)
-        total = await self._eval(
-            self._window,
-            [self._key("win", key)],
-            [
-                str(now - window_us),
-                str(now),
-                secrets.token_hex(8),
-                str(scale_amount(amount)),
-                "" if limit is None else str(scale_amount(limit)),
-                str(window_us // 1000 + _GC_MARGIN_MS),
-            ],
-        )
-        return unscale_amount(int(_text(total)))
+        args: list[str | bytes] = [
+            str(now - window_us), str(now), secrets.token_hex(8), str(scale_amount(amount)),
+            "" if limit is None else str(scale_amount(limit)), str(window_us // 1000 + _GC_MARGIN_MS),
+        ]
+        return self._window, [self._key("win", key)], args, lambda reply: unscale_amount(int(_text(reply)))
 
     async def set_flag(
         self, name: str, value: str, ttl_s: float | None = None, *, now_us: int | None = None

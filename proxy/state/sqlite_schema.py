@@ -1,4 +1,5 @@
-"""The sqlite store's tables: nonces, idempotency records, window amounts and flags.
+"""The sqlite store's tables: nonces, idempotency records, window amounts, flags, and each audit
+writer's journal mark (proxy.state.journal).
 
 Created on first use (``CREATE ... IF NOT EXISTS``); amounts are decimal strings, times are
 microseconds.
@@ -17,4 +18,6 @@ CREATE TABLE IF NOT EXISTS windows (
 CREATE INDEX IF NOT EXISTS windows_key_ts ON windows (key, ts_us);
 CREATE TABLE IF NOT EXISTS flags (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_us INTEGER);
+CREATE TABLE IF NOT EXISTS journal (
+    writer TEXT PRIMARY KEY, seg INTEGER NOT NULL, pos INTEGER NOT NULL) WITHOUT ROWID;
 """

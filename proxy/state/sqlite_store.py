@@ -6,7 +6,9 @@ Why it is shaped this way:
 - All SQL runs on one private thread per store, so the event loop never waits on the disk or on
   another process's write lock.
 - ``synchronous=FULL`` by default: a committed nonce or idempotency record survives a power
-  cut, not only a process crash (NORMAL is faster and still safe against kill -9).
+  cut, not only a process crash (NORMAL is faster and still safe against kill -9). The group
+  commit's batches are the exception: they commit with NORMAL, the audit trail's fdatasync
+  being their one durability point (proxy.state.journal restores what a power cut takes).
 - Per-key locks are ``flock`` on one file per key next to the database: the kernel drops them
   when the holder dies, so kill -9 never leaves a key blocked.
 """
@@ -15,21 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import json
 import logging
-import os
 import secrets
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from proxy.errors import LockTimeout, NotReady
+from proxy.errors import NotReady
 from proxy.state.base import (
     DEFAULT_LEASE_S,
     DEFAULT_RECORD_TTL_S,
@@ -44,6 +42,7 @@ from proxy.state.base import (
     StoredResponse,
     wall_clock_us,
 )
+from proxy.state.file_locks import key_file_lock
 from proxy.state.rules import (
     IdemRecord,
     check_unit,
@@ -80,6 +79,7 @@ class SqliteStateStore:
         self._clock = clock
         self._busy_ms = int(busy_timeout_s * 1000)
         self._sync = synchronous
+        self._sync_now = synchronous  # the connection's current setting (see transaction)
         self._lock_dir = self._path.with_name(self._path.name + ".locks")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -104,25 +104,28 @@ class SqliteStateStore:
                 conn.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise NotReady(f"state store unreachable: sqlite {self._path}: {exc}") from exc
-            self._conn = conn
+            self._conn, self._sync_now = conn, self._sync
             if new:
                 log.warning("state store %s is new: no idempotency or nonce history yet; if this "
                             "is not the first start, check [state] path", self._path)
         return self._conn
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T],
-            before_commit: Callable[[], None] | None = None) -> T:
-        """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread)."""
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one BEGIN IMMEDIATE transaction (on the store's thread); ``durable``
+        False commits without fsync (``synchronous`` is per connection, set between
+        transactions)."""
         conn = self._connect()
+        sync = self._sync if durable else "NORMAL"
         try:
+            if sync != self._sync_now:
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                self._sync_now = sync
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            if before_commit is not None:
-                before_commit()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -136,11 +139,11 @@ class SqliteStateStore:
         """The store's one thread: proxy.state.group_commit runs its batches there."""
         return self._executor
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T],
-                    before_commit: Callable[[], None] | None = None) -> T:
-        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s);
-        ``before_commit`` runs once ``fn`` succeeded, just before COMMIT."""
-        return self._tx(fn, before_commit)
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one transaction, on the calling thread (which must be ``executor``'s).
+        ``durable`` False: the COMMIT is not fsynced (a group-commit batch that the audit trail
+        journals, proxy.state.journal)."""
+        return self._tx(fn, durable=durable)
 
     def now_us(self) -> int:
         return self._clock()
@@ -167,7 +170,11 @@ class SqliteStateStore:
 
     # -- nonces -----------------------------------------------------------------------------
     async def next_nonce(self, key_id: str, unit: NonceUnit, *, now_us: int | None = None) -> int:
-        candidate = nonce_from_clock(self._now(now_us), unit)
+        return await self._run(self.nonce_fn(key_id, unit, self._now(now_us)))
+
+    def nonce_fn(self, key_id: str, unit: NonceUnit, now_us: int) -> Callable[[sqlite3.Connection], int]:
+        """``next_nonce`` as a step of a transaction (proxy.state.batches: with its claim)."""
+        candidate = nonce_from_clock(now_us, unit)
 
         def fn(c: sqlite3.Connection) -> int:
             row = c.execute("SELECT unit, last FROM nonces WHERE key_id = ?", (key_id,)).fetchone()
@@ -181,7 +188,7 @@ class SqliteStateStore:
             )
             return value
 
-        return await self._run(fn)
+        return fn
 
     async def raise_floor(self, key_id: str, unit: NonceUnit, floor: int) -> int:
         nonce_from_clock(0, unit)  # validates the unit
@@ -215,39 +222,8 @@ class SqliteStateStore:
         """flock on a per-key file; ``lease_s`` is unused: the kernel frees a dead holder's
         lock at once. One host only (flock does not work across NFS hosts)."""
         del lease_s
-        deadline = time.monotonic() + timeout_s
-        local = self._local_locks.setdefault(key_id, asyncio.Lock())
-        try:
-            await asyncio.wait_for(local.acquire(), timeout=max(timeout_s, 0.0))
-        except TimeoutError:
-            raise LockTimeout(f"key {key_id!r} stayed locked for {timeout_s}s; retry") from None
-        try:
-            name = hashlib.sha256(key_id.encode()).hexdigest()[:40] + ".lock"
-            try:
-                fd = os.open(self._lock_dir / name, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise NotReady(f"state store unreachable: lock file: {exc}") from exc
-            try:
-                delay = 0.0005
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise LockTimeout(
-                                f"key {key_id!r} stayed locked for {timeout_s}s; retry"
-                            ) from None
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.02)
-                try:
-                    yield KeyLease()
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-        finally:
-            local.release()
+        async with key_file_lock(self._lock_dir, self._local_locks, key_id, timeout_s) as lease:
+            yield lease
 
     # -- idempotency ------------------------------------------------------------------------
     def begin_fn(
@@ -372,23 +348,25 @@ class SqliteStateStore:
         limit: Decimal | int | None = None,
         now_us: int | None = None,
     ) -> Decimal:
-        now = self._now(now_us)
+        return await self._run(self.window_fn(key, amount, window_s, limit, self._now(now_us)))
+
+    def window_fn(self, key: str, amount: Decimal | int, window_s: float, limit: Decimal | int | None,
+                  now: int) -> Callable[[sqlite3.Connection], Decimal]:
+        """``add_to_window`` as a step of a transaction (proxy.state.batches: with its claim)."""
         scaled = scale_amount(amount)
         cap = None if limit is None else scale_amount(limit)
         since = now - to_us(window_s)
 
-        def fn(c: sqlite3.Connection) -> int:
+        def fn(c: sqlite3.Connection) -> Decimal:
             c.execute("DELETE FROM windows WHERE key = ? AND ts_us <= ?", (key, since))
             rows = c.execute("SELECT amount FROM windows WHERE key = ?", (key,)).fetchall()
             total = sum(int(r[0]) for r in rows) + scaled
-            if cap is not None and total > cap:
-                return total
-            c.execute(
-                "INSERT INTO windows (key, ts_us, amount) VALUES (?, ?, ?)", (key, now, str(scaled))
-            )
-            return total
+            if cap is None or total <= cap:
+                c.execute("INSERT INTO windows (key, ts_us, amount) VALUES (?, ?, ?)",
+                          (key, now, str(scaled)))
+            return unscale_amount(total)
 
-        return unscale_amount(await self._run(fn))
+        return fn
 
     async def set_flag(
         self, name: str, value: str, ttl_s: float | None = None, *, now_us: int | None = None

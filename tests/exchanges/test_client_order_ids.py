@@ -3,17 +3,32 @@ right question and read the answers right (answers written by hand from the exch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
 
+from proxy.errors import BadRequest
 from proxy.exchanges import binance, bitfinex, bitget, bitstamp, bybit, coinbase, deribit, kraken, okx
-from proxy.exchanges.client_order_ids import ClientOrderIdRules, Lookup, make_client_order_id
-from proxy.model.request import Inbound
-from proxy.pipeline.lookup import content_digest, inject
+from proxy.exchanges.client_order_ids import (
+    ClientOrderIdRules,
+    Lookup,
+    inbound_with,
+    make_client_order_id,
+    member_appended,
+    pair_appended,
+)
+from proxy.model.request import Inbound, Stamp
+from proxy.pipeline.lookup import content_digest, earlier_digests, inject
+from tests.policy.test_sent_equals_checked import CREDS, EXCHANGES, HOSTS, from_intent
 
 FORM = (("content-type", "application/x-www-form-urlencoded"),)
 JSON = (("content-type", "application/json"),)
@@ -104,6 +119,15 @@ def test_client_order_ids_content_digest_ignores_parameter_order() -> None:
     c = binance.EXCHANGE.prepare(Inbound("POST", "/api/v3/order", b"", FORM,
                                          b"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.02&newClientOrderId=x"))
     assert content_digest(a) == content_digest(b) != content_digest(c)
+    # the format is decided once and named in the digest: format 1, written out from its definition
+    pairs = sorted([["symbol", "BTCUSDT"], ["side", "BUY"], ["type", "MARKET"], ["quantity", "0.01"],
+                    ["newClientOrderId", "x"]])
+    text = json.dumps(["POST", "/api/v3/order", pairs, None], sort_keys=True)
+    assert content_digest(a) == "1:" + hashlib.sha256(text.encode()).hexdigest()
+    assert earlier_digests(content_digest(a)) == (hashlib.sha256(text.encode()).hexdigest(),)
+    json_order = bybit.EXCHANGE.prepare(CASES[1][1])
+    text = json.dumps(["POST", "/v5/order/create", [], json.loads(CASES[1][1].body)], sort_keys=True)
+    assert content_digest(json_order) == "1:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _placed(exchange: Any, inbound: Inbound) -> Any:
@@ -266,7 +290,6 @@ def test_client_order_ids_bitfinex_batch_ids_are_integers() -> None:
 
 
 def test_client_order_ids_batch_refused_when_ids_cannot_be_added_or_repeat() -> None:
-    from proxy.errors import BadRequest
     from proxy.pipeline.lookup import inject_batch
 
     kraken_batch = _json({"pair": "XBTUSD", "orders": [
@@ -299,3 +322,275 @@ def test_binance_injects_without_parsing_again_exactly_as_a_reparse(query: bytes
     fast = binance.EXCHANGE.with_client_order_id(prepared, coid)
     assert fast == binance.EXCHANGE.prepare(inbound_with(prepared, "newClientOrderId", coid))
     assert fast.client_order_id == coid
+
+
+# ---------------------------------------------------------------- parse once: fast path == re-parse
+#
+# Every exchange that injects ids adds the id to the order it already parsed (issue: parse each
+# order once). The independent path is the exchange's own full ``prepare`` of the canonical
+# request with the id added (``inbound_with``): what comes out must be equal field for field,
+# Decimals to the digit (compared through repr), for orders generated in many shapes.
+_amounts = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("100000"), places=8,
+                       allow_nan=False, allow_infinity=False).map(lambda d: format(d, "f"))
+_sides = st.sampled_from(["buy", "sell"])
+
+
+def _some(draw: st.DrawFn, options: dict[str, st.SearchStrategy[Any]]) -> dict[str, Any]:
+    """A random subset of optional fields, each with a drawn value."""
+    names = draw(st.lists(st.sampled_from(sorted(options)), unique=True, max_size=len(options)))
+    return {n: draw(options[n]) for n in names}
+
+
+def _shuffled(draw: st.DrawFn, fields: dict[str, Any]) -> list[tuple[str, Any]]:
+    return draw(st.permutations(list(fields.items())))
+
+
+def _json_body(draw: st.DrawFn, fields: dict[str, Any]) -> bytes:
+    pairs = _shuffled(draw, fields)
+    spaced = draw(st.booleans())  # the bot's spacing: the canonical body has none
+    return json.dumps(dict(pairs), separators=(", ", ": ") if spaced else (",", ":")).encode()
+
+
+def _form_body(draw: st.DrawFn, fields: dict[str, str]) -> bytes:
+    return "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in _shuffled(draw, fields)).encode()
+
+
+@st.composite
+def bybit_orders(draw: st.DrawFn) -> Inbound:
+    market = draw(st.booleans())
+    fields: dict[str, Any] = {"category": draw(st.sampled_from(["spot", "linear", "inverse"])),
+                              "symbol": draw(st.sampled_from(["BTCUSDT", "ETHUSD", "SOL-26DEC25"])),
+                              "side": draw(st.sampled_from(["Buy", "Sell"])),
+                              "orderType": "Market" if market else "Limit", "qty": draw(_amounts)}
+    if not market:
+        fields["price"] = draw(_amounts)
+    fields |= _some(draw, {
+        "timeInForce": st.sampled_from(["GTC", "IOC", "FOK", "PostOnly"]), "positionIdx": st.integers(0, 2),
+        "reduceOnly": st.booleans(), "isLeverage": st.integers(0, 1), "triggerPrice": _amounts,
+        "smpType": st.sampled_from(["None", "CancelMaker"]), "timestamp": st.just("1700000000000"),
+        "takeProfit": _amounts, "orderFilter": st.just("Order"), "orderLinkId": st.none(),
+    })
+    return Inbound("POST", "/v5/order/create", b"", JSON, _json_body(draw, fields))
+
+
+@st.composite
+def okx_orders(draw: st.DrawFn) -> Inbound:
+    spot, market = draw(st.booleans()), draw(st.booleans())
+    fields: dict[str, Any] = {"instId": "BTC-USDT" if spot else "BTC-USDT-SWAP",
+                              "tdMode": "cash" if spot else "cross", "side": draw(_sides),
+                              "ordType": "market" if market else draw(st.sampled_from(["limit", "post_only", "ioc"])),
+                              "sz": draw(_amounts)}
+    if not market:
+        fields["px"] = draw(_amounts)
+    fields |= _some(draw, {
+        "tag": st.sampled_from(["bot1", "clOrdId", "A"]),  # clOrdId as a value: falls back, same result
+        "reduceOnly": st.booleans(), "ccy": st.just("USDT"), "stpMode": st.just("cancel_maker"),
+        "banAmend": st.booleans(), "posSide": st.just("net"),
+    })
+    return Inbound("POST", "/api/v5/trade/order", b"", JSON, _json_body(draw, fields))
+
+
+@st.composite
+def bitget_orders(draw: st.DrawFn) -> Inbound:
+    market = draw(st.booleans())
+    fields: dict[str, Any] = {"symbol": draw(st.sampled_from(["BTCUSDT", "ETHUSDT"])), "side": draw(_sides),
+                              "orderType": "market" if market else "limit", "size": draw(_amounts)}
+    if not market:
+        fields["price"] = draw(_amounts)
+    fields |= _some(draw, {
+        "force": st.sampled_from(["gtc", "post_only", "IOC", "fok"]), "stpMode": st.sampled_from(["none", "cancel_both"]),
+        "requestTime": st.just("1700000000000"), "receiveWindow": st.just("5000"),
+    })
+    return Inbound("POST", "/api/v2/spot/trade/place-order", b"", JSON, _json_body(draw, fields))
+
+
+@st.composite
+def bitstamp_orders(draw: st.DrawFn) -> Inbound:
+    side, pair = draw(_sides), draw(st.sampled_from(["btcusd", "ethbtc", "btcusd-perp"]))
+    kind = draw(st.sampled_from(["limit", "market", "instant"]))
+    fields = {"amount": draw(_amounts)}
+    if kind == "limit":
+        fields["price"] = draw(_amounts)
+        fields |= _some(draw, {"ioc_order": st.sampled_from(["True", "false"]),
+                               "daily_order": st.sampled_from(["False", "0"])})
+    if kind == "instant" and side == "sell" and draw(st.booleans()):
+        fields["amount_in_counter"] = "True"
+    path = f"/api/v2/{side}/{pair}/" if kind == "limit" else f"/api/v2/{side}/{kind}/{pair}/"
+    return Inbound("POST", path, b"", FORM, _form_body(draw, fields))
+
+
+@st.composite
+def bitfinex_orders(draw: st.DrawFn) -> Inbound:
+    kind = draw(st.sampled_from(["LIMIT", "MARKET", "FOK", "IOC", "STOP"]))
+    prefix = draw(st.sampled_from(["EXCHANGE ", ""]))
+    sign = draw(st.sampled_from(["", "-"]))
+    fields: dict[str, Any] = {"type": prefix + kind, "symbol": draw(st.sampled_from(["tBTCUSD", "tTESTBTC:TESTUSD"])),
+                              "amount": sign + draw(_amounts)}
+    if kind != "MARKET":
+        fields["price"] = draw(_amounts)
+    fields |= _some(draw, {
+        "flags": st.sampled_from([0, 64, 1024, 4096]), "lev": st.integers(1, 99),
+        "gid": st.integers(1, 2**45 - 1), "meta": st.sampled_from([{"aff_code": "cid"}, {"make_visible": 1}]),
+    })
+    return Inbound("POST", "/v2/auth/w/order/submit", b"", JSON, _json_body(draw, fields))
+
+
+@st.composite
+def kraken_orders(draw: st.DrawFn) -> Inbound:
+    otype = draw(st.sampled_from(["market", "limit", "stop-loss", "take-profit-limit"]))
+    fields = {"pair": draw(st.sampled_from(["XBTUSD", "XXBTZUSD", "ETH/USD".replace("/", "")])),
+              "type": draw(_sides), "ordertype": otype, "volume": draw(_amounts)}
+    if otype != "market":
+        fields["price"] = draw(_amounts)
+    if otype == "take-profit-limit":
+        fields["price2"] = draw(_amounts)
+    fields |= _some(draw, {
+        "timeinforce": st.sampled_from(["GTC", "IOC"]), "oflags": st.sampled_from(["post", "fcib", "fciq,nompp"]),
+        "starttm": st.just("0"), "expiretm": st.just("+60"), "validate": st.just("true"),
+        "nonce": st.just("1700000000000000"), "stptype": st.just("cancel-newest"),
+        "userref": st.sampled_from(["7", "-12"]),  # with a userref Kraken takes no cl_ord_id: unchanged
+    })
+    if draw(st.booleans()):
+        return Inbound("POST", "/0/private/AddOrder", b"", JSON, _json_body(draw, fields))
+    return Inbound("POST", "/0/private/AddOrder", b"", FORM, _form_body(draw, fields))
+
+
+@st.composite
+def deribit_orders(draw: st.DrawFn) -> Inbound:
+    otype = draw(st.sampled_from(["limit", "market", "stop_limit", "take_market"]))
+    fields = {"instrument_name": draw(st.sampled_from(["BTC-PERPETUAL", "BTC_USDC-PERPETUAL", "ETH-27JUN25-3000-C"])),
+              "amount": draw(_amounts), "type": otype}
+    if otype in ("limit", "stop_limit"):
+        fields["price"] = draw(_amounts)
+    if otype in ("stop_limit", "take_market"):
+        fields["trigger_price"] = draw(_amounts)
+    fields |= _some(draw, {
+        "time_in_force": st.sampled_from(["good_til_cancelled", "immediate_or_cancel"]),
+        "post_only": st.sampled_from(["true", "false"]), "reduce_only": st.just("false"),
+        "max_show": _amounts, "trigger": st.just("mark_price"), "access_token": st.just("tok"),
+    })
+    side = draw(_sides)
+    return Inbound("GET", f"/api/v2/private/{side}", _form_body(draw, fields), (), b"")
+
+
+ORDERS: dict[str, tuple[Any, st.SearchStrategy[Inbound]]] = {
+    "bybit": (bybit.EXCHANGE, bybit_orders()), "okx": (okx.EXCHANGE, okx_orders()),
+    "bitget": (bitget.EXCHANGE, bitget_orders()), "bitstamp": (bitstamp.EXCHANGE, bitstamp_orders()),
+    "bitfinex": (bitfinex.EXCHANGE, bitfinex_orders()), "kraken": (kraken.EXCHANGE, kraken_orders()),
+    "deribit": (deribit.EXCHANGE, deribit_orders()),
+}
+
+
+def _reparsed(exchange: Any, prepared: Any, coid: str) -> Any:
+    """The independent path: the exchange's full ``prepare`` of the order with the id added
+    (what every exchange did before parse-once; Kraken keeps an order with a userref)."""
+    rules = exchange.capabilities.client_order_ids
+    if exchange is kraken.EXCHANGE and "userref" in (
+            json.loads(prepared.body) if prepared.content_type == "application/json"
+            else dict(p.split("=", 1) for p in prepared.body.decode().split("&"))):
+        return prepared
+    value: str | int = int(coid) if rules.max_int else coid
+    return exchange.prepare(inbound_with(prepared, rules.field, value))
+
+
+@pytest.mark.parametrize("name", sorted(ORDERS))
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), token=st.uuids(version=4), client=st.sampled_from(["bot", "momentum-bot", "a_b", "x" * 30]))
+def test_client_order_ids_fast_injection_equals_a_full_reparse(name: str, data: st.DataObject, token: Any,
+                                                              client: str) -> None:
+    exchange, orders = ORDERS[name]
+    inbound = data.draw(orders)
+    try:
+        prepared = exchange.prepare(inbound)
+    except BadRequest:
+        reject()  # a combination the exchange refuses (e.g. an option with a reduce-only flag)
+    assert prepared.client_order_id is None
+    rules = exchange.capabilities.client_order_ids
+    coid = make_client_order_id(rules, client, token.hex)
+    fast = exchange.with_client_order_id(prepared, coid)
+    slow = _reparsed(exchange, prepared, coid)
+    assert fast == slow
+    assert repr(fast) == repr(slow)  # Decimals to the digit, every field
+    if fast is not prepared:
+        assert fast.client_order_id == coid
+        # the signed request, read back by the policy test's own reader (from the documented
+        # formats), carries the id once, on the order that was checked
+        out = exchange.sign(fast, CREDS[name], _STAMP, HOSTS[name])
+        if name == "kraken" and fast.content_type == "application/json":  # the reader reads forms
+            sent = json.loads(out.body)
+            assert (sent["cl_ord_id"], sent["pair"], sent["type"]) == (coid, fast.intents[0].symbol, fast.intents[0].side)
+            return
+        seen, checked = EXCHANGES[name][1](out), from_intent(fast.intents[0])
+        assert (seen.client_order_id, seen.symbol, seen.side) == (coid, checked.symbol, checked.side)
+
+
+_STAMP = Stamp(
+    now_ms=1_800_000_000_000, nonce=1_800_000_000_000_000, unique="0b4a3c1e-5f6d-4e7a-8b9c-0d1e2f3a4b5c")
+
+
+_COMMON = [*CASES[1:], (bitfinex.EXCHANGE, Inbound("POST", "/v2/auth/w/order/submit", b"", JSON, _json({
+    "type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "0.01", "price": "50000"})), r"[0-9]+"),
+    (kraken.EXCHANGE, Inbound("POST", "/0/private/AddOrder", b"", JSON, _json({
+        "pair": "XBTUSD", "type": "buy", "ordertype": "limit", "volume": "0.01", "price": "50000"})), "")]
+
+
+@pytest.mark.parametrize(("exchange", "inbound", "rule"), _COMMON, ids=lambda c: getattr(c, "name", ""))
+def test_client_order_ids_a_plain_order_is_not_parsed_again(
+    exchange: Any, inbound: Inbound, rule: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prepared = exchange.prepare(inbound)
+    expected = _reparsed(exchange, prepared, make_client_order_id(exchange.capabilities.client_order_ids, "bot", "ab" * 16))
+
+    def no_second_parse(self: Any, again: Inbound) -> Any:
+        raise AssertionError("the order was parsed again")
+
+    monkeypatch.setattr(type(exchange), "prepare", no_second_parse)
+    changed, coid = inject(exchange, prepared, "bot", "ab" * 16)
+    assert coid is not None and changed == expected and repr(changed) == repr(expected)
+
+
+def test_client_order_ids_unusual_orders_fall_back_to_the_reparse() -> None:
+    """The fast path declines what it cannot be sure of; the re-parse then decides (and refuses
+    what it refuses), so the answer is the same either way."""
+    def prep(exchange: Any, path: str, body: dict[str, Any]) -> Any:
+        return exchange.prepare(Inbound("POST", path, b"", JSON, _json(body)))
+
+    order = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "1", "price": "2"}
+    # an explicit null id keeps its place in the body on a re-parse: not appended
+    null_id = prep(bybit.EXCHANGE, "/v5/order/create", {"orderLinkId": None, **order})
+    assert member_appended(null_id, "orderLinkId", "bot-1") is None
+    assert bybit.EXCHANGE.with_client_order_id(null_id, "bot-1").body == _json(
+        {"orderLinkId": "bot-1", **order}).replace(b" ", b"")
+    # the field's name anywhere in the body (here a tag): the re-parse, with the same result
+    okx_order = {"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "1", "px": "2",
+                 "tag": "clOrdId"}
+    tagged = prep(okx.EXCHANGE, "/api/v5/trade/order", okx_order)
+    assert member_appended(tagged, "clOrdId", "bot1") is None
+    assert okx.EXCHANGE.with_client_order_id(tagged, "bot1") == _reparsed(okx.EXCHANGE, tagged, "bot1")
+    # an id the exchange refuses, or one that would need escaping: the re-parse refuses it
+    plain = prep(bybit.EXCHANGE, "/v5/order/create", order)
+    for bad in ("has space", "x" * 37, 'q"uote'):
+        with pytest.raises(BadRequest):
+            bybit.EXCHANGE.with_client_order_id(plain, bad)
+    assert member_appended(plain, "orderLinkId", "has space") is None
+    # Bitfinex: a cid that is no canonical integer is not appended as it is
+    bfx = prep(bitfinex.EXCHANGE, "/v2/auth/w/order/submit",
+               {"type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "1", "price": "2"})
+    assert member_appended(bfx, "cid", "007", as_int=True) is None
+    assert bitfinex.EXCHANGE.with_client_order_id(bfx, "007").client_order_id == "7"  # inject then declines
+    # Kraken with a userref (form or JSON): unchanged, never a cl_ord_id beside it
+    for ctype, body in ((FORM, b"pair=XBTUSD&type=buy&ordertype=market&volume=1&userref=7"),
+                        (JSON, b'{"pair":"XBTUSD","type":"buy","ordertype":"market","volume":"1","userref":7}')):
+        with_ref = kraken.EXCHANGE.prepare(Inbound("POST", "/0/private/AddOrder", b"", ctype, body))
+        assert kraken.EXCHANGE.with_client_order_id(with_ref, "bot-1") is with_ref
+    # a form order at the parameter limit, or a query that already names the field: not appended
+    deribit_order = deribit.EXCHANGE.prepare(Inbound("GET", "/api/v2/private/buy", b"instrument_name=BTC-PERPETUAL"
+                                                     b"&amount=10&type=market", (), b""))
+    assert pair_appended(deribit_order, "amount", "1", to_query=True) is None
+    assert pair_appended(deribit_order, "label", "bot-1") is None  # a query order has no form body
+    many = replace(deribit_order, query="&".join(f"k{i}=v" for i in range(64)))
+    assert pair_appended(many, "label", "bot-1", to_query=True) is None
+    # batches and orders that carry an id are never the fast path's
+    batch = bybit.EXCHANGE.prepare(Inbound("POST", "/v5/order/create-batch", b"", JSON, _json(
+        {"category": "spot", "request": [{k: v for k, v in order.items() if k != "category"}]})))
+    assert member_appended(batch, "orderLinkId", "bot-1") is None

@@ -1,6 +1,11 @@
 """Strictly increasing nonces through real proxy processes: many bots, several workers, and two
 proxies sharing Redis, on one Kraken key and on one Bitfinex key, with zero nonce rejections at
-the strict emulator; and a Kraken key pool whose keys each keep their own increasing sequence."""
+the strict emulator; and a Kraken key pool whose keys each keep their own increasing sequence.
+
+Every bot reads and places orders with client order ids on the same key: reads take their nonce
+one step at a time, orders in the worker's group commit with their claim (proxy.state.batches),
+so both ways interleave on one key across workers and hosts. Each order's decision record names
+the nonce the exchange saw."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +38,7 @@ client = "bot"
 
 [[grants]]
 account = "kraken-main"
-allow = ["read"]
+allow = ["read", "trade"]
 """
 BOTS, CALLS = 50, 3
 
@@ -48,15 +54,25 @@ class Case:
     content_type: str
     body: bytes
     nonce: Callable[[Received], int]
+    #: an order with client order id N: (path, content type, body), and the id the exchange saw
+    order: Callable[[int], tuple[str, str, bytes]]
+    order_id: Callable[[Received], str]
 
 
-KRAKEN = Case("kraken-main", "kraken", FIELDS, "/0/private/Balance",
-              "application/x-www-form-urlencoded", b"",
-              lambda r: int(dict(parse_qsl(r.body.decode()))["nonce"]))
+FORM = "application/x-www-form-urlencoded"
+KRAKEN = Case("kraken-main", "kraken", FIELDS, "/0/private/Balance", FORM, b"",
+              lambda r: int(dict(parse_qsl(r.body.decode()))["nonce"]),
+              lambda n: ("/0/private/AddOrder", FORM,
+                         f"pair=XBTUSD&type=buy&ordertype=limit&volume=0.001&price=1000&cl_ord_id=o{n}".encode()),
+              lambda r: dict(parse_qsl(r.body.decode()))["cl_ord_id"])
 BITFINEX = Case("bitfinex-main", "bitfinex",
                 {"api_key": "bitfinex-nonce-key-01", "api_secret": "bitfinex-nonce-secret-0123456789"},
                 "/v2/auth/r/wallets", "application/json", b"{}",
-                lambda r: int(r.header("bfx-nonce") or "0"))
+                lambda r: int(r.header("bfx-nonce") or "0"),
+                lambda n: ("/v2/auth/w/order/submit", "application/json", json.dumps({
+                    "type": "EXCHANGE LIMIT", "symbol": "tBTCUSD", "amount": "0.001", "price": "1000",
+                    "cid": 7_000_000 + n}).encode()),
+                lambda r: str(json.loads(r.body)["cid"]))
 CASES = [KRAKEN, BITFINEX]
 
 
@@ -72,23 +88,33 @@ async def _storm(urls: list[str], token: str, case: Case = KRAKEN) -> list[int]:
     async with httpx.AsyncClient(timeout=60) as client:
         async def bot(i: int) -> list[int]:
             statuses = []
-            for _ in range(CALLS):
-                r = await client.post(urls[i % len(urls)] + f"/x/{case.account}{case.path}",
+            for k in range(CALLS):  # a read, an order, a read
+                path, content_type, body = case.path, case.content_type, case.body
+                if k % 2:
+                    path, content_type, body = case.order(i * CALLS + k)
+                r = await client.post(urls[i % len(urls)] + f"/x/{case.account}{path}",
                                       headers={"Proxy-Authorization": f"Bearer {token}",
-                                               "Content-Type": case.content_type},
-                                      content=case.body)
+                                               "Content-Type": content_type},
+                                      content=body)
                 statuses.append(r.status_code)
             return statuses
         results = await asyncio.gather(*(bot(i) for i in range(BOTS)))
     return [s for statuses in results for s in statuses]
 
 
-def _assert_ordered(stack: Stack, case: Case = KRAKEN) -> None:
-    received = [r for r in stack.emulator(case.account).recorder.all() if r.path == case.path]
+def _assert_ordered(stack: Stack, case: Case = KRAKEN, audit: tuple[str, ...] = ("audit",)) -> None:
+    order_path = case.order(0)[0]
+    received = [r for r in stack.emulator(case.account).recorder.all() if r.path in (case.path, order_path)]
     assert len(received) >= BOTS * CALLS
     assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
     nonces = [case.nonce(r) for r in received]
     assert all(b > a for a, b in itertools.pairwise(nonces)), "nonces must strictly increase"
+    orders = {case.order_id(r): case.nonce(r) for r in received if r.path == order_path}
+    assert len(orders) == BOTS * (CALLS // 2), "every order placed once"
+    stack.stop_proxy()  # flush the audit trail
+    recorded = {str(r["client_order_id"]): r["nonce"] for d in audit for r in iter_records(stack.dir / d)
+                if r.get("phase") == "decision" and r.get("decision") == "allow" and r["path"] == order_path}
+    assert recorded == orders, "each order's decision record names the nonce the exchange saw"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.exchange)
@@ -133,7 +159,7 @@ def test_nonce_ordering_two_proxies_sharing_redis(tmp_path: Path, case: Case) ->
                 pytest.fail("second proxy not ready: " + (stack.dir / "second.log").read_text()[-2000:])
             statuses = asyncio.run(_storm([stack.proxy_url, second_url], stack.token("bot"), case))
             assert statuses == [200] * (BOTS * CALLS)
-            _assert_ordered(stack, case)
+            _assert_ordered(stack, case, ("audit", "audit-second"))
 
 
 def test_nonce_ordering_redis_down_refuses_then_recovers(tmp_path: Path) -> None:
@@ -186,7 +212,9 @@ def test_nonce_ordering_key_pool_uses_every_key_in_order(tmp_path: Path, backend
 
         statuses = asyncio.run(_storm([stack.proxy_url], stack.token("bot")))
         assert statuses == [200] * (BOTS * CALLS)
-        received = [r for r in stack.emulator("kraken-main").recorder.all() if r.path == KRAKEN.path]
+        order_path = KRAKEN.order(0)[0]
+        received = [r for r in stack.emulator("kraken-main").recorder.all()
+                    if r.path in (KRAKEN.path, order_path)]
         assert len(received) == BOTS * CALLS
         assert all(r.accepted for r in received), [r.error for r in received if not r.accepted][:3]
         by_key: dict[str, list[int]] = {}
@@ -200,3 +228,8 @@ def test_nonce_ordering_key_pool_uses_every_key_in_order(tmp_path: Path, backend
                      if r.get("phase") == "decision" and r.get("decision") == "allow"]
         assert len(decisions) == BOTS * CALLS
         assert {r["key_index"] for r in decisions} == {0, 1}, "the audit names the pool key used"
+        keys = [FIELDS["api_key"], FIELDS_B["api_key"]]
+        placed = {KRAKEN.order_id(r): (r.header("API-Key"), KRAKEN.nonce(r)) for r in received
+                  if r.path == order_path}
+        assert {r["client_order_id"]: (keys[r["key_index"]], r["nonce"]) for r in decisions
+                if r["path"] == order_path} == placed, "each order's record names its key and nonce"

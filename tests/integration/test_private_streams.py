@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -348,3 +349,51 @@ def test_private_stream_never_shows_the_key_or_secret_to_the_bot(stack: Stack, c
                                            [case.bot_login or case.ping, case.private or case.ping]))
     for secret in case.fields.values():  # the key, the secret and any passphrase
         assert all(secret not in t for t in texts)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.exchange in ("bybit", "kraken")], ids=lambda c: c.exchange)
+def test_private_stream_flooding_refused_messages_is_closed_after_the_burst(stack: Stack, case: Case) -> None:
+    """Each refused message is an fsynced audit record: a bot that keeps sending them gets
+    AUDITED_BURST of them (plus what refills meanwhile), then one rate_limited refusal and a close
+    with 1008; nothing it sent reaches the exchange."""
+    emulator = stack.emulator(f"{case.exchange}-main")
+    before = len(emulator.streams.received)
+    sent = 200
+
+    async def flood() -> tuple[list[str], int | None]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                _ws_url(stack, case), headers={"Proxy-Authorization": f"Bearer {stack.token(f'{case.exchange}-bot')}"}
+        ) as ws:
+            for _ in range(sent):  # all at once: no refill between them to speak of
+                await ws.send_str(case.acting)
+            answers: list[str] = []
+            while True:
+                msg = await ws.receive(timeout=30)
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    return answers, ws.close_code
+                answers.append(str(msg.data))
+
+    answers, close_code = asyncio.run(flood())
+    assert close_code == 1008
+    refused = [a for a in answers if "endpoint_forbidden" in a]
+    limited = [a for a in answers if "rate_limited" in a]
+    assert len(limited) == 1 and all(case.refused(json.loads(a)) for a in refused + limited)
+    assert stream_burst() <= len(refused) < sent
+    acting = json.loads(case.acting)
+    assert acting not in emulator.streams.received[before:]
+    request_ids = {a.rsplit("(request ", 1)[1].split(")")[0] for a in limited}
+    records = [r for r in iter_records(stack.dir / "audit") if r.get("request_id") in request_ids]
+    assert [r["rule"] for r in records if r["decision"] == "deny"].count("stream.rate_limit") == 1
+    assert [r["rule"] for r in records if r["decision"] == "deny"].count("endpoint_forbidden") == len(refused)
+    deadline = time.monotonic() + 15  # the close record is queued, not awaited
+    while not (closes := [r for r in iter_records(stack.dir / "audit")
+                          if r.get("request_id") in request_ids and r["rule"] == "stream.close"]):
+        assert time.monotonic() < deadline, "no stream.close record"
+        time.sleep(0.05)
+    assert [r["stream_close"] for r in closes] == ["closed by the proxy: too many subscriptions or refused messages"]
+
+
+def stream_burst() -> int:
+    from proxy.pipeline.stream import AUDITED_BURST
+
+    return AUDITED_BURST

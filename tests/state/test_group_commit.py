@@ -5,7 +5,8 @@ completions seen by the next claim). Across ``kill -9`` (tests.state.commit_chil
 step a batch takes: whatever a worker was told is durable (the moment it would send) is a
 claim in the store and a decision record in the trail; a claim whose record never became
 durable was never reported, and a retry after its lease must look the order up first
-(``previous_unknown``), never place it blindly.
+(``previous_unknown``), never place it blindly. A nonce the batch allocated with a claim is in
+that order's decision record, and no nonce handed out before the kill is handed out again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from proxy.state import IdempotencyScope, InFlight, Owner, Replay, StoredRespons
 from proxy.state.base import wall_clock_us
 from proxy.state.batches import group_commit
 from proxy.state.group_commit import Spend
+from tests.state.commit_child import nonce_key
 from tests.state.conftest import REPO_ROOT, Target, kill_9, read_line
 from tests.support.redis_server import RedisServer
 
@@ -101,8 +103,6 @@ def _spawn(target: Target, audit_dir: Path, key: Secret, die_at: str) -> subproc
 
 @pytest.mark.parametrize("die_at", ["none", "after_commit", "after_audit"])
 def test_kill_9_never_loses_what_was_reported_durable(target: Target, tmp_path: Path, die_at: str) -> None:
-    if die_at == "after_commit" and target.backend != "sqlite":
-        pytest.skip("the hook is in the sqlite batch (with Redis the claims are in before the append)")
     key = Secret(secrets.token_hex(32))
     audit_dir = tmp_path / "audit"
     audit_dir.mkdir()
@@ -110,13 +110,16 @@ def test_kill_9_never_loses_what_was_reported_durable(target: Target, tmp_path: 
     assert read_line(proc) == "started"
     claiming: set[str] = set()
     durable: set[str] = set()
+    signed: dict[str, int] = {}  # the nonce each order reported durable would be signed with
     assert proc.stdout is not None
     while True:
         line = proc.stdout.readline().strip() if die_at != "none" else read_line(proc)
         if not line:
             break  # it killed itself
-        what, coid, *_ = line.split()
+        what, coid, *rest = line.split()
         (claiming if what == "claiming" else durable).add(coid)
+        if what == "durable" and len(rest) == 2:
+            signed[coid] = int(rest[1])
         if die_at == "none" and len(durable) >= 80:
             break
     if die_at == "none":
@@ -126,14 +129,20 @@ def test_kill_9_never_loses_what_was_reported_durable(target: Target, tmp_path: 
         proc.stdout.close()
     assert durable, "some orders were made durable before the kill"
 
-    decisions = {r["request_id"] for r in iter_records(audit_dir) if r.get("phase") == "decision"}
+    records = [r for r in iter_records(audit_dir) if r.get("phase") == "decision"]
+    decisions = {r["request_id"] for r in records}
     assert durable <= decisions, "every order reported durable has its decision record"
+    assert signed and len(set(signed.values())) == len(signed), "no nonce handed out twice"
+    assert {r["request_id"]: r["nonce"] for r in records if r["request_id"] in signed} == signed, \
+        "each decision record names the nonce its order would be signed with"
 
     async def probe() -> dict[str, str]:
         store = target.open()
         later = wall_clock_us() + int((LEASE_S + 5) * 1_000_000)  # every lease has ended
         seen = {}
-        try:
+        try:  # the next nonce after the kill is above every nonce reported durable before it
+            after_kill = await store.next_nonce(nonce_key(target.prefix), "us", now_us=0)
+            assert after_kill > max(signed.values()), "nonces never repeat across kill -9"
             for coid in sorted(claiming):
                 now = await store.begin(_scope(coid), "h", 3600, lease_s=LEASE_S)
                 if coid in durable:  # the claim survived: in flight (lease) or answered

@@ -8,6 +8,8 @@ through ``serve`` in tests/integration/test_idempotency*.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +25,10 @@ from proxy.ops.metrics import Metrics
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.http import Reply
+from proxy.pipeline.lookup import batch_scope
 from proxy.pipeline.once import REPLAY_HEADER, Once
 from proxy.policy.evaluate import Decision
-from proxy.state import StateStore
+from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, Replay, StateStore, StoredResponse
 from tests.state.conftest import Target
 
 CREDS = Credentials("key", binance.EXCHANGE.load_credentials(
@@ -198,6 +201,53 @@ def test_once_a_batch_is_placed_once_and_its_ids_are_not_reusable(target: Target
                 '{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.01",'
                 '"price":"40000","orderLinkId":"b1"}'))
             await once.single(_ctx(), account, single, CREDS, ALLOW, "b1")
+        assert exchange.placed == 1
+
+    _run(target, fn)
+
+
+def _format_1(method: str, path: str, params: list[tuple[str, str]], body: Any = None) -> str:
+    """The content digest as releases before the format marker stored it, written out from its
+    definition (SHA-256 of the JSON of method, path, sorted pairs and the JSON body)."""
+    text = json.dumps([method, path, sorted(params), body], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_once_an_order_claimed_before_the_digest_format_marker_still_replays(target: Target) -> None:
+    """A retry across the upgrade that added the digest's format marker: the record stored
+    by the earlier release (unmarked digest) replays; other content is still a conflict."""
+    params = [("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"),
+              ("quantity", "0.01"), ("price", "50000"), ("newClientOrderId", "old1")]
+    batch_body = ('{"category":"spot","request":[{"symbol":"BTCUSDT","side":"Buy","orderType":"Limit",'
+                  '"qty":"0.01","price":"40000","orderLinkId":"ob1"}]}')
+
+    async def fn(store: StateStore) -> None:
+        exchange = _Exchange(_ok)
+        once, _ = _machine(store, exchange)
+        account = _account(f"a-{target.prefix}", binance.EXCHANGE)
+        stored = StoredResponse(200, (("content-type", "application/json"),), b'{"orderId": 41}')
+        for scope, digest in (
+            (IdempotencyScope("bot", account.name, "old1"), _format_1("POST", "/api/v3/order", params)),
+            (batch_scope("bot", account.name, ["ob1"]),
+             _format_1("POST", "/v5/order/create-batch", [], json.loads(batch_body))),
+        ):
+            began = await store.begin(scope, digest, 3600, lease_s=30.0)
+            assert isinstance(began, Owner)
+            await store.complete(scope, stored, token=began.token, ttl_s=3600)
+        reply = await once.single(_ctx(), account, _binance("old1"), CREDS, ALLOW, "old1")
+        assert (reply.body, REPLAY_HEADER in reply.headers) == (b'{"orderId": 41}', True)
+        with pytest.raises(IdempotencyConflict):
+            await once.single(_ctx(), account, _binance("old1", qty="0.02"), CREDS, ALLOW, "old1")
+        batch = _order(bybit.EXCHANGE, "/v5/order/create-batch", body=batch_body)
+        reply = await once.batch(_ctx(), account, batch, CREDS, ALLOW)
+        assert (reply.body, REPLAY_HEADER in reply.headers) == (b'{"orderId": 41}', True)
+        assert exchange.placed == 0
+        # what is stored from now on carries the format marker (a completion may still be queued)
+        await once.single(_ctx(), account, _binance("new1"), CREDS, ALLOW, "new1")
+        new_scope = IdempotencyScope("bot", account.name, "new1")
+        hashed = _format_1("POST", "/api/v3/order", [*params[:-1], ("newClientOrderId", "new1")])
+        assert isinstance(await store.begin(new_scope, hashed, 3600, lease_s=30.0), Conflict)
+        assert isinstance(await store.begin(new_scope, "1:" + hashed, 3600, lease_s=30.0), Replay | InFlight)
         assert exchange.placed == 1
 
     _run(target, fn)

@@ -5,8 +5,9 @@ before it was sent."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +22,7 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.http import Reply
 from proxy.pipeline.once import Once
+from proxy.pipeline.send import Held
 from proxy.policy.evaluate import Decision
 from proxy.state import StateStore
 from proxy.state.batches import group_commit
@@ -29,6 +31,7 @@ from tests.state.test_once import (
     test_once_a_batch_is_placed_once_and_its_ids_are_not_reusable,
     test_once_a_lost_answer_is_looked_up_before_placing_again,
     test_once_a_rate_limited_order_is_placed_by_the_retry,
+    test_once_an_order_claimed_before_the_digest_format_marker_still_replays,
     test_once_same_id_other_content_is_a_conflict_and_sends_nothing,
     test_once_twenty_concurrent_retries_place_one_order_and_replay_its_answer,
 )
@@ -37,6 +40,7 @@ __all__ = [
     "test_once_a_batch_is_placed_once_and_its_ids_are_not_reusable",
     "test_once_a_lost_answer_is_looked_up_before_placing_again",
     "test_once_a_rate_limited_order_is_placed_by_the_retry",
+    "test_once_an_order_claimed_before_the_digest_format_marker_still_replays",
     "test_once_same_id_other_content_is_a_conflict_and_sends_nothing",
     "test_once_twenty_concurrent_retries_place_one_order_and_replay_its_answer",
 ]
@@ -66,6 +70,13 @@ class _Sender:
 
     def batchable(self, account: Account) -> bool:
         return True
+
+    @contextlib.asynccontextmanager
+    async def hold(self, ctx: RequestContext, account: Account, creds: Credentials) -> AsyncIterator[Held]:
+        yield Held(creds, None)
+
+    def nonce_stamp(self, nonce: int) -> Stamp:
+        return Stamp(now_ms=time.time_ns() // 1_000_000, nonce=nonce, unique="u")
 
     def time_stamp(self, account: Account) -> Stamp:
         now_ms = time.time_ns() // 1_000_000

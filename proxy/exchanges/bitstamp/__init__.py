@@ -38,6 +38,7 @@ from proxy.exchanges.client_order_ids import (
     Lookup,
     inbound_with,
     lookup_inbound,
+    pair_appended,
 )
 from proxy.model.decimals import parse_decimal, parse_integer
 from proxy.model.request import (
@@ -164,8 +165,12 @@ class Bitstamp:
         )
 
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
-        """``prepared`` (an order without an id) with the client order id added."""
-        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+        """``prepared`` (an order without an id) with the client order id added: appended to
+        the canonical form body without parsing the order again (``prepare`` keeps the pairs
+        in order and reads the id from nowhere else), else by a re-parse."""
+        field = CLIENT_ORDER_ID_RULES.field
+        fast = pair_appended(prepared, field, coid) if _CLIENT_ORDER_ID.fullmatch(coid) else None
+        return fast or self.prepare(inbound_with(prepared, field, coid))
 
     def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
         """``POST /api/v2/order_status/`` with ``client_order_id`` (open and finished orders)."""

@@ -38,6 +38,7 @@ from proxy.exchanges.client_order_ids import (
     Lookup,
     inbound_with,
     lookup_inbound,
+    pair_appended,
 )
 from proxy.exchanges.deribit.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, lookup_result
 from proxy.model.decimals import parse_decimal
@@ -165,8 +166,12 @@ class Deribit:
         )
 
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
-        """``prepared`` (an order without an id) with the client order id added."""
-        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+        """``prepared`` (an order without an id) with the ``label`` added: appended to the
+        canonical query string without parsing the order again (``prepare`` keeps the pairs
+        in order and reads the label from nowhere else), else by a re-parse."""
+        field = CLIENT_ORDER_ID_RULES.field
+        fast = pair_appended(prepared, field, coid, to_query=True) if _LABEL.fullmatch(coid) else None
+        return fast or self.prepare(inbound_with(prepared, field, coid))
 
     def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
         """``get_order_state_by_label?currency=..&label=..`` (the currency from the

@@ -54,6 +54,8 @@ from proxy.exchanges.client_order_ids import (
     Lookup,
     inbound_with,
     lookup_inbound,
+    member_appended,
+    pair_appended,
 )
 from proxy.exchanges.kraken.capabilities import CAPABILITIES, CLIENT_ORDER_ID_RULES, USER_AGENT, lookup_result
 from proxy.model.decimals import parse_decimal, parse_integer
@@ -186,13 +188,18 @@ class Kraken:
     def with_client_order_id(self, prepared: Prepared, coid: str) -> Prepared:
         """``prepared`` with ``cl_ord_id`` added; unchanged when the bot sent ``userref``
         (Kraken takes one or the other)."""
-        if prepared.content_type == JSON:
-            names = set(parse_json_object(prepared.body))
-        else:
-            names = {k for k, _ in parse_pairs(prepared.body, "body")}
+        field, body, json_body = CLIENT_ORDER_ID_RULES.field, prepared.body, prepared.content_type == JSON
+        # appended without parsing the order again when ``userref`` cannot be there (``prepare``
+        # keeps members and pairs in order and reads the id from nowhere else)
+        if (_CLIENT_ORDER_ID.fullmatch(coid) and prepared.endpoint.name == "AddOrder"
+                and (b'"userref"' not in body if json_body else b"&userref=" not in b"&" + body)):
+            fast = (member_appended if json_body else pair_appended)(prepared, field, coid)
+            if fast is not None:
+                return fast
+        names = set(parse_json_object(body)) if json_body else {k for k, _ in parse_pairs(body, "body")}
         if "userref" in names:
             return prepared
-        return self.prepare(inbound_with(prepared, CLIENT_ORDER_ID_RULES.field, coid))
+        return self.prepare(inbound_with(prepared, field, coid))
 
     def order_lookups(self, prepared: Prepared) -> tuple[Prepared, ...]:
         """``OpenOrders`` then ``ClosedOrders`` filtered by ``cl_ord_id``."""
