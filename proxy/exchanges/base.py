@@ -192,17 +192,26 @@ def endpoint(
 # ---------------------------------------------------------------- form / query strings
 
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
+_PCT_BYTE = re.compile(r"%([0-9A-Fa-f]{2})")
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
+#: RFC 3986 unreserved characters only: such text is its own canonical encoding
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 Pairs = tuple[tuple[str, str], ...]
 
 
 def _unquote_strict(part: str, where: str) -> str:
+    if "%" not in part and "+" not in part and part.isascii():
+        # Nothing to decode (the common case): ASCII decodes to itself, so only control
+        # characters can make it wrong; the same refusal as the full path below.
+        if _CTRL.search(part):
+            raise BadRequest(f"{where}: control characters are not allowed")
+        return part
     if "%" in part and len(_PCT.findall(part)) != part.count("%"):
         raise BadRequest(f"{where}: malformed percent-encoding")
     raw = part.replace("+", " ")
     try:
-        data = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw)
+        data = _PCT_BYTE.sub(lambda m: chr(int(m.group(1), 16)), raw)
         text = data.encode("latin-1").decode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError):
         raise BadRequest(f"{where}: not valid UTF-8 after percent-decoding") from None
@@ -219,14 +228,17 @@ def parse_pairs(raw: bytes | str, where: str) -> Pairs:
         raise BadRequest(f"{where}: non-ASCII bytes must be percent-encoded") from None
     if not text:
         return ()
+    # nothing to decode anywhere (the common case): every part is its own text
+    plain = "%" not in text and "+" not in text and text.isascii() and not _CTRL.search(text)
     seen: set[str] = set()
     pairs: list[tuple[str, str]] = []
     for part in text.split("&"):
         if "=" not in part:
             raise BadRequest(f"{where}: {part[:40]!r} has no '='; send key=value pairs")
-        k, v = part.split("=", 1)
-        key = _unquote_strict(k, where)
-        value = _unquote_strict(v, f"{where} parameter {key[:40]!r}")
+        key, value = part.split("=", 1)
+        if not plain:
+            key = _unquote_strict(key, where)
+            value = _unquote_strict(value, f"{where} parameter {key[:40]!r}")
         if not key:
             raise BadRequest(f"{where}: empty parameter name")
         if key in seen:
@@ -242,6 +254,8 @@ def parse_pairs(raw: bytes | str, where: str) -> Pairs:
 
 def encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
     """The canonical encoding: RFC 3986 unreserved characters kept, everything else %XX."""
+    if _UNRESERVED.fullmatch("".join(k + v for k, v in pairs)):  # nothing to escape
+        return "&".join(f"{k}={v}" for k, v in pairs)
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
 
 

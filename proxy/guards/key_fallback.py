@@ -36,7 +36,7 @@ def key_refused(codes: frozenset[str], status: int, body: bytes) -> bool:
     HTTP 401, or one of the exchange's ``key_refusal_codes`` (its capabilities)."""
     if status == 401:
         return True
-    if not codes or len(body) > 64 * 1024:
+    if not codes or len(body) > 64 * 1024 or not _may_name(codes, body):
         return False
     try:
         data: Any = json.loads(body)
@@ -53,6 +53,16 @@ def key_refused(codes: frozenset[str], status: int, body: bytes) -> bool:
     elif isinstance(data, list) and len(data) >= 2 and data[0] == "error":
         found.append(data[1])
     return any(str(code) in codes for code in found if isinstance(code, str | int))
+
+
+def _may_name(codes: frozenset[str], body: bytes) -> bool:
+    """False only when no code can be in the parsed answer, so most answers are never parsed
+    here. Exact: without a backslash (no JSON escapes) and without a NUL byte (not UTF-16 or
+    UTF-32), a string or integer the parser returns is a literal slice of the body (an integer's
+    ``str`` is its JSON text, or ``0`` for ``-0``)."""
+    if b"\\" in body or b"\x00" in body:
+        return True
+    return any(code.encode() in body for code in codes)
 
 
 class _Account(Protocol):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 
 from proxy.errors import BadRequest, Forbidden, NotReady, ProxyError, RateLimited, Refusal, Unauthenticated
@@ -29,6 +28,7 @@ from proxy.pipeline.accounts import Account
 from proxy.pipeline.auth import TokenVerifier
 from proxy.pipeline.decision import AuditSink, Decisions, RequestContext, answering, error_reply
 from proxy.pipeline.http import Receive, Reply, Scope, Send, lifespan, read_body, split_target
+from proxy.pipeline.ids import random_hex
 from proxy.pipeline.lookup import INJECTED_HEADER, inject, is_batch_placement
 from proxy.pipeline.once import Once
 from proxy.pipeline.send import NONCE_LOCK_TIMEOUT_S, ClockOffsets, Sender
@@ -133,7 +133,7 @@ class Pipeline:
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         ctx = RequestContext(
-            request_id=uuid.uuid4().hex, method=scope["method"],
+            request_id=random_hex(), method=scope["method"],
             path=raw_path.decode("latin-1")[:512], started=time.perf_counter(),
         )
         reply = await self._handle(ctx, scope, receive, raw_path)
@@ -217,7 +217,7 @@ class Pipeline:
         await self.safety.admit_client(ctx.client, account.name, policy, grant)
         prepared = _contract_only(account.exchange.prepare, inbound, self.metrics)
         # A single order without a client order id gets one before policy and audit see it.
-        prepared, ctx.injected_coid = inject(account.exchange, prepared, ctx.client, uuid.uuid4().hex)
+        prepared, ctx.injected_coid = inject(account.exchange, prepared, ctx.client, random_hex())
         ctx.client_order_id_injected = ctx.injected_coid is not None
         ctx.prepared, ctx.category = prepared, str(prepared.category)
         await self.safety.check_pause(account.name)

@@ -8,11 +8,11 @@ overwrite another's field by accident; the record is built from it in one place.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proxy import exchanges
@@ -112,7 +112,7 @@ class Decisions:
         prepared = ctx.prepared
         intents = prepared.intents if prepared else ()
         record: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "ts": utc_stamp(time.time_ns()),
             "phase": phase, "request_id": ctx.request_id, "client": ctx.client,
             "account": ctx.account, "exchange": ctx.exchange, "method": ctx.method,
             "path": prepared.path if prepared else ctx.path, "category": ctx.category,
@@ -267,15 +267,28 @@ def error_reply(request_id: str, refusal: Refusal, exchange: Exchange | None) ->
 
 def intent_fields(intent: Intent) -> dict[str, Any]:
     """An intent as audit fields: money as strings, absent fields left out."""
-    return {
-        k: (str(v) if v is not None and not isinstance(v, str) else v)
-        for k, v in {
-            "symbol": intent.symbol, "side": intent.side, "type": intent.order_type,
-            "quantity": intent.quantity, "quote_quantity": intent.quote_quantity,
-            "price": intent.price, "notional": intent.notional, "client_order_id": intent.client_order_id,
-        }.items()
-        if v is not None
-    }
+    fields: dict[str, Any] = {}
+    for key, value in (
+        ("symbol", intent.symbol), ("side", intent.side), ("type", intent.order_type),
+        ("quantity", intent.quantity), ("quote_quantity", intent.quote_quantity),
+        ("price", intent.price), ("notional", intent.notional), ("client_order_id", intent.client_order_id),
+    ):
+        if value is not None:
+            fields[key] = value if isinstance(value, str) else str(value)
+    return fields
+
+
+def utc_stamp(ns: int) -> str:
+    """``ns`` (Unix time) as an audit record's ``ts``, ``2026-01-02T03:04:05.123456Z``, as
+    ``datetime.isoformat`` writes it; the date and time of day are formatted once a second,
+    not on every record."""
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    return f"{_utc_second(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def exchange_order_ids(exchange: str | None, body: bytes, *, batch: bool = False) -> tuple[str, ...]:

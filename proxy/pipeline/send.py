@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +18,7 @@ from proxy.model.request import Prepared, Stamp
 from proxy.pipeline.accounts import Account
 from proxy.pipeline.decision import Decisions, RequestContext
 from proxy.pipeline.http import Reply
+from proxy.pipeline.ids import random_uuid
 from proxy.state import StateStore
 from proxy.state.group_commit import NonceRequest, Spend
 from proxy.upstream import Upstream
@@ -113,14 +113,14 @@ class Sender:
 
     def nonce_stamp(self, nonce: int) -> Stamp:
         """The stamp of a nonce exchange, with the nonce allocated under the key's lock."""
-        return Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=str(uuid.uuid4()))
+        return Stamp(now_ms=self.clock_ns() // 1_000_000, nonce=nonce, unique=random_uuid())
 
     def time_stamp(self, account: Account) -> Stamp:
         """The stamp of a time-stamped exchange: the exchange's clock where it is known."""
         now_ms = self.clock_ns() // 1_000_000
         if self.exchange_clock is not None:  # sign with the exchange's clock, not the host's
             now_ms += self.exchange_clock.offset_ms(account.name)
-        return Stamp(now_ms=now_ms, nonce=now_ms, unique=str(uuid.uuid4()))
+        return Stamp(now_ms=now_ms, nonce=now_ms, unique=random_uuid())
 
     def batchable(self, account: Account) -> bool:
         """Whether the group commit can take the whole way to sending: always, given a state

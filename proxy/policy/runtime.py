@@ -64,6 +64,7 @@ class PolicyRuntime:
         self.instruments = instruments
         self._clock = clock
         self._flags = FlagCache(store, clock=clock)
+        self._static = StaticRules()
 
     async def context(
         self, policies: PolicySet, client: str, account: str, prepared: Prepared, *,
@@ -78,7 +79,7 @@ class PolicyRuntime:
             kill_client=await self._flag(kill_flag("client", client)),
             kill_account=await self._flag(kill_flag("account", account)),
         )
-        if static_denial(policies, client, account, prepared, context) is not None:
+        if static_denial(policies, client, account, prepared, context, self._static) is not None:
             return context  # refused without a price or an instrument: the exchange is not asked
         symbols = reference_symbols(policies, client, account, prepared, canonical)
         refs = {}
@@ -89,6 +90,8 @@ class PolicyRuntime:
         instruments = {}
         if wanted and self.instruments is not None:
             instruments = await self.instruments.lookup(exchange, base_url, account, wanted)
+        if not refs and not instruments:
+            return context  # nothing read (most requests): no copy
         return replace(context, reference_prices=refs, instruments=instruments)
 
     async def _flag(self, name: str) -> bool:
@@ -123,19 +126,43 @@ def stored_amount(charge: Charge) -> Decimal:
 
 def static_denial(
     policies: PolicySet, client: str, account: str, prepared: Prepared, context: EvalContext,
+    static: StaticRules | None = None,
 ) -> Decision | None:
     """The refusal the rules that need no reference price or instrument make, or None:
     ``evaluate`` with the grant's size and price limits (caps, bands, budgets) taken away,
     enforced even in report mode (a report-mode refusal needs no price either)."""
+    alone = (static or StaticRules()).policies(policies, client, account)
+    decision = evaluate(alone or policies, client, account, prepared, context)
+    return None if decision.allowed else decision
+
+
+class StaticRules:
+    """Per policy set, the set each (client, account) is judged by before any price is read:
+    built once rather than (three dataclass copies) on every request. A reload swaps the
+    whole set, which empties this cache at its first use."""
+
+    def __init__(self) -> None:
+        self._of: PolicySet | None = None
+        self._sets: dict[tuple[str, str], PolicySet | None] = {}
+
+    def policies(self, policies: PolicySet, client: str, account: str) -> PolicySet | None:
+        """The grant without its size and price limits (None: no such grant, judged as is)."""
+        if policies is not self._of:
+            self._of, self._sets = policies, {}
+        key = (client, account)
+        if key not in self._sets:
+            self._sets[key] = _bare(policies, client, account)
+        return self._sets[key]
+
+
+def _bare(policies: PolicySet, client: str, account: str) -> PolicySet | None:
     policy = policies.for_client(client)
     grant = policy.grant_for(account) if policy is not None else None
     if policy is None or grant is None:
-        return evaluate(policies, client, account, prepared, context)
+        return None
     bare = replace(grant, max_order_qty=None, max_order_notional=None, price_band=None,
                    per_symbol={}, budgets=(), mode="enforce")
-    alone = PolicySet({client: replace(policy, grants=(bare,))}, version=policies.version)
-    decision = evaluate(alone, client, account, prepared, context)
-    return None if decision.allowed else decision
+    return PolicySet({client: replace(policy, grants=(bare,))}, version=policies.version)
 
 
 def with_instruments(prepared: Prepared, instruments: Mapping[str, Instrument]) -> Prepared:

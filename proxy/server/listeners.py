@@ -82,6 +82,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._refusal: tuple[int, str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: when the head or body now being waited for is overdue (None: nothing is awaited)
+        self._deadline: float | None = None
+        self._awaiting = "head"
 
     # ---------------------------------------------------------------- connection
 
@@ -98,6 +101,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._admitted:
             self._admitted = False
             self._book.release(self._source)
@@ -113,7 +119,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             if not self._in_head:
                 super().data_received(data)
                 return
-            if self._timer is None:  # the first byte of a next request on a kept-alive connection
+            if self._deadline is None:  # the first byte of a next request on a kept-alive connection
                 self._arm(self._limits.head_timeout_s, "head")
             room = self._limits.max_head_bytes - self._head_bytes
             if room <= 0:
@@ -162,16 +168,30 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     # ---------------------------------------------------------------- timers and answers
 
     def _arm(self, delay: float, what: str) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(delay, self._expired, what)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
+        """Await the head or the body for ``delay`` seconds. One timer serves a connection's
+        successive deadlines: a deadline later than the timer's is looked at when the timer
+        fires, so a request costs no timer of its own (most finish long before)."""
+        self._deadline, self._awaiting = self.loop.time() + delay, what
+        if self._timer is not None and self._timer.when() > self._deadline:
             self._timer.cancel()
             self._timer = None
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._check)
+
+    def _disarm(self) -> None:
+        self._deadline = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._deadline is None:
+            return  # nothing awaited now (an idle kept-alive connection is uvicorn's to close)
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._check)
+            return
+        self._expired(self._awaiting)
 
     def _expired(self, what: str) -> None:
-        self._timer = None
+        self._deadline = None
         if self.transport.is_closing():
             return
         cycle = self.cycle
@@ -219,6 +239,9 @@ def listener(app: Any, limits: ClientLimits, graceful_s: int,
         app, log_level="warning", access_log=False, lifespan="off", loop="none",
         http=protocol_factory(limits, ConnectionBook(on_refuse=on_refuse)), server_header=False,
         date_header=False, timeout_keep_alive=limits.keepalive_timeout_s,
+        # the source address (connection caps, refusals without a token) is the peer's, never
+        # a header's; and a request skips the middleware that would read X-Forwarded-For
+        proxy_headers=False,
         timeout_graceful_shutdown=graceful_s,
         # bots' private streams: a bot's frames are small subscriptions (64 KiB bounds them)
         ws="websockets", ws_max_size=64 * 1024,

@@ -13,6 +13,7 @@ worker answers /metrics and /readyz for all of them: it points the workers' metr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -59,12 +60,27 @@ def _run_worker(cfg: Config, bot_fd: int, admin_fd: int, run_dir: RunDir | None 
         finally:
             await store.close()
 
+    tune_gc()
     try:
         import uvloop
 
         uvloop.run(main())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         asyncio.run(main())
+
+
+#: A worker's requests in flight hold a few thousand objects between them, which the
+#: collector's default first threshold (700) takes for growth: it collected dozens of times a
+#: second and found nothing, some 4 % of the CPU per order with the full collections' walks.
+GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Before serving: what start-up made (modules, configuration) is frozen, so no collection
+    walks it again (a full one took ~35 ms, a stall for every request in flight), and the first
+    generation is collected every ``GC_THRESHOLD`` objects. Cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def serve(cfg: Config, workers: int) -> int:
@@ -262,6 +278,12 @@ class JsonLines(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr. A line carries no thread, process name or caller (JsonLines writes
+    none), so the logging module is told not to look them up: it halves the cost of the one
+    decision line every request writes (the logging docs' "Optimization" section)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     root = logging.getLogger()

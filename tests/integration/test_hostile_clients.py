@@ -325,3 +325,12 @@ def test_pipelined_requests_in_one_write_are_each_bounded_not_refused(stack: Sta
         data += chunk
     sock.close()
     assert data.count(b"HTTP/1.1 200 ") == 40
+
+
+def test_a_forwarded_for_header_does_not_make_a_new_source(stack: Stack) -> None:
+    """The source address is the connection's peer: a client on the proxy's own host naming a
+    fresh X-Forwarded-For address each time still spends its one address's budget of
+    refusals without a token (10/s, bursts of 20), and so meets 429."""
+    statuses = [send(stack, "GET", "/x/binance-main/api/v3/account", token="not-a-token",
+                     headers={"X-Forwarded-For": f"10.9.{n // 250}.{n % 250 + 1}"})[0] for n in range(60)]
+    assert set(statuses) == {401, 429}

@@ -246,3 +246,26 @@ def test_runtime_static_rules_refuse_before_any_price_lookup() -> None:
     context = asyncio.run(run())
     assert sender.calls == [] and context.reference_prices == {}
     assert evaluate(policies, "bot", "main", BINANCE.prepare(ORDER), context).rule == "symbols"
+
+
+def test_runtime_static_rules_follow_a_reloaded_policy_set() -> None:
+    """The static rules are kept per policy set: a reload that grants the symbol is in force
+    at once, and one that takes it away again too."""
+    text = 'version = 1\nclient = "bot"\n[[grants]]\naccount = "main"\nallow = ["trade"]\n' \
+        'symbols = ["{symbol}"]\nprice_band = "2%"\n'
+    sets = [PolicySet({"bot": parse_file(Path("p.toml"), text.format(symbol=s).encode())}, version=s)
+            for s in ("ETHUSDT", "BTCUSDT", "ETHUSDT")]
+    sender = FakeSender()
+    runtime = PolicyRuntime(None, ReferencePrices(sender))
+
+    async def calls(policies: PolicySet) -> int:
+        before = len(sender.calls)
+        await runtime.context(policies, "bot", "main", BINANCE.prepare(ORDER), exchange=BINANCE,
+                              base_url="http://x")
+        return len(sender.calls) - before
+
+    async def run() -> list[int]:
+        return [await calls(policies) for policies in (*sets, sets[0])]
+
+    # only a set that grants BTCUSDT reads its reference price (for the band)
+    assert asyncio.run(run()) == [0, 1, 0, 0]

@@ -28,6 +28,10 @@ from proxy.model.signers import HmacKey
     ("kraken", 200, b'{"error":["EAPI:Invalid key"]}'),
     ("deribit", 400, b'{"jsonrpc":"2.0","error":{"message":"invalid_credentials","code":13004}}'),
     ("coinbase", 401, b"Unauthorized"),
+    # escaped, or not UTF-8: the code is not in the bytes as written, and is still recognised
+    ("okx", 400, b'{"code":"5011\\u0033","msg":"Invalid Sign"}'),
+    ("kraken", 200, b'{"error":["EAPI:Invalid\\u0020key"]}'),
+    ("okx", 400, '{"code":"50113"}'.encode("utf-16")),
 ])
 def test_refusals_of_the_key_are_recognised(exchange: str, status: int, body: bytes) -> None:
     assert key_refused(exchanges.get(exchange).capabilities.key_refusal_codes, status, body)
@@ -41,6 +45,8 @@ def test_refusals_of_the_key_are_recognised(exchange: str, status: int, body: by
     ("okx", 200, b'{"code":"0","data":[]}'),
     ("bitfinex", 500, b'["error",10001,"price: invalid"]'),
     ("deribit", 429, b"too many"),
+    ("okx", 400, b'{"code":"50112","msg":"50113 is not this answer\'s code"}'),
+    ("bitget", 400, b'{"code":"40036","msg":"\\u0034"}'),
 ])
 def test_other_answers_are_not_taken_for_a_refused_key(exchange: str, status: int, body: bytes) -> None:
     assert not key_refused(exchanges.get(exchange).capabilities.key_refusal_codes, status, body)
