@@ -13,7 +13,6 @@ asserts a target.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import statistics
 import sys
@@ -23,6 +22,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_proxy import fsync_ms
 
 from proxy.audit.writer import AuditWriter
 from proxy.guards.rate_limits import open_limiter
@@ -36,21 +38,6 @@ def _ms(samples: list[float]) -> str:
     ordered = sorted(samples)
     return (f"p50 {statistics.median(ordered) * 1000:.3f} ms, p99 "
             f"{ordered[int(len(ordered) * 0.99) - 1] * 1000:.3f} ms")
-
-
-def fdatasync_samples(directory: Path, n: int) -> list[float]:
-    """A 300-byte append and its fdatasync: the least any durable order waits for."""
-    fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    took = []
-    try:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            os.write(fd, b"x" * 299 + b"\n")
-            os.fdatasync(fd)
-            took.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-    return took
 
 
 async def claims(backend: str, where: Path, redis_url: str | None, n: int, spend: bool) -> list[float]:
@@ -84,7 +71,8 @@ async def claims(backend: str, where: Path, redis_url: str | None, n: int, spend
 
 
 async def main(n: int, redis_url: str, tmp: Path) -> None:
-    print(f"fdatasync alone:                      {_ms(fdatasync_samples(tmp, n))}")
+    p50, p99 = fsync_ms(tmp, n)  # a small append and its fdatasync: the least any durable order waits
+    print(f"fdatasync alone:                      p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     for backend in ("sqlite", "redis"):
         for spend in (True, False):
             where = tmp / f"{backend}-{spend}"
