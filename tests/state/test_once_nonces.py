@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import parse_qsl
@@ -93,6 +94,18 @@ async def _proxy(store: StateStore, url: str, name: str) -> tuple[_Proxy, Upstre
     return _Proxy(once, commit, log, direct, account), upstream
 
 
+@contextlib.asynccontextmanager
+async def _running(target: Target, url: str) -> AsyncIterator[tuple[_Proxy, StateStore]]:
+    """The store, the proxy's pieces over it and an upstream client, closed after the block."""
+    store = target.open()
+    proxy, upstream = await _proxy(store, url, f"a-{target.prefix}")
+    try:
+        yield proxy, store
+    finally:
+        await upstream.close()
+        await store.close()
+
+
 def _order(coid: str) -> Prepared:
     body = f"pair=XBTUSD&type=buy&ordertype=limit&volume=0.001&price=1000&cl_ord_id={coid}"
     return kraken.EXCHANGE.prepare(Inbound(
@@ -111,9 +124,7 @@ def test_nonce_orders_take_the_batch_and_record_the_nonce_signed(
     state, url = emulator
 
     async def run() -> None:
-        store = target.open()
-        proxy, upstream = await _proxy(store, url, f"a-{target.prefix}")
-        try:
+        async with _running(target, url) as (proxy, store):
             coids = [f"c{i}" for i in range(ORDERS)]
             # every order at once, and a retry of each of the first three with the same id
             tries = [*coids, *coids[:3]]
@@ -124,9 +135,6 @@ def test_nonce_orders_take_the_batch_and_record_the_nonce_signed(
             await proxy.commit.drain()
             assert proxy.commit.batches >= ORDERS  # one key: its orders go out one by one
             last = await store.last_nonce(f"kraken:{KEY}")
-        finally:
-            await upstream.close()
-            await store.close()
         placed = [r for r in state.recorder.all() if r.path == "/0/private/AddOrder"]
         assert all(r.accepted for r in placed), [r.error for r in placed if not r.accepted][:3]
         sent = {dict(parse_qsl(r.body.decode()))["cl_ord_id"]: int(dict(parse_qsl(r.body.decode()))["nonce"])
@@ -151,9 +159,7 @@ def test_a_nonce_unit_change_refuses_the_order_and_frees_its_id(
     state, url = emulator
 
     async def run() -> None:
-        store = target.open()
-        proxy, upstream = await _proxy(store, url, f"a-{target.prefix}")
-        try:
+        async with _running(target, url) as (proxy, store):
             await store.raise_floor(f"kraken:{KEY}", "ms", 1)  # the key signed in ms before
             order = _order("u1")
             with pytest.raises(NonceUnitChanged):
@@ -161,9 +167,6 @@ def test_a_nonce_unit_change_refuses_the_order_and_frees_its_id(
             again = await store.begin(IdempotencyScope("bot", proxy.account.name, "u1"), "other")
             assert isinstance(again, Owner) and not again.previous_unknown, "the claim was undone"
             assert await store.last_nonce(f"kraken:{KEY}") == 1
-        finally:
-            await upstream.close()
-            await store.close()
         assert not state.recorder.all(), "nothing was sent"
 
     asyncio.run(run())
@@ -181,9 +184,7 @@ def test_orders_under_a_budget_take_the_batch_and_stop_at_its_limit(
     under = Decision(code="allow", rule="grant", charges=(charge,))
 
     async def run() -> None:
-        store = target.open()
-        proxy, upstream = await _proxy(store, url, f"a-{target.prefix}")
-        try:
+        async with _running(target, url) as (proxy, store):
             coids = [f"b{i}" for i in range(6)]
             results = await asyncio.gather(*(
                 proxy.once.single(_ctx(n, _order(c)), proxy.account, _order(c), CREDS, under, c)
@@ -197,9 +198,6 @@ def test_orders_under_a_budget_take_the_batch_and_stop_at_its_limit(
                 assert isinstance(again, Owner) and not again.previous_unknown
             assert await store.add_to_window(budget, 0, 3600) == Decimal("900")
             await proxy.commit.drain()
-        finally:
-            await upstream.close()
-            await store.close()
         sent = {dict(parse_qsl(r.body.decode()))["cl_ord_id"] for r in state.recorder.all()}
         assert sent == set(placed) and all(r.accepted for r in state.recorder.all())
         decided = {r["client_order_id"] for r in proxy.log.records if r["phase"] == "decision"}
