@@ -124,10 +124,14 @@ class Worker:
         return count
 
     def _swap_policies(self, policies: PolicySet) -> None:
-        """Hot reload: one assignment each, so every request sees one whole set."""
+        """Hot reload: one assignment each, so every request sees one whole set. The status is
+        published at once: /readyz must never show a worker's earlier version (up to a second
+        old) as the one it enforces, or an operator waiting for a reload would stop waiting
+        too soon (and a worker going back to an earlier set would look like it never left)."""
         self.policies = policies
         if self.pipeline is not None:
             self.pipeline.policies = policies
+        self.status.publish()
 
     def readiness(self) -> list[str]:
         reasons = list(self.reasons)

@@ -79,8 +79,10 @@ def test_a_state_store_that_cannot_be_opened_stops_serve_before_any_worker(fresh
 
 
 def _rate_limit_file_unopenable(fresh: Stack) -> None:
-    """What only a worker opens: the rate-limit file beside the state store (a directory)."""
-    (fresh.dir / "state.db.limits").mkdir(exist_ok=True)
+    """What only a worker opens: the rate-limit file beside the state store (a directory; a
+    store of this test's own, so the stack's next tests keep theirs)."""
+    fresh.edit_config(STATE, 'path = "limits-blocked.db"')
+    (fresh.dir / "limits-blocked.db.limits").mkdir(exist_ok=True)
 
 
 def test_workers_that_cannot_start_make_the_supervisor_give_up(fresh: Stack) -> None:
