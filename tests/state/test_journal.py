@@ -10,6 +10,7 @@ commit that was never fsynced (the WAL keeps a prefix of its commits).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import secrets
@@ -72,14 +73,19 @@ def test_a_batch_waits_for_exactly_one_disk_sync(tmp_path: Path) -> None:
     if run.returncode != 0 and "ptrace" in run.stderr:
         pytest.skip(f"strace cannot trace here: {run.stderr.strip()[:200]}")
     assert run.returncode == 0, run.stderr[-2000:]
-    first, claim, completion = _syncs_between_marks(trace.read_text())
+    first, claim, completion, key_first, nonce = _syncs_between_marks(trace.read_text())
     # the worker's first batch makes its journal row durable: the WAL's sync and the trail's
     assert first == 2
     # then one sync per batch: the audit append's (the store's COMMIT is not fsynced)
     assert (claim, completion) == (1, 1)
+    # a nonce key's first batch makes its fingerprint's row durable; its next orders take one
+    assert (key_first, nonce) == (2, 1)
     records = list(iter_records(tmp_path / "audit", KEY))
     digests = {r["request_id"]: r.get("content_digest") for r in records if r.get("phase") == "decision"}
-    assert digests == {"c0": "h0", "c1": "h1"}
+    assert digests == {"c0": "h0", "c1": "h1", "n0": "h-n0", "n1": "h-n1"}
+    fingerprint = hashlib.sha256(b"kraken:k").hexdigest()[:32]
+    assert {r["request_id"]: r.get("nonce_key") for r in records if r.get("phase") == "decision"} == {
+        "c0": None, "c1": None, "n0": fingerprint, "n1": fingerprint}
 
 
 def _files(db: Path) -> list[Path]:
@@ -170,9 +176,11 @@ def test_replay_leaves_a_running_writer_alone(tmp_path: Path) -> None:
 
 
 def test_batches_with_a_claim_the_trail_cannot_restore_stay_fsynced(tmp_path: Path) -> None:
-    """A claim without a decision record in its batch (the step-by-step path), and an owner's
-    nonce or policy budget charged in the batch, are committed with synchronous=FULL: no record
-    would bring them back after a power cut (a nonce must never repeat, a cap never reopen)."""
+    """A claim without a decision record in its batch (the step-by-step path), an owner's
+    policy budget charged in the batch, and the first nonce of a key in this worker (its
+    fingerprint's row in ``nonce_keys`` must be durable before a record may name it) are
+    committed with synchronous=FULL: no record would bring them back after a power cut (a cap
+    must never reopen, a nonce never repeat)."""
     db, audit_dir = tmp_path / "state.db", tmp_path / "audit"
     audit_dir.mkdir()
     modes: list[int] = []
@@ -203,13 +211,22 @@ def test_batches_with_a_claim_the_trail_cannot_restore_stay_fsynced(tmp_path: Pa
             await commit.claim(_scope("c5"), "h5", 3600, lease_s=30, record=_record("c5"),
                                budgets=(Budget("notional|bot", Decimal(5), 3600, Decimal(100)),))
             await commit.claim(_scope("c6"), "h6", 3600, lease_s=30, record=_record("c6"))
+            # the key's row is durable now: its next nonce is restorable, another key's first is not
+            await commit.claim(_scope("c7"), "h7", 3600, lease_s=30, record=_record("c7"),
+                               nonce=NonceRequest("kraken:k", "us", 1_000_000))
+            await commit.claim(_scope("c8"), "h8", 3600, lease_s=30, record=_record("c8"),
+                               nonce=NonceRequest("kraken:other", "us", 1_000_000))
         finally:
             await audit.close()
             await store.close()
 
     asyncio.run(run())
-    # FULL (the journal row), NORMAL, FULL (no record), NORMAL, FULL (nonce), FULL (budget), NORMAL
-    assert modes == [2, 1, 2, 1, 2, 2, 1]
+    # FULL (the journal row), NORMAL, FULL (no record), NORMAL, FULL (the nonce key's first),
+    # FULL (budget), NORMAL, NORMAL (the same key's next nonce), FULL (another key's first)
+    assert modes == [2, 1, 2, 1, 2, 2, 1, 1, 2]
+    with sqlite3.connect(db) as conn:
+        keys = dict(conn.execute("SELECT key_id, unit FROM nonce_keys").fetchall())
+    assert keys == {"kraken:k": "us", "kraken:other": "us"}
 
 
 def test_new_batch_work_is_judged_for_the_journal_first() -> None:
