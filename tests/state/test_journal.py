@@ -147,6 +147,65 @@ def test_replay_restores_the_claims_a_power_cut_took(tmp_path: Path, segment_byt
     asyncio.run(retry())
 
 
+def test_replay_raises_the_nonce_floor_a_power_cut_took(tmp_path: Path) -> None:
+    """Nonce orders whose batches a power cut took: the store's nonce row goes back to before
+    them, and without the replay the key's next nonce would repeat one that was signed. The
+    replay raises the key's floor above every nonce the durable decision records name."""
+    db, audit_dir, saved = tmp_path / "state.db", tmp_path / "audit", tmp_path / "saved"
+    audit_dir.mkdir()
+    saved.mkdir()
+    key_id, now = "kraken:k", 1_000_000  # the clock stands still: nonces come from the row
+
+    async def run() -> None:
+        store = open_store("sqlite", path=db, url=None)
+        audit = AuditWriter(audit_dir, KEY, "w1")
+        await audit.start()
+        commit = group_commit(store, None, audit)
+        assert commit is not None
+        try:
+            # the key's first batch: FULL, its fingerprint's row durable
+            await commit.claim(_scope("n0"), "h0", 3600, lease_s=30, record=_record("n0"),
+                               nonce=NonceRequest(key_id, "us", now))
+            for f in _files(db):  # the store as the disk holds it: nothing after this is fsynced
+                shutil.copy(f, saved / f.name)
+            for coid in ("n1", "n2"):
+                claimed = await commit.claim(_scope(coid), f"h-{coid}", 3600, lease_s=30,
+                                             record=_record(coid), nonce=NonceRequest(key_id, "us", now))
+                assert claimed.recorded and claimed.nonce is not None  # signed and sent now
+        finally:
+            await audit.close()
+            await store.close()
+
+    asyncio.run(run())
+    for f in _files(db):  # the power cut
+        shutil.copy(saved / f.name, f)
+    db.with_name(db.name + "-shm").unlink(missing_ok=True)
+    # what may have been signed: every nonce a durable decision record names (read from the trail)
+    signed = [r["nonce"] for r in iter_records(audit_dir, KEY) if r.get("phase") == "decision"]
+    assert len(signed) == 3 and len(set(signed)) == 3
+    with sqlite3.connect(db) as conn:
+        (last,) = conn.execute("SELECT last FROM nonces WHERE key_id = ?", (key_id,)).fetchone()
+    # the precondition: without the replay the next nonce, max(clock, last + 1), is one signed
+    assert last + 1 in signed, "the snapshot lost n1's and n2's nonces"
+
+    def tail(writer: str, seg: int, offset: int) -> Any:
+        return records_since(audit_dir, writer, seg, offset) if writer_is_dead(audit_dir, writer) else None
+
+    done = replay(db, tail, 86400)
+    assert (done.writers, done.restored, done.nonces) == (1, 2, 1)
+
+    async def after() -> None:
+        store = open_store("sqlite", path=db, url=None)
+        try:
+            nxt = await store.next_nonce(key_id, "us", now_us=now)
+            assert nxt > max(signed)
+            assert await store.raise_floor(key_id, "us", 0) == nxt  # a floor is never lowered
+        finally:
+            await store.close()
+
+    asyncio.run(after())
+
+
 def test_replay_leaves_a_running_writer_alone(tmp_path: Path) -> None:
     db, audit_dir = tmp_path / "state.db", tmp_path / "audit"
     audit_dir.mkdir()
