@@ -117,9 +117,7 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
                 records = tail(writer, seg, offset)
                 if records is None:
                     continue  # alive: its commits are not lost
-                records = list(records)
-                scopes = {key: digest for key, digest in _claims(records)}
-                floors = _nonce_floors(records)
+                scopes, floors = _read(records)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for key, digest in scopes.items():
@@ -147,22 +145,20 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
     return Replayed(writers, restored, raised)
 
 
-def _claims(records: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, str]]:
+def _read(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, int]]:
+    """One pass over the tail: the claims to restore (storage key -> content digest), and the
+    highest nonce the decision records name for each key fingerprint."""
+    scopes: dict[str, str] = {}
+    floors: dict[str, int] = {}
     for rec in records:
         scope = journal_scope(rec)
         if scope is not None:
-            yield scope.storage_key(), str(rec[DIGEST])
-
-
-def _nonce_floors(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """The highest nonce the decision records name for each key fingerprint."""
-    floors: dict[str, int] = {}
-    for rec in records:
+            scopes[scope.storage_key()] = str(rec[DIGEST])
         fp, nonce = rec.get(NONCE_KEY), rec.get("nonce")
         if (rec.get("phase") == "decision" and isinstance(fp, str) and isinstance(nonce, int)
                 and not isinstance(nonce, bool)):
             floors[fp] = max(nonce, floors.get(fp, nonce))
-    return floors
+    return scopes, floors
 
 
 def _raise_floor(conn: sqlite3.Connection, fingerprint: str, floor: int) -> bool:

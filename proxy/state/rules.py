@@ -6,6 +6,7 @@ in Lua (it must decide atomically inside the server); the shared tests keep the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ NONCE_KEY_FINGERPRINT_HEX = 32
 """128 bits of SHA-256: collisions between a store's keys are out of reach."""
 
 
+@functools.lru_cache(maxsize=4096)
 def nonce_key_fingerprint(key_id: str) -> str:
     """What a decision record names a nonce key by (``nonce_key``): a truncated SHA-256 of the
     key id (``exchange:api_key``), so the trail never carries the API key itself, and the

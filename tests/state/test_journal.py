@@ -297,3 +297,6 @@ def test_new_batch_work_is_judged_for_the_journal_first() -> None:
     assert {f.name for f in fields(Claim)} == {
         "scope", "content_hash", "ttl_s", "lease_s", "spend", "record", "future", "result",
         "refused", "error", "recorded", "nonce", "nonce_value", "budgets", "over"}
+    # a nonce is restorable through its key's fingerprint row (key id and unit): a new field
+    # of the request must be judged too
+    assert {f.name for f in fields(NonceRequest)} == {"key_id", "unit", "now_us"}
