@@ -380,17 +380,22 @@ class AuditWriter:
         self._open_segment(seg=head.seg + 1, seq=head.seq, prev=seal_mac)
 
     def _open_segment(self, *, seg: int, seq: int, prev: bytes) -> None:
-        anchors = self._anchors()
-        path = self._dir / layout.segment_name(self._writer, seg)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, layout.FILE_MODE)
         fields = chain.open_fields(
             trail_id=self._trail_id, writer=self._writer, seg=seg, seq=seq, ts=self._now(),
-            anchors=anchors, frontier=self._ckpt.frontier,
+            anchors=self._anchors(), frontier=self._ckpt.frontier,
         )
         line, mac = chain.seal_line(self._tkey, prev, fields)
+        # A segment appears only with its header line (written and synced under a temporary
+        # name, then linked into place; the link fails like O_EXCL): a process killed while
+        # rotating leaves no empty segment, whose chain no successor could anchor as closed.
+        name = layout.segment_name(self._writer, seg)
+        fd = os.open(self._dir / f".{name}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+                     layout.FILE_MODE)
         self._fd = fd
         self._write_all(line)
         os.fsync(fd)
+        os.link(self._dir / f".{name}.new", self._dir / name)
+        os.unlink(self._dir / f".{name}.new")
         layout.fsync_dir(self._dir)
         self._ckpt.add(line[:-1])
         self._head = _Head(seg, seq + 1, mac, len(line), 1, self._clock())

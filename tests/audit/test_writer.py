@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from proxy.audit.chain import KIND_OPEN
 from proxy.audit.verify import verify
 from proxy.audit.writer import AuditWriter, default_writer_id
 from proxy.errors import NotReady, UnsafeAuditRecord
@@ -68,6 +69,45 @@ def test_writer_rotates_by_size(tmp_path: Path, key: Secret) -> None:
     assert len(list(tmp_path.glob("w1.*.jsonl"))) > 3
     report = verify(tmp_path, key)
     assert report.ok and report.records == 50
+
+
+@pytest.mark.parametrize("step", ["header", "link"])
+def test_a_writer_dying_while_it_rotates_leaves_no_empty_segment(
+    tmp_path: Path, key: Secret, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """The process ends while it rotates (before the new segment's header is written, or before
+    the segment is in place): no segment exists without its header, so a successor still finds
+    the chain's last line and anchors it as closed."""
+    w = AuditWriter(tmp_path, key, "victim", max_segment_bytes=3000)
+    w.start_sync()
+    write_all = AuditWriter._write_all
+
+    def dying_write(self: AuditWriter, data: bytes) -> None:
+        if step == "header" and f'"_kind":"{KIND_OPEN}"'.encode() in data:
+            raise SystemExit("killed while rotating")
+        write_all(self, data)
+
+    def dying_link(src: Any, dst: Any) -> None:
+        raise SystemExit("killed while rotating")
+
+    for i in range(5):
+        w.write_sync(decision(i))
+    monkeypatch.setattr(AuditWriter, "_write_all", dying_write)
+    if step == "link":
+        monkeypatch.setattr(os, "link", dying_link)
+    with pytest.raises(SystemExit):
+        for i in range(5, 100):
+            w.write_sync(decision(i))
+    monkeypatch.undo()
+    assert w._lock_fd is not None
+    os.close(w._lock_fd)  # the kernel frees a dead process's lock
+    assert all(f.stat().st_size > 0 for f in tmp_path.glob("victim.*.jsonl"))
+    successor = AuditWriter(tmp_path, key, "successor")
+    successor.start_sync()
+    successor.close_sync()
+    report = verify(tmp_path, key)
+    assert report.ok, report.summary()
+    assert report.open_chains == ()
 
 
 def test_writer_rotates_by_age(tmp_path: Path, key: Secret) -> None:
