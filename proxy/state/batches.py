@@ -79,11 +79,12 @@ class SqliteBatches:
             self._audit, self._journal = audit, audit if isinstance(audit, JournalLog) else None
         journal = self._journal
         mark = None if journal is None else mark_fn(journal.writer_id, *journal.position())
-        new_keys = {op.nonce.fingerprint: op.nonce for op in ops
-                    if isinstance(op, Claim) and op.nonce is not None
-                    and op.nonce.fingerprint not in self._keys}
+        new_keys = {op.nonce.fingerprint for op in ops if isinstance(op, Claim)
+                    and op.nonce is not None and op.nonce.fingerprint not in self._keys}
         journaled = (mark is not None and self._marked and not new_keys
                      and all(_restorable(op, self._keys) for op in ops))
+
+        written: set[str] = set()
 
         def tx(conn: Any) -> None:
             for op, step in steps:
@@ -110,15 +111,20 @@ class SqliteBatches:
                 conn.execute("RELEASE claim")
             if mark is not None:
                 mark(conn)
-            for fingerprint, nonce in new_keys.items():  # in a FULL transaction (not journaled)
-                conn.execute("INSERT OR IGNORE INTO nonce_keys (fingerprint, key_id, unit)"
-                             " VALUES (?, ?, ?)", (fingerprint, nonce.key_id, nonce.unit))
+            for op, _ in steps:  # a FULL transaction (new keys): the rows of keys that
+                # allocated (their unit is the nonces row's) are durable with its COMMIT
+                if (isinstance(op, Claim) and op.nonce is not None and op.nonce_value is not None
+                        and op.nonce.fingerprint in new_keys):
+                    conn.execute("INSERT OR IGNORE INTO nonce_keys (fingerprint, key_id, unit)"
+                                 " VALUES (?, ?, ?)", (op.nonce.fingerprint, op.nonce.key_id,
+                                                       op.nonce.unit))
+                    written.add(op.nonce.fingerprint)
 
         if steps:
             try:
                 store.transaction(tx, durable=not journaled)
                 self._marked = mark is not None
-                self._keys.update(new_keys)
+                self._keys.update(written)
             except NotReady as exc:
                 for op, _ in steps:
                     if isinstance(op, Claim | Abandon):

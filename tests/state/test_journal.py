@@ -28,6 +28,7 @@ import pytest
 from proxy.audit.review import iter_records
 from proxy.audit.since import records_since, writer_is_dead
 from proxy.audit.writer import AuditWriter
+from proxy.errors import NonceUnitChanged
 from proxy.model.sensitive import Secret
 from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, open_store
 from proxy.state.batches import group_commit
@@ -286,6 +287,37 @@ def test_batches_with_a_claim_the_trail_cannot_restore_stay_fsynced(tmp_path: Pa
     with sqlite3.connect(db) as conn:
         keys = dict(conn.execute("SELECT key_id, unit FROM nonce_keys").fetchall())
     assert keys == {"kraken:k": "us", "kraken:other": "us"}
+
+
+def test_a_key_s_fingerprint_row_names_the_unit_it_signed_with(tmp_path: Path) -> None:
+    """A key that signed before the fingerprint rows existed (a nonce outside the batches), then
+    asked in another unit in a batch: the claim is refused and no row is written, so the
+    replay's unit is always the one the key's nonces are in."""
+    db, audit_dir = tmp_path / "state.db", tmp_path / "audit"
+    audit_dir.mkdir()
+
+    async def run() -> None:
+        store = open_store("sqlite", path=db, url=None)
+        audit = AuditWriter(audit_dir, KEY, "w1")
+        await audit.start()
+        commit = group_commit(store, None, audit)
+        assert commit is not None
+        try:
+            await store.next_nonce("kraken:k", "us", now_us=1_000_000)
+            with pytest.raises(NonceUnitChanged):
+                await commit.claim(_scope("c0"), "h0", 3600, lease_s=30, record=_record("c0"),
+                                   nonce=NonceRequest("kraken:k", "ms", 1_000_000))
+            with sqlite3.connect(db) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM nonce_keys").fetchone() == (0,)
+            await commit.claim(_scope("c1"), "h1", 3600, lease_s=30, record=_record("c1"),
+                               nonce=NonceRequest("kraken:k", "us", 1_000_000))
+        finally:
+            await audit.close()
+            await store.close()
+
+    asyncio.run(run())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT key_id, unit FROM nonce_keys").fetchall() == [("kraken:k", "us")]
 
 
 def test_new_batch_work_is_judged_for_the_journal_first() -> None:
