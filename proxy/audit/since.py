@@ -1,8 +1,9 @@
 """A dead writer's chain from a known position on: what the sqlite store's start-up replay reads
 (proxy.state.journal).
 
-No MACs are checked here: replay only ever adds claims whose retry asks the exchange first, so
-a forged line can cost a lookup, never an order; ``audit verify`` is where integrity is judged.
+No MACs are checked here: replay only ever adds claims whose retry asks the exchange first and
+raises nonce floors, so a forged line can cost a lookup or make a key's nonces jump ahead, never
+place an order or repeat a nonce; ``audit verify`` is where integrity is judged.
 A torn last line (a crash mid-append) is skipped: its batch never became durable.
 """
 

@@ -113,8 +113,9 @@ def serve(cfg: Config, workers: int) -> int:
 
 
 def _replay_journal(cfg: Config) -> None:
-    """sqlite: restore the claims a power cut took from the store (proxy.state.journal), once,
-    before any worker serves. Writers still running (another proxy) are left alone."""
+    """sqlite: restore the claims and nonce floors a power cut took from the store
+    (proxy.state.journal), once, before any worker serves. Writers still running (another
+    proxy) are left alone."""
     if cfg.state.backend != "sqlite" or cfg.state.path is None:
         return
     audit_dir = cfg.audit_dir
@@ -129,6 +130,9 @@ def _replay_journal(cfg: Config) -> None:
         log.warning("restored %d idempotency claim(s) from the audit trail (lost from the state "
                     "store, e.g. by a power cut): their retries look the orders up first",
                     done.restored)
+    if done.nonces:
+        log.warning("raised the nonce floor of %d key(s) to the nonces the audit trail names (lost "
+                    "from the state store, e.g. by a power cut)", done.nonces)
 
 
 def _supervise(cfg: Config, n: int, bot_fd: int, admin_fd: int, run_dir: RunDir) -> int:

@@ -44,8 +44,11 @@ class SqliteBatches:
     for it (proxy.state.journal: the records carry what a start-up replay needs to restore the
     claims a power cut loses), and the audit append's fdatasync is the batch's durability
     point. COMMIT first, then the append: a durable decision record always has its claim at
-    least in the OS page cache, which a ``kill -9`` does not lose. A nonce or a policy budget
-    cannot be restored from the trail: a batch with one commits with fsync (``_restorable``).
+    least in the OS page cache, which a ``kill -9`` does not lose. An owner's nonce is restored
+    from the trail too (its record names the nonce and its key's fingerprint), once the
+    fingerprint's row in ``nonce_keys`` is durable: the first batch of each key in this worker
+    writes it and commits with fsync. A policy budget cannot be restored from the trail: a
+    batch with one commits with fsync (``_restorable``).
     """
 
     def __init__(self, store: Any, limiter: Any | None) -> None:
@@ -54,6 +57,7 @@ class SqliteBatches:
         self._marked = False  # this worker's journal row is durable (its first batch was FULL)
         self._audit: object | None = None  # the trail last seen, and whether it is a journal:
         self._journal: JournalLog | None = None  # (a protocol isinstance walks its members)
+        self._keys: set[str] = set()  # fingerprints whose nonce_keys row is durable
 
     async def apply(self, ops: list[Op], audit: DurableLog) -> None:
         loop = asyncio.get_running_loop()
@@ -75,7 +79,12 @@ class SqliteBatches:
             self._audit, self._journal = audit, audit if isinstance(audit, JournalLog) else None
         journal = self._journal
         mark = None if journal is None else mark_fn(journal.writer_id, *journal.position())
-        journaled = mark is not None and self._marked and all(_restorable(op) for op in ops)
+        new_keys = {op.nonce.fingerprint for op in ops if isinstance(op, Claim)
+                    and op.nonce is not None and op.nonce.fingerprint not in self._keys}
+        journaled = (mark is not None and self._marked and not new_keys
+                     and all(_restorable(op, self._keys) for op in ops))
+
+        written: set[str] = set()
 
         def tx(conn: Any) -> None:
             for op, step in steps:
@@ -102,11 +111,20 @@ class SqliteBatches:
                 conn.execute("RELEASE claim")
             if mark is not None:
                 mark(conn)
+            for op, _ in steps:  # a FULL transaction (new keys): the rows of keys that
+                # allocated (their unit is the nonces row's) are durable with its COMMIT
+                if (isinstance(op, Claim) and op.nonce is not None and op.nonce_value is not None
+                        and op.nonce.fingerprint in new_keys):
+                    conn.execute("INSERT OR IGNORE INTO nonce_keys (fingerprint, key_id, unit)"
+                                 " VALUES (?, ?, ?)", (op.nonce.fingerprint, op.nonce.key_id,
+                                                       op.nonce.unit))
+                    written.add(op.nonce.fingerprint)
 
         if steps:
             try:
                 store.transaction(tx, durable=not journaled)
                 self._marked = mark is not None
+                self._keys.update(written)
             except NotReady as exc:
                 for op, _ in steps:
                     if isinstance(op, Claim | Abandon):
@@ -117,7 +135,7 @@ class SqliteBatches:
         if not pairs:
             return
         for claim, record in pairs:
-            if claim is not None and _restorable(claim):
+            if claim is not None and _restorable(claim, self._keys):
                 record[DIGEST] = claim.content_hash  # what replay restores the claim with
         try:
             errors = audit.append_batch([r for _, r in pairs])
@@ -157,16 +175,19 @@ class SqliteBatches:
         return self._limiter.hit_sync(spend.key, spend.limit, spend.window_s, spend.cost)  # type: ignore[no-any-return]
 
 
-def _restorable(op: Op) -> bool:
+def _restorable(op: Op, keys: set[str]) -> bool:
     """Whether a power cut may take ``op``'s commit (proxy.state.journal): a claim whose
     decision record names its scope (an owner's is restored from it; a takeover lost leaves the
-    expired claim it took over), a completion or abandon (the claim stays in flight: the retry
-    looks the order up), an outcome record. Anything else makes the batch fsync its COMMIT:
-    a claim that allocates a nonce (the trail names the nonce, not the key it belongs to, and a
-    nonce must never repeat) or charges policy budgets (a lost charge would reopen a cap)."""
+    expired claim it took over), with a nonce only if its key's fingerprint is in ``keys``
+    (its ``nonce_keys`` row is durable, so replay can raise the key's floor to the nonce the
+    record names), a completion or abandon (the claim stays in flight: the retry looks the
+    order up), an outcome record. Anything else makes the batch fsync its COMMIT: a claim that
+    charges policy budgets (a lost charge would reopen a cap), or a nonce of a key whose row is
+    not known durable (a nonce must never repeat)."""
     if isinstance(op, Claim):
         r = op.record
-        return (r is not None and op.nonce is None and not op.budgets
+        return (r is not None and (op.nonce is None or op.nonce.fingerprint in keys)
+                and not op.budgets
                 and (r.get("client"), r.get("account"), r.get("client_order_id")) == (
                     op.scope.client, op.scope.account, op.scope.client_order_id))
     return isinstance(op, Complete | Abandon | Outcome)

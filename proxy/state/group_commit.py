@@ -33,8 +33,12 @@ from typing import Any, Protocol
 
 from proxy.errors import NotReady
 from proxy.state.base import BeginResult, IdempotencyScope, NonceUnit, Owner, StoredResponse
+from proxy.state.rules import nonce_key_fingerprint
 
 log = logging.getLogger("proxy.state.group_commit")
+
+NONCE_KEY = "nonce_key"
+"""The decision record's field that names the nonce's key by its fingerprint."""
 
 LINGER_S = 0.005
 """How long queued work that nobody waits for (completions, outcome records) may wait for an
@@ -59,6 +63,11 @@ class NonceRequest:
     key_id: str
     unit: NonceUnit
     now_us: int
+
+    @property
+    def fingerprint(self) -> str:
+        """The key as the decision record names it (``nonce_key``, never the API key)."""
+        return nonce_key_fingerprint(self.key_id)
 
 
 @dataclass(frozen=True)
@@ -130,9 +139,11 @@ class Claim:
         return self.record is not None and isinstance(r, Owner) and not r.previous_unknown
 
     def allocated(self, value: int) -> None:
-        """The batch allocated ``value``: the decision record names the nonce that is signed."""
-        assert self.record is not None
+        """The batch allocated ``value``: the decision record names the nonce that is signed
+        and the key's fingerprint (the start-up replay raises the key's floor from them)."""
+        assert self.record is not None and self.nonce is not None
         self.nonce_value = self.record["nonce"] = value
+        self.record[NONCE_KEY] = self.nonce.fingerprint
 
 
 @dataclass(eq=False)

@@ -9,8 +9,11 @@ batches are durable in the trail, and :func:`replay` restores their claims at st
 any worker serves. What else such a batch holds is safe to lose: a completion or an abandon
 lost leaves the claim in flight, so a retry after its lease asks the exchange by client order
 id (proxy.pipeline.lookup), as after any crash between sending and completing; a takeover
-claim lost leaves the earlier, expired one, with the same effect. Everything else (nonces,
-flags, claims without a decision record in the batch) stays ``synchronous=FULL``.
+claim lost leaves the earlier, expired one, with the same effect. An owner's nonce is restored
+too: its record names the nonce and its key's fingerprint (``nonce_key``), and the fingerprint's
+row in ``nonce_keys`` (key id and unit) is written by the key's first batch in each worker,
+which commits with fsync. Everything else (policy budgets, flags, claims without a decision
+record in the batch) stays ``synchronous=FULL``.
 
 Where replay starts: every batch writes, in its own transaction, its audit writer's position
 (segment, byte offset) just before its records (the ``journal`` table, one row per writer). The WAL
@@ -24,11 +27,16 @@ What is restored: each allow decision record carrying ``content_digest`` (only t
 group commit adds it, to the records of single placements) whose scope has no live row gets
 an in-flight claim whose lease is already over. The retry with the same client order id and
 content is then ``Owner(previous_unknown=True)`` and looks the order up before placing it; a
-retry with other content is a conflict, as before the power cut.
+retry with other content is a conflict, as before the power cut. And each key named by a
+record's ``nonce_key`` gets its nonce floor raised to the highest ``nonce`` the tail's records
+name for it (never lowered; the unit is the one its ``nonce_keys`` row was written with, and a
+key that signed in another unit is refused, as in proxy.state.rules): the next nonce is above
+every nonce that may have been signed. Both in the same transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
@@ -38,11 +46,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from proxy.errors import NotReady
 from proxy.state.base import IdempotencyScope, wall_clock_us
-from proxy.state.rules import to_us
+from proxy.state.group_commit import NONCE_KEY
+from proxy.state.rules import check_unit, to_us
 from proxy.state.sqlite_schema import SCHEMA
 
 DIGEST = "content_digest"
 """The decision record's field that names the order's content (proxy.pipeline.lookup)."""
+
+log = logging.getLogger("proxy.state.journal")
 
 Tail = Callable[[str, int, int], Iterable[Mapping[str, Any]] | None]
 """(writer, segment, offset) -> that writer's records from there on; None while it is alive."""
@@ -84,6 +95,7 @@ def journal_scope(record: Mapping[str, Any]) -> IdempotencyScope | None:
 class Replayed:
     writers: int
     restored: int
+    nonces: int = 0  # keys whose nonce floor was raised
 
 
 def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
@@ -94,7 +106,7 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
         return Replayed(0, 0)
     now = wall_clock_us() if now_us is None else now_us
     expires = now + to_us(ttl_s)
-    writers = restored = 0
+    writers = restored = raised = 0
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
         try:
@@ -105,7 +117,7 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
                 records = tail(writer, seg, offset)
                 if records is None:
                     continue  # alive: its commits are not lost
-                scopes = {key: digest for key, digest in _claims(records)}
+                scopes, floors = _read(records)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for key, digest in scopes.items():
@@ -118,6 +130,7 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
                             " lease_until_us, expires_us) VALUES (?, ?, 'inflight', ?, ?, ?)",
                             (key, digest, secrets.token_hex(16), now, expires))
                         restored += 1
+                    raised += sum(_raise_floor(conn, fp, floor) for fp, floor in floors.items())
                     conn.execute("DELETE FROM journal WHERE writer = ? AND seg = ? AND pos = ?",
                                  (writer, seg, offset))
                     conn.execute("COMMIT")
@@ -129,11 +142,40 @@ def replay(path: Path, tail: Tail, ttl_s: float, *, now_us: int | None = None,
             conn.close()
     except sqlite3.Error as exc:
         raise NotReady(f"state store unreachable: sqlite {path}: {exc}") from exc
-    return Replayed(writers, restored)
+    return Replayed(writers, restored, raised)
 
 
-def _claims(records: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, str]]:
+def _read(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, int]]:
+    """One pass over the tail: the claims to restore (storage key -> content digest), and the
+    highest nonce the decision records name for each key fingerprint."""
+    scopes: dict[str, str] = {}
+    floors: dict[str, int] = {}
     for rec in records:
         scope = journal_scope(rec)
         if scope is not None:
-            yield scope.storage_key(), str(rec[DIGEST])
+            scopes[scope.storage_key()] = str(rec[DIGEST])
+        fp, nonce = rec.get(NONCE_KEY), rec.get("nonce")
+        if (rec.get("phase") == "decision" and isinstance(fp, str) and isinstance(nonce, int)
+                and not isinstance(nonce, bool)):
+            floors[fp] = max(nonce, floors.get(fp, nonce))
+    return scopes, floors
+
+
+def _raise_floor(conn: sqlite3.Connection, fingerprint: str, floor: int) -> bool:
+    """The key's last nonce is at least ``floor`` (in the unit its fingerprint's row names);
+    whether it was raised."""
+    key = conn.execute("SELECT key_id, unit FROM nonce_keys WHERE fingerprint = ?",
+                       (fingerprint,)).fetchone()
+    if key is None:  # only a batch that wrote this row durably names the fingerprint
+        log.error("the audit trail names nonce key %s, which the state store does not know: "
+                  "its nonce floor cannot be raised", fingerprint)
+        return False
+    key_id, unit = key
+    row = conn.execute("SELECT unit, last FROM nonces WHERE key_id = ?", (key_id,)).fetchone()
+    if row is not None:
+        check_unit(key_id, row[0], unit)
+        if int(row[1]) >= floor:
+            return False
+    conn.execute("INSERT INTO nonces (key_id, unit, last) VALUES (?, ?, ?) "
+                 "ON CONFLICT (key_id) DO UPDATE SET last = excluded.last", (key_id, unit, floor))
+    return True

@@ -6,6 +6,8 @@ in Lua (it must decide atomically inside the server); the shared tests keep the 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -46,6 +48,19 @@ def check_unit(key_id: str, recorded: str | None, unit: NonceUnit) -> None:
             f"nonce unit for key {key_id!r} is {recorded!r} and it has signed before; refusing "
             f"{unit!r}. Keep the unit, or create a new API key on the exchange for the new unit"
         )
+
+
+NONCE_KEY_FINGERPRINT_HEX = 32
+"""128 bits of SHA-256: collisions between a store's keys are out of reach."""
+
+
+@functools.lru_cache(maxsize=4096)
+def nonce_key_fingerprint(key_id: str) -> str:
+    """What a decision record names a nonce key by (``nonce_key``): a truncated SHA-256 of the
+    key id (``exchange:api_key``), so the trail never carries the API key itself, and the
+    sqlite store's ``nonce_keys`` table maps it back for the start-up replay
+    (proxy.state.journal)."""
+    return hashlib.sha256(key_id.encode()).hexdigest()[:NONCE_KEY_FINGERPRINT_HEX]
 
 
 def to_us(seconds: float) -> int:

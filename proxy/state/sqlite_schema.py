@@ -1,5 +1,5 @@
 """The sqlite store's tables: nonces, idempotency records, window amounts, flags, and each audit
-writer's journal mark (proxy.state.journal).
+writer's journal mark and the nonce keys' fingerprints (proxy.state.journal).
 
 Created on first use (``CREATE ... IF NOT EXISTS``); amounts are decimal strings, times are
 microseconds.
@@ -20,4 +20,6 @@ CREATE TABLE IF NOT EXISTS flags (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_us INTEGER);
 CREATE TABLE IF NOT EXISTS journal (
     writer TEXT PRIMARY KEY, seg INTEGER NOT NULL, pos INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonce_keys (
+    fingerprint TEXT PRIMARY KEY, key_id TEXT NOT NULL, unit TEXT NOT NULL) WITHOUT ROWID;
 """

@@ -4,7 +4,8 @@ syncs of one batch under strace: ``python -m tests.state.journal_child STATE_DB 
 
 Between its markers (``getpgid`` of the pids in ``MARKS``, which never exist) it makes three
 batches: the worker's first (its journal row is made durable: two syncs), then one with a
-claim and its decision record, then one with a completion and an outcome record.
+claim and its decision record, then one with a completion and an outcome record; then a nonce
+key's first batch (its ``nonce_keys`` row is made durable: two syncs) and its next one.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from proxy.audit.writer import AuditWriter
 from proxy.model.sensitive import Secret
 from proxy.state import IdempotencyScope, StoredResponse, open_store
 from proxy.state.batches import group_commit
+from proxy.state.group_commit import NonceRequest
 
-MARKS = (1_000_000_001, 1_000_000_002, 1_000_000_003, 1_000_000_004)
+MARKS = (1_000_000_001, 1_000_000_002, 1_000_000_003, 1_000_000_004, 1_000_000_005, 1_000_000_006)
 
 
 def mark(n: int) -> None:
@@ -53,6 +55,12 @@ async def main(db: str, audit_dir: str) -> None:
         commit.outcome({"request_id": "c1", "phase": "outcome", "upstream_status": 200})
         await commit.drain()
         mark(3)
+        for n, coid in enumerate(("n0", "n1"), start=4):
+            nonced = await commit.claim(IdempotencyScope("bot", "main", coid), f"h-{coid}", 3600,
+                                        lease_s=30, record=record(coid),
+                                        nonce=NonceRequest("kraken:k", "us", 1_000_000))
+            assert nonced.recorded and nonced.nonce is not None
+            mark(n)
     finally:
         await audit.close()
         await store.close()

@@ -10,6 +10,7 @@ commit that was never fsynced (the WAL keeps a prefix of its commits).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ import pytest
 from proxy.audit.review import iter_records
 from proxy.audit.since import records_since, writer_is_dead
 from proxy.audit.writer import AuditWriter
+from proxy.errors import NonceUnitChanged
 from proxy.model.sensitive import Secret
 from proxy.state import Conflict, IdempotencyScope, InFlight, Owner, open_store
 from proxy.state.batches import group_commit
@@ -72,14 +74,19 @@ def test_a_batch_waits_for_exactly_one_disk_sync(tmp_path: Path) -> None:
     if run.returncode != 0 and "ptrace" in run.stderr:
         pytest.skip(f"strace cannot trace here: {run.stderr.strip()[:200]}")
     assert run.returncode == 0, run.stderr[-2000:]
-    first, claim, completion = _syncs_between_marks(trace.read_text())
+    first, claim, completion, key_first, nonce = _syncs_between_marks(trace.read_text())
     # the worker's first batch makes its journal row durable: the WAL's sync and the trail's
     assert first == 2
     # then one sync per batch: the audit append's (the store's COMMIT is not fsynced)
     assert (claim, completion) == (1, 1)
+    # a nonce key's first batch makes its fingerprint's row durable; its next orders take one
+    assert (key_first, nonce) == (2, 1)
     records = list(iter_records(tmp_path / "audit", KEY))
     digests = {r["request_id"]: r.get("content_digest") for r in records if r.get("phase") == "decision"}
-    assert digests == {"c0": "h0", "c1": "h1"}
+    assert digests == {"c0": "h0", "c1": "h1", "n0": "h-n0", "n1": "h-n1"}
+    fingerprint = hashlib.sha256(b"kraken:k").hexdigest()[:32]
+    assert {r["request_id"]: r.get("nonce_key") for r in records if r.get("phase") == "decision"} == {
+        "c0": None, "c1": None, "n0": fingerprint, "n1": fingerprint}
 
 
 def _files(db: Path) -> list[Path]:
@@ -141,6 +148,65 @@ def test_replay_restores_the_claims_a_power_cut_took(tmp_path: Path, segment_byt
     asyncio.run(retry())
 
 
+def test_replay_raises_the_nonce_floor_a_power_cut_took(tmp_path: Path) -> None:
+    """Nonce orders whose batches a power cut took: the store's nonce row goes back to before
+    them, and without the replay the key's next nonce would repeat one that was signed. The
+    replay raises the key's floor above every nonce the durable decision records name."""
+    db, audit_dir, saved = tmp_path / "state.db", tmp_path / "audit", tmp_path / "saved"
+    audit_dir.mkdir()
+    saved.mkdir()
+    key_id, now = "kraken:k", 1_000_000  # the clock stands still: nonces come from the row
+
+    async def run() -> None:
+        store = open_store("sqlite", path=db, url=None)
+        audit = AuditWriter(audit_dir, KEY, "w1")
+        await audit.start()
+        commit = group_commit(store, None, audit)
+        assert commit is not None
+        try:
+            # the key's first batch: FULL, its fingerprint's row durable
+            await commit.claim(_scope("n0"), "h0", 3600, lease_s=30, record=_record("n0"),
+                               nonce=NonceRequest(key_id, "us", now))
+            for f in _files(db):  # the store as the disk holds it: nothing after this is fsynced
+                shutil.copy(f, saved / f.name)
+            for coid in ("n1", "n2"):
+                claimed = await commit.claim(_scope(coid), f"h-{coid}", 3600, lease_s=30,
+                                             record=_record(coid), nonce=NonceRequest(key_id, "us", now))
+                assert claimed.recorded and claimed.nonce is not None  # signed and sent now
+        finally:
+            await audit.close()
+            await store.close()
+
+    asyncio.run(run())
+    for f in _files(db):  # the power cut
+        shutil.copy(saved / f.name, f)
+    db.with_name(db.name + "-shm").unlink(missing_ok=True)
+    # what may have been signed: every nonce a durable decision record names (read from the trail)
+    signed = [r["nonce"] for r in iter_records(audit_dir, KEY) if r.get("phase") == "decision"]
+    assert len(signed) == 3 and len(set(signed)) == 3
+    with sqlite3.connect(db) as conn:
+        (last,) = conn.execute("SELECT last FROM nonces WHERE key_id = ?", (key_id,)).fetchone()
+    # the precondition: without the replay the next nonce, max(clock, last + 1), is one signed
+    assert last + 1 in signed, "the snapshot lost n1's and n2's nonces"
+
+    def tail(writer: str, seg: int, offset: int) -> Any:
+        return records_since(audit_dir, writer, seg, offset) if writer_is_dead(audit_dir, writer) else None
+
+    done = replay(db, tail, 86400)
+    assert (done.writers, done.restored, done.nonces) == (1, 2, 1)
+
+    async def after() -> None:
+        store = open_store("sqlite", path=db, url=None)
+        try:
+            nxt = await store.next_nonce(key_id, "us", now_us=now)
+            assert nxt > max(signed)
+            assert await store.raise_floor(key_id, "us", 0) == nxt  # a floor is never lowered
+        finally:
+            await store.close()
+
+    asyncio.run(after())
+
+
 def test_replay_leaves_a_running_writer_alone(tmp_path: Path) -> None:
     db, audit_dir = tmp_path / "state.db", tmp_path / "audit"
     audit_dir.mkdir()
@@ -170,9 +236,11 @@ def test_replay_leaves_a_running_writer_alone(tmp_path: Path) -> None:
 
 
 def test_batches_with_a_claim_the_trail_cannot_restore_stay_fsynced(tmp_path: Path) -> None:
-    """A claim without a decision record in its batch (the step-by-step path), and an owner's
-    nonce or policy budget charged in the batch, are committed with synchronous=FULL: no record
-    would bring them back after a power cut (a nonce must never repeat, a cap never reopen)."""
+    """A claim without a decision record in its batch (the step-by-step path), an owner's
+    policy budget charged in the batch, and the first nonce of a key in this worker (its
+    fingerprint's row in ``nonce_keys`` must be durable before a record may name it) are
+    committed with synchronous=FULL: no record would bring them back after a power cut (a cap
+    must never reopen, a nonce never repeat)."""
     db, audit_dir = tmp_path / "state.db", tmp_path / "audit"
     audit_dir.mkdir()
     modes: list[int] = []
@@ -203,13 +271,53 @@ def test_batches_with_a_claim_the_trail_cannot_restore_stay_fsynced(tmp_path: Pa
             await commit.claim(_scope("c5"), "h5", 3600, lease_s=30, record=_record("c5"),
                                budgets=(Budget("notional|bot", Decimal(5), 3600, Decimal(100)),))
             await commit.claim(_scope("c6"), "h6", 3600, lease_s=30, record=_record("c6"))
+            # the key's row is durable now: its next nonce is restorable, another key's first is not
+            await commit.claim(_scope("c7"), "h7", 3600, lease_s=30, record=_record("c7"),
+                               nonce=NonceRequest("kraken:k", "us", 1_000_000))
+            await commit.claim(_scope("c8"), "h8", 3600, lease_s=30, record=_record("c8"),
+                               nonce=NonceRequest("kraken:other", "us", 1_000_000))
         finally:
             await audit.close()
             await store.close()
 
     asyncio.run(run())
-    # FULL (the journal row), NORMAL, FULL (no record), NORMAL, FULL (nonce), FULL (budget), NORMAL
-    assert modes == [2, 1, 2, 1, 2, 2, 1]
+    # FULL (the journal row), NORMAL, FULL (no record), NORMAL, FULL (the nonce key's first),
+    # FULL (budget), NORMAL, NORMAL (the same key's next nonce), FULL (another key's first)
+    assert modes == [2, 1, 2, 1, 2, 2, 1, 1, 2]
+    with sqlite3.connect(db) as conn:
+        keys = dict(conn.execute("SELECT key_id, unit FROM nonce_keys").fetchall())
+    assert keys == {"kraken:k": "us", "kraken:other": "us"}
+
+
+def test_a_key_s_fingerprint_row_names_the_unit_it_signed_with(tmp_path: Path) -> None:
+    """A key that signed before the fingerprint rows existed (a nonce outside the batches), then
+    asked in another unit in a batch: the claim is refused and no row is written, so the
+    replay's unit is always the one the key's nonces are in."""
+    db, audit_dir = tmp_path / "state.db", tmp_path / "audit"
+    audit_dir.mkdir()
+
+    async def run() -> None:
+        store = open_store("sqlite", path=db, url=None)
+        audit = AuditWriter(audit_dir, KEY, "w1")
+        await audit.start()
+        commit = group_commit(store, None, audit)
+        assert commit is not None
+        try:
+            await store.next_nonce("kraken:k", "us", now_us=1_000_000)
+            with pytest.raises(NonceUnitChanged):
+                await commit.claim(_scope("c0"), "h0", 3600, lease_s=30, record=_record("c0"),
+                                   nonce=NonceRequest("kraken:k", "ms", 1_000_000))
+            with sqlite3.connect(db) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM nonce_keys").fetchone() == (0,)
+            await commit.claim(_scope("c1"), "h1", 3600, lease_s=30, record=_record("c1"),
+                               nonce=NonceRequest("kraken:k", "us", 1_000_000))
+        finally:
+            await audit.close()
+            await store.close()
+
+    asyncio.run(run())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT key_id, unit FROM nonce_keys").fetchall() == [("kraken:k", "us")]
 
 
 def test_new_batch_work_is_judged_for_the_journal_first() -> None:
@@ -221,3 +329,6 @@ def test_new_batch_work_is_judged_for_the_journal_first() -> None:
     assert {f.name for f in fields(Claim)} == {
         "scope", "content_hash", "ttl_s", "lease_s", "spend", "record", "future", "result",
         "refused", "error", "recorded", "nonce", "nonce_value", "budgets", "over"}
+    # a nonce is restorable through its key's fingerprint row (key id and unit): a new field
+    # of the request must be judged too
+    assert {f.name for f in fields(NonceRequest)} == {"key_id", "unit", "now_us"}
